@@ -1,0 +1,136 @@
+//! `unimirror-update`: publish, inspect, roll back and collect releases.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use super::{DEFAULT_CONFIG, exit, report};
+use crate::config::Config;
+use crate::release::{self, ReleaseOptions, gc, rollback, status};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "unimirror-update",
+    version,
+    about = "Publishes the volumes unimirror serves"
+)]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, short, global = true, env = "UNIMIRROR_CONFIG", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Log JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Publish the volume's staging tree (or --from DIR) as a new release.
+    Release {
+        volume: String,
+        /// Publish this directory tree instead of the staging tree.
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+        /// Rehash every file instead of trusting size, mtime and inode.
+        #[arg(long)]
+        verify: bool,
+        /// Wait for a running release, rollback or gc instead of failing.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show the current release of each volume, its age and the retained ones.
+    Status {
+        volume: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an earlier retained release current again.
+    Rollback {
+        volume: String,
+        /// The release to return to (default: the newest older than current).
+        #[arg(long, value_name = "ID")]
+        to: Option<u64>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Remove old releases, unreferenced objects and interrupted runs' debris.
+    Gc {
+        volume: String,
+        /// Releases to keep, counting the current one (at least 3 are kept).
+        #[arg(long, value_name = "N")]
+        keep: Option<usize>,
+        /// Say what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    // Die quietly when the reader of our output goes away (`status | head`)
+    // instead of panicking on a failed print.
+    // SAFETY: restoring a signal's default disposition at start-up.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    super::init_logging(cli.log_json);
+    match run(cli) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => report(&e),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let config = Config::load(&cli.config)?;
+    match cli.command {
+        Command::Release {
+            volume,
+            from,
+            verify,
+            wait,
+        } => {
+            let opts = ReleaseOptions { from, verify, wait };
+            let outcome = release::release(&config, &volume, &opts)?;
+            println!("{}", outcome.summary(&volume));
+        }
+        Command::Status { volume, json } => {
+            let st = status::status(&config, volume.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print!("{}", status::render(&st));
+            }
+        }
+        Command::Rollback { volume, to, wait } => {
+            let (from, to) = rollback::rollback(&config, &volume, to, wait)?;
+            println!("rolled {volume} back from #{from} to #{to}");
+        }
+        Command::Gc {
+            volume,
+            keep,
+            dry_run,
+            wait,
+        } => {
+            let r = gc::gc(&config, &volume, keep, dry_run, wait)?;
+            println!("{}", r.summary(&volume));
+        }
+    }
+    Ok(())
+}

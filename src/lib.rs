@@ -1,0 +1,18 @@
+//! unimirror: a caching mirror daemon for package ecosystems (`unimirror`)
+//! and the updater that publishes the volumes it serves (`unimirror-update`).
+//!
+//! Where to start reading:
+//! - [`volume`]: the on-origin format of a released volume (manifest,
+//!   objects, pointer, history); every guarantee rests on it.
+//! - [`release`]: publishing a tree as a new release, and `status`,
+//!   `rollback`, `gc`.
+//! - [`config`]: the configuration file both binaries read.
+//! - [`cli`]: the two command lines; the binaries in `src/bin` only call it.
+
+pub mod cli;
+pub mod config;
+pub mod durable;
+pub mod fault;
+pub mod progress;
+pub mod release;
+pub mod volume;

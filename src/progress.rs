@@ -1,0 +1,120 @@
+//! Progress of long updater runs: a live bar on a terminal, a log line every
+//! few seconds otherwise (systemd's journal, CI logs), and byte formatting.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// How often a progress line is logged when stderr is not a terminal;
+/// `UNIMIRROR_PROGRESS_INTERVAL` (seconds) overrides it.
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+fn log_every() -> Duration {
+    std::env::var("UNIMIRROR_PROGRESS_INTERVAL")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(LOG_EVERY)
+}
+
+/// Counters of a release run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    pub entries: u64,
+    pub hashed_bytes: u64,
+    pub new_objects: u64,
+    pub copied_bytes: u64,
+}
+
+pub struct Progress {
+    what: String,
+    bar: Option<ProgressBar>,
+    last_log: Instant,
+    log_every: Duration,
+    pub counters: Counters,
+}
+
+impl Progress {
+    /// `expected` is the entry count if it can be guessed (the previous
+    /// release's), for a bar with an end; otherwise a spinner.
+    pub fn new(what: &str, expected: Option<u64>) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = match expected {
+                Some(n) if n > 0 => ProgressBar::new(n).with_style(
+                    ProgressStyle::with_template("{spinner} {wide_bar} {pos}/{len} {msg}")
+                        .expect("valid template"),
+                ),
+                _ => ProgressBar::new_spinner(),
+            };
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Progress {
+            what: what.to_string(),
+            bar,
+            last_log: Instant::now(),
+            log_every: log_every(),
+            counters: Counters::default(),
+        }
+    }
+
+    fn message(&self) -> String {
+        let c = &self.counters;
+        format!(
+            "{} entries scanned, {} hashed, {} new objects ({} copied)",
+            c.entries,
+            bytes(c.hashed_bytes),
+            c.new_objects,
+            bytes(c.copied_bytes)
+        )
+    }
+
+    /// Call after any counter changed; cheap enough to call per entry.
+    pub fn update(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(self.counters.entries);
+            if self.counters.entries.is_multiple_of(256) {
+                bar.set_message(self.message());
+            }
+        } else if self.counters.entries.is_multiple_of(1024)
+            && self.last_log.elapsed() >= self.log_every
+        {
+            self.last_log = Instant::now();
+            tracing::info!("{}: {}", self.what, self.message());
+        }
+    }
+
+    /// Removes the bar; the caller prints the summary.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Bytes in binary units, as operators read them: `1.5 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(super::bytes(0), "0 B");
+        assert_eq!(super::bytes(1023), "1023 B");
+        assert_eq!(super::bytes(1536), "1.5 KiB");
+        assert_eq!(super::bytes(3 << 30), "3.0 GiB");
+    }
+}

@@ -1,0 +1,477 @@
+//! Publishing, inspecting and retiring releases of a volume: what
+//! `unimirror-update release`, `status`, `rollback` and `gc` do.
+//!
+//! A release is made in one streaming pass over the source tree (see
+//! [`scan`]), merged with the previous release's manifest: an unchanged
+//! file (same size, mtime and inode) reuses its recorded sha256, anything
+//! else is hashed. Content not yet in the object store is copied in,
+//! verified while copying. Only when every object and the manifest are
+//! durable does the pointer flip, so a crash at any moment leaves the
+//! previous release current and intact; what the crash left behind is swept
+//! by `gc`.
+
+pub mod gc;
+pub mod rollback;
+pub mod scan;
+pub mod status;
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, VolumeConfig, VolumeSource};
+use crate::durable;
+use crate::fault;
+use crate::progress::{self, Progress};
+use crate::volume::manifest::{Entry, Kind, Manifest, ManifestWriter, Sha256Digest, key, lossy};
+use crate::volume::{Action, ReleaseMeta, VolumeDir, VolumeLock};
+
+/// Options of `unimirror-update release`.
+#[derive(Debug, Clone, Default)]
+pub struct ReleaseOptions {
+    /// Publish this tree instead of the volume's staging tree.
+    pub from: Option<PathBuf>,
+    /// Rehash every file instead of trusting size, mtime and inode.
+    pub verify: bool,
+    /// Wait for a running writer instead of failing at once.
+    pub wait: bool,
+}
+
+/// What a release run did.
+#[derive(Debug)]
+pub enum Outcome {
+    Released {
+        meta: ReleaseMeta,
+        seconds: f64,
+    },
+    /// The tree is identical to the current release; nothing was published.
+    Unchanged {
+        current: u64,
+        seconds: f64,
+    },
+}
+
+impl Outcome {
+    /// The one-line summary printed at the end of a run.
+    pub fn summary(&self, volume: &str) -> String {
+        match self {
+            Outcome::Released { meta, seconds } => format!(
+                "released {volume} #{}: {} files, {} directories, {} symlinks, {}; {} new objects ({} copied) in {seconds:.1} s",
+                meta.id,
+                meta.files,
+                meta.directories,
+                meta.symlinks,
+                progress::bytes(meta.bytes),
+                meta.new_objects,
+                progress::bytes(meta.new_bytes),
+            ),
+            Outcome::Unchanged { current, seconds } => format!(
+                "{volume}: tree is identical to the current release #{current}; nothing released ({seconds:.1} s)"
+            ),
+        }
+    }
+}
+
+/// The released volume a command acts on, or an error for plain-tree
+/// volumes, which have no releases.
+pub fn released_volume<'c>(
+    config: &'c Config,
+    name: &str,
+) -> Result<(VolumeDir, &'c VolumeConfig)> {
+    let vc = config.volume(name)?;
+    if let VolumeSource::Tree(path) = &vc.source {
+        bail!(
+            "volume `{name}` serves the plain tree {} and has no releases",
+            path.display()
+        );
+    }
+    Ok((VolumeDir::new(&config.origin, name), vc))
+}
+
+/// Publishes a tree as the volume's next release.
+pub fn release(config: &Config, volume: &str, opts: &ReleaseOptions) -> Result<Outcome> {
+    let started = Instant::now();
+    let (vol, _) = released_volume(config, volume)?;
+    let source = opts
+        .from
+        .clone()
+        .unwrap_or_else(|| config.staging.join(volume));
+    if !source.is_dir() {
+        bail!(
+            "the tree to release, {}, is not a directory{}",
+            source.display(),
+            if opts.from.is_none() {
+                " (run `sync` first, or pass --from DIR)"
+            } else {
+                ""
+            }
+        );
+    }
+
+    let _lock = VolumeLock::acquire(&vol, opts.wait, "release")?;
+    fault::point("locked");
+    vol.init()?;
+    vol.repair_history()?;
+
+    let parent = vol.current()?;
+    let previous = match parent {
+        Some(id) => {
+            let meta = vol.meta(id)?;
+            Some(
+                vol.manifest(&meta)
+                    .with_context(|| format!("reading the current release #{id}"))?,
+            )
+        }
+        None => None,
+    };
+    let id = vol
+        .release_ids()?
+        .last()
+        .copied()
+        .unwrap_or(0)
+        .max(parent.unwrap_or(0))
+        + 1;
+
+    let mut progress = Progress::new(
+        &format!("release {volume}"),
+        previous.as_ref().map(|m| m.counts().entries),
+    );
+    let manifest_tmp = vol
+        .tmp_dir()
+        .join(durable::temp_name(&format!("{id}.manifest")));
+    let mut writer = ManifestWriter::create(&manifest_tmp)?;
+    let mut store = ObjectStore::new(&vol);
+    let built = build(
+        &source,
+        previous.as_ref(),
+        opts.verify,
+        &mut writer,
+        &mut store,
+        &mut progress,
+    )
+    .and_then(|changed| store.flush().map(|()| changed));
+    progress.finish();
+    let changed = match built {
+        Ok(changed) => changed,
+        Err(e) => {
+            writer.abandon();
+            store.abandon();
+            return Err(e.context(format!(
+                "release of volume `{volume}` failed; the current release is unchanged"
+            )));
+        }
+    };
+    if !changed && let Some(current) = parent {
+        writer.abandon();
+        return Ok(Outcome::Unchanged {
+            current,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+
+    let (sha, manifest_size, counts) = writer.finish()?;
+    fault::point("manifest-written");
+    let manifest_file = vol.manifest_file(id);
+    fs::rename(&manifest_tmp, &manifest_file)
+        .with_context(|| format!("renaming manifest into {}", manifest_file.display()))?;
+    durable::fsync_dir(&vol.releases_dir())?;
+    fault::point("manifest-renamed");
+
+    let now = SystemTime::now();
+    let meta = ReleaseMeta {
+        format: crate::volume::FORMAT,
+        volume: volume.to_string(),
+        id,
+        parent,
+        created_unix: crate::volume::unix(now),
+        created: humantime::format_rfc3339_seconds(now).to_string(),
+        files: counts.files,
+        directories: counts.dirs,
+        symlinks: counts.symlinks,
+        bytes: counts.bytes,
+        manifest_sha256: sha.hex(),
+        manifest_size,
+        new_objects: progress.counters.new_objects,
+        new_bytes: progress.counters.copied_bytes,
+        source: source.display().to_string(),
+    };
+    durable::write_atomic(
+        &vol.meta_file(id),
+        &vol.tmp_dir(),
+        &serde_json::to_vec_pretty(&meta)?,
+    )
+    .with_context(|| format!("writing {}", vol.meta_file(id).display()))?;
+    fault::point("meta-written");
+
+    vol.set_current(id)?;
+    fault::point("pointer-renamed");
+    vol.record(Action::Release, parent, id, None)?;
+    Ok(Outcome::Released {
+        meta,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Streams the tree into the manifest writer, merging with the previous
+/// manifest. Returns whether anything differs from it.
+fn build(
+    source: &Path,
+    previous: Option<&Manifest>,
+    verify: bool,
+    writer: &mut ManifestWriter,
+    store: &mut ObjectStore,
+    progress: &mut Progress,
+) -> Result<bool> {
+    let mut walker = scan::Walker::new(source)?;
+    let mut prev_stream = previous.map(|m| m.stream());
+    let mut prev_next = || -> Result<Option<(Vec<u8>, Entry)>> {
+        match prev_stream.as_mut().and_then(|s| s.next_entry()) {
+            Some(r) => r.map(Some),
+            None => Ok(None),
+        }
+    };
+    let mut prev = prev_next()?;
+    let mut changed = previous.is_none();
+
+    while let Some(found) = walker.next_entry() {
+        let found = found?;
+        let k = key(&found.dir, &found.name);
+        // Entries of the previous release that sort before this one are gone.
+        let mut old = None;
+        while let Some((pk, pe)) = prev.take() {
+            if pk < k {
+                changed = true;
+                prev = prev_next()?;
+            } else if pk == k {
+                old = Some(pe);
+                prev = prev_next()?;
+                break;
+            } else {
+                prev = Some((pk, pe));
+                break;
+            }
+        }
+        let entry = entry_for(&found, old.as_ref(), verify, store, progress)?;
+        if !old.as_ref().is_some_and(|o| o.same_as_served(&entry)) {
+            changed = true;
+        }
+        writer.push(&k, &entry)?;
+        progress.counters.entries += 1;
+        progress.update();
+    }
+    if prev.is_some() {
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// The manifest entry for one found path, hashing and storing a file's
+/// content unless the previous release already has it.
+fn entry_for(
+    found: &scan::Found,
+    old: Option<&Entry>,
+    verify: bool,
+    store: &mut ObjectStore,
+    progress: &mut Progress,
+) -> Result<Entry> {
+    let m = &found.meta;
+    let mut entry = Entry {
+        kind: Kind::Dir,
+        size: 0,
+        mtime: m.mtime(),
+        mtime_nsec: m.mtime_nsec() as u32,
+        sha256: Sha256Digest::default(),
+        target: Vec::new(),
+        source_inode: m.ino(),
+    };
+    if let Some(target) = &found.target {
+        entry.kind = Kind::Symlink;
+        entry.target = target.clone();
+        return Ok(entry);
+    }
+    if m.is_dir() {
+        return Ok(entry);
+    }
+    entry.kind = Kind::File;
+    entry.size = m.len();
+    let reusable = old.filter(|o| {
+        !verify
+            && o.kind == Kind::File
+            && o.size == entry.size
+            && o.mtime == entry.mtime
+            && o.mtime_nsec == entry.mtime_nsec
+            && o.source_inode == entry.source_inode
+    });
+    match reusable {
+        Some(o) => entry.sha256 = o.sha256,
+        None => {
+            entry.sha256 = hash_file(&found.path, entry.size)?;
+            progress.counters.hashed_bytes += entry.size;
+            store.ensure(&found.path, entry.sha256, entry.size, progress)?;
+        }
+    }
+    if verify {
+        // Also make sure every object the release names is really there.
+        store.ensure(&found.path, entry.sha256, entry.size, progress)?;
+    }
+    Ok(entry)
+}
+
+/// sha256 of a file, checking that it still has the size it was listed with.
+fn hash_file(path: &Path, size: u64) -> Result<Sha256Digest> {
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let n = copy_hashing(file, io::sink(), &mut hasher)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if n != size {
+        bail!(
+            "{} changed while it was being released ({size} bytes listed, {n} read); run the release again",
+            path.display()
+        );
+    }
+    Ok(Sha256Digest(hasher.finalize().into()))
+}
+
+/// Copies `from` to `to`, feeding every byte to `hasher`.
+fn copy_hashing(mut from: impl Read, mut to: impl Write, hasher: &mut Sha256) -> io::Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        to.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+/// Adds content to the volume's object store in durable batches.
+///
+/// Copies go to temporary files first; a batch is made durable with one
+/// `syncfs` and only then renamed to the objects' final names, so a name in
+/// the store always holds complete, verified content, even after a crash
+/// (an object that merely *exists* is trusted by later releases).
+struct ObjectStore {
+    vol: VolumeDir,
+    pending: Vec<(PathBuf, Sha256Digest)>,
+    pending_digests: HashSet<Sha256Digest>,
+    pending_bytes: u64,
+}
+
+const BATCH_FILES: usize = 2048;
+const BATCH_BYTES: u64 = 512 << 20;
+
+impl ObjectStore {
+    fn new(vol: &VolumeDir) -> ObjectStore {
+        ObjectStore {
+            vol: vol.clone(),
+            pending: Vec::new(),
+            pending_digests: HashSet::new(),
+            pending_bytes: 0,
+        }
+    }
+
+    /// Makes sure the store has the object `digest`, copying it from `path`
+    /// if it does not.
+    fn ensure(
+        &mut self,
+        path: &Path,
+        digest: Sha256Digest,
+        size: u64,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        if self.pending_digests.contains(&digest) || self.vol.object_file(&digest).exists() {
+            return Ok(());
+        }
+        let tmp = self.vol.tmp_dir().join(durable::temp_name("object"));
+        let copied = (|| -> Result<()> {
+            let src =
+                File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let dst = durable::create_new(&tmp)
+                .with_context(|| format!("creating {} on the origin", tmp.display()))?;
+            let mut hasher = Sha256::new();
+            let mut out = io::BufWriter::with_capacity(256 * 1024, dst);
+            let n = copy_hashing(src, &mut out, &mut hasher).with_context(|| {
+                format!(
+                    "copying {} to the origin at {}",
+                    path.display(),
+                    tmp.display()
+                )
+            })?;
+            out.flush()
+                .with_context(|| format!("writing {} on the origin", tmp.display()))?;
+            let actual = Sha256Digest(hasher.finalize().into());
+            if actual != digest || n != size {
+                bail!(
+                    "{} changed while it was being released (hashed {digest}, copied {actual}); run the release again",
+                    path.display()
+                );
+            }
+            Ok(())
+        })();
+        if let Err(e) = copied {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        fault::point("object-temp-written");
+        self.pending.push((tmp, digest));
+        self.pending_digests.insert(digest);
+        self.pending_bytes += size;
+        progress.counters.new_objects += 1;
+        progress.counters.copied_bytes += size;
+        if self.pending.len() >= BATCH_FILES || self.pending_bytes >= BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Makes the pending copies durable, then gives them their final names.
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let tmp_dir = self.vol.tmp_dir();
+        durable::syncfs(&tmp_dir).context("flushing new objects to the origin")?;
+        for (tmp, digest) in self.pending.drain(..) {
+            let dest = self.vol.object_file(&digest);
+            let parent = dest.parent().expect("objects have a parent");
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            fs::rename(&tmp, &dest)
+                .with_context(|| format!("renaming object into {}", dest.display()))?;
+        }
+        fault::point("objects-renamed");
+        durable::syncfs(&tmp_dir).context("flushing new objects to the origin")?;
+        self.pending_digests.clear();
+        self.pending_bytes = 0;
+        Ok(())
+    }
+
+    /// Removes the temporary copies of a failed run.
+    fn abandon(&mut self) {
+        for (tmp, _) in self.pending.drain(..) {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Which releases count as published: those the pointer has named.
+pub(crate) fn published(vol: &VolumeDir) -> Result<HashSet<u64>> {
+    let mut ids: HashSet<u64> = vol.history()?.iter().map(|h| h.to).collect();
+    ids.extend(vol.current()?);
+    Ok(ids)
+}
+
+/// For messages: a path in a release.
+pub(crate) fn show(path: &[u8]) -> String {
+    lossy(path)
+}

@@ -1,0 +1,75 @@
+//! `unimirror-update rollback`: make an earlier release current again.
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::Config;
+use crate::volume::manifest::Kind;
+use crate::volume::{Action, VolumeDir, VolumeLock};
+
+/// Points the volume at release `to` (default: the newest published release
+/// older than the current one) after checking that its manifest and every
+/// object it names are present. Returns (from, to).
+pub fn rollback(config: &Config, volume: &str, to: Option<u64>, wait: bool) -> Result<(u64, u64)> {
+    let (vol, _) = super::released_volume(config, volume)?;
+    if !vol.exists() {
+        bail!("volume `{volume}` has never been released");
+    }
+    vol.check_format()?;
+    let _lock = VolumeLock::acquire(&vol, wait, "rollback")?;
+    vol.repair_history()?;
+    let Some(current) = vol.current()? else {
+        bail!("volume `{volume}` has no current release");
+    };
+    let published = super::published(&vol)?;
+    let retained: Vec<u64> = vol
+        .release_ids()?
+        .into_iter()
+        .filter(|id| published.contains(id))
+        .collect();
+    let target = match to {
+        Some(t) if t == current => bail!("release #{t} is already current"),
+        Some(t) if !retained.contains(&t) => bail!(
+            "release #{t} of `{volume}` is not a retained published release (retained: {})",
+            list(&retained)
+        ),
+        Some(t) => t,
+        None => match retained.iter().rev().find(|&&id| id < current) {
+            Some(&t) => t,
+            None => bail!("no retained release older than the current #{current} to roll back to"),
+        },
+    };
+    check_complete(&vol, target)
+        .with_context(|| format!("release #{target} cannot be made current"))?;
+    vol.set_current(target)?;
+    vol.record(Action::Rollback, Some(current), target, None)?;
+    Ok((current, target))
+}
+
+/// A release is complete when its manifest verifies and every object it
+/// names exists.
+fn check_complete(vol: &VolumeDir, id: u64) -> Result<()> {
+    let meta = vol.meta(id)?;
+    let manifest = vol.manifest(&meta)?;
+    let mut stream = manifest.stream();
+    while let Some(item) = stream.next_entry() {
+        let (key, entry) = item?;
+        if entry.kind == Kind::File && !vol.object_file(&entry.sha256).exists() {
+            bail!(
+                "object {} of {} is missing from the store",
+                entry.sha256,
+                super::show(&crate::volume::manifest::path_for_key(&key))
+            );
+        }
+    }
+    Ok(())
+}
+
+fn list(ids: &[u64]) -> String {
+    if ids.is_empty() {
+        return "none".into();
+    }
+    ids.iter()
+        .map(|i| format!("#{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,502 @@
+//! A released volume on the origin: its directory layout, the pointer to
+//! its current release, the history of pointer changes, release metadata
+//! and the lock that serialises writers. `docs/volume-format.md` is the
+//! specification; this module is its implementation.
+//!
+//! ```text
+//! <origin>/<volume>/
+//!   format                      "unimirror-volume 1"
+//!   current                     pointer: {"format":1,"release":42}
+//!   history.jsonl               one line per pointer change
+//!   releases/<id>.json          release metadata
+//!   releases/<id>.manifest      the release's manifest
+//!   objects/sha256/ab/cd/<hex>  content, stored once by sha256
+//!   tmp/                        writers' temporary files (same filesystem)
+//!   lock                        flock'ed by release, rollback and gc
+//! ```
+
+pub mod manifest;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::durable;
+use manifest::{Manifest, Sha256Digest, Verify};
+
+/// The volume format this build reads and writes.
+pub const FORMAT: u32 = 1;
+const FORMAT_LINE: &str = "unimirror-volume 1";
+
+/// Paths of one released volume on the origin.
+#[derive(Debug, Clone)]
+pub struct VolumeDir {
+    pub name: String,
+    pub root: PathBuf,
+}
+
+/// The pointer file's content.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Pointer {
+    pub format: u32,
+    pub release: u64,
+}
+
+/// Metadata of one release, `releases/<id>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReleaseMeta {
+    pub format: u32,
+    pub volume: String,
+    pub id: u64,
+    /// The release that was current when this one was made.
+    pub parent: Option<u64>,
+    /// Creation time, seconds since the Unix epoch, and the same as RFC 3339.
+    pub created_unix: u64,
+    pub created: String,
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    /// Sum of the file sizes.
+    pub bytes: u64,
+    pub manifest_sha256: String,
+    pub manifest_size: u64,
+    /// Objects this release added to the store, and their bytes.
+    pub new_objects: u64,
+    pub new_bytes: u64,
+    /// The tree it was made from.
+    pub source: String,
+}
+
+/// What changed the pointer.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Release,
+    Rollback,
+    /// The pointer was found changed without a history line (the writer
+    /// died between the two); the line was added afterwards.
+    Recovered,
+}
+
+/// One line of `history.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub time_unix: u64,
+    pub time: String,
+    pub action: Action,
+    pub from: Option<u64>,
+    pub to: u64,
+    pub user: String,
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl VolumeDir {
+    pub fn new(origin: &Path, name: &str) -> VolumeDir {
+        VolumeDir {
+            name: name.to_string(),
+            root: origin.join(name),
+        }
+    }
+
+    pub fn format_file(&self) -> PathBuf {
+        self.root.join("format")
+    }
+    pub fn pointer_file(&self) -> PathBuf {
+        self.root.join("current")
+    }
+    pub fn history_file(&self) -> PathBuf {
+        self.root.join("history.jsonl")
+    }
+    pub fn releases_dir(&self) -> PathBuf {
+        self.root.join("releases")
+    }
+    pub fn meta_file(&self, id: u64) -> PathBuf {
+        self.releases_dir().join(format!("{id}.json"))
+    }
+    pub fn manifest_file(&self, id: u64) -> PathBuf {
+        self.releases_dir().join(format!("{id}.manifest"))
+    }
+    pub fn objects_dir(&self) -> PathBuf {
+        self.root.join("objects").join("sha256")
+    }
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+
+    /// Where the object with this digest lives: two levels of fan-out so
+    /// that no directory holds more than a few thousand entries even with
+    /// hundreds of millions of objects.
+    pub fn object_file(&self, digest: &Sha256Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.objects_dir()
+            .join(&hex[0..2])
+            .join(&hex[2..4])
+            .join(hex)
+    }
+
+    /// Whether the volume has been initialised on the origin.
+    pub fn exists(&self) -> bool {
+        self.format_file().exists()
+    }
+
+    /// Checks the format marker of an existing volume.
+    pub fn check_format(&self) -> Result<()> {
+        let path = self.format_file();
+        let text = fs::read_to_string(&path)
+            .with_context(|| format!("volume `{}`: reading {}", self.name, path.display()))?;
+        if text.trim() != FORMAT_LINE {
+            bail!(
+                "volume `{}`: {} says {:?}; this unimirror reads {:?}",
+                self.name,
+                path.display(),
+                text.trim(),
+                FORMAT_LINE
+            );
+        }
+        Ok(())
+    }
+
+    /// Creates the volume's directories and format marker if missing.
+    pub fn init(&self) -> Result<()> {
+        for d in [
+            self.root.clone(),
+            self.releases_dir(),
+            self.objects_dir(),
+            self.tmp_dir(),
+        ] {
+            durable::create_dir_all_durable(&d)
+                .with_context(|| format!("creating {}", d.display()))?;
+        }
+        if self.exists() {
+            return self.check_format();
+        }
+        durable::write_atomic(
+            &self.format_file(),
+            &self.tmp_dir(),
+            format!("{FORMAT_LINE}\n").as_bytes(),
+        )
+        .with_context(|| format!("writing {}", self.format_file().display()))
+    }
+
+    /// The current release id, or `None` for a volume never released.
+    pub fn current(&self) -> Result<Option<u64>> {
+        let path = self.pointer_file();
+        let text = match fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let p: Pointer = serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not a valid pointer", path.display()))?;
+        if p.format != FORMAT {
+            bail!("{}: pointer format {} unknown", path.display(), p.format);
+        }
+        Ok(Some(p.release))
+    }
+
+    /// Points the volume at release `id`, atomically and durably.
+    pub fn set_current(&self, id: u64) -> Result<()> {
+        let bytes = serde_json::to_vec(&Pointer {
+            format: FORMAT,
+            release: id,
+        })?;
+        crate::fault::point("pointer-before-rename");
+        durable::write_atomic(&self.pointer_file(), &self.tmp_dir(), &bytes)
+            .with_context(|| format!("writing {}", self.pointer_file().display()))
+    }
+
+    /// Reads one release's metadata.
+    pub fn meta(&self, id: u64) -> Result<ReleaseMeta> {
+        let path = self.meta_file(id);
+        let text = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Opens a release's manifest, verified against its metadata.
+    pub fn manifest(&self, meta: &ReleaseMeta) -> Result<Manifest> {
+        let digest = Sha256Digest::from_hex(&meta.manifest_sha256).with_context(|| {
+            format!("{}: bad manifest_sha256", self.meta_file(meta.id).display())
+        })?;
+        Manifest::open(&self.manifest_file(meta.id), Verify::Sha256(digest))
+    }
+
+    /// Ids of all releases with metadata, ascending.
+    pub fn release_ids(&self) -> Result<Vec<u64>> {
+        let dir = self.releases_dir();
+        let mut ids = Vec::new();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ids),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        };
+        for ent in rd {
+            let name = ent?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(id) = name.strip_suffix(".json").and_then(|s| s.parse().ok()) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// The history of pointer changes, oldest first. A torn last line (a
+    /// crash while appending) is skipped.
+    pub fn history(&self) -> Result<Vec<HistoryEntry>> {
+        let path = self.history_file();
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+
+    /// Appends a history line for a pointer change.
+    pub fn record(
+        &self,
+        action: Action,
+        from: Option<u64>,
+        to: u64,
+        reason: Option<String>,
+    ) -> Result<()> {
+        let now = SystemTime::now();
+        let entry = HistoryEntry {
+            time_unix: unix(now),
+            time: humantime::format_rfc3339_seconds(now).to_string(),
+            action,
+            from,
+            to,
+            user: whoami(),
+            host: hostname(),
+            reason,
+        };
+        let path = self.history_file();
+        // A torn line from an earlier crash must not swallow this one.
+        ensure_ends_with_newline(&path)?;
+        durable::append_line(&path, &serde_json::to_string(&entry)?)
+            .with_context(|| format!("appending to {}", path.display()))
+    }
+
+    /// Brings the history in line with the pointer after a crash between
+    /// the pointer flip and the history append. Call with the lock held.
+    pub fn repair_history(&self) -> Result<()> {
+        let Some(current) = self.current()? else {
+            return Ok(());
+        };
+        let history = self.history()?;
+        let last = history.last().map(|h| h.to);
+        if last != Some(current) {
+            self.record(
+                Action::Recovered,
+                last,
+                current,
+                Some("pointer changed without a history line (interrupted writer)".into()),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn ensure_ends_with_newline(path: &Path) -> Result<()> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    use std::io::Seek;
+    file.seek(io::SeekFrom::Start(len - 1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    if last[0] != b'\n' {
+        durable::append_line(path, "")?;
+    }
+    Ok(())
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+/// The user name of this process (from the password database, since
+/// systemd services and cron jobs often run without `$USER`).
+fn whoami() -> String {
+    // SAFETY: getuid has no preconditions; getpwuid_r writes only into the
+    // buffers we pass and its result points into them.
+    unsafe {
+        let uid = libc::getuid();
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 4096];
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out);
+        if rc == 0 && !out.is_null() && !pw.pw_name.is_null() {
+            return std::ffi::CStr::from_ptr(pw.pw_name)
+                .to_string_lossy()
+                .into_owned();
+        }
+        format!("uid {uid}")
+    }
+}
+
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The exclusive writer lock of a volume, released on drop.
+pub struct VolumeLock {
+    _file: File,
+}
+
+/// Why a lock could not be had.
+#[derive(Debug, thiserror::Error)]
+#[error("volume `{volume}` is busy: {holder}")]
+pub struct Busy {
+    pub volume: String,
+    pub holder: String,
+}
+
+impl VolumeLock {
+    /// Takes the lock; with `wait`, blocks until it is free, otherwise fails
+    /// at once with [`Busy`] naming the holder.
+    pub fn acquire(vol: &VolumeDir, wait: bool, what: &str) -> Result<VolumeLock> {
+        durable::create_dir_all_durable(&vol.root)
+            .with_context(|| format!("creating {}", vol.root.display()))?;
+        let path = vol.lock_file();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let mut op = libc::LOCK_EX;
+        if !wait {
+            op |= libc::LOCK_NB;
+        }
+        loop {
+            // SAFETY: flock on a descriptor we own.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+            if rc == 0 {
+                break;
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) => {
+                    let mut holder = String::new();
+                    let _ = file.read_to_string(&mut holder);
+                    let holder = holder.trim();
+                    return Err(Busy {
+                        volume: vol.name.clone(),
+                        holder: if holder.is_empty() {
+                            "another writer holds its lock".into()
+                        } else {
+                            format!("{holder} holds its lock")
+                        },
+                    }
+                    .into());
+                }
+                _ => return Err(err).with_context(|| format!("locking {}", path.display())),
+            }
+        }
+        // Say who holds it, for the message the next writer gets.
+        let info = format!(
+            "{what} (pid {} on {}, since {})",
+            std::process::id(),
+            hostname(),
+            humantime::format_rfc3339_seconds(SystemTime::now())
+        );
+        file.set_len(0)?;
+        use std::io::Seek;
+        file.seek(io::SeekFrom::Start(0))?;
+        file.write_all(info.as_bytes())?;
+        Ok(VolumeLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_paths_fan_out() {
+        let v = VolumeDir::new(Path::new("/o"), "pypi");
+        let d = Sha256Digest([0xab; 32]);
+        let p = v.object_file(&d);
+        assert_eq!(
+            p,
+            Path::new("/o/pypi/objects/sha256/ab/ab").join("ab".repeat(32))
+        );
+    }
+
+    #[test]
+    fn pointer_history_and_torn_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = VolumeDir::new(dir.path(), "v");
+        v.init().unwrap();
+        assert_eq!(v.current().unwrap(), None);
+        v.set_current(3).unwrap();
+        assert_eq!(v.current().unwrap(), Some(3));
+        // A crash between flip and history append is repaired.
+        v.repair_history().unwrap();
+        assert_eq!(
+            v.history().unwrap().last().unwrap().action,
+            Action::Recovered
+        );
+        // A torn line is skipped and does not eat the next one.
+        fs::OpenOptions::new()
+            .append(true)
+            .open(v.history_file())
+            .unwrap()
+            .write_all(b"{\"time_unix\":1,")
+            .unwrap();
+        v.record(Action::Release, Some(3), 4, None).unwrap();
+        let h = v.history().unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[1].to, 4);
+    }
+
+    #[test]
+    fn lock_is_exclusive_and_names_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = VolumeDir::new(dir.path(), "v");
+        let held = VolumeLock::acquire(&v, false, "release").unwrap();
+        let err = VolumeLock::acquire(&v, false, "gc").err().unwrap();
+        let busy = err.downcast_ref::<Busy>().unwrap();
+        assert!(busy.holder.contains("release (pid"), "{}", busy.holder);
+        drop(held);
+        VolumeLock::acquire(&v, false, "gc").unwrap();
+    }
+
+    #[test]
+    fn foreign_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = VolumeDir::new(dir.path(), "v");
+        v.init().unwrap();
+        fs::write(v.format_file(), "unimirror-volume 2\n").unwrap();
+        assert!(v.init().is_err());
+    }
+}

@@ -1,0 +1,289 @@
+//! Shared set-up for the integration tests: a private origin, staging and
+//! config per test, the real binaries, and checks of what is on the origin.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use unimirror::volume::manifest::{Kind, Manifest, Sha256Digest, path_for_key};
+use unimirror::volume::{VolumeDir, manifest::sha256_of_reader};
+
+pub const UPDATE: &str = env!("CARGO_BIN_EXE_unimirror-update");
+pub const DAEMON: &str = env!("CARGO_BIN_EXE_unimirror");
+
+/// One test's world: `<dir>/unimirror.toml`, `<dir>/origin`, `<dir>/staging`,
+/// `<dir>/tree` (a tree to release).
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub extra_config: String,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env::with_config("")
+    }
+
+    /// With extra config text appended after the defaults (for `[release]`).
+    pub fn with_config(extra: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let env = Env {
+            dir,
+            extra_config: extra.to_string(),
+        };
+        env.write_config(&env.origin());
+        fs::create_dir_all(env.tree()).unwrap();
+        env
+    }
+
+    pub fn write_config(&self, origin: &Path) {
+        fs::write(
+            self.config(),
+            format!(
+                "origin = {:?}\nstaging = \"staging\"\n{}\n[volumes.vol]\nprefix = \"/vol\"\n\n[volumes.other]\n\n[volumes.plain]\ntree = \"tree\"\n",
+                origin.display().to_string(),
+                self.extra_config
+            ),
+        )
+        .unwrap();
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn config(&self) -> PathBuf {
+        self.path().join("unimirror.toml")
+    }
+    pub fn origin(&self) -> PathBuf {
+        self.path().join("origin")
+    }
+    pub fn tree(&self) -> PathBuf {
+        self.path().join("tree")
+    }
+    pub fn vol(&self) -> VolumeDir {
+        VolumeDir::new(&self.origin(), "vol")
+    }
+
+    /// `unimirror-update --config <config> <args>`, not yet started.
+    pub fn update_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(UPDATE);
+        c.arg("--config").arg(self.config()).args(args);
+        c.env_remove("UNIMIRROR_FAULT");
+        c.stdin(Stdio::null());
+        c
+    }
+
+    pub fn update(&self, args: &[&str]) -> Output {
+        self.update_cmd(args).output().unwrap()
+    }
+
+    /// Runs and expects success; returns stdout.
+    pub fn update_ok(&self, args: &[&str]) -> String {
+        let out = self.update(args);
+        assert!(
+            out.status.success(),
+            "unimirror-update {args:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Releases `self.tree()` as volume `vol`; returns stdout.
+    pub fn release(&self) -> String {
+        let tree = self.tree();
+        self.update_ok(&["release", "vol", "--from", tree.to_str().unwrap()])
+    }
+
+    pub fn current(&self) -> Option<u64> {
+        self.vol().current().unwrap()
+    }
+
+    pub fn write(&self, rel: &str, content: &[u8]) {
+        let p = self.tree().join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether a process ended by SIGKILL.
+pub fn killed(status: &std::process::ExitStatus) -> bool {
+    status.signal() == Some(libc::SIGKILL)
+}
+
+/// Checks that release `id` is complete and intact: its manifest verifies,
+/// and every file's object exists with exactly the recorded content.
+/// Returns the manifest.
+pub fn check_release(vol: &VolumeDir, id: u64) -> Manifest {
+    let meta = vol.meta(id).unwrap();
+    let manifest = vol.manifest(&meta).unwrap();
+    let mut stream = manifest.stream();
+    let mut files = 0;
+    while let Some(item) = stream.next_entry() {
+        let (key, e) = item.unwrap();
+        if e.kind == Kind::File {
+            files += 1;
+            let obj = vol.object_file(&e.sha256);
+            let f = fs::File::open(&obj).unwrap_or_else(|err| {
+                panic!(
+                    "release #{id}: object of {:?} missing: {err}",
+                    String::from_utf8_lossy(&path_for_key(&key))
+                )
+            });
+            assert_eq!(f.metadata().unwrap().len(), e.size);
+            assert_eq!(
+                sha256_of_reader(f).unwrap(),
+                e.sha256,
+                "object content differs"
+            );
+        }
+    }
+    assert_eq!(files, meta.files);
+    manifest
+}
+
+/// Checks that release `id` has exactly the files, dirs and symlinks of
+/// `tree`, with their content.
+pub fn assert_matches_tree(vol: &VolumeDir, id: u64, tree: &Path) {
+    let manifest = check_release(vol, id);
+    let mut seen = 0u64;
+    for entry in walk(tree) {
+        let rel = entry.strip_prefix(tree).unwrap();
+        let rel_bytes = rel.as_os_str().as_encoded_bytes();
+        let e = manifest
+            .get(rel_bytes)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{} missing from release #{id}", rel.display()));
+        let meta = fs::symlink_metadata(&entry).unwrap();
+        if meta.file_type().is_symlink() {
+            assert_eq!(e.kind, Kind::Symlink);
+            assert_eq!(
+                e.target,
+                fs::read_link(&entry)
+                    .unwrap()
+                    .as_os_str()
+                    .as_encoded_bytes()
+            );
+        } else if meta.is_dir() {
+            assert_eq!(e.kind, Kind::Dir);
+        } else {
+            assert_eq!(e.kind, Kind::File);
+            assert_eq!(e.sha256, Sha256Digest::of(&fs::read(&entry).unwrap()));
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, manifest.counts().entries, "release has extra entries");
+}
+
+/// Every path below `root` (not `root` itself), symlinks not followed.
+pub fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for ent in fs::read_dir(&d).unwrap() {
+            let p = ent.unwrap().path();
+            if fs::symlink_metadata(&p).unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Number of objects in a volume's store.
+pub fn object_count(vol: &VolumeDir) -> usize {
+    walk(&vol.objects_dir())
+        .into_iter()
+        .filter(|p| fs::symlink_metadata(p).unwrap().is_file())
+        .count()
+}
+
+/// Waits (blocking in waitpid, not polling) until `child` is stopped by a
+/// signal, e.g. by the `stop` fault action.
+pub fn wait_until_stopped(child: &Child) {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: waitpid on our own child, with a valid status pointer.
+    let rc = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
+    assert_eq!(rc, pid, "waitpid failed");
+    assert!(
+        libc::WIFSTOPPED(status),
+        "child was expected to stop, status {status:#x}"
+    );
+}
+
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: sending a signal to our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, sig);
+    }
+}
+
+/// True when the tests run as root (CI does): needed to mount small or
+/// read-only filesystems and to drop privileges.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// For tests that need root: in CI a missing privilege is a failure, on a
+/// developer's machine the test says it was skipped.
+pub fn require_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs root in CI (mounts, privilege drop)"
+    );
+    eprintln!("SKIPPED {test}: needs root");
+    false
+}
+
+/// A tmpfs mounted for one test, unmounted on drop.
+pub struct Mount {
+    pub path: PathBuf,
+}
+
+impl Mount {
+    pub fn tmpfs(path: &Path, size: &str) -> Mount {
+        fs::create_dir_all(path).unwrap();
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path));
+        Mount {
+            path: path.to_path_buf(),
+        }
+    }
+
+    pub fn remount(&self, opts: &str) {
+        run(Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(&self.path));
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+pub fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
