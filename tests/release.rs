@@ -684,3 +684,21 @@ fn on_a_terminal_progress_is_a_live_bar() {
     assert!(text.contains("entries scanned"), "{text:?}");
     assert!(text.contains("released vol #1: 3000 files"), "{text:?}");
 }
+
+#[test]
+fn release_ids_are_never_reused_after_gc() {
+    let env = Env::with_config("[release]\ngrace = \"0s\"\n");
+    for i in 1..=5 {
+        env.write("f", format!("v{i}").as_bytes());
+        env.release();
+    }
+    // Step back to #1: #1, #2, #3 are now the most recently current.
+    for _ in 0..4 {
+        env.update_ok(&["rollback", "vol"]);
+    }
+    let out = env.update_ok(&["gc", "vol", "--keep", "3"]);
+    assert!(out.contains("removed releases #4, #5"), "{out}");
+    env.write("f", b"v6");
+    let out = env.release();
+    assert!(out.starts_with("released vol #6"), "{out}");
+}

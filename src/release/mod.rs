@@ -130,12 +130,15 @@ pub fn release(config: &Config, volume: &str, opts: &ReleaseOptions) -> Result<O
         }
         None => None,
     };
+    // Ids never repeat: above every release on disk and every id the
+    // history ever named (gc may have removed those releases since).
     let id = vol
         .release_ids()?
-        .last()
-        .copied()
+        .into_iter()
+        .chain(vol.history()?.iter().map(|h| h.to))
+        .chain(parent)
+        .max()
         .unwrap_or(0)
-        .max(parent.unwrap_or(0))
         + 1;
 
     let mut progress = Progress::new(

@@ -1,0 +1,82 @@
+//! `unimirror check-config` and config errors as operators see them.
+
+mod common;
+
+use std::fs;
+use std::process::Command;
+
+use common::*;
+
+fn check(path: &std::path::Path) -> std::process::Output {
+    Command::new(DAEMON)
+        .args(["check-config", "--config"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn bundled_configs_are_valid() {
+    for file in ["config/unimirror.toml", "config/demo.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let out = check(&path);
+        assert!(out.status.success(), "{file}: {}", stderr(&out));
+        assert!(stdout(&out).contains(": OK"), "{}", stdout(&out));
+    }
+    let out =
+        check(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/unimirror.toml"));
+    for v in ["/pypi", "/wheel", "/centos", "/ubuntu"] {
+        assert!(stdout(&out).contains(v), "{v} missing: {}", stdout(&out));
+    }
+}
+
+#[test]
+fn bad_configs_name_file_key_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    for (text, expect) in [
+        (
+            "origin = \"/o\"\nstaging = \"/s\"\n[volumes.pypi]\nprefx = \"/p\"\n",
+            "bad.toml: volumes.pypi.prefx: unknown field `prefx`",
+        ),
+        (
+            "origin = \"/o\"\nstaging = \"/s\"\n[release]\ngrace = \"forever\"\n",
+            "bad.toml: release.grace: `forever` is not a duration",
+        ),
+        (
+            "origin = \"/o\"\nstaging = \"/s\"\n[volumes.a]\nprefix = \"/x\"\n[volumes.b]\nprefix = \"/x\"\n",
+            "bad.toml: volumes.b.prefix: `/x` overlaps `/x` of volume `a`",
+        ),
+        ("origin = [\n", "bad.toml: "),
+    ] {
+        fs::write(&file, text).unwrap();
+        let out = check(&file);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        assert!(stderr(&out).contains(expect), "{text}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn missing_config_file_is_a_clear_error() {
+    let out = check(std::path::Path::new("/nonexistent/unimirror.toml"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("/nonexistent/unimirror.toml: (file): cannot read"),
+        "{}",
+        stderr(&out)
+    );
+    // The updater reads the same file the same way.
+    let out = Command::new(UPDATE)
+        .args(["--config", "/nonexistent/unimirror.toml", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = Command::new(UPDATE).args(["release"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(UPDATE).args(["frobnicate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
