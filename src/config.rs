@@ -277,7 +277,7 @@ fn toml_error(file: &Path, text: &str, e: toml::de::Error) -> ConfigError {
         .unwrap_or_else(|| "(file)".into());
     let line = e
         .span()
-        .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
         .map(|l| format!(" (line {l})"))
         .unwrap_or_default();
     ConfigError {
@@ -422,6 +422,7 @@ mod tests {
         let e = parse(&format!("{MINIMAL}[volumes.pypi]\nprefx = \"/p\"\n")).unwrap_err();
         assert_eq!(e.key, "volumes.pypi.prefx");
         assert!(e.reason.contains("unknown field"), "{e}");
+        assert!(e.reason.ends_with("(line 4)"), "{e}");
         assert!(e.to_string().starts_with("/etc/unimirror/test.toml: "));
     }
 
