@@ -7,6 +7,7 @@
 //! - [`release`]: publishing a tree as a new release, and `status`,
 //!   `rollback`, `gc`.
 //! - [`config`]: the configuration file both binaries read.
+//! - [`serve`]: the daemon's HTTP side (request paths, ranges; being built).
 //! - [`cli`]: the two command lines; the binaries in `src/bin` only call it.
 
 pub mod cli;
@@ -15,4 +16,5 @@ pub mod durable;
 pub mod fault;
 pub mod progress;
 pub mod release;
+pub mod serve;
 pub mod volume;

@@ -1,0 +1,181 @@
+//! Request paths: the one place where a URL path becomes a path inside a
+//! volume, so that no other code has to think about escaping it.
+//!
+//! Rules: the path is percent-decoded exactly once, segment by segment
+//! (apt sends `+` as `%2B` and `~` as `%7E`; a `+` is never a space). A
+//! decoded segment that is `.` or `..`, or that contains `/` (from `%2F`),
+//! a backslash or a NUL byte is refused, as is malformed percent-encoding:
+//! such requests get 400, never a guess. Empty segments (`a//b`) are
+//! dropped; a trailing slash is remembered (directories redirect to it).
+
+/// Why a request path was refused (each is a 400 Bad Request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the path does not start with '/'")]
+    NotAbsolute,
+    #[error("malformed percent-encoding")]
+    BadEscape,
+    #[error("a '.' or '..' segment")]
+    DotSegment,
+    #[error("an encoded '/' inside a segment")]
+    EncodedSlash,
+    #[error("a backslash")]
+    Backslash,
+    #[error("a NUL byte")]
+    Nul,
+}
+
+/// A request path, decoded and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanPath {
+    /// Decoded segments, none empty, none `.` or `..`, none with `/`, `\`
+    /// or NUL.
+    pub segments: Vec<Vec<u8>>,
+    /// The request ended in `/`.
+    pub trailing_slash: bool,
+}
+
+impl CleanPath {
+    /// Parses the path part of a request target (without the query).
+    pub fn parse(raw: &str) -> Result<CleanPath, PathError> {
+        let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
+        let mut segments = Vec::new();
+        for raw_seg in rest.split('/') {
+            if raw_seg.is_empty() {
+                continue;
+            }
+            let seg = decode(raw_seg.as_bytes())?;
+            if seg == b"." || seg == b".." {
+                return Err(PathError::DotSegment);
+            }
+            if seg.contains(&b'/') {
+                return Err(PathError::EncodedSlash);
+            }
+            if seg.contains(&b'\\') {
+                return Err(PathError::Backslash);
+            }
+            if seg.contains(&0) {
+                return Err(PathError::Nul);
+            }
+            segments.push(seg);
+        }
+        Ok(CleanPath {
+            trailing_slash: rest.ends_with('/') || rest.is_empty(),
+            segments,
+        })
+    }
+
+    /// The segments joined with `/`: a path relative to a volume's root.
+    pub fn joined(&self, skip: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, s) in self.segments.iter().skip(skip).enumerate() {
+            if i > 0 {
+                out.push(b'/');
+            }
+            out.extend_from_slice(s);
+        }
+        out
+    }
+}
+
+/// Percent-decodes one segment, once.
+fn decode(s: &[u8]) -> Result<Vec<u8>, PathError> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).ok_or(PathError::BadEscape)?;
+            let hi = hex_value(hex[0]).ok_or(PathError::BadEscape)?;
+            let lo = hex_value(hex[1]).ok_or(PathError::BadEscape)?;
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segs(p: &str) -> Vec<String> {
+        CleanPath::parse(p)
+            .unwrap()
+            .segments
+            .into_iter()
+            .map(|s| String::from_utf8(s).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn plain_paths() {
+        assert_eq!(segs("/pypi/simple/foo/"), ["pypi", "simple", "foo"]);
+        assert_eq!(segs("/"), Vec::<String>::new());
+        assert!(CleanPath::parse("/").unwrap().trailing_slash);
+        assert!(CleanPath::parse("/a/").unwrap().trailing_slash);
+        assert!(!CleanPath::parse("/a").unwrap().trailing_slash);
+        assert_eq!(segs("/a//b"), ["a", "b"]);
+    }
+
+    #[test]
+    fn decoded_exactly_once_and_plus_is_not_space() {
+        assert_eq!(
+            segs("/pool/libstdc%2b%2b6_1%7e1.deb"),
+            ["pool", "libstdc++6_1~1.deb"]
+        );
+        assert_eq!(segs("/a+b"), ["a+b"]);
+        assert_eq!(segs("/a%20b"), ["a b"]);
+        // %252e decodes to the literal "%2e", not to "."
+        assert_eq!(segs("/x/%252e%252e"), ["x", "%2e%2e"]);
+        assert_eq!(segs("/%C3%BC"), ["ü"]);
+    }
+
+    #[test]
+    fn traversal_is_refused() {
+        for (p, e) in [
+            ("/a/../b", PathError::DotSegment),
+            ("/..", PathError::DotSegment),
+            ("/a/./b", PathError::DotSegment),
+            ("/a/%2e%2e/b", PathError::DotSegment),
+            ("/a/%2E./b", PathError::DotSegment),
+            ("/a/%2e", PathError::DotSegment),
+            ("/a%2f..%2fb", PathError::EncodedSlash),
+            ("/a/%2F", PathError::EncodedSlash),
+            ("/a\\..\\b", PathError::Backslash),
+            ("/a/%5c..", PathError::Backslash),
+            ("/a%00b", PathError::Nul),
+            ("a/b", PathError::NotAbsolute),
+            ("", PathError::NotAbsolute),
+            ("/a%", PathError::BadEscape),
+            ("/a%2", PathError::BadEscape),
+            ("/a%zz", PathError::BadEscape),
+            ("/%%30", PathError::BadEscape),
+        ] {
+            assert_eq!(CleanPath::parse(p), Err(e), "{p}");
+        }
+    }
+
+    #[test]
+    fn dots_inside_names_are_fine() {
+        assert_eq!(segs("/a/..b/c../.d/..."), ["a", "..b", "c..", ".d", "..."]);
+    }
+
+    #[test]
+    fn joined_skips_the_prefix() {
+        let p = CleanPath::parse("/ubuntu/dists/jammy/Release").unwrap();
+        assert_eq!(p.joined(1), b"dists/jammy/Release");
+        assert_eq!(p.joined(4), b"");
+    }
+}
