@@ -34,6 +34,7 @@ pub struct Config {
     /// Root of the updater's staging trees: one directory per volume.
     pub staging: PathBuf,
     pub release: ReleaseSettings,
+    pub daemon: DaemonSettings,
     /// Volumes by name, in name order.
     pub volumes: BTreeMap<String, VolumeConfig>,
 }
@@ -46,6 +47,15 @@ pub struct ReleaseSettings {
     /// A release that was current less than this long ago is never
     /// collected, and daemons still answer from it.
     pub grace: Duration,
+}
+
+/// Settings of `unimirror serve`.
+#[derive(Debug, Clone)]
+pub struct DaemonSettings {
+    /// Addresses to listen on.
+    pub listen: Vec<std::net::SocketAddr>,
+    /// How often each released volume's pointer is checked for a new release.
+    pub poll_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +117,8 @@ struct RawConfig {
     #[serde(default)]
     release: RawRelease,
     #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
     volumes: BTreeMap<String, RawVolume>,
 }
 
@@ -115,6 +127,13 @@ struct RawConfig {
 struct RawRelease {
     retain: Option<i64>,
     grace: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    listen: Option<Vec<String>>,
+    poll_interval: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -127,6 +146,8 @@ struct RawVolume {
 
 pub const DEFAULT_RETAIN: usize = 5;
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// URL paths the daemon answers itself; no volume may take them.
 const RESERVED_PREFIXES: &[&str] = &["/metrics", "/healthz", "/readyz"];
@@ -176,6 +197,34 @@ impl Config {
             Some(s) => parse_duration(&s).map_err(|reason| err("release.grace", reason))?,
         };
 
+        let listen = raw
+            .daemon
+            .listen
+            .unwrap_or_else(|| vec![DEFAULT_LISTEN.to_string()])
+            .iter()
+            .map(|a| {
+                a.parse().map_err(|e| {
+                    err(
+                        "daemon.listen",
+                        format!("`{a}` is not an address like `0.0.0.0:8080` or `[::1]:80`: {e}"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if listen.is_empty() {
+            return Err(err("daemon.listen", "needs at least one address".into()));
+        }
+        let poll_interval = match raw.daemon.poll_interval {
+            None => DEFAULT_POLL_INTERVAL,
+            Some(s) => parse_duration(&s).map_err(|r| err("daemon.poll_interval", r))?,
+        };
+        if poll_interval.is_zero() || poll_interval > Duration::from_secs(60) {
+            return Err(err(
+                "daemon.poll_interval",
+                "must be more than 0 and at most 60s".into(),
+            ));
+        }
+
         let mut volumes = BTreeMap::new();
         let mut prefixes: Vec<(String, String)> = Vec::new();
         for (name, v) in raw.volumes {
@@ -213,6 +262,10 @@ impl Config {
             origin: resolve(&raw.origin),
             staging: resolve(&raw.staging),
             release: ReleaseSettings { retain, grace },
+            daemon: DaemonSettings {
+                listen,
+                poll_interval,
+            },
             volumes,
         })
     }
@@ -458,6 +511,9 @@ mod tests {
             ("[volumes.Bad]\n", "volumes.Bad"),
             ("[release]\nretain = 0\n", "release.retain"),
             ("[release]\ngrace = \"soon\"\n", "release.grace"),
+            ("[daemon]\nlisten = [\"localhost\"]\n", "daemon.listen"),
+            ("[daemon]\nlisten = []\n", "daemon.listen"),
+            ("[daemon]\npoll_interval = \"0s\"\n", "daemon.poll_interval"),
             (
                 "[volumes.a]\nprefix = \"/x\"\n[volumes.b]\nprefix = \"/x/y\"\n",
                 "volumes.b.prefix",

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use super::{DEFAULT_CONFIG, exit, report};
@@ -22,6 +22,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve the configured volumes over HTTP.
+    Serve {
+        #[arg(long, short, env = "UNIMIRROR_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Check a configuration file and print what it configures.
     CheckConfig {
         #[arg(long, short, env = "UNIMIRROR_CONFIG", default_value = DEFAULT_CONFIG)]
@@ -50,6 +55,7 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Serve { config } => serve(Config::load(&config)?),
         Command::CheckConfig { config } => {
             let c = Config::load(&config)?;
             println!("{}: OK", config.display());
@@ -58,7 +64,46 @@ fn run(cli: Cli) -> Result<()> {
             for v in c.volumes.values() {
                 println!("volume {:<12} {:<12} {}", v.name, v.prefix, v.source);
             }
+            Ok(())
         }
     }
-    Ok(())
+}
+
+fn serve(config: Config) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let daemon = std::sync::Arc::new(crate::serve::Daemon::new(&config));
+        tokio::spawn(daemon.clone().follow_releases(config.daemon.poll_interval));
+        let mut servers = Vec::new();
+        for addr in &config.daemon.listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            // Print the bound address (port 0 picks a free one).
+            println!("listening on http://{}", listener.local_addr()?);
+            servers.push(tokio::spawn(crate::serve::run(
+                listener,
+                daemon.clone(),
+                shutdown_signal(),
+            )));
+        }
+        for s in servers {
+            s.await?;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }
