@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ pub struct Config {
     pub staging: PathBuf,
     pub release: ReleaseSettings,
     pub daemon: DaemonSettings,
+    pub cache: CacheSettings,
+    pub freshness: FreshnessSettings,
     /// Volumes by name, in name order.
     pub volumes: BTreeMap<String, VolumeConfig>,
 }
@@ -54,8 +57,71 @@ pub struct ReleaseSettings {
 pub struct DaemonSettings {
     /// Addresses to listen on.
     pub listen: Vec<std::net::SocketAddr>,
+    /// HTTPS listeners, if any.
+    pub tls: Option<TlsSettings>,
     /// How often each released volume's pointer is checked for a new release.
     pub poll_interval: Duration,
+    /// Log lines as text or as JSON objects.
+    pub log_format: LogFormat,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (and how long an idle
+    /// keep-alive connection stays open).
+    pub header_read_timeout: Duration,
+    /// A response write that makes no progress for this long ends the
+    /// connection, so a stalled client cannot hold it forever.
+    pub write_timeout: Duration,
+    /// Longest request target accepted, in bytes (414 beyond it).
+    pub max_url_length: usize,
+    /// On SIGTERM, how long in-flight requests get to finish.
+    pub drain_timeout: Duration,
+    /// An origin read that makes no progress for this long fails the fill.
+    pub origin_timeout: Duration,
+}
+
+/// TLS listeners and their certificate.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub listen: Vec<std::net::SocketAddr>,
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    pub handshake_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The daemon's local cache.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// The disk tier's directory (a cacache layout).
+    pub dir: PathBuf,
+    /// Budget of the disk tier, in bytes.
+    pub disk_size: u64,
+    /// Budget of the memory tier, in bytes (0 turns it off).
+    pub memory_size: u64,
+    /// Largest object kept in the memory tier.
+    pub memory_max_object: u64,
+    /// Pause between two background passes that re-verify every disk entry
+    /// (0 turns the scrub off).
+    pub scrub_interval: Duration,
+    /// Bytes per second the scrub reads at most.
+    pub scrub_rate: u64,
+}
+
+/// How long plain-tree files are trusted without a new `stat`.
+#[derive(Debug, Clone)]
+pub struct FreshnessSettings {
+    /// Glob patterns (relative to the volume root) of files that never
+    /// change under their name: cached until evicted.
+    pub immutable: Vec<String>,
+    /// Everything else is checked by `stat` at most this often.
+    pub revalidate_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +185,10 @@ struct RawConfig {
     #[serde(default)]
     daemon: RawDaemon,
     #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
+    freshness: RawFreshness,
+    #[serde(default)]
     volumes: BTreeMap<String, RawVolume>,
 }
 
@@ -134,6 +204,41 @@ struct RawRelease {
 struct RawDaemon {
     listen: Option<Vec<String>>,
     poll_interval: Option<String>,
+    log_format: Option<String>,
+    max_connections: Option<i64>,
+    header_read_timeout: Option<String>,
+    write_timeout: Option<String>,
+    max_url_length: Option<i64>,
+    drain_timeout: Option<String>,
+    origin_timeout: Option<String>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    listen: Vec<String>,
+    cert: PathBuf,
+    key: PathBuf,
+    handshake_timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    dir: Option<PathBuf>,
+    disk_size: Option<String>,
+    memory_size: Option<String>,
+    memory_max_object: Option<String>,
+    scrub_interval: Option<String>,
+    scrub_rate: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFreshness {
+    immutable: Option<Vec<String>>,
+    revalidate_after: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -148,6 +253,16 @@ pub const DEFAULT_RETAIN: usize = 5;
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/unimirror";
+/// Plain-tree files that never change under their name.
+pub const DEFAULT_IMMUTABLE: &[&str] = &[
+    "**/*.whl",
+    "**/packages/**/*.tar.gz",
+    "**/*.deb",
+    "**/*.udeb",
+    "**/*.rpm",
+    "**/by-hash/**",
+];
 
 /// URL paths the daemon answers itself; no volume may take them.
 const RESERVED_PREFIXES: &[&str] = &["/metrics", "/healthz", "/readyz"];
@@ -197,33 +312,9 @@ impl Config {
             Some(s) => parse_duration(&s).map_err(|reason| err("release.grace", reason))?,
         };
 
-        let listen = raw
-            .daemon
-            .listen
-            .unwrap_or_else(|| vec![DEFAULT_LISTEN.to_string()])
-            .iter()
-            .map(|a| {
-                a.parse().map_err(|e| {
-                    err(
-                        "daemon.listen",
-                        format!("`{a}` is not an address like `0.0.0.0:8080` or `[::1]:80`: {e}"),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if listen.is_empty() {
-            return Err(err("daemon.listen", "needs at least one address".into()));
-        }
-        let poll_interval = match raw.daemon.poll_interval {
-            None => DEFAULT_POLL_INTERVAL,
-            Some(s) => parse_duration(&s).map_err(|r| err("daemon.poll_interval", r))?,
-        };
-        if poll_interval.is_zero() || poll_interval > Duration::from_secs(60) {
-            return Err(err(
-                "daemon.poll_interval",
-                "must be more than 0 and at most 60s".into(),
-            ));
-        }
+        let daemon = daemon_settings(raw.daemon, &err, &resolve)?;
+        let cache = cache_settings(raw.cache, &err, &resolve)?;
+        let freshness = freshness_settings(raw.freshness, &err)?;
 
         let mut volumes = BTreeMap::new();
         let mut prefixes: Vec<(String, String)> = Vec::new();
@@ -262,10 +353,9 @@ impl Config {
             origin: resolve(&raw.origin),
             staging: resolve(&raw.staging),
             release: ReleaseSettings { retain, grace },
-            daemon: DaemonSettings {
-                listen,
-                poll_interval,
-            },
+            daemon,
+            cache,
+            freshness,
             volumes,
         })
     }
@@ -285,6 +375,243 @@ impl Config {
             )
         })
     }
+}
+
+type ErrFn<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
+
+fn addresses(list: &[String], key: &str, err: &ErrFn) -> Result<Vec<SocketAddr>, ConfigError> {
+    let addrs = list
+        .iter()
+        .map(|a| {
+            a.parse().map_err(|e| {
+                err(
+                    key,
+                    format!("`{a}` is not an address like `0.0.0.0:8080` or `[::1]:80`: {e}"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if addrs.is_empty() {
+        return Err(err(key, "needs at least one address".into()));
+    }
+    Ok(addrs)
+}
+
+/// A duration key: its default when absent, and its allowed range.
+fn duration(
+    value: Option<String>,
+    key: &str,
+    default: Duration,
+    range: std::ops::RangeInclusive<Duration>,
+    err: &ErrFn,
+) -> Result<Duration, ConfigError> {
+    let d = match value {
+        None => return Ok(default),
+        Some(s) => parse_duration(&s).map_err(|r| err(key, r))?,
+    };
+    if !range.contains(&d) {
+        return Err(err(
+            key,
+            format!(
+                "{} is out of range ({} to {})",
+                humantime::format_duration(d),
+                humantime::format_duration(*range.start()),
+                humantime::format_duration(*range.end())
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+fn count(
+    value: Option<i64>,
+    key: &str,
+    default: usize,
+    range: std::ops::RangeInclusive<i64>,
+    err: &ErrFn,
+) -> Result<usize, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(n) if range.contains(&n) => Ok(n as usize),
+        Some(n) => Err(err(
+            key,
+            format!("{n} is out of range ({} to {})", range.start(), range.end()),
+        )),
+    }
+}
+
+fn size(value: Option<String>, key: &str, default: u64, err: &ErrFn) -> Result<u64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(s) => parse_size(&s).map_err(|r| err(key, r)),
+    }
+}
+
+fn daemon_settings(
+    raw: RawDaemon,
+    err: &ErrFn,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<DaemonSettings, ConfigError> {
+    let secs = Duration::from_secs;
+    let listen = addresses(
+        &raw.listen
+            .unwrap_or_else(|| vec![DEFAULT_LISTEN.to_string()]),
+        "daemon.listen",
+        err,
+    )?;
+    let tls = match raw.tls {
+        None => None,
+        Some(t) => Some(TlsSettings {
+            listen: addresses(&t.listen, "daemon.tls.listen", err)?,
+            cert: resolve(&t.cert),
+            key: resolve(&t.key),
+            handshake_timeout: duration(
+                t.handshake_timeout,
+                "daemon.tls.handshake_timeout",
+                secs(10),
+                Duration::from_millis(100)..=secs(300),
+                err,
+            )?,
+        }),
+    };
+    let log_format = match raw.log_format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(err(
+                "daemon.log_format",
+                format!("`{other}` is not `text` or `json`"),
+            ));
+        }
+    };
+    Ok(DaemonSettings {
+        listen,
+        tls,
+        poll_interval: duration(
+            raw.poll_interval,
+            "daemon.poll_interval",
+            DEFAULT_POLL_INTERVAL,
+            Duration::from_millis(10)..=secs(60),
+            err,
+        )?,
+        log_format,
+        max_connections: count(
+            raw.max_connections,
+            "daemon.max_connections",
+            10_000,
+            1..=1_000_000,
+            err,
+        )?,
+        header_read_timeout: duration(
+            raw.header_read_timeout,
+            "daemon.header_read_timeout",
+            secs(30),
+            Duration::from_millis(100)..=secs(3600),
+            err,
+        )?,
+        write_timeout: duration(
+            raw.write_timeout,
+            "daemon.write_timeout",
+            secs(60),
+            Duration::from_millis(100)..=secs(3600),
+            err,
+        )?,
+        max_url_length: count(
+            raw.max_url_length,
+            "daemon.max_url_length",
+            4096,
+            256..=65_536,
+            err,
+        )?,
+        drain_timeout: duration(
+            raw.drain_timeout,
+            "daemon.drain_timeout",
+            secs(30),
+            Duration::ZERO..=secs(3600),
+            err,
+        )?,
+        origin_timeout: duration(
+            raw.origin_timeout,
+            "daemon.origin_timeout",
+            secs(60),
+            Duration::from_millis(100)..=secs(3600),
+            err,
+        )?,
+    })
+}
+
+fn cache_settings(
+    raw: RawCache,
+    err: &ErrFn,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<CacheSettings, ConfigError> {
+    const MIB: u64 = 1 << 20;
+    let disk_size = size(raw.disk_size, "cache.disk_size", 10 << 30, err)?;
+    if disk_size < MIB {
+        return Err(err("cache.disk_size", "must be at least 1MiB".into()));
+    }
+    let memory_size = size(raw.memory_size, "cache.memory_size", 256 * MIB, err)?;
+    let memory_max_object = size(raw.memory_max_object, "cache.memory_max_object", MIB, err)?;
+    if memory_max_object > (u32::MAX as u64) {
+        return Err(err("cache.memory_max_object", "must be under 4GiB".into()));
+    }
+    Ok(CacheSettings {
+        dir: resolve(raw.dir.as_deref().unwrap_or(Path::new(DEFAULT_CACHE_DIR))),
+        disk_size,
+        memory_size,
+        memory_max_object,
+        scrub_interval: duration(
+            raw.scrub_interval,
+            "cache.scrub_interval",
+            Duration::from_secs(24 * 3600),
+            Duration::ZERO..=Duration::from_secs(365 * 24 * 3600),
+            err,
+        )?,
+        scrub_rate: size(raw.scrub_rate, "cache.scrub_rate", 50 * MIB, err)?.max(1),
+    })
+}
+
+fn freshness_settings(raw: RawFreshness, err: &ErrFn) -> Result<FreshnessSettings, ConfigError> {
+    let immutable = raw
+        .immutable
+        .unwrap_or_else(|| DEFAULT_IMMUTABLE.iter().map(|s| s.to_string()).collect());
+    for g in &immutable {
+        globset::Glob::new(g)
+            .map_err(|e| err("freshness.immutable", format!("`{g}` is not a glob: {e}")))?;
+    }
+    Ok(FreshnessSettings {
+        immutable,
+        revalidate_after: duration(
+            raw.revalidate_after,
+            "freshness.revalidate_after",
+            Duration::from_secs(60),
+            Duration::ZERO..=Duration::from_secs(365 * 24 * 3600),
+            err,
+        )?,
+    })
+}
+
+/// Parses sizes such as `10GiB`, `512MiB`, `500MB` or a plain byte count.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let bad = || format!("`{s}` is not a size like `512MiB`, `10GiB`, `500MB` or `1048576`");
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 fn resolve_upstream(u: Upstream, resolve: &dyn Fn(&Path) -> PathBuf) -> Upstream {
@@ -514,6 +841,20 @@ mod tests {
             ("[daemon]\nlisten = [\"localhost\"]\n", "daemon.listen"),
             ("[daemon]\nlisten = []\n", "daemon.listen"),
             ("[daemon]\npoll_interval = \"0s\"\n", "daemon.poll_interval"),
+            ("[daemon]\nlog_format = \"xml\"\n", "daemon.log_format"),
+            ("[daemon]\nmax_connections = 0\n", "daemon.max_connections"),
+            ("[daemon]\nmax_url_length = 10\n", "daemon.max_url_length"),
+            ("[daemon]\nwrite_timeout = \"0s\"\n", "daemon.write_timeout"),
+            (
+                "[daemon.tls]\nlisten = [\"x\"]\ncert = \"c\"\nkey = \"k\"\n",
+                "daemon.tls.listen",
+            ),
+            ("[daemon.tls]\nlisten = [\"127.0.0.1:443\"]\n", "daemon.tls"),
+            ("[cache]\ndisk_size = \"lots\"\n", "cache.disk_size"),
+            ("[cache]\ndisk_size = \"1KiB\"\n", "cache.disk_size"),
+            ("[cache]\nmemory_size = \"-1\"\n", "cache.memory_size"),
+            ("[cache]\nsize = 1\n", "cache.size"),
+            ("[freshness]\nimmutable = [\"a[\"]\n", "freshness.immutable"),
             (
                 "[volumes.a]\nprefix = \"/x\"\n[volumes.b]\nprefix = \"/x/y\"\n",
                 "volumes.b.prefix",
@@ -521,6 +862,42 @@ mod tests {
         ] {
             let e = parse(&format!("{MINIMAL}{text}")).unwrap_err();
             assert_eq!(e.key, key, "for {text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn daemon_cache_and_freshness_defaults_and_values() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.cache.dir, Path::new(DEFAULT_CACHE_DIR));
+        assert_eq!(c.cache.disk_size, 10 << 30);
+        assert_eq!(c.daemon.log_format, LogFormat::Text);
+        assert!(c.daemon.tls.is_none());
+        assert_eq!(c.freshness.immutable.len(), DEFAULT_IMMUTABLE.len());
+        let c = parse(&format!(
+            "{MINIMAL}[cache]\ndir = \"cache\"\ndisk_size = \"2GiB\"\nmemory_size = \"0\"\n\
+             [daemon]\nlog_format = \"json\"\n[daemon.tls]\nlisten = [\"[::1]:8443\"]\n\
+             cert = \"tls/cert.pem\"\nkey = \"/k.pem\"\n[freshness]\nimmutable = []\nrevalidate_after = \"5s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.cache.dir, Path::new("/etc/unimirror/cache"));
+        assert_eq!((c.cache.disk_size, c.cache.memory_size), (2 << 30, 0));
+        assert_eq!(c.daemon.log_format, LogFormat::Json);
+        let tls = c.daemon.tls.unwrap();
+        assert_eq!(tls.cert, Path::new("/etc/unimirror/tls/cert.pem"));
+        assert_eq!(tls.key, Path::new("/k.pem"));
+        assert!(c.freshness.immutable.is_empty());
+        assert_eq!(c.freshness.revalidate_after, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size(" 3 GiB "), Ok(3 << 30));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("1TiB"), Ok(1 << 40));
+        for bad in ["", "MiB", "1.5GiB", "-1", "10 parsecs", "99999999999999TiB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
         }
     }
 

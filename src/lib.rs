@@ -10,10 +10,12 @@
 //! - [`serve`]: the daemon's HTTP side (request paths, ranges; being built).
 //! - [`cli`]: the two command lines; the binaries in `src/bin` only call it.
 
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod durable;
 pub mod fault;
+pub mod metrics;
 pub mod progress;
 pub mod release;
 pub mod serve;

@@ -1,128 +1,218 @@
-//! The daemon's HTTP side (issue #3, being built).
+//! The daemon: what it serves (`Daemon`), and the listeners that serve it
+//! (`conn`).
 //!
-//! Built so far: serving released volumes straight from the origin, over
-//! HTTP/1.1 and cleartext HTTP/2, following the pointer to new releases.
-//! Still to come: the cache tiers, coalesced fills, plain-tree volumes,
-//! grace and pinned releases, metrics, TLS and the operational limits.
+//! - `path`: request paths, decoded once and checked.
+//! - `range`: the Range header.
+//! - `released`, `plain`: the two kinds of volume.
+//! - `respond`: one request to one response.
+//! - `pages`: the daemon's own pages (`/`, `/metrics`, `/readyz`).
+//! - `body`: the response body type and the access log.
+//! - `conn`: listeners, TLS, connection limits and graceful shutdown.
 
+pub mod body;
+pub mod conn;
+pub mod pages;
 pub mod path;
+pub mod plain;
 pub mod range;
 pub mod released;
 pub mod respond;
+pub mod tls;
 
-use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use globset::{Glob, GlobSet, GlobSetBuilder};
 
+use crate::cache::Cache;
 use crate::config::{Config, VolumeSource};
+use crate::metrics::Metrics;
 use crate::volume::VolumeDir;
 use path::CleanPath;
+use plain::PlainVolume;
 use released::ReleasedVolume;
 
-/// The one response body type: a boxed stream of bytes that may end in an
-/// I/O error (which aborts the response rather than completing it).
-pub type Body = BoxBody<Bytes, std::io::Error>;
+pub use body::Body;
 
-/// What the daemon serves.
+/// One configured volume, as served.
+pub struct Volume {
+    pub name: Arc<str>,
+    pub prefix: String,
+    segments: Vec<Vec<u8>>,
+    pub kind: VolumeKind,
+    /// What `sync` fetches it from (the home page's client hints use it).
+    pub upstream: Option<crate::config::Upstream>,
+    /// Paths whose content never changes under their name.
+    pub immutable: Arc<GlobSet>,
+}
+
+pub enum VolumeKind {
+    Released(Arc<ReleasedVolume>),
+    Plain(Arc<PlainVolume>),
+}
+
+/// What the daemon serves, shared by every connection.
 pub struct Daemon {
-    volumes: Vec<(Vec<Vec<u8>>, Arc<ReleasedVolume>)>,
+    /// Replaced as a whole when SIGHUP reloads the config.
+    volumes: ArcSwap<Vec<Arc<Volume>>>,
+    pub cache: Arc<Cache>,
+    pub metrics: Arc<Metrics>,
+    pub max_url_length: usize,
+    pub started: std::time::SystemTime,
 }
 
 impl Daemon {
-    /// Sets up the configured volumes and loads their current releases.
-    pub fn new(config: &Config) -> Daemon {
+    /// Opens the cache and sets up the configured volumes, loading the
+    /// current release of each released one.
+    pub fn new(config: &Config) -> Result<Daemon> {
+        let metrics = Arc::new(Metrics::new());
+        let cache = Cache::open(&config.cache, config.daemon.origin_timeout, metrics.clone())
+            .with_context(|| {
+                format!(
+                    "{}: cache.dir: cannot use {}",
+                    config.file.display(),
+                    config.cache.dir.display()
+                )
+            })?;
+        let daemon = Daemon {
+            volumes: ArcSwap::from_pointee(Vec::new()),
+            cache,
+            metrics,
+            max_url_length: config.daemon.max_url_length,
+            started: std::time::SystemTime::now(),
+        };
+        daemon.set_volumes(config);
+        Ok(daemon)
+    }
+
+    /// Applies the volumes of a (re)loaded config. Released volumes already
+    /// served keep their loaded releases.
+    pub fn set_volumes(&self, config: &Config) {
+        let old = self.volumes.load();
+        let mut globs = GlobSetBuilder::new();
+        for g in &config.freshness.immutable {
+            // Checked when the config was loaded.
+            globs.add(Glob::new(g).expect("valid glob"));
+        }
+        let immutable = Arc::new(globs.build().expect("valid globs"));
         let mut volumes = Vec::new();
         for v in config.volumes.values() {
-            if let VolumeSource::Tree(p) = &v.source {
-                tracing::warn!(
-                    volume = %v.name,
-                    "plain-tree volumes are not served yet; {} is skipped",
-                    p.display()
-                );
-                continue;
-            }
-            let segs = v.prefix[1..]
+            let kind = match &v.source {
+                VolumeSource::Tree(root) => VolumeKind::Plain(Arc::new(PlainVolume::new(
+                    &v.name,
+                    root,
+                    immutable.clone(),
+                    config.freshness.revalidate_after,
+                ))),
+                VolumeSource::Released => {
+                    let dir = VolumeDir::new(&config.origin, &v.name);
+                    let kept = old.iter().find_map(|o| match &o.kind {
+                        VolumeKind::Released(r)
+                            if r.dir.root == dir.root && r.grace == config.release.grace =>
+                        {
+                            Some(r.clone())
+                        }
+                        _ => None,
+                    });
+                    let r = kept.unwrap_or_else(|| {
+                        let r = Arc::new(ReleasedVolume::new(dir, config.release.grace));
+                        self.refresh(&r);
+                        r
+                    });
+                    VolumeKind::Released(r)
+                }
+            };
+            let segments = v.prefix[1..]
                 .split('/')
                 .map(|s| s.as_bytes().to_vec())
                 .collect();
-            let vol = Arc::new(ReleasedVolume::new(VolumeDir::new(&config.origin, &v.name)));
-            refresh(&vol);
-            volumes.push((segs, vol));
+            volumes.push(Arc::new(Volume {
+                name: v.name.as_str().into(),
+                prefix: v.prefix.clone(),
+                segments,
+                kind,
+                upstream: v.upstream.clone(),
+                immutable: immutable.clone(),
+            }));
         }
-        Daemon { volumes }
+        self.volumes.store(Arc::new(volumes));
+    }
+
+    pub fn volumes(&self) -> Arc<Vec<Arc<Volume>>> {
+        self.volumes.load_full()
     }
 
     /// The volume a path belongs to, and how many leading segments its
     /// prefix takes.
-    pub fn route(&self, path: &CleanPath) -> Option<(&ReleasedVolume, usize)> {
+    pub fn route(&self, path: &CleanPath) -> Option<(Arc<Volume>, usize)> {
         self.volumes
+            .load()
             .iter()
-            .find(|(segs, _)| path.segments.starts_with(segs))
-            .map(|(segs, v)| (v.as_ref(), segs.len()))
+            .find(|v| path.segments.starts_with(&v.segments))
+            .map(|v| (v.clone(), v.segments.len()))
     }
 
-    /// Checks every volume's pointer every `interval`, forever.
-    pub async fn follow_releases(self: Arc<Self>, interval: std::time::Duration) {
+    /// Checks every released volume's pointer every `interval`, forever.
+    pub async fn follow_releases(self: Arc<Self>, interval: Duration) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            for (_, vol) in &self.volumes {
-                let vol = vol.clone();
-                // Reading a manifest is blocking file I/O.
-                let _ = tokio::task::spawn_blocking(move || refresh(&vol)).await;
+            for v in self.volumes().iter() {
+                if let VolumeKind::Released(r) = &v.kind {
+                    let (daemon, r) = (self.clone(), r.clone());
+                    // Reading a manifest is blocking file I/O.
+                    let _ = tokio::task::spawn_blocking(move || daemon.refresh(&r)).await;
+                }
             }
         }
     }
-}
 
-fn refresh(vol: &ReleasedVolume) {
-    match vol.refresh() {
-        Ok(Some(id)) => tracing::info!(volume = %vol.dir.name, release = id, "serving release"),
-        Ok(None) => {}
-        Err(e) => tracing::error!(volume = %vol.dir.name, "cannot load the current release: {e:#}"),
-    }
-}
-
-/// Serves connections from `listener` until `shutdown` completes.
-pub async fn run(listener: TcpListener, daemon: Arc<Daemon>, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
-        let daemon = daemon.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let daemon = daemon.clone();
-                async move {
-                    let started = std::time::Instant::now();
-                    let (method, path) = (req.method().clone(), req.uri().path().to_string());
-                    let resp = respond::handle(&daemon, req).await;
-                    tracing::info!(
-                        %peer, %method, path, status = resp.status().as_u16(),
-                        micros = started.elapsed().as_micros() as u64, "request"
-                    );
-                    Ok::<_, std::convert::Infallible>(resp)
-                }
-            });
-            let conn = auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = conn.serve_connection(TokioIo::new(stream), service).await {
-                tracing::debug!(%peer, "connection ended: {e}");
+    fn refresh(&self, vol: &ReleasedVolume) {
+        match vol.refresh() {
+            Ok(Some(id)) => tracing::info!(volume = %vol.dir.name, release = id, "serving release"),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(volume = %vol.dir.name, "cannot load the current release: {e:#}")
             }
-        });
+        }
+        if let Some(s) = vol.snapshot() {
+            let name = vol.dir.name.as_str();
+            self.metrics
+                .release_id
+                .with_label_values(&[name])
+                .set(s.current.meta.id as i64);
+            self.metrics
+                .release_created
+                .with_label_values(&[name])
+                .set(s.current.meta.created_unix as i64);
+        }
+    }
+
+    /// Why the daemon should not get traffic, if it should not: a volume's
+    /// origin is unreadable or the cache is not writable.
+    pub fn unready(&self) -> Option<String> {
+        for v in self.volumes().iter() {
+            let ok = match &v.kind {
+                VolumeKind::Released(r) => {
+                    std::fs::read_dir(&r.dir.root).is_ok() && r.snapshot().is_some()
+                }
+                VolumeKind::Plain(p) => p.readable(),
+            };
+            if !ok {
+                return Some(format!("volume `{}`: origin not readable", v.name));
+            }
+        }
+        let probe = crate::cache::disk::tmp_dir(self.cache.disk.dir())
+            .join(crate::durable::temp_name("ready"));
+        match crate::durable::create_new(&probe) {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&probe);
+                None
+            }
+            Err(e) => Some(format!("cache not writable: {e}")),
+        }
     }
 }

@@ -1,76 +1,513 @@
-//! Turning one request into one response: routing to a volume, resolving
-//! the path in its current release, and the HTTP rules (methods, ranges,
-//! conditional requests, headers, listings, redirects).
+//! Turning one request into one response: routing to a volume, finding the
+//! path (in the current release, a grace-period release, a pinned release
+//! or a plain tree), and the HTTP rules (methods, ranges, conditional
+//! requests, headers, listings, redirects).
 
-use std::io::SeekFrom;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full, StreamBody};
-use hyper::body::Frame;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use super::body::{self, Access, Body, Metered};
 use super::path::CleanPath;
+use super::plain::{PlainVolume, Refusal};
 use super::range::{self, RangeAnswer};
-use super::released::LoadedRelease;
-use super::{Body, Daemon};
-use crate::volume::manifest::{Entry, Kind, lossy};
+use super::released::{LoadedRelease, ReleasedVolume};
+use super::{Daemon, Volume, VolumeKind, pages};
+use crate::cache::fill::{FillRequest, WaitError};
+use crate::cache::{ObjectKey, Source};
+use crate::metrics::{OriginError, Outcome, Tier};
+use crate::volume::manifest::{Entry, Kind, Sha256Digest};
 
 /// Longest symlink chain followed inside a release.
 const MAX_LINK_HOPS: usize = 16;
 
-pub async fn handle<B>(daemon: &Daemon, req: Request<B>) -> Response<Body> {
-    let method = req.method().clone();
+pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+pub const SHORT: &str = "public, max-age=60";
+
+/// A response and what the access log says about it.
+pub struct Answer {
+    pub response: Response<Body>,
+    pub volume: Arc<str>,
+    pub outcome: Outcome,
+    pub tier: Tier,
+    pub release: Option<u64>,
+}
+
+impl Answer {
+    pub fn plain(response: Response<Body>) -> Answer {
+        Answer {
+            response,
+            volume: "-".into(),
+            outcome: Outcome::None,
+            tier: Tier::None,
+            release: None,
+        }
+    }
+
+    fn of(volume: &Volume, response: Response<Body>) -> Answer {
+        Answer {
+            volume: volume.name.clone(),
+            ..Answer::plain(response)
+        }
+    }
+}
+
+/// Answers one request, and wraps the body so the request is logged and
+/// counted when the response ends.
+pub async fn handle<B>(
+    daemon: &Arc<Daemon>,
+    req: Request<B>,
+    peer: std::net::SocketAddr,
+) -> Response<Body> {
+    let started = Instant::now();
+    let a = answer(daemon, &req).await;
+    let (parts, inner) = a.response.into_parts();
+    let access = Access {
+        metrics: daemon.metrics.clone(),
+        started,
+        peer,
+        method: req.method().clone(),
+        path: req.uri().path().to_string(),
+        volume: a.volume,
+        status: parts.status.as_u16(),
+        outcome: a.outcome,
+        tier: a.tier,
+        release: a.release,
+    };
+    Response::from_parts(
+        parts,
+        http_body_util::BodyExt::boxed_unsync(Metered::new(inner, access)),
+    )
+}
+
+async fn answer<B>(daemon: &Arc<Daemon>, req: &Request<B>) -> Answer {
+    let method = req.method();
     if method != Method::GET && method != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return r;
+        return Answer::plain(r);
+    }
+    let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target_len > daemon.max_url_length {
+        tracing::info!(length = target_len, "refused: request target too long");
+        return Answer::plain(text(StatusCode::URI_TOO_LONG, "request target too long\n"));
     }
     let raw = req.uri().path();
     let path = match CleanPath::parse(raw) {
         Ok(p) => p,
         Err(e) => {
             tracing::info!(path = raw, "bad request path: {e}");
-            return text(StatusCode::BAD_REQUEST, &format!("bad path: {e}\n"));
+            return Answer::plain(text(StatusCode::BAD_REQUEST, &format!("bad path: {e}\n")));
         }
     };
-    if path.segments.len() == 1 && path.segments[0] == b"healthz" {
-        return text(StatusCode::OK, "ok\n");
+    let head = method == Method::HEAD;
+    if let Some(r) = pages::own_page(daemon, &path, req.headers(), head) {
+        return Answer::plain(r);
     }
     let Some((volume, skip)) = daemon.route(&path) else {
-        return text(StatusCode::NOT_FOUND, "no such volume\n");
+        return Answer::plain(text(StatusCode::NOT_FOUND, "no such volume\n"));
     };
-    let Some(release) = volume.current() else {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this volume has no release yet\n",
-        );
+    let ask = Ask {
+        daemon,
+        volume: &volume,
+        path: &path,
+        headers: req.headers(),
+        head,
     };
-    let rel = path.joined(skip);
-    let head = method == Method::HEAD;
-    match resolve(&release, &rel) {
-        Err(e) => {
-            tracing::error!(volume = %volume.dir.name, "manifest read failed: {e:#}");
-            text(StatusCode::INTERNAL_SERVER_ERROR, "manifest error\n")
-        }
-        Ok(None) => text(StatusCode::NOT_FOUND, "not found\n"),
-        Ok(Some((resolved, entry))) => match entry.kind {
-            Kind::Dir if !path.trailing_slash => redirect(&format!("{raw}/")),
-            Kind::Dir => {
-                let index = join(&resolved, b"index.html");
-                match resolve(&release, &index) {
-                    Ok(Some((_, e))) if e.kind == Kind::File => {
-                        serve_file(volume, &index, &e, req.headers(), head).await
+    match &volume.kind {
+        VolumeKind::Released(r) => ask.released(r, skip).await,
+        VolumeKind::Plain(p) => ask.plain(p, &path.segments[skip..]).await,
+    }
+}
+
+/// One request for a volume's path.
+struct Ask<'a> {
+    daemon: &'a Arc<Daemon>,
+    volume: &'a Volume,
+    path: &'a CleanPath,
+    headers: &'a HeaderMap,
+    head: bool,
+}
+
+/// A file to send, however it was found.
+struct Object {
+    key: ObjectKey,
+    sha: Option<Sha256Digest>,
+    size: u64,
+    mtime: SystemTime,
+    mtime_ns: Option<i128>,
+    etag: String,
+    origin: PathBuf,
+    name: Vec<u8>,
+    cache_control: &'static str,
+}
+
+impl Ask<'_> {
+    async fn released(&self, vol: &Arc<ReleasedVolume>, skip: usize) -> Answer {
+        let mut rest = &self.path.segments[skip..];
+        let pinned_id = rest.first().and_then(|s| pin_id(s));
+        let (releases, pinned) = match pinned_id {
+            Some(id) => {
+                rest = &rest[1..];
+                let v = vol.clone();
+                match tokio::task::spawn_blocking(move || v.pinned(id)).await {
+                    Ok(Ok(r)) => (vec![r], true),
+                    Ok(Err(e)) => {
+                        tracing::info!(volume = %self.volume.name, "pinned release #{id}: {e:#}");
+                        return self.answer(text(StatusCode::NOT_FOUND, "no such release\n"));
                     }
-                    _ => listing(&release, &resolved, raw, head),
+                    Err(e) => {
+                        tracing::error!("pinned release lookup: {e}");
+                        return self.answer(text(StatusCode::INTERNAL_SERVER_ERROR, "error\n"));
+                    }
                 }
             }
-            _ => serve_file(volume, &resolved, &entry, req.headers(), head).await,
-        },
+            None => match vol.snapshot() {
+                Some(s) => {
+                    let mut all = vec![s.current];
+                    all.extend(s.previous);
+                    (all, false)
+                }
+                None => {
+                    return self.answer(text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "this volume has no release yet\n",
+                    ));
+                }
+            },
+        };
+        let rel = rest.join(&b'/');
+        // The current release first; then, for a path it lacks, the recent
+        // ones still in their grace period.
+        let mut found = None;
+        for (i, r) in releases.iter().enumerate() {
+            match resolve(r, &rel) {
+                Ok(Some(hit)) => {
+                    found = Some((r, hit, i > 0));
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(volume = %self.volume.name, release = r.meta.id, "manifest read failed: {e:#}");
+                    return self
+                        .answer(text(StatusCode::INTERNAL_SERVER_ERROR, "manifest error\n"));
+                }
+            }
+        }
+        let Some((release, (resolved, entry), stale)) = found else {
+            return self.answer(text(StatusCode::NOT_FOUND, "not found\n"));
+        };
+        let object = |path: &[u8], e: &Entry| Object {
+            key: ObjectKey::Content(e.sha256),
+            sha: Some(e.sha256),
+            size: e.size,
+            mtime: unix(e.mtime),
+            mtime_ns: None,
+            etag: format!("\"{}\"", e.sha256.hex()),
+            origin: vol.dir.object_file(&e.sha256),
+            name: path.to_vec(),
+            cache_control: if pinned {
+                IMMUTABLE
+            } else {
+                self.cache_control(path)
+            },
+        };
+        let mut a = match entry.kind {
+            Kind::Dir if !self.path.trailing_slash => self.answer(redirect(self.path)),
+            Kind::Dir => {
+                let mut a = None;
+                for name in index_candidates(self.headers) {
+                    let index = join(&resolved, name);
+                    if let Ok(Some((_, e))) = resolve(release, &index)
+                        && e.kind == Kind::File
+                    {
+                        a = Some(self.send(object(&index, &e)).await);
+                        break;
+                    }
+                }
+                match a {
+                    Some(mut a) => {
+                        vary_accept(&mut a.response);
+                        a
+                    }
+                    None => self.answer(self.listing_of_release(release, &resolved)),
+                }
+            }
+            _ => self.send(object(&resolved, &entry)).await,
+        };
+        a.release = Some(release.meta.id);
+        if let Ok(v) = HeaderValue::from_str(&release.meta.id.to_string()) {
+            a.response.headers_mut().insert("x-unimirror-release", v);
+        }
+        if stale && a.outcome != Outcome::None {
+            a.outcome = Outcome::Stale;
+        }
+        a
     }
+
+    async fn plain(&self, vol: &Arc<PlainVolume>, rest: &[Vec<u8>]) -> Answer {
+        let rel = rest.join(&b'/');
+        let seen = {
+            let (v, r) = (vol.clone(), rel.clone());
+            match tokio::task::spawn_blocking(move || v.lookup(&r)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(Refusal::NotFound | Refusal::Outside)) => {
+                    return self.answer(text(StatusCode::NOT_FOUND, "not found\n"));
+                }
+                Err(e) => {
+                    tracing::error!("plain lookup: {e}");
+                    return self.answer(text(StatusCode::INTERNAL_SERVER_ERROR, "error\n"));
+                }
+            }
+        };
+        if seen.is_dir && !self.path.trailing_slash {
+            return self.answer(redirect(self.path));
+        }
+        let mut target = (rel.clone(), seen.clone());
+        if seen.is_dir {
+            let mut index = None;
+            for name in index_candidates(self.headers) {
+                let path = join(&rel, name);
+                let (v, p) = (vol.clone(), path.clone());
+                if let Ok(Ok(s)) = tokio::task::spawn_blocking(move || v.lookup(&p)).await
+                    && !s.is_dir
+                {
+                    index = Some((path, s));
+                    break;
+                }
+            }
+            match index {
+                Some(i) => target = i,
+                None => {
+                    let v = vol.clone();
+                    let dir = seen.clone();
+                    let entries = tokio::task::spawn_blocking(move || v.list(&dir)).await;
+                    return match entries {
+                        Ok(Ok(entries)) => {
+                            self.answer(listing(&self.path.segments, entries, self.head))
+                        }
+                        _ => self.answer(text(StatusCode::NOT_FOUND, "not found\n")),
+                    };
+                }
+            }
+        }
+        let (rel, seen) = target;
+        let mut sha = seen.sha.get().copied();
+        if sha.is_none() {
+            let (cache, name, p, s) = (
+                self.daemon.cache.clone(),
+                vol.name.clone(),
+                rel.clone(),
+                seen.clone(),
+            );
+            sha = tokio::task::spawn_blocking(move || {
+                let found = cache.plain_sha(&name, &p, s.size, s.mtime_ns);
+                if let Some(f) = found {
+                    let _ = s.sha.set(f);
+                }
+                found
+            })
+            .await
+            .ok()
+            .flatten();
+        }
+        let object = Object {
+            key: ObjectKey::Plain {
+                volume: vol.name.clone(),
+                path: rel.as_slice().into(),
+                size: seen.size,
+                mtime_ns: seen.mtime_ns,
+            },
+            sha,
+            size: seen.size,
+            mtime: unix((seen.mtime_ns / 1_000_000_000) as i64),
+            mtime_ns: Some(seen.mtime_ns),
+            // Strong: the same (size, mtime) is taken to be the same bytes,
+            // which is what revalidation by stat relies on anyway.
+            etag: format!("\"{:x}-{:x}\"", seen.size, seen.mtime_ns),
+            origin: seen.real.clone(),
+            name: rel.clone(),
+            cache_control: self.cache_control(&rel),
+        };
+        let mut a = self.send(object).await;
+        if seen.is_dir {
+            vary_accept(&mut a.response);
+        }
+        a
+    }
+
+    fn answer(&self, response: Response<Body>) -> Answer {
+        Answer::of(self.volume, response)
+    }
+
+    fn cache_control(&self, path: &[u8]) -> &'static str {
+        if self.volume.is_immutable(path) {
+            IMMUTABLE
+        } else {
+            SHORT
+        }
+    }
+
+    /// Sends an object: conditional requests, ranges, and its bytes from
+    /// whichever tier has them.
+    async fn send(&self, obj: Object) -> Answer {
+        let mut builder = Response::builder()
+            .header(header::ETAG, &obj.etag)
+            .header(header::LAST_MODIFIED, httpdate::fmt_http_date(obj.mtime))
+            .header(header::CONTENT_TYPE, content_type(&obj.name))
+            .header(header::CACHE_CONTROL, obj.cache_control)
+            .header(header::ACCEPT_RANGES, "bytes");
+        if not_modified(self.headers, &obj.etag, obj.mtime) {
+            return self.answer(
+                builder
+                    .status(StatusCode::NOT_MODIFIED)
+                    .body(body::empty())
+                    .expect("valid response"),
+            );
+        }
+        let size = obj.size;
+        let answer = self
+            .headers
+            .get(header::RANGE)
+            .map(|h| range::parse(h.as_bytes(), size))
+            .unwrap_or(RangeAnswer::Whole);
+        let (status, start, len) = match answer {
+            RangeAnswer::Whole => (StatusCode::OK, 0, size),
+            RangeAnswer::Part { start, end } => {
+                builder =
+                    builder.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
+                (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+            }
+            RangeAnswer::Unsatisfiable => {
+                return self.answer(
+                    builder
+                        .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                        .header(header::CONTENT_RANGE, format!("bytes */{size}"))
+                        .header(header::CONTENT_LENGTH, 0)
+                        .body(body::empty())
+                        .expect("valid response"),
+                );
+            }
+        };
+        builder = builder.status(status).header(header::CONTENT_LENGTH, len);
+        let cache = &self.daemon.cache;
+        if self.head {
+            // Says where a GET would be answered from, without filling.
+            let (outcome, x) = match obj.sha {
+                Some(s) if cache.in_memory(&s) => (Outcome::HitMemory, "hit-memory"),
+                Some(s) if cache.disk.contains(&s) => (Outcome::HitDisk, "hit-disk"),
+                _ => (Outcome::None, "miss"),
+            };
+            let mut a = self.answer(
+                builder
+                    .header("x-cache", x)
+                    .body(body::empty())
+                    .expect("valid response"),
+            );
+            a.outcome = outcome;
+            return a;
+        }
+        let req = FillRequest {
+            key: obj.key,
+            volume: self.volume.name.clone(),
+            origin: obj.origin,
+            size,
+            mtime_ns: obj.mtime_ns,
+        };
+        let (outcome, tier, body) = match cache.get(req, obj.sha).await {
+            Source::Memory(b) => (
+                Outcome::HitMemory,
+                Tier::Memory,
+                body::bytes(b.slice(start as usize..(start + len) as usize)),
+            ),
+            Source::Disk(f) => (Outcome::HitDisk, Tier::Disk, body::file(f, start, len)),
+            Source::Fill(fill, coalesced) => {
+                if let Err(e) = fill.started().await {
+                    let status = match e {
+                        WaitError::Failed(OriginError::Missing) if obj.mtime_ns.is_some() => {
+                            StatusCode::NOT_FOUND
+                        }
+                        WaitError::Failed(OriginError::Timeout) | WaitError::TimedOut => {
+                            StatusCode::GATEWAY_TIMEOUT
+                        }
+                        _ => StatusCode::BAD_GATEWAY,
+                    };
+                    return self.answer(text(status, &format!("{e}\n")));
+                }
+                let outcome = if coalesced {
+                    Outcome::Coalesced
+                } else {
+                    Outcome::Miss
+                };
+                (outcome, Tier::Origin, body::fill(fill, start, len))
+            }
+        };
+        let x_cache = match outcome {
+            Outcome::HitMemory => "hit-memory",
+            Outcome::HitDisk => "hit-disk",
+            Outcome::Coalesced => "coalesced",
+            _ => "miss",
+        };
+        let mut a = self.answer(
+            builder
+                .header("x-cache", x_cache)
+                .body(body)
+                .expect("valid response"),
+        );
+        a.outcome = outcome;
+        a.tier = tier;
+        a
+    }
+
+    fn listing_of_release(&self, release: &LoadedRelease, dir: &[u8]) -> Response<Body> {
+        match release.manifest.list(dir) {
+            Ok(entries) => listing(
+                &self.path.segments,
+                entries
+                    .into_iter()
+                    .map(|(name, e)| ListEntry {
+                        name,
+                        is_dir: e.kind == Kind::Dir,
+                        size: e.size,
+                        mtime: e.mtime,
+                    })
+                    .collect(),
+                self.head,
+            ),
+            Err(e) => {
+                tracing::error!("listing failed: {e:#}");
+                text(StatusCode::INTERNAL_SERVER_ERROR, "manifest error\n")
+            }
+        }
+    }
+}
+
+impl Volume {
+    /// Whether a path names content that never changes (by the configured
+    /// immutable patterns).
+    pub fn is_immutable(&self, path: &[u8]) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        self.immutable
+            .is_match(std::path::Path::new(std::ffi::OsStr::from_bytes(path)))
+    }
+}
+
+/// `@<id>` as the first segment after a prefix pins a release.
+fn pin_id(seg: &[u8]) -> Option<u64> {
+    let digits = seg.strip_prefix(b"@")?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) || digits.len() > 19 {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+fn unix(secs: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
 }
 
 /// Looks a path up, following symlinks inside the release. Returns the
@@ -156,127 +593,6 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     crate::release::scan::join(dir, name)
 }
 
-async fn serve_file(
-    volume: &super::released::ReleasedVolume,
-    path: &[u8],
-    entry: &Entry,
-    headers: &HeaderMap,
-    head: bool,
-) -> Response<Body> {
-    let etag = format!("\"{}\"", entry.sha256.hex());
-    let mtime = UNIX_EPOCH + Duration::from_secs(entry.mtime.max(0) as u64);
-    let mut builder = Response::builder()
-        .header(header::ETAG, &etag)
-        .header(header::LAST_MODIFIED, httpdate::fmt_http_date(mtime))
-        .header(header::CONTENT_TYPE, content_type(path))
-        .header(header::CACHE_CONTROL, cache_control(path))
-        .header(header::ACCEPT_RANGES, "bytes");
-    if not_modified(headers, &etag, mtime) {
-        return builder
-            .status(StatusCode::NOT_MODIFIED)
-            .body(empty())
-            .expect("valid response");
-    }
-    let size = entry.size;
-    let answer = headers
-        .get(header::RANGE)
-        .map(|h| range::parse(h.as_bytes(), size))
-        .unwrap_or(RangeAnswer::Whole);
-    let (status, start, len) = match answer {
-        RangeAnswer::Whole => (StatusCode::OK, 0, size),
-        RangeAnswer::Part { start, end } => {
-            builder = builder.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
-            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
-        }
-        RangeAnswer::Unsatisfiable => {
-            return builder
-                .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .header(header::CONTENT_RANGE, format!("bytes */{size}"))
-                .header(header::CONTENT_LENGTH, 0)
-                .body(empty())
-                .expect("valid response");
-        }
-    };
-    builder = builder.status(status).header(header::CONTENT_LENGTH, len);
-    if head {
-        return builder.body(empty()).expect("valid response");
-    }
-    let object = volume.dir.object_file(&entry.sha256);
-    let file = match tokio::fs::File::open(&object).await {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!(volume = %volume.dir.name, path = %lossy(path), "origin object unreadable: {e}");
-            return text(StatusCode::BAD_GATEWAY, "origin unreadable\n");
-        }
-    };
-    builder
-        .body(file_body(file, start, len))
-        .expect("valid response")
-}
-
-/// Streams `len` bytes of `file` from `start`, in 256 KiB chunks.
-fn file_body(mut file: tokio::fs::File, start: u64, len: u64) -> Body {
-    let stream = async_stream(move |tx| async move {
-        if start > 0 {
-            file.seek(SeekFrom::Start(start)).await?;
-        }
-        let mut reader = file.take(len);
-        let mut left = len;
-        while left > 0 {
-            let mut buf = vec![0u8; (256 * 1024).min(left as usize)];
-            let n = reader.read(&mut buf).await?;
-            if n == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "origin object shorter than its manifest entry",
-                ));
-            }
-            buf.truncate(n);
-            left -= n as u64;
-            if tx.send(Ok(Frame::data(Bytes::from(buf)))).await.is_err() {
-                return Ok(());
-            }
-        }
-        Ok(())
-    });
-    BodyExt::boxed(StreamBody::new(stream))
-}
-
-type Chunk = Result<Frame<Bytes>, std::io::Error>;
-
-/// Runs `produce` in its own task, feeding a channel the body reads from;
-/// an error ends the body early, so the client sees an incomplete response.
-fn async_stream<F, Fut>(produce: F) -> tokio_util_stream::ReceiverStream
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Chunk>) -> Fut,
-    Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let fut = produce(tx.clone());
-    tokio::spawn(async move {
-        if let Err(e) = fut.await {
-            tracing::error!("reading origin object: {e}");
-            let _ = tx.send(Err(e)).await;
-        }
-    });
-    tokio_util_stream::ReceiverStream(rx)
-}
-
-mod tokio_util_stream {
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
-    /// A channel receiver as a stream of body chunks.
-    pub struct ReceiverStream(pub tokio::sync::mpsc::Receiver<super::Chunk>);
-
-    impl futures_util::Stream for ReceiverStream {
-        type Item = super::Chunk;
-        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-            self.0.poll_recv(cx)
-        }
-    }
-}
-
 fn not_modified(headers: &HeaderMap, etag: &str, mtime: SystemTime) -> bool {
     if let Some(inm) = headers.get(header::IF_NONE_MATCH) {
         let inm = inm.to_str().unwrap_or("");
@@ -295,12 +611,65 @@ fn not_modified(headers: &HeaderMap, etag: &str, mtime: SystemTime) -> bool {
     false
 }
 
+pub const PEP691_JSON: &str = "application/vnd.pypi.simple.v1+json";
+pub const PEP691_HTML: &str = "application/vnd.pypi.simple.v1+html";
+
+/// The index files a directory may be answered by, best first for this
+/// request's Accept header: the PEP 691 JSON page when the client prefers
+/// it, else the HTML page.
+fn index_candidates(headers: &HeaderMap) -> &'static [&'static [u8]] {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if prefers_json(accept) {
+        &[b"index.v1_json", b"index.html", b"index.v1_html"]
+    } else {
+        &[b"index.html", b"index.v1_html"]
+    }
+}
+
+/// Whether an Accept header ranks the PEP 691 JSON form above HTML.
+pub fn prefers_json(accept: &str) -> bool {
+    let (mut json, mut html) = (0.0f32, 0.0f32);
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .filter_map(|q| q.trim().parse::<f32>().ok())
+            .next()
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/vnd.pypi.simple.v1+json" | "application/vnd.pypi.simple.latest+json" => {
+                json = json.max(q)
+            }
+            "text/html"
+            | "application/vnd.pypi.simple.v1+html"
+            | "application/vnd.pypi.simple.latest+html"
+            | "text/*"
+            | "*/*" => html = html.max(q),
+            _ => {}
+        }
+    }
+    json > 0.0 && json > html
+}
+
+fn vary_accept(r: &mut Response<Body>) {
+    r.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
+}
+
 /// Content-Type by file name.
 pub fn content_type(path: &[u8]) -> &'static str {
     let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
     let ext = |e: &[u8]| name.ends_with(e);
     if ext(b".html") || ext(b".htm") {
         "text/html; charset=utf-8"
+    } else if ext(b".v1_json") {
+        PEP691_JSON
+    } else if ext(b".v1_html") {
+        PEP691_HTML
     } else if ext(b".json") {
         "application/json"
     } else if ext(b".xml") {
@@ -315,52 +684,40 @@ pub fn content_type(path: &[u8]) -> &'static str {
     }
 }
 
-/// Package files never change under their name; indexes do.
-pub fn cache_control(path: &[u8]) -> &'static str {
-    let immutable = [
-        &b".whl"[..],
-        b".tar.gz",
-        b".zip",
-        b".deb",
-        b".udeb",
-        b".rpm",
-        b".metadata",
-    ]
-    .iter()
-    .any(|e| path.ends_with(e))
-        || path.windows(9).any(|w| w == b"/by-hash/");
-    if immutable {
-        "public, max-age=31536000, immutable"
-    } else {
-        "public, max-age=60"
-    }
+/// One line of a directory listing.
+pub struct ListEntry {
+    pub name: Vec<u8>,
+    pub is_dir: bool,
+    pub size: u64,
+    /// Seconds since the epoch.
+    pub mtime: i64,
 }
 
-fn listing(release: &LoadedRelease, dir: &[u8], raw: &str, head: bool) -> Response<Body> {
-    let entries = match release.manifest.list(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::error!("listing failed: {e:#}");
-            return text(StatusCode::INTERNAL_SERVER_ERROR, "manifest error\n");
-        }
-    };
-    let title = escape(raw);
+/// An HTML listing of a directory.
+fn listing(segments: &[Vec<u8>], entries: Vec<ListEntry>, head: bool) -> Response<Body> {
+    let shown: Vec<String> = segments
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    let title = escape(&format!("/{}/", shown.join("/")));
     let mut html = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n<table>\n"
     );
-    if !dir.is_empty() {
+    if !segments.is_empty() {
         html += "<tr><td><a href=\"../\">../</a></td><td></td><td></td></tr>\n";
     }
-    for (name, e) in entries {
+    for ListEntry {
+        name,
+        is_dir,
+        size,
+        mtime,
+    } in entries
+    {
         let shown = String::from_utf8_lossy(&name).into_owned();
-        let slash = if e.kind == Kind::Dir { "/" } else { "" };
-        let href: String = percent_encode(&name);
-        let when = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(e.mtime.max(0) as u64));
-        let size = if e.kind == Kind::File {
-            e.size.to_string()
-        } else {
-            "-".into()
-        };
+        let slash = if is_dir { "/" } else { "" };
+        let href = percent_encode(&name);
+        let when = httpdate::fmt_http_date(unix(mtime));
+        let size = if is_dir { "-".into() } else { size.to_string() };
         html += &format!(
             "<tr><td><a href=\"{href}{slash}\">{}{slash}</a></td><td>{size}</td><td>{when}</td></tr>\n",
             escape(&shown)
@@ -370,9 +727,13 @@ fn listing(release: &LoadedRelease, dir: &[u8], raw: &str, head: bool) -> Respon
     let len = html.len();
     Response::builder()
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(header::CACHE_CONTROL, "public, max-age=60")
+        .header(header::CACHE_CONTROL, SHORT)
         .header(header::CONTENT_LENGTH, len)
-        .body(if head { empty() } else { full(html) })
+        .body(if head {
+            body::empty()
+        } else {
+            body::bytes(html)
+        })
         .expect("valid response")
 }
 
@@ -392,7 +753,7 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// Percent-encodes a name for use in an `href`.
+/// Percent-encodes a name for use in a URL path.
 fn percent_encode(name: &[u8]) -> String {
     let mut out = String::with_capacity(name.len());
     for &b in name {
@@ -405,30 +766,72 @@ fn percent_encode(name: &[u8]) -> String {
     out
 }
 
-fn redirect(to: &str) -> Response<Body> {
+/// Redirects a directory to its URL with a trailing slash, built from the
+/// clean segments (so `//host`-style paths cannot become an open redirect).
+fn redirect(path: &CleanPath) -> Response<Body> {
+    let mut to = String::new();
+    for s in &path.segments {
+        to.push('/');
+        to.push_str(&percent_encode(s));
+    }
+    to.push('/');
     Response::builder()
         .status(StatusCode::MOVED_PERMANENTLY)
         .header(header::LOCATION, to)
         .header(header::CONTENT_LENGTH, 0)
-        .body(empty())
+        .body(body::empty())
         .expect("valid response")
 }
 
-fn text(status: StatusCode, msg: &str) -> Response<Body> {
+pub fn text(status: StatusCode, msg: &str) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .header(header::CONTENT_LENGTH, msg.len())
-        .body(full(msg.to_string()))
+        .body(body::bytes(Bytes::from(msg.to_string())))
         .expect("valid response")
 }
 
-fn empty() -> Body {
-    Empty::new().map_err(|never| match never {}).boxed()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn full(s: String) -> Body {
-    Full::new(Bytes::from(s))
-        .map_err(|never| match never {})
-        .boxed()
+    #[test]
+    fn accept_negotiation() {
+        // What pip sends.
+        assert!(prefers_json(
+            "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
+        ));
+        // Browsers and curl.
+        assert!(!prefers_json(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        ));
+        assert!(!prefers_json("*/*"));
+        assert!(!prefers_json(""));
+        assert!(!prefers_json("application/vnd.pypi.simple.v1+json;q=0"));
+        assert!(prefers_json("application/vnd.pypi.simple.latest+json"));
+        assert!(!prefers_json(
+            "application/vnd.pypi.simple.v1+json;q=0.5, text/html"
+        ));
+    }
+
+    #[test]
+    fn pinned_ids() {
+        assert_eq!(pin_id(b"@12"), Some(12));
+        assert_eq!(pin_id(b"@"), None);
+        assert_eq!(pin_id(b"@1a"), None);
+        assert_eq!(pin_id(b"12"), None);
+        assert_eq!(pin_id(b"@99999999999999999999"), None);
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(content_type(b"simple/x/index.v1_json"), PEP691_JSON);
+        assert_eq!(content_type(b"a/b.whl"), "application/octet-stream");
+        assert_eq!(
+            content_type(b"dists/jammy/InRelease"),
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(content_type(b"repodata/repomd.xml"), "application/xml");
+    }
 }

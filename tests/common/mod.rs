@@ -288,45 +288,71 @@ pub fn run(cmd: &mut Command) {
     );
 }
 
+/// Extra config lines for a test daemon.
+#[derive(Default, Clone)]
+pub struct DaemonOpts {
+    /// Lines for `[daemon]`.
+    pub daemon: String,
+    /// Lines for `[cache]`.
+    pub cache: String,
+}
+
 /// A running `unimirror serve`, killed on drop.
 pub struct Daemon {
     pub child: Child,
     pub addr: std::net::SocketAddr,
+    /// The daemon's stdout, kept open (it prints one line per listener).
+    pub stdout: std::io::BufReader<std::process::ChildStdout>,
+    /// Where its log (stderr) goes.
+    pub log: PathBuf,
 }
 
 impl Daemon {
     /// Starts the daemon on the env's config, listening on a free loopback
     /// port, and waits for it to say where it listens.
     pub fn start(env: &Env) -> Daemon {
+        Daemon::start_with(env, &DaemonOpts::default())
+    }
+
+    /// Starts with extra `[daemon]` and `[cache]` keys.
+    pub fn start_with(env: &Env, opts: &DaemonOpts) -> Daemon {
         let config = env.config();
         let text = fs::read_to_string(&config).unwrap();
         let text = text.replacen(
             "staging = \"staging\"\n",
-            "staging = \"staging\"\n[daemon]\nlisten = [\"127.0.0.1:0\"]\npoll_interval = \"200ms\"\n",
+            &format!(
+                "staging = \"staging\"\n[daemon]\nlisten = [\"127.0.0.1:0\"]\npoll_interval = \"200ms\"\n{}\n[cache]\ndir = \"cache\"\n{}\n",
+                opts.daemon, opts.cache
+            ),
             1,
         );
         let serve_config = env.path().join("serve.toml");
         fs::write(&serve_config, text).unwrap();
+        let log = env.path().join("daemon.log");
         let mut child = Command::new(DAEMON)
             .arg("serve")
             .arg("--config")
             .arg(&serve_config)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         use std::io::BufRead;
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
         let addr = line
             .trim()
             .strip_prefix("listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .parse()
             .unwrap();
-        Daemon { child, addr }
+        Daemon {
+            child,
+            addr,
+            stdout,
+            log,
+        }
     }
 
     /// One HTTP/1.1 request (`Connection: close`); returns the response.
@@ -349,6 +375,47 @@ impl Daemon {
 
     pub fn get(&self, path: &str) -> HttpResponse {
         self.request("GET", path, &[])
+    }
+
+    /// The next line the daemon printed on stdout.
+    pub fn next_line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim().to_string()
+    }
+
+    /// What the daemon logged so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The value of one sample in `/metrics` (0 when absent), e.g.
+    /// `metric("unimirror_requests_total", &[("outcome", "miss")])`,
+    /// summed over the labels not named.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self.get("/metrics").text();
+        let mut sum = 0.0;
+        for line in text.lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let (series, value) = match line.rsplit_once(' ') {
+                Some(x) => x,
+                None => continue,
+            };
+            let (n, l) = series.split_once('{').unwrap_or((series, ""));
+            if n != name {
+                continue;
+            }
+            if labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            {
+                sum += value.parse::<f64>().unwrap();
+            }
+        }
+        sum
     }
 }
 

@@ -1,0 +1,367 @@
+//! Coalesced fills: one origin read per object, however many clients ask.
+//!
+//! A fill runs in its own task (`tokio::spawn`), so it goes on when the
+//! client that started it disconnects. It copies the origin object into a
+//! temporary file in the cache directory while hashing it, and publishes
+//! its progress on a `watch` channel. Every client — the first one too —
+//! is a *waiter*: it reads the temporary file through a shared read handle,
+//! up to the published number of bytes, and waits for more.
+//!
+//! The last byte of every response is withheld until the fill has verified
+//! the whole object (sha256 for a release, an unchanged `stat` for a plain
+//! tree). So when verification fails, every response ends short of its
+//! Content-Length: an incomplete download, never a complete-looking wrong
+//! file. Only then is the file fsynced and committed to the disk tier.
+//!
+//! The states a waiter can meet, each handled by name:
+//! - [`Progress::Waiting`]: the origin is being opened; wait.
+//! - [`Progress::Streaming`]: bytes up to `ready` can be read; wait for more.
+//! - [`Progress::Done`]: all bytes are verified; finish.
+//! - [`Progress::Failed`]: the fill failed (origin missing, I/O, integrity,
+//!   changed, timed out); abort the response.
+//! - *timed out* (waiter side): no progress for longer than the origin
+//!   timeout plus a margin; abort.
+//! - *abandoned*: the fill's task ended without a final state (it panicked
+//!   or the runtime is shutting down); abort.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+
+use super::{Cache, ObjectKey};
+use crate::metrics::OriginError;
+use crate::volume::manifest::Sha256Digest;
+
+/// What a fill has published so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    Waiting,
+    Streaming { ready: u64 },
+    Done,
+    Failed(OriginError),
+}
+
+/// Why a waiter gave up on a fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitError {
+    Failed(OriginError),
+    TimedOut,
+    Abandoned,
+}
+
+impl std::fmt::Display for WaitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WaitError::Failed(e) => write!(f, "the origin read failed ({})", e.as_str()),
+            WaitError::TimedOut => f.write_str("the origin read made no progress in time"),
+            WaitError::Abandoned => f.write_str("the origin read was abandoned"),
+        }
+    }
+}
+
+/// Everything a fill needs to know about the object it reads.
+#[derive(Clone, Debug)]
+pub struct FillRequest {
+    pub key: ObjectKey,
+    /// The volume, for metrics and logs.
+    pub volume: Arc<str>,
+    /// The file on the origin.
+    pub origin: PathBuf,
+    pub size: u64,
+    /// For plain trees: the mtime seen before the read (in nanoseconds),
+    /// checked again after it.
+    pub mtime_ns: Option<i128>,
+}
+
+/// One fill in progress, shared by its waiters.
+pub struct Fill {
+    pub size: u64,
+    reader: OnceLock<Arc<File>>,
+    progress: watch::Receiver<Progress>,
+    pub stall_timeout: Duration,
+}
+
+/// The fills in progress, by object.
+#[derive(Default)]
+pub struct Fills {
+    running: Mutex<HashMap<ObjectKey, Arc<Fill>>>,
+}
+
+impl Fills {
+    /// The fill for `req.key`: a running one (`true`: coalesced) or a new
+    /// one, started in its own task.
+    pub fn join_or_start(&self, cache: &Arc<Cache>, req: FillRequest) -> (Arc<Fill>, bool) {
+        let mut running = self.running.lock().expect("not poisoned");
+        if let Some(f) = running.get(&req.key) {
+            return (f.clone(), true);
+        }
+        let (tx, rx) = watch::channel(Progress::Waiting);
+        let fill = Arc::new(Fill {
+            size: req.size,
+            reader: OnceLock::new(),
+            progress: rx,
+            stall_timeout: cache.settings.origin_timeout + Duration::from_secs(5),
+        });
+        running.insert(req.key.clone(), fill.clone());
+        let cache = cache.clone();
+        let task_fill = fill.clone();
+        tokio::spawn(async move {
+            // Removes the entry whatever happens to this task.
+            let _registered = Registered {
+                cache: cache.clone(),
+                key: req.key.clone(),
+            };
+            run(&cache, &task_fill, req, tx).await;
+        });
+        (fill, false)
+    }
+
+    /// How many fills are running.
+    pub fn len(&self) -> usize {
+        self.running.lock().expect("not poisoned").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+struct Registered {
+    cache: Arc<Cache>,
+    key: ObjectKey,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.cache
+            .fills
+            .running
+            .lock()
+            .expect("not poisoned")
+            .remove(&self.key);
+    }
+}
+
+/// Reads in chunks of this size from the origin.
+const CHUNK: usize = 1 << 20;
+
+async fn run(cache: &Arc<Cache>, fill: &Fill, req: FillRequest, tx: watch::Sender<Progress>) {
+    let started = Instant::now();
+    let volume = req.volume.clone();
+    let result = copy(cache, fill, &req, &tx).await;
+    cache
+        .metrics
+        .origin_fetch_seconds
+        .with_label_values(&[&volume])
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok((temp, sha, small)) => {
+            let _ = tx.send(Progress::Done);
+            if let Some(bytes) = small {
+                cache.memory_insert(sha, bytes);
+            }
+            cache.commit(temp, sha, &req).await;
+        }
+        Err((kind, msg, temp)) => {
+            if let Some(t) = temp {
+                let _ = std::fs::remove_file(t);
+            }
+            cache
+                .metrics
+                .origin_errors
+                .with_label_values(&[&volume, kind.as_str()])
+                .inc();
+            if kind == OriginError::Integrity {
+                cache
+                    .metrics
+                    .integrity_failures
+                    .with_label_values(&["origin"])
+                    .inc();
+            }
+            tracing::error!(volume = %volume, origin = %req.origin.display(), kind = kind.as_str(), "origin read failed: {msg}");
+            let _ = tx.send(Progress::Failed(kind));
+        }
+    }
+}
+
+type CopyError = (OriginError, String, Option<PathBuf>);
+
+/// Copies the origin object to a temporary file, publishing progress;
+/// returns the temp file, the content's sha256, and the bytes themselves
+/// when the object is small enough for the memory tier.
+async fn copy(
+    cache: &Cache,
+    fill: &Fill,
+    req: &FillRequest,
+    tx: &watch::Sender<Progress>,
+) -> Result<(PathBuf, Sha256Digest, Option<Bytes>), CopyError> {
+    let timeout = cache.settings.origin_timeout;
+    let io = |e: std::io::Error| {
+        let kind = if e.kind() == std::io::ErrorKind::NotFound {
+            OriginError::Missing
+        } else {
+            OriginError::Io
+        };
+        (kind, e.to_string(), None)
+    };
+    let mut origin = match tokio::time::timeout(timeout, tokio::fs::File::open(&req.origin)).await {
+        Ok(r) => r.map_err(io)?,
+        Err(_) => return Err((OriginError::Timeout, "opening took too long".into(), None)),
+    };
+
+    let temp = super::disk::tmp_dir(cache.disk.dir()).join(crate::durable::temp_name("fill"));
+    let local = |e: std::io::Error, temp: &PathBuf| {
+        (
+            OriginError::Io,
+            format!("writing the cache's temporary file: {e}"),
+            Some(temp.clone()),
+        )
+    };
+    let writer = Arc::new(crate::durable::create_new(&temp).map_err(|e| local(e, &temp))?);
+    let reader = File::open(&temp).map_err(|e| local(e, &temp))?;
+    let _ = fill.reader.set(Arc::new(reader));
+    let _ = tx.send(Progress::Streaming { ready: 0 });
+
+    let keep_small = req.size <= cache.settings.memory_max_object && cache.memory_enabled();
+    let mut small = Vec::new();
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match tokio::time::timeout(timeout, origin.read(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err((OriginError::Io, e.to_string(), Some(temp))),
+            Err(_) => {
+                return Err((
+                    OriginError::Timeout,
+                    format!("no data for {}", humantime::format_duration(timeout)),
+                    Some(temp),
+                ));
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > req.size {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if keep_small {
+            small.extend_from_slice(&buf[..n]);
+        }
+        // Written before `ready` moves, so waiters never read past the data.
+        let (w, offset) = (writer.clone(), total - n as u64);
+        let written = tokio::task::spawn_blocking(move || {
+            let r = w.write_all_at(&buf[..n], offset);
+            (r, buf)
+        })
+        .await
+        .map_err(|e| local(std::io::Error::other(e), &temp))?;
+        buf = written.1;
+        written.0.map_err(|e| local(e, &temp))?;
+        // Hold back the last byte until the whole object is verified.
+        let _ = tx.send(Progress::Streaming {
+            ready: total.min(req.size.saturating_sub(1)),
+        });
+    }
+    let sha = Sha256Digest(hasher.finalize().into());
+    match &req.key {
+        ObjectKey::Content(expected) => {
+            if total != req.size || sha != *expected {
+                return Err((
+                    OriginError::Integrity,
+                    format!(
+                        "expected {} bytes with sha256 {expected}, read {}{} bytes with sha256 {sha}",
+                        req.size,
+                        total,
+                        if total > req.size { "+" } else { "" }
+                    ),
+                    Some(temp),
+                ));
+            }
+        }
+        ObjectKey::Plain { .. } => {
+            let now = tokio::fs::metadata(&req.origin).await.ok();
+            let same = now
+                .as_ref()
+                .is_some_and(|m| m.len() == req.size && Some(super::mtime_ns(m)) == req.mtime_ns);
+            if total != req.size || !same {
+                return Err((
+                    OriginError::Changed,
+                    "the file changed while it was read".into(),
+                    Some(temp),
+                ));
+            }
+        }
+    }
+    Ok((temp, sha, keep_small.then(|| Bytes::from(small))))
+}
+
+impl Fill {
+    /// Waits until the fill has opened the origin (or failed), so that a
+    /// failure to start can still become an error status.
+    pub async fn started(&self) -> Result<(), WaitError> {
+        let mut rx = self.progress.clone();
+        loop {
+            match *rx.borrow_and_update() {
+                Progress::Waiting => {}
+                Progress::Failed(e) => return Err(WaitError::Failed(e)),
+                Progress::Streaming { .. } | Progress::Done => return Ok(()),
+            }
+            self.changed(&mut rx).await?;
+        }
+    }
+
+    async fn changed(&self, rx: &mut watch::Receiver<Progress>) -> Result<(), WaitError> {
+        match tokio::time::timeout(self.stall_timeout, rx.changed()).await {
+            Err(_) => Err(WaitError::TimedOut),
+            Ok(Ok(())) => Ok(()),
+            // The sender is gone: fine if it left a final state.
+            Ok(Err(_)) => match *rx.borrow() {
+                Progress::Done | Progress::Failed(_) => Ok(()),
+                _ => Err(WaitError::Abandoned),
+            },
+        }
+    }
+
+    /// Reads up to `max` bytes at `pos` once they are available, withholding
+    /// the response's last byte (`pos + max == end`) until the fill is done.
+    /// Returns an empty buffer only when `pos` reached `end`.
+    pub async fn read(&self, pos: u64, end: u64, max: usize) -> Result<Bytes, WaitError> {
+        if pos >= end {
+            return Ok(Bytes::new());
+        }
+        let mut rx = self.progress.clone();
+        loop {
+            let limit = match *rx.borrow_and_update() {
+                Progress::Waiting => 0,
+                Progress::Streaming { ready } => ready.min(end - 1),
+                Progress::Done => end,
+                Progress::Failed(e) => return Err(WaitError::Failed(e)),
+            };
+            if pos < limit {
+                let reader = self.reader.get().expect("set before streaming").clone();
+                let len = (limit - pos).min(max as u64) as usize;
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; len];
+                    reader.read_exact_at(&mut buf, pos).map(|()| buf)
+                })
+                .await;
+                return match read {
+                    Ok(Ok(buf)) => Ok(Bytes::from(buf)),
+                    _ => Err(WaitError::Failed(OriginError::Io)),
+                };
+            }
+            self.changed(&mut rx).await?;
+        }
+    }
+}

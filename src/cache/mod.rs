@@ -1,0 +1,235 @@
+//! The daemon's local cache: a memory tier for small objects, a disk tier
+//! for everything, and coalesced fills from the origin.
+//!
+//! Objects are keyed by sha256 in both tiers, so a cached object never needs
+//! invalidating: a new release that changes a file names a new sha256.
+//! Plain-tree files have no sha256 until they are read once; the disk tier's
+//! cacache index remembers `(volume, path) → sha256, size, mtime` for them.
+//!
+//! A lookup goes memory → disk → fill. See `fill` for how misses are shared
+//! and verified, and `disk` for eviction and verification on read.
+
+pub mod disk;
+pub mod fill;
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::config::CacheSettings;
+use crate::metrics::Metrics;
+use crate::volume::manifest::Sha256Digest;
+use disk::DiskTier;
+use fill::{Fill, FillRequest, Fills};
+
+/// What identifies one object for coalescing.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectKey {
+    /// An object of a release, by its sha256: the same content in two
+    /// volumes or two releases is one object.
+    Content(Sha256Digest),
+    /// A plain-tree file as `stat` last saw it.
+    Plain {
+        volume: Arc<str>,
+        path: Arc<[u8]>,
+        size: u64,
+        mtime_ns: i128,
+    },
+}
+
+/// Where the bytes of one response come from.
+pub enum Source {
+    Memory(Bytes),
+    Disk(Arc<File>),
+    /// A fill; `true` when this request joined one already running.
+    Fill(Arc<Fill>, bool),
+}
+
+/// The settings fills and lookups need.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub memory_max_object: u64,
+    pub origin_timeout: Duration,
+}
+
+pub struct Cache {
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    memory: Option<moka::sync::Cache<Sha256Digest, Bytes>>,
+    pub disk: Arc<DiskTier>,
+    pub fills: Fills,
+}
+
+impl Cache {
+    /// Opens the disk tier (sweeping and re-admitting what is there) and
+    /// creates the memory tier.
+    pub fn open(
+        config: &CacheSettings,
+        origin_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Arc<Cache>> {
+        let disk = Arc::new(DiskTier::load(
+            &config.dir,
+            config.disk_size,
+            metrics.clone(),
+        )?);
+        let memory = (config.memory_size > 0).then(|| {
+            let m = metrics.clone();
+            moka::sync::Cache::builder()
+                .max_capacity(config.memory_size)
+                .weigher(|_, b: &Bytes| b.len().min(u32::MAX as usize) as u32)
+                .eviction_listener(move |_, _, cause| {
+                    if cause == moka::notification::RemovalCause::Size {
+                        m.cache_evictions.with_label_values(&["memory"]).inc();
+                    }
+                })
+                .build()
+        });
+        Ok(Arc::new(Cache {
+            settings: Settings {
+                memory_max_object: config.memory_max_object,
+                origin_timeout,
+            },
+            metrics,
+            memory,
+            disk,
+            fills: Fills::default(),
+        }))
+    }
+
+    /// Finds an object in the tiers, or joins or starts its fill. `sha` is
+    /// its content hash when known (always for releases; for plain-tree
+    /// files once they were read).
+    pub async fn get(self: &Arc<Self>, req: FillRequest, sha: Option<Sha256Digest>) -> Source {
+        if let Some(sha) = sha {
+            if let Some(bytes) = self.memory.as_ref().and_then(|m| m.get(&sha)) {
+                return Source::Memory(bytes);
+            }
+            if let Some(file) = self.disk.open_entry(&sha).await {
+                if req.size <= self.settings.memory_max_object && self.memory_enabled() {
+                    self.promote(sha, file.clone(), req.size);
+                }
+                return Source::Disk(file);
+            }
+        }
+        let (fill, coalesced) = self.fills.join_or_start(self, req);
+        Source::Fill(fill, coalesced)
+    }
+
+    /// Whether the memory tier holds `sha`.
+    pub fn in_memory(&self, sha: &Sha256Digest) -> bool {
+        self.memory.as_ref().is_some_and(|m| m.contains_key(sha))
+    }
+
+    pub fn memory_enabled(&self) -> bool {
+        self.memory.is_some()
+    }
+
+    fn memory_insert(&self, sha: Sha256Digest, bytes: Bytes) {
+        if let Some(m) = &self.memory {
+            m.insert(sha, bytes);
+        }
+    }
+
+    /// Copies a small disk entry into the memory tier, in the background.
+    fn promote(self: &Arc<Self>, sha: Sha256Digest, file: Arc<File>, size: u64) {
+        let cache = self.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0u8; size as usize];
+            if file.read_exact_at(&mut buf, 0).is_ok() {
+                cache.memory_insert(sha, Bytes::from(buf));
+            }
+        });
+    }
+
+    /// fsyncs a verified temporary file and commits it to the disk tier;
+    /// for plain-tree files, records its sha256 in the index too.
+    async fn commit(self: &Arc<Self>, temp: PathBuf, sha: Sha256Digest, req: &FillRequest) {
+        let cache = self.clone();
+        let req = req.clone();
+        let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            File::open(&temp)?.sync_all()?;
+            cache.disk.commit(&temp, &sha, req.size)?;
+            if let ObjectKey::Plain {
+                volume,
+                path,
+                size,
+                mtime_ns,
+            } = &req.key
+            {
+                let sri = cacache::Integrity::from_hex(sha.hex(), cacache::Algorithm::Sha256)
+                    .map_err(std::io::Error::other)?;
+                let opts = cacache::WriteOpts::new()
+                    .integrity(sri)
+                    .size(*size as usize)
+                    .metadata(serde_json::json!({ "mtime_ns": mtime_ns.to_string() }));
+                cacache::index::insert(cache.disk.dir(), &plain_key(volume, path), opts)
+                    .map_err(std::io::Error::other)?;
+            }
+            Ok(())
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(%sha, "cannot commit to the disk cache: {e}"),
+            Err(e) => tracing::error!(%sha, "commit task failed: {e}"),
+        }
+    }
+
+    /// The sha256 recorded for a plain-tree file, if the recorded size and
+    /// mtime are still the file's. Blocking (reads the index).
+    pub fn plain_sha(
+        &self,
+        volume: &str,
+        path: &[u8],
+        size: u64,
+        mtime_ns: i128,
+    ) -> Option<Sha256Digest> {
+        let m = cacache::index::find(self.disk.dir(), &plain_key(volume, path)).ok()??;
+        let recorded: i128 = m.metadata.get("mtime_ns")?.as_str()?.parse().ok()?;
+        if m.size as u64 != size || recorded != mtime_ns {
+            return None;
+        }
+        let (algo, hex) = m.integrity.to_hex();
+        if algo != cacache::Algorithm::Sha256 {
+            return None;
+        }
+        Sha256Digest::from_hex(&hex)
+    }
+
+    /// Refreshes the gauges that are cheaper to read than to maintain.
+    pub fn update_gauges(&self) {
+        if let Some(m) = &self.memory {
+            self.metrics
+                .cache_entries
+                .with_label_values(&["memory"])
+                .set(m.entry_count() as i64);
+            self.metrics
+                .cache_bytes
+                .with_label_values(&["memory"])
+                .set(m.weighted_size() as i64);
+        }
+    }
+
+    /// Waits for queued evictions to be applied (used at shutdown).
+    pub fn settle(&self) {
+        if let Some(m) = &self.memory {
+            m.run_pending_tasks();
+        }
+    }
+}
+
+fn plain_key(volume: &str, path: &[u8]) -> String {
+    // Hex keeps non-UTF-8 names distinct.
+    format!("plain/{volume}/{}", hex::encode(path))
+}
+
+/// A file's mtime in nanoseconds since the epoch.
+pub fn mtime_ns(m: &std::fs::Metadata) -> i128 {
+    m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128
+}

@@ -1,0 +1,136 @@
+//! The daemon's own pages: `/` (volumes and client settings), `/healthz`,
+//! `/readyz` and `/metrics`.
+
+use std::time::SystemTime;
+
+use hyper::header::{self, HeaderMap};
+use hyper::{Response, StatusCode};
+
+use super::body::{self, Body};
+use super::path::CleanPath;
+use super::respond::{escape, text};
+use super::{Daemon, VolumeKind};
+use crate::config::Upstream;
+
+/// The response for one of the daemon's own paths, if `path` is one.
+pub fn own_page(
+    daemon: &Daemon,
+    path: &CleanPath,
+    headers: &HeaderMap,
+    head: bool,
+) -> Option<Response<Body>> {
+    let page = match path.segments.as_slice() {
+        [] => html(home(daemon, headers)),
+        [p] if p == b"healthz" => text(StatusCode::OK, "ok\n"),
+        [p] if p == b"readyz" => match daemon.unready() {
+            None => text(StatusCode::OK, "ready\n"),
+            Some(why) => {
+                tracing::warn!("not ready: {why}");
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("not ready: {why}\n"),
+                )
+            }
+        },
+        [p] if p == b"metrics" => {
+            daemon.cache.update_gauges();
+            let m = daemon.metrics.render();
+            Response::builder()
+                .header(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+                .header(header::CONTENT_LENGTH, m.len())
+                .body(body::bytes(m))
+                .expect("valid response")
+        }
+        _ => return None,
+    };
+    Some(if head {
+        let (parts, _) = page.into_parts();
+        Response::from_parts(parts, body::empty())
+    } else {
+        page
+    })
+}
+
+fn html(page: String) -> Response<Body> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header(header::CONTENT_LENGTH, page.len())
+        .body(body::bytes(page))
+        .expect("valid response")
+}
+
+/// Lists the volumes with their release and its age, and how to point
+/// pip, apt and dnf at this host (as the client named it in `Host`).
+fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or("this-host");
+    let base = format!("http://{host}");
+    let now = SystemTime::now();
+    let mut rows = String::new();
+    let mut setup = String::new();
+    for v in daemon.volumes().iter() {
+        let url = format!("{base}{}/", v.prefix);
+        let (kind, release) = match &v.kind {
+            VolumeKind::Released(r) => match r.snapshot() {
+                Some(s) => {
+                    let created = SystemTime::UNIX_EPOCH
+                        + std::time::Duration::from_secs(s.current.meta.created_unix);
+                    let age = now.duration_since(created).unwrap_or_default();
+                    let age =
+                        humantime::format_duration(std::time::Duration::from_secs(age.as_secs()));
+                    ("released", format!("#{} ({} old)", s.current.meta.id, age))
+                }
+                None => ("released", "none yet".to_string()),
+            },
+            VolumeKind::Plain(_) => ("plain tree", "-".to_string()),
+        };
+        rows += &format!(
+            "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td></tr>\n",
+            escape(&url),
+            escape(&v.name),
+            kind,
+            escape(&release)
+        );
+        let hint = match &v.upstream {
+            Some(Upstream::Pypi { .. }) => format!(
+                "pip config set global.index-url {url}simple/\n# or: pip install --index-url {url}simple/ PACKAGE"
+            ),
+            Some(Upstream::Wheel { .. }) => {
+                format!("pip install --find-links {url} --prefer-binary PACKAGE")
+            }
+            Some(Upstream::Apt {
+                suites, components, ..
+            }) => format!(
+                "# /etc/apt/sources.list.d/{name}.list (keep the archive's signing key)\ndeb {url} {} {}",
+                suites.first().map(String::as_str).unwrap_or("SUITE"),
+                components.join(" "),
+                name = v.name,
+            ),
+            Some(Upstream::Yum { .. }) => format!(
+                "# /etc/yum.repos.d/{name}.repo\n[{name}]\nname={name} (unimirror)\nbaseurl={url}\ngpgcheck=1",
+                name = v.name
+            ),
+            None => url.clone(),
+        };
+        setup += &format!(
+            "<h3>{}</h3>\n<pre>{}</pre>\n",
+            escape(&v.name),
+            escape(&hint)
+        );
+    }
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>unimirror</title></head>\n<body>\n\
+         <h1>unimirror on {}</h1>\n<table>\n<tr><th>volume</th><th>kind</th><th>release</th></tr>\n{rows}</table>\n\
+         <h2>Using this mirror</h2>\n{setup}\
+         <p><a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">healthz</a> · <a href=\"/readyz\">readyz</a></p>\n\
+         </body></html>\n",
+        escape(host)
+    )
+}
