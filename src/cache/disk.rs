@@ -38,6 +38,19 @@ pub struct DiskEntry {
     /// Hashed since this process started (by its fill, a first read or the
     /// scrub).
     verified: AtomicBool,
+    /// Its file is in place (a commit admits the entry first, evicts to
+    /// make room, and only then moves the file in).
+    present: AtomicBool,
+}
+
+impl DiskEntry {
+    fn new(size: u64, verified: bool, present: bool) -> Arc<DiskEntry> {
+        Arc::new(DiskEntry {
+            size,
+            verified: AtomicBool::new(verified),
+            present: AtomicBool::new(present),
+        })
+    }
 }
 
 pub struct DiskTier {
@@ -48,6 +61,15 @@ pub struct DiskTier {
     files: Arc<Mutex<()>>,
     bytes: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
+    deleter: std::sync::mpsc::Sender<Deletion>,
+}
+
+/// Work for the deletion thread.
+enum Deletion {
+    /// An evicted or dropped entry's file.
+    File(Sha256Digest, u64),
+    /// Reply once everything queued before is done.
+    Flush(std::sync::mpsc::SyncSender<()>),
 }
 
 /// cacache's content path for a sha256: `content-v2/sha256/ab/cd/<rest>`.
@@ -84,7 +106,8 @@ impl DiskTier {
 
         let files = Arc::new(Mutex::new(()));
         let bytes = Arc::new(AtomicU64::new(0));
-        let (to_delete, deletions) = std::sync::mpsc::channel::<(Sha256Digest, u64)>();
+        let (to_delete, deletions) = std::sync::mpsc::channel::<Deletion>();
+        let deleter = to_delete.clone();
         let listener_metrics = metrics.clone();
         let index = moka::sync::Cache::builder()
             .max_capacity(budget / 1024)
@@ -101,7 +124,7 @@ impl DiskTier {
                 }
                 // The listener runs inside whichever cache call triggered
                 // maintenance; unlinking is left to the deletion thread.
-                let _ = to_delete.send((*sha, e.size));
+                let _ = to_delete.send(Deletion::File(*sha, e.size));
             })
             .build();
         let tier = DiskTier {
@@ -110,13 +133,14 @@ impl DiskTier {
             files,
             bytes,
             metrics,
+            deleter,
         };
         tier.spawn_deleter(deletions);
         tier.rebuild()?;
         Ok(tier)
     }
 
-    fn spawn_deleter(&self, deletions: std::sync::mpsc::Receiver<(Sha256Digest, u64)>) {
+    fn spawn_deleter(&self, deletions: std::sync::mpsc::Receiver<Deletion>) {
         let dir = self.dir.clone();
         let files = self.files.clone();
         let bytes = self.bytes.clone();
@@ -125,7 +149,14 @@ impl DiskTier {
         std::thread::Builder::new()
             .name("cache-delete".into())
             .spawn(move || {
-                for (sha, size) in deletions {
+                for d in deletions {
+                    let (sha, size) = match d {
+                        Deletion::File(sha, size) => (sha, size),
+                        Deletion::Flush(done) => {
+                            let _ = done.send(());
+                            continue;
+                        }
+                    };
                     let _guard = files.lock().expect("not poisoned");
                     if index.contains_key(&sha) {
                         continue; // refilled since it was evicted
@@ -183,13 +214,7 @@ impl DiskTier {
         let n = found.len();
         for (_, sha, size) in found {
             self.bytes.fetch_add(size, Ordering::Relaxed);
-            self.index.insert(
-                sha,
-                Arc::new(DiskEntry {
-                    size,
-                    verified: AtomicBool::new(false),
-                }),
-            );
+            self.index.insert(sha, DiskEntry::new(size, false, true));
         }
         self.index.run_pending_tasks();
         self.update_gauges();
@@ -208,13 +233,18 @@ impl DiskTier {
 
     /// Whether the tier holds `sha` (without verifying it).
     pub fn contains(&self, sha: &Sha256Digest) -> bool {
-        self.index.contains_key(sha)
+        self.index
+            .get(sha)
+            .is_some_and(|e| e.present.load(Ordering::Acquire))
     }
 
     /// Opens an entry for reading, verifying it first if this process has
     /// not yet. `None` when it is absent or was found corrupt (and dropped).
     pub async fn open_entry(self: &Arc<Self>, sha: &Sha256Digest) -> Option<Arc<File>> {
         let entry = self.index.get(sha)?;
+        if !entry.present.load(Ordering::Acquire) {
+            return None; // being committed
+        }
         let tier = self.clone();
         let sha = *sha;
         tokio::task::spawn_blocking(move || {
@@ -268,28 +298,36 @@ impl DiskTier {
 
     /// Moves a complete, verified and fsynced temporary file into place as
     /// `sha` and admits it (possibly evicting others, or itself).
+    ///
+    /// The entry is admitted first and what it displaces deleted, and only
+    /// then is the file moved in: the files on disk never exceed the budget.
+    /// If the policy rejects the new entry, the file is discarded.
     pub fn commit(&self, temp: &Path, sha: &Sha256Digest, size: u64) -> io::Result<()> {
         let path = content_path(&self.dir, sha);
+        let entry = DiskEntry::new(size, true, false);
         {
             let _guard = self.files.lock().expect("not poisoned");
             if self.index.contains_key(sha) {
                 let _ = std::fs::remove_file(temp);
                 return Ok(());
             }
-            std::fs::create_dir_all(path.parent().expect("content path has a parent"))?;
-            std::fs::rename(temp, &path)?;
-            self.bytes.fetch_add(size, Ordering::Relaxed);
-            self.index.insert(
-                *sha,
-                Arc::new(DiskEntry {
-                    size,
-                    verified: AtomicBool::new(true),
-                }),
-            );
+            self.index.insert(*sha, entry.clone());
         }
-        // Evict now rather than at some later cache call, so the budget
-        // holds after every commit.
-        self.index.run_pending_tasks();
+        self.flush();
+        let _guard = self.files.lock().expect("not poisoned");
+        let admitted = self.index.get(sha).is_some_and(|e| Arc::ptr_eq(&e, &entry));
+        if !admitted {
+            let _ = std::fs::remove_file(temp);
+            return Ok(());
+        }
+        std::fs::create_dir_all(path.parent().expect("content path has a parent"))?;
+        if let Err(e) = std::fs::rename(temp, &path) {
+            self.index.invalidate(sha);
+            return Err(e);
+        }
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        entry.present.store(true, Ordering::Release);
+        drop(_guard);
         self.update_gauges();
         Ok(())
     }
@@ -327,6 +365,16 @@ impl DiskTier {
             .cache_entries
             .with_label_values(&["disk"])
             .set(self.index.entry_count() as i64);
+    }
+
+    /// Applies pending evictions and waits until their files are deleted.
+    pub fn flush(&self) {
+        self.index.run_pending_tasks();
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        if self.deleter.send(Deletion::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+        self.update_gauges();
     }
 
     /// Bytes in committed entries (including evicted ones whose files the

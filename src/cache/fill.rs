@@ -164,10 +164,13 @@ async fn run(cache: &Arc<Cache>, fill: &Fill, req: FillRequest, tx: watch::Sende
         .observe(started.elapsed().as_secs_f64());
     match result {
         Ok((temp, sha, small)) => {
-            let _ = tx.send(Progress::Done);
+            // Before `Done`: a client that saw its response end and asks
+            // again finds the object in memory, not a fill finishing.
             if let Some(bytes) = small {
                 cache.memory_insert(sha, bytes);
             }
+            cache.remember_plain(&req.key, sha);
+            let _ = tx.send(Progress::Done);
             cache.commit(temp, sha, &req).await;
         }
         Err((kind, msg, temp)) => {

@@ -62,6 +62,9 @@ pub struct Cache {
     memory: Option<moka::sync::Cache<Sha256Digest, Bytes>>,
     pub disk: Arc<DiskTier>,
     pub fills: Fills,
+    /// Plain-tree files read since start: their sha256 without an index
+    /// read (and before the commit has written the index).
+    plain_shas: moka::sync::Cache<ObjectKey, Sha256Digest>,
 }
 
 impl Cache {
@@ -98,6 +101,7 @@ impl Cache {
             memory,
             disk,
             fills: Fills::default(),
+            plain_shas: moka::sync::Cache::new(100_000),
         }))
     }
 
@@ -181,15 +185,28 @@ impl Cache {
         }
     }
 
+    fn remember_plain(&self, key: &ObjectKey, sha: Sha256Digest) {
+        if matches!(key, ObjectKey::Plain { .. }) {
+            self.plain_shas.insert(key.clone(), sha);
+        }
+    }
+
     /// The sha256 recorded for a plain-tree file, if the recorded size and
-    /// mtime are still the file's. Blocking (reads the index).
-    pub fn plain_sha(
-        &self,
-        volume: &str,
-        path: &[u8],
-        size: u64,
-        mtime_ns: i128,
-    ) -> Option<Sha256Digest> {
+    /// mtime are still the file's. May block (reads the index).
+    pub fn plain_sha(&self, key: &ObjectKey) -> Option<Sha256Digest> {
+        let ObjectKey::Plain {
+            volume,
+            path,
+            size,
+            mtime_ns,
+        } = key
+        else {
+            return None;
+        };
+        if let Some(sha) = self.plain_shas.get(key) {
+            return Some(sha);
+        }
+        let (size, mtime_ns) = (*size, *mtime_ns);
         let m = cacache::index::find(self.disk.dir(), &plain_key(volume, path)).ok()??;
         let recorded: i128 = m.metadata.get("mtime_ns")?.as_str()?.parse().ok()?;
         if m.size as u64 != size || recorded != mtime_ns {
@@ -216,11 +233,16 @@ impl Cache {
         }
     }
 
-    /// Waits for queued evictions to be applied (used at shutdown).
-    pub fn settle(&self) {
-        if let Some(m) = &self.memory {
-            m.run_pending_tasks();
+    /// At shutdown: lets running fills finish (up to `deadline`), so their
+    /// objects are committed, and applies pending evictions, so the disk
+    /// tier is within its budget when the process exits.
+    pub async fn settle(self: &Arc<Self>, deadline: Duration) {
+        let started = std::time::Instant::now();
+        while !self.fills.is_empty() && started.elapsed() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let cache = self.clone();
+        let _ = tokio::task::spawn_blocking(move || cache.disk.flush()).await;
     }
 }
 

@@ -165,7 +165,7 @@ fn serve(file: PathBuf, config: Config) -> Result<()> {
                 "drain timeout reached; closing the remaining connections"
             );
         }
-        daemon.cache.settle();
+        daemon.cache.settle(config.daemon.drain_timeout).await;
         tracing::info!("stopped");
         Ok(())
     })

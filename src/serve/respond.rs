@@ -269,7 +269,8 @@ impl Ask<'_> {
             return self.answer(redirect(self.path));
         }
         let mut target = (rel.clone(), seen.clone());
-        if seen.is_dir {
+        let directory = seen.is_dir;
+        if directory {
             let mut index = None;
             for name in index_candidates(self.headers) {
                 let path = join(&rel, name);
@@ -297,16 +298,17 @@ impl Ask<'_> {
             }
         }
         let (rel, seen) = target;
+        let key = ObjectKey::Plain {
+            volume: vol.name.clone(),
+            path: rel.as_slice().into(),
+            size: seen.size,
+            mtime_ns: seen.mtime_ns,
+        };
         let mut sha = seen.sha.get().copied();
         if sha.is_none() {
-            let (cache, name, p, s) = (
-                self.daemon.cache.clone(),
-                vol.name.clone(),
-                rel.clone(),
-                seen.clone(),
-            );
+            let (cache, k, s) = (self.daemon.cache.clone(), key.clone(), seen.clone());
             sha = tokio::task::spawn_blocking(move || {
-                let found = cache.plain_sha(&name, &p, s.size, s.mtime_ns);
+                let found = cache.plain_sha(&k);
                 if let Some(f) = found {
                     let _ = s.sha.set(f);
                 }
@@ -317,12 +319,7 @@ impl Ask<'_> {
             .flatten();
         }
         let object = Object {
-            key: ObjectKey::Plain {
-                volume: vol.name.clone(),
-                path: rel.as_slice().into(),
-                size: seen.size,
-                mtime_ns: seen.mtime_ns,
-            },
+            key,
             sha,
             size: seen.size,
             mtime: unix((seen.mtime_ns / 1_000_000_000) as i64),
@@ -335,7 +332,7 @@ impl Ask<'_> {
             cache_control: self.cache_control(&rel),
         };
         let mut a = self.send(object).await;
-        if seen.is_dir {
+        if directory {
             vary_accept(&mut a.response);
         }
         a
@@ -397,20 +394,19 @@ impl Ask<'_> {
         builder = builder.status(status).header(header::CONTENT_LENGTH, len);
         let cache = &self.daemon.cache;
         if self.head {
-            // Says where a GET would be answered from, without filling.
-            let (outcome, x) = match obj.sha {
-                Some(s) if cache.in_memory(&s) => (Outcome::HitMemory, "hit-memory"),
-                Some(s) if cache.disk.contains(&s) => (Outcome::HitDisk, "hit-disk"),
-                _ => (Outcome::None, "miss"),
+            // Says where a GET would be answered from, without filling
+            // (and is not counted as a hit or a miss).
+            let x = match obj.sha {
+                Some(s) if cache.in_memory(&s) => "hit-memory",
+                Some(s) if cache.disk.contains(&s) => "hit-disk",
+                _ => "miss",
             };
-            let mut a = self.answer(
+            return self.answer(
                 builder
                     .header("x-cache", x)
                     .body(body::empty())
                     .expect("valid response"),
             );
-            a.outcome = outcome;
-            return a;
         }
         let req = FillRequest {
             key: obj.key,

@@ -357,8 +357,19 @@ impl Daemon {
 
     /// One HTTP/1.1 request (`Connection: close`); returns the response.
     pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        self.try_request(method, path, headers).unwrap()
+    }
+
+    /// Like `request`, but a connection cut short (reset) is not a panic:
+    /// the response holds what arrived.
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<HttpResponse> {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(self.addr).unwrap();
+        let mut s = std::net::TcpStream::connect(self.addr)?;
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
             self.addr
@@ -367,10 +378,20 @@ impl Daemon {
             req += &format!("{k}: {v}\r\n");
         }
         req += "\r\n";
-        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(req.as_bytes())?;
         let mut raw = Vec::new();
-        s.read_to_end(&mut raw).unwrap();
-        HttpResponse::parse(&raw)
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !raw.is_empty() => {
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(HttpResponse::parse(&raw))
     }
 
     pub fn get(&self, path: &str) -> HttpResponse {
@@ -471,5 +492,84 @@ impl HttpResponse {
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Whether the whole body announced by Content-Length arrived.
+    pub fn complete(&self) -> bool {
+        self.header("content-length")
+            .is_some_and(|l| l.parse::<usize>().unwrap() == self.body.len())
+    }
+}
+
+/// Counts opens of one file through inotify: an independent count of the
+/// daemon's origin reads.
+pub struct OpenWatch {
+    fd: i32,
+}
+
+impl OpenWatch {
+    pub fn new(file: &Path) -> OpenWatch {
+        use std::os::unix::ffi::OsStrExt;
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        assert!(fd >= 0, "inotify_init1");
+        let c = std::ffi::CString::new(file.as_os_str().as_bytes()).unwrap();
+        let wd = unsafe { libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_OPEN) };
+        assert!(wd >= 0, "inotify_add_watch {}", file.display());
+        OpenWatch { fd }
+    }
+
+    /// Opens seen since the last call.
+    pub fn opens(&self) -> usize {
+        let mut n = 0;
+        let mut buf = [0u8; 4096];
+        loop {
+            let r = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if r <= 0 {
+                return n;
+            }
+            let mut at = 0usize;
+            while at < r as usize {
+                let ev = unsafe { &*(buf.as_ptr().add(at) as *const libc::inotify_event) };
+                if ev.mask & libc::IN_OPEN != 0 {
+                    n += 1;
+                }
+                at += std::mem::size_of::<libc::inotify_event>() + ev.len as usize;
+            }
+        }
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds, for at most `secs` seconds:
+/// waiting on a state the daemon exposes, never on a guess of time.
+pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Total size of the regular files under `dir`.
+pub fn du(dir: &Path) -> u64 {
+    walk(dir)
+        .iter()
+        .filter_map(|p| fs::symlink_metadata(p).ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+impl HttpResponse {
+    pub fn sha256(&self) -> Sha256Digest {
+        Sha256Digest::of(&self.body)
     }
 }
