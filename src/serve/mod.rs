@@ -61,6 +61,8 @@ pub struct Daemon {
     pub metrics: Arc<Metrics>,
     pub max_url_length: usize,
     pub started: std::time::SystemTime,
+    /// The origin root (where released volumes live).
+    origin: std::path::PathBuf,
 }
 
 impl Daemon {
@@ -82,6 +84,7 @@ impl Daemon {
             metrics,
             max_url_length: config.daemon.max_url_length,
             started: std::time::SystemTime::now(),
+            origin: config.origin.clone(),
         };
         daemon.set_volumes(config);
         Ok(daemon)
@@ -191,13 +194,22 @@ impl Daemon {
         }
     }
 
-    /// Why the daemon should not get traffic, if it should not: a volume's
-    /// origin is unreadable or the cache is not writable.
+    /// Why the daemon should not get traffic, if it should not: the
+    /// origin or a served volume on it is unreadable, or the cache is not
+    /// writable. A volume never released yet is not a reason: it answers
+    /// 503 itself while the others serve.
     pub fn unready(&self) -> Option<String> {
-        for v in self.volumes().iter() {
+        let volumes = self.volumes();
+        let released = volumes
+            .iter()
+            .any(|v| matches!(v.kind, VolumeKind::Released(_)));
+        if released && std::fs::read_dir(&self.origin).is_err() {
+            return Some(format!("origin {} not readable", self.origin.display()));
+        }
+        for v in volumes.iter() {
             let ok = match &v.kind {
                 VolumeKind::Released(r) => {
-                    std::fs::read_dir(&r.dir.root).is_ok() && r.snapshot().is_some()
+                    r.snapshot().is_none() || std::fs::read_dir(&r.dir.root).is_ok()
                 }
                 VolumeKind::Plain(p) => p.readable(),
             };

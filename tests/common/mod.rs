@@ -370,10 +370,10 @@ impl Daemon {
     ) -> std::io::Result<HttpResponse> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(self.addr)?;
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.addr
-        );
+        let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req += &format!("Host: {}\r\n", self.addr);
+        }
         for (k, v) in headers {
             req += &format!("{k}: {v}\r\n");
         }
@@ -554,6 +554,9 @@ pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
             std::time::Instant::now() < deadline,
             "timed out waiting for {what}"
         );
+        if std::env::var_os("UNIMIRROR_TEST_TRACE").is_some() {
+            eprintln!("waiting for {what}");
+        }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

@@ -1,0 +1,427 @@
+//! Running the daemon: TLS and HTTP/2, signals (reload, drain), limits,
+//! its own pages and its logs — with the real binary and real clients.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// Writes a fresh self-signed certificate for `localhost`; returns the
+/// certificate's PEM (what a client trusts).
+fn make_cert(dir: &Path) -> String {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    fs::write(dir.join("cert.pem"), c.cert.pem()).unwrap();
+    fs::write(dir.join("key.pem"), c.signing_key.serialize_pem()).unwrap();
+    c.cert.pem()
+}
+
+/// `curl` fetching `url`; returns (HTTP version, body) or the error text.
+fn curl(args: &[&str], url: &str) -> Result<(String, Vec<u8>), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("body");
+    let o = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "30", "-o"])
+        .arg(&out)
+        .args(["-w", "%{http_version}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl is installed");
+    if !o.status.success() {
+        return Err(String::from_utf8_lossy(&o.stderr).into_owned());
+    }
+    Ok((
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        fs::read(out).unwrap(),
+    ))
+}
+
+/// Reads one response with a Content-Length from a keep-alive connection.
+fn read_response(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "connection closed");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap();
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (head, body)
+}
+
+#[test]
+fn tls_with_http2_over_alpn_h2c_and_a_certificate_reload_that_keeps_connections() {
+    let env = Env::new();
+    env.write("pkg/file.whl", b"over tls");
+    env.release();
+    let first = make_cert(env.path());
+    fs::write(env.path().join("first.pem"), &first).unwrap();
+    let opts = DaemonOpts {
+        daemon:
+            "[daemon.tls]\nlisten = [\"127.0.0.1:0\"]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n"
+                .into(),
+        ..Default::default()
+    };
+    let mut d = Daemon::start_with(&env, &opts);
+    let https = d.next_line();
+    let port = https.rsplit(':').next().unwrap().to_string();
+    let url = format!("https://localhost:{port}/vol/pkg/file.whl");
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let trust_first = env.path().join("first.pem");
+    let trust = |pem: &Path, version: &str| {
+        curl(
+            &[
+                "--resolve",
+                &resolve,
+                "--cacert",
+                pem.to_str().unwrap(),
+                version,
+            ],
+            &url,
+        )
+    };
+    assert_eq!(
+        trust(&trust_first, "--http2").unwrap(),
+        ("2".into(), b"over tls".to_vec())
+    );
+    assert_eq!(
+        trust(&trust_first, "--http1.1").unwrap(),
+        ("1.1".into(), b"over tls".to_vec())
+    );
+    // Cleartext HTTP/2 on the plain listener.
+    let h2c = curl(
+        &["--http2-prior-knowledge"],
+        &format!("http://{}/vol/pkg/file.whl", d.addr),
+    );
+    assert_eq!(h2c.unwrap(), ("2".into(), b"over tls".to_vec()));
+
+    // A keep-alive connection open across the reload keeps working.
+    let mut kept = TcpStream::connect(d.addr).unwrap();
+    let ask = "GET /vol/pkg/file.whl HTTP/1.1\r\nHost: x\r\n\r\n";
+    kept.write_all(ask.as_bytes()).unwrap();
+    assert_eq!(read_response(&mut kept).1, b"over tls");
+
+    let second = make_cert(env.path());
+    fs::write(env.path().join("second.pem"), &second).unwrap();
+    signal(&d.child, libc::SIGHUP);
+    wait_for("the certificate reload", 10, || {
+        d.log_text().contains("TLS certificate reloaded")
+    });
+    assert!(trust(&env.path().join("second.pem"), "--http2").is_ok());
+    assert!(
+        trust(&trust_first, "--http2").is_err(),
+        "the old certificate is still served"
+    );
+    kept.write_all(ask.as_bytes()).unwrap();
+    assert_eq!(read_response(&mut kept).1, b"over tls");
+
+    // A broken certificate on reload keeps the working one.
+    fs::write(env.path().join("cert.pem"), "not a certificate").unwrap();
+    signal(&d.child, libc::SIGHUP);
+    wait_for("the refused reload", 10, || {
+        d.log_text().contains("TLS certificate not reloaded")
+    });
+    assert!(trust(&env.path().join("second.pem"), "--http2").is_ok());
+}
+
+#[test]
+fn sighup_reloads_volumes_and_a_bad_file_keeps_the_running_config() {
+    let env = Env::new();
+    fs::create_dir_all(env.path().join("extra")).unwrap();
+    fs::write(env.path().join("extra/hello.txt"), b"added by reload").unwrap();
+    env.write("x.txt", b"x");
+    env.release();
+    let d = Daemon::start(&env);
+    assert_eq!(d.get("/extra/hello.txt").status, 404);
+    let serve_config = env.path().join("serve.toml");
+    let text = fs::read_to_string(&serve_config).unwrap();
+    fs::write(
+        &serve_config,
+        format!("{text}\n[volumes.extra]\ntree = \"extra\"\n"),
+    )
+    .unwrap();
+    signal(&d.child, libc::SIGHUP);
+    wait_for("the reload", 10, || {
+        d.log_text().contains("configuration reloaded")
+    });
+    assert_eq!(d.get("/extra/hello.txt").body, b"added by reload");
+    assert_eq!(d.get("/vol/x.txt").body, b"x");
+
+    fs::write(
+        &serve_config,
+        format!("{text}\n[volumes.extra]\ntree = 5\n"),
+    )
+    .unwrap();
+    signal(&d.child, libc::SIGHUP);
+    wait_for("the refused reload", 10, || {
+        d.log_text().contains("reload refused")
+    });
+    assert!(d.log_text().contains("volumes.extra.tree"));
+    assert_eq!(d.get("/extra/hello.txt").body, b"added by reload");
+}
+
+#[test]
+fn sigterm_finishes_requests_in_flight_then_exits() {
+    let env = Env::new();
+    let big: Vec<u8> = (0..(24u32 << 20)).map(|i| (i * 31 % 251) as u8).collect();
+    env.write("big.bin", &big);
+    env.release();
+    let mut d = Daemon::start(&env);
+    let mut s = TcpStream::connect(d.addr).unwrap();
+    s.write_all(b"GET /vol/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = vec![0u8; 4096];
+    let n = s.read(&mut first).unwrap();
+    assert!(n > 0);
+    signal(&d.child, libc::SIGTERM);
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    let mut all = first[..n].to_vec();
+    all.extend(rest);
+    let body_at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(
+        all.len() - body_at,
+        big.len(),
+        "the response in flight was cut"
+    );
+    assert!(all[body_at..] == big[..]);
+    let status = d.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(d.log_text().contains("stopped"));
+    assert!(TcpStream::connect(d.addr).is_err());
+}
+
+#[test]
+fn slow_and_silent_clients_are_cut_off() {
+    let env = Env::new();
+    let big = vec![7u8; 32 << 20];
+    env.write("big.bin", &big);
+    env.release();
+    let opts = DaemonOpts {
+        daemon: "header_read_timeout = \"300ms\"\nwrite_timeout = \"300ms\"\n".into(),
+        ..Default::default()
+    };
+    let d = Daemon::start_with(&env, &opts);
+
+    // Headers that never finish: the connection is closed.
+    let mut silent = TcpStream::connect(d.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    silent.write_all(b"GET /vol/big.bin HTTP/1.1\r\n").unwrap();
+    let mut buf = [0u8; 1024];
+    let n = silent.read(&mut buf).unwrap_or(0);
+    assert!(
+        n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+
+    // A client that stops reading: the response is abandoned, the
+    // connection closed, and the access log says it was incomplete.
+    let mut stalled = TcpStream::connect(d.addr).unwrap();
+    stalled
+        .write_all(b"GET /vol/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    wait_for("the stalled response to be dropped", 30, || {
+        d.log_text()
+            .lines()
+            .any(|l| l.contains("/vol/big.bin") && l.contains("complete=false"))
+    });
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 1 << 20];
+    while let Ok(n) = stalled.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    assert!(got < big.len(), "all {got} bytes arrived");
+}
+
+#[test]
+fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    let env = Env::new();
+    env.write("a.txt", b"a");
+    env.release();
+    let opts = DaemonOpts {
+        daemon: "max_connections = 1\n".into(),
+        ..Default::default()
+    };
+    let d = Daemon::start_with(&env, &opts);
+    let ask = b"GET /vol/a.txt HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut first = TcpStream::connect(d.addr).unwrap();
+    first.write_all(ask).unwrap();
+    assert_eq!(read_response(&mut first).1, b"a");
+    let mut second = TcpStream::connect(d.addr).unwrap();
+    second.write_all(ask).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    let e = second.read(&mut b).unwrap_err();
+    assert!(matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    ));
+    drop(first);
+    second
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    assert_eq!(read_response(&mut second).1, b"a");
+}
+
+#[test]
+fn own_pages_health_readiness_metrics_and_home() {
+    let env = Env::new();
+    env.write("a.txt", b"a");
+    env.release();
+    let d = Daemon::start(&env);
+    assert_eq!(d.get("/healthz").status, 200);
+    assert_eq!(d.get("/readyz").status, 200);
+    d.get("/vol/a.txt");
+    let m = d.get("/metrics");
+    assert!(m.header("content-type").unwrap().starts_with("text/plain"));
+    let text = m.text();
+    for name in [
+        "unimirror_requests_total",
+        "unimirror_bytes_served_total",
+        "unimirror_origin_fetch_seconds_bucket",
+        "unimirror_cache_bytes",
+        "unimirror_release_id",
+        "unimirror_release_created_seconds",
+    ] {
+        assert!(text.contains(name), "{name} missing");
+    }
+    assert!(text.contains("le=\"600\""), "buckets up to 10 minutes");
+    assert_eq!(d.metric("unimirror_release_id", &[("volume", "vol")]), 1.0);
+
+    let home = d.request(
+        "GET",
+        "/",
+        &[("Host", "mirror.example<script>alert(1)</script>")],
+    );
+    assert_eq!(home.status, 200);
+    let page = home.text();
+    assert!(page.contains("mirror.example&lt;script&gt;"));
+    assert!(!page.contains("<script>"));
+    assert!(page.contains("vol") && page.contains("#1"));
+    assert!(page.contains("plain tree"));
+    let h = d.request("HEAD", "/", &[]);
+    assert!(h.body.is_empty());
+
+    assert_eq!(d.request("POST", "/vol/a.txt", &[]).status, 405);
+    assert_eq!(d.request("DELETE", "/", &[]).status, 405);
+
+    // An unreadable origin makes the daemon unready, and it recovers.
+    let vol = env.origin().join("vol");
+    let moved = env.origin().join("vol.away");
+    fs::rename(&vol, &moved).unwrap();
+    let r = d.get("/readyz");
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("vol"));
+    fs::rename(&moved, &vol).unwrap();
+    assert_eq!(d.get("/readyz").status, 200);
+}
+
+#[test]
+fn json_logs_carry_one_access_line_per_request() {
+    let env = Env::new();
+    env.write("a.txt", b"abc");
+    env.release();
+    let opts = DaemonOpts {
+        daemon: "log_format = \"json\"\n".into(),
+        ..Default::default()
+    };
+    let d = Daemon::start_with(&env, &opts);
+    d.get("/vol/a.txt");
+    d.get("/vol/missing");
+    let lines = || -> Vec<serde_json::Value> {
+        d.log_text()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
+            .collect()
+    };
+    wait_for("two access lines", 10, || {
+        lines()
+            .iter()
+            .filter(|l| l["fields"]["message"] == "request")
+            .count()
+            >= 2
+    });
+    let all = lines();
+    let hit = all
+        .iter()
+        .find(|l| l["fields"]["path"] == "/vol/a.txt")
+        .unwrap();
+    let f = &hit["fields"];
+    assert_eq!(
+        (f["volume"].as_str(), f["status"].as_u64()),
+        (Some("vol"), Some(200))
+    );
+    assert_eq!(
+        (f["bytes"].as_u64(), f["tier"].as_str()),
+        (Some(3), Some("origin"))
+    );
+    assert!(f["micros"].is_u64());
+    let miss = all
+        .iter()
+        .find(|l| l["fields"]["path"] == "/vol/missing")
+        .unwrap();
+    assert_eq!(miss["fields"]["status"].as_u64(), Some(404));
+}
+
+#[test]
+fn a_bad_config_stops_the_start_with_file_key_and_reason() {
+    let env = Env::new();
+    let config = env.path().join("bad.toml");
+    let text = fs::read_to_string(env.config()).unwrap();
+    fs::write(&config, format!("{text}\n[cache]\ndisk_size = \"lots\"\n")).unwrap();
+    let out = Command::new(DAEMON)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("cache.disk_size") && err.contains("lots"),
+        "{err}"
+    );
+
+    // A cache directory that cannot be created is named too.
+    fs::write(
+        &config,
+        format!("{text}\n[cache]\ndir = \"/proc/unimirror-cache\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(DAEMON)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cache.dir") && err.contains("/proc/unimirror-cache"),
+        "{err}"
+    );
+}
