@@ -293,6 +293,7 @@ fn connections_beyond_the_limit_wait_for_a_free_slot() {
 fn own_pages_health_readiness_metrics_and_home() {
     let env = Env::new();
     env.write("a.txt", b"a");
+    env.write("simple/index.html", b"<html></html>");
     env.release();
     let d = Daemon::start(&env);
     assert_eq!(d.get("/healthz").status, 200);
@@ -325,6 +326,8 @@ fn own_pages_health_readiness_metrics_and_home() {
     assert!(!page.contains("<script>"));
     assert!(page.contains("vol") && page.contains("#1"));
     assert!(page.contains("plain tree"));
+    // The volume looks like a PyPI index: the page says how to use it.
+    assert!(page.contains("pip config set global.index-url http://mirror.example&lt;script&gt;alert(1)&lt;/script&gt;/vol/simple/"), "{page}");
     let h = d.request("HEAD", "/", &[]);
     assert!(h.body.is_empty());
 

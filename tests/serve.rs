@@ -202,3 +202,100 @@ fn pip_installs_from_the_demo_volume_with_hashes() {
     );
     assert!(target.join("hello_unimirror/__init__.py").exists());
 }
+
+/// Runs `apt-get` as an unprivileged-style client in its own root under
+/// `dir`: its own sources, lists and cache, signatures checked against
+/// `keyring` (no `trusted=yes`).
+fn apt_get(dir: &std::path::Path, source: &str, args: &[&str]) -> std::process::Output {
+    for d in [
+        "etc/apt/apt.conf.d",
+        "etc/apt/preferences.d",
+        "etc/apt/sources.list.d",
+        "var/lib/apt/lists/partial",
+        "var/cache/apt/archives/partial",
+        "var/lib/dpkg",
+    ] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    fs::write(dir.join("var/lib/dpkg/status"), "").unwrap();
+    fs::write(dir.join("etc/apt/sources.list"), format!("{source}\n")).unwrap();
+    let root = dir.to_str().unwrap();
+    Command::new("apt-get")
+        .current_dir(dir)
+        .args(["-q", "-o", &format!("Dir={root}")])
+        .args([
+            "-o",
+            &format!("Dir::State::status={root}/var/lib/dpkg/status"),
+        ])
+        .args(["-o", "APT::Architecture=amd64", "-o", "Debug::NoLocking=1"])
+        .args(["-o", "APT::Sandbox::User=root", "-o", "Acquire::Retries=0"])
+        .args(args)
+        .output()
+        .expect("apt-get is installed")
+}
+
+#[test]
+fn apt_get_verifies_and_downloads_from_the_demo_archive() {
+    let env = Env::new();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/demo");
+    env.update_ok(&[
+        "release",
+        "vol",
+        "--from",
+        fixtures.join("ubuntu").to_str().unwrap(),
+    ]);
+    let d = Daemon::start(&env);
+    let keyring = fixtures.join("demo-archive-keyring.gpg");
+    let deb =
+        fs::read(fixtures.join("ubuntu/pool/main/h/hello-unimirror/hello-unimirror_1.0_all.deb"))
+            .unwrap();
+    for volume in ["vol", "plain"] {
+        if volume == "plain" {
+            // The same archive as a plain tree.
+            fs::remove_dir_all(env.tree()).unwrap();
+            run(Command::new("cp")
+                .arg("-a")
+                .arg(fixtures.join("ubuntu"))
+                .arg(env.tree()));
+        }
+        let apt = env.path().join(format!("apt-{volume}"));
+        let source = format!(
+            "deb [signed-by={}] http://{}/{volume} demo main",
+            keyring.display(),
+            d.addr
+        );
+        let out = apt_get(&apt, &source, &["update"]);
+        let log = format!("{}\n{}", stdout(&out), stderr(&out));
+        assert!(out.status.success(), "apt-get update: {log}");
+        assert!(
+            !log.contains("NO_PUBKEY") && !log.contains("not signed"),
+            "{log}"
+        );
+        let out = apt_get(&apt, &source, &["download", "hello-unimirror"]);
+        assert!(out.status.success(), "apt-get download: {}", stderr(&out));
+        assert_eq!(
+            fs::read(apt.join("hello-unimirror_1.0_all.deb")).unwrap(),
+            deb
+        );
+
+        // With the wrong key, apt refuses the archive.
+        let other = env.path().join(format!("apt-wrong-{volume}"));
+        let wrong = format!(
+            "deb [signed-by={}] http://{}/{volume} demo main",
+            env.path().join("empty-keyring.gpg").display(),
+            d.addr
+        );
+        fs::write(env.path().join("empty-keyring.gpg"), b"").unwrap();
+        let out = apt_get(&other, &wrong, &["update"]);
+        let log = format!("{}\n{}", stdout(&out), stderr(&out));
+        assert!(
+            !out.status.success(),
+            "apt accepted an archive it cannot verify: {log}"
+        );
+        let out = apt_get(&other, &wrong, &["download", "hello-unimirror"]);
+        assert!(
+            !out.status.success(),
+            "downloaded from an unverified archive"
+        );
+    }
+}

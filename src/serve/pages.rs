@@ -9,7 +9,7 @@ use hyper::{Response, StatusCode};
 use super::body::{self, Body};
 use super::path::CleanPath;
 use super::respond::{escape, text};
-use super::{Daemon, VolumeKind};
+use super::{Daemon, Volume, VolumeKind};
 use crate::config::Upstream;
 
 /// The response for one of the daemon's own paths, if `path` is one.
@@ -98,7 +98,7 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
             kind,
             escape(&release)
         );
-        let hint = match &v.upstream {
+        let hint = match v.upstream.clone().or_else(|| guess_upstream(v)) {
             Some(Upstream::Pypi { .. }) => format!(
                 "pip config set global.index-url {url}simple/\n# or: pip install --index-url {url}simple/ PACKAGE"
             ),
@@ -133,4 +133,64 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
          </body></html>\n",
         escape(host)
     )
+}
+
+/// For a volume configured without an upstream, what its content looks
+/// like: a PyPI index (`simple/`), an apt archive (`dists/`, with its suites)
+/// or a yum repository (`repodata/`).
+fn guess_upstream(v: &Volume) -> Option<Upstream> {
+    let has = |name: &str| -> bool {
+        match &v.kind {
+            VolumeKind::Released(r) => r.snapshot().is_some_and(|s| {
+                s.current
+                    .manifest
+                    .get(name.as_bytes())
+                    .ok()
+                    .flatten()
+                    .is_some()
+            }),
+            VolumeKind::Plain(p) => p.root.join(name).is_dir(),
+        }
+    };
+    let none = || String::new();
+    if has("simple") {
+        Some(Upstream::Pypi {
+            url: none(),
+            projects: vec![],
+            requirements: vec![],
+        })
+    } else if has("dists") {
+        let suites = match &v.kind {
+            VolumeKind::Released(r) => r
+                .snapshot()
+                .and_then(|s| s.current.manifest.list(b"dists").ok())
+                .map(|l| {
+                    l.into_iter()
+                        .map(|(n, _)| String::from_utf8_lossy(&n).into_owned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            VolumeKind::Plain(p) => std::fs::read_dir(p.root.join("dists"))
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        Some(Upstream::Apt {
+            url: none(),
+            suites,
+            components: vec!["main".into()],
+            architectures: vec![],
+            keyring: Default::default(),
+        })
+    } else if has("repodata") {
+        Some(Upstream::Yum {
+            urls: vec![],
+            key: None,
+        })
+    } else {
+        None
+    }
 }
