@@ -607,3 +607,22 @@ fn path_traversal_never_leaves_the_volume() {
     assert_eq!(d.get("/vol/in").body, b"inside");
     assert_eq!(d.get("/plain/in").body, b"inside");
 }
+
+#[test]
+fn a_new_release_is_noticed_through_inotify_long_before_the_next_poll() {
+    let env = Env::new();
+    env.write("v.txt", b"1");
+    env.release();
+    // Polling once a minute: only inotify can make the switch quick.
+    let opts = DaemonOpts {
+        daemon: "poll_interval = \"60s\"\n".into(),
+        ..Default::default()
+    };
+    let d = Daemon::start_with(&env, &opts);
+    assert_eq!(d.get("/vol/v.txt").body, b"1");
+    env.write("v.txt", b"2");
+    env.release();
+    wait_for("the switch to release 2", 30, || {
+        d.get("/vol/v.txt").body == b"2"
+    });
+}

@@ -8,6 +8,7 @@
 //! - `pages`: the daemon's own pages (`/`, `/metrics`, `/readyz`).
 //! - `body`: the response body type and the access log.
 //! - `conn`: listeners, TLS, connection limits and graceful shutdown.
+//! - `watch`: inotify on the volumes' pointers, besides polling.
 
 pub mod body;
 pub mod conn;
@@ -18,6 +19,7 @@ pub mod range;
 pub mod released;
 pub mod respond;
 pub mod tls;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,12 +159,31 @@ impl Daemon {
             .map(|v| (v.clone(), v.segments.len()))
     }
 
-    /// Checks every released volume's pointer every `interval`, forever.
+    /// Checks every released volume's pointer every `interval`, and at
+    /// once when inotify reports a pointer written, forever.
     pub async fn follow_releases(self: Arc<Self>, interval: Duration) {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let dirs = self
+            .volumes()
+            .iter()
+            .filter_map(|v| match &v.kind {
+                VolumeKind::Released(r) => Some(r.dir.root.clone()),
+                VolumeKind::Plain(_) => None,
+            })
+            .collect();
+        let watched = watch::spawn(dirs, wake.clone());
+        tracing::info!(
+            watched,
+            "following releases (inotify, and polling every {})",
+            humantime::format_duration(interval)
+        );
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = wake.notified() => {}
+            }
             for v in self.volumes().iter() {
                 if let VolumeKind::Released(r) = &v.kind {
                     let (daemon, r) = (self.clone(), r.clone());

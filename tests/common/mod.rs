@@ -321,8 +321,14 @@ impl Daemon {
         let text = text.replacen(
             "staging = \"staging\"\n",
             &format!(
-                "staging = \"staging\"\n[daemon]\nlisten = [\"127.0.0.1:0\"]\npoll_interval = \"200ms\"\n{}\n[cache]\ndir = \"cache\"\n{}\n",
-                opts.daemon, opts.cache
+                "staging = \"staging\"\n[daemon]\nlisten = [\"127.0.0.1:0\"]\n{}{}\n[cache]\ndir = \"cache\"\n{}\n",
+                if opts.daemon.contains("poll_interval") {
+                    ""
+                } else {
+                    "poll_interval = \"200ms\"\n"
+                },
+                opts.daemon,
+                opts.cache
             ),
             1,
         );
