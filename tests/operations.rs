@@ -428,3 +428,64 @@ fn a_bad_config_stops_the_start_with_file_key_and_reason() {
         "{err}"
     );
 }
+
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let env = Env::new();
+    env.write("a.txt", b"a");
+    env.release();
+    let socket_path = env.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let opts = DaemonOpts {
+        env: vec![("NOTIFY_SOCKET".into(), socket_path.to_str().unwrap().into())],
+        ..Default::default()
+    };
+    let mut d = Daemon::start_with(&env, &opts);
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next().trim(), "READY=1");
+    signal(&d.child, libc::SIGHUP);
+    let reloading = next();
+    assert!(
+        reloading.contains("RELOADING=1") && reloading.contains("MONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert_eq!(next().trim(), "READY=1");
+    signal(&d.child, libc::SIGTERM);
+    assert_eq!(next().trim(), "STOPPING=1");
+    assert!(d.child.wait().unwrap().success());
+}
+
+#[test]
+fn an_origin_that_stops_answering_times_the_fill_out() {
+    let env = Env::new();
+    let content = b"a file whose origin will hang".to_vec();
+    env.write("hang.whl", &content);
+    env.release();
+    // A FIFO with no writer: opening it blocks, like a hung network mount.
+    let object = env
+        .vol()
+        .object_file(&unimirror::volume::manifest::Sha256Digest::of(&content));
+    fs::remove_file(&object).unwrap();
+    let c = std::ffi::CString::new(object.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let opts = DaemonOpts {
+        daemon: "origin_timeout = \"300ms\"\n".into(),
+        ..Default::default()
+    };
+    let d = Daemon::start_with(&env, &opts);
+    let r = d.get("/vol/hang.whl");
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(
+        d.metric("unimirror_origin_errors_total", &[("kind", "timeout")]),
+        1.0
+    );
+    assert_eq!(d.get("/healthz").status, 200);
+}

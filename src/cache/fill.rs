@@ -368,3 +368,59 @@ impl Fill {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(rx: watch::Receiver<Progress>, stall: Duration) -> Fill {
+        Fill {
+            size: 10,
+            reader: OnceLock::new(),
+            progress: rx,
+            stall_timeout: stall,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fill_whose_task_vanishes_is_abandoned() {
+        let (tx, rx) = watch::channel(Progress::Waiting);
+        let f = fill(rx, Duration::from_secs(60));
+        drop(tx);
+        assert_eq!(f.started().await, Err(WaitError::Abandoned));
+        assert_eq!(f.read(0, 10, 4).await, Err(WaitError::Abandoned));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fill_without_progress_times_out() {
+        let (_tx, rx) = watch::channel(Progress::Waiting);
+        let f = fill(rx, Duration::from_secs(5));
+        assert_eq!(f.started().await, Err(WaitError::TimedOut));
+    }
+
+    #[tokio::test]
+    async fn failed_and_done_are_final_even_after_the_task_ended() {
+        let (tx, rx) = watch::channel(Progress::Waiting);
+        let f = fill(rx, Duration::from_secs(60));
+        tx.send(Progress::Failed(OriginError::Integrity)).unwrap();
+        drop(tx);
+        assert_eq!(
+            f.started().await,
+            Err(WaitError::Failed(OriginError::Integrity))
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let (tx, rx) = watch::channel(Progress::Waiting);
+        let f = fill(rx, Duration::from_secs(60));
+        let _ = f.reader.set(Arc::new(File::open(&path).unwrap()));
+        tx.send(Progress::Streaming { ready: 10 }).unwrap();
+        // The last byte waits for Done.
+        assert_eq!(f.read(0, 10, 100).await.unwrap(), &b"012345678"[..]);
+        tx.send(Progress::Done).unwrap();
+        drop(tx);
+        assert_eq!(f.read(9, 10, 100).await.unwrap(), &b"9"[..]);
+        assert_eq!(f.read(10, 10, 100).await.unwrap(), &b""[..]);
+    }
+}

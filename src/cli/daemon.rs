@@ -87,7 +87,7 @@ fn serve(file: PathBuf, config: Config) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let daemon = Arc::new(Daemon::new(&config)?);
         tokio::spawn(daemon.clone().follow_releases(config.daemon.poll_interval));
         spawn_scrub(&daemon, &config);
@@ -168,7 +168,10 @@ fn serve(file: PathBuf, config: Config) -> Result<()> {
         daemon.cache.settle(config.daemon.drain_timeout).await;
         tracing::info!("stopped");
         Ok(())
-    })
+    });
+    // A read stuck on a hung origin must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 async fn bind(addr: &std::net::SocketAddr) -> Result<tokio::net::TcpListener> {

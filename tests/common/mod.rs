@@ -295,6 +295,8 @@ pub struct DaemonOpts {
     pub daemon: String,
     /// Lines for `[cache]`.
     pub cache: String,
+    /// Extra environment variables for the daemon.
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `unimirror serve`, killed on drop.
@@ -341,6 +343,7 @@ impl Daemon {
             .arg(&serve_config)
             .stdout(Stdio::piped())
             .stderr(fs::File::create(&log).unwrap())
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .unwrap();
         use std::io::BufRead;
