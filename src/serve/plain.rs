@@ -67,7 +67,7 @@ impl PlainVolume {
             revalidate_after,
             // Bounded by the bytes of the paths it remembers.
             seen: moka::sync::Cache::builder()
-                .max_capacity(64 << 20)
+                .max_capacity(16 << 20)
                 .weigher(|k: &Vec<u8>, _| (k.len() + 200) as u32)
                 .build(),
         }
