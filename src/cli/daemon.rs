@@ -88,6 +88,11 @@ fn serve(file: PathBuf, config: Config) -> Result<()> {
         .enable_all()
         .build()?;
     let result = runtime.block_on(async move {
+        // Handlers first: a SIGHUP that arrives once we look ready must
+        // reload, not kill (its default action).
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         let daemon = Arc::new(Daemon::new(&config)?);
         tokio::spawn(daemon.clone().follow_releases(config.daemon.poll_interval));
         spawn_scrub(&daemon, &config);
@@ -131,9 +136,6 @@ fn serve(file: PathBuf, config: Config) -> Result<()> {
         notify(&[NotifyState::Ready]);
         tracing::info!("serving {} volume(s)", daemon.volumes().len());
 
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
         let mut config = config;
         loop {
             tokio::select! {
