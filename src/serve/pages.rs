@@ -127,11 +127,16 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
     }
     format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>unimirror</title></head>\n<body>\n\
-         <h1>unimirror on {}</h1>\n<table>\n<tr><th>volume</th><th>kind</th><th>release</th></tr>\n{rows}</table>\n\
+         <h1>unimirror on {}</h1>\n<p>Up for {}.</p>\n<table>\n<tr><th>volume</th><th>kind</th><th>release</th></tr>\n{rows}</table>\n\
          <h2>Using this mirror</h2>\n{setup}\
          <p><a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">healthz</a> · <a href=\"/readyz\">readyz</a></p>\n\
          </body></html>\n",
-        escape(host)
+        escape(host),
+        humantime::format_duration(std::time::Duration::from_secs(
+            now.duration_since(daemon.started)
+                .unwrap_or_default()
+                .as_secs()
+        ))
     )
 }
 
