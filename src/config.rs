@@ -38,6 +38,7 @@ pub struct Config {
     pub daemon: DaemonSettings,
     pub cache: CacheSettings,
     pub freshness: FreshnessSettings,
+    pub sync: SyncSettings,
     /// Volumes by name, in name order.
     pub volumes: BTreeMap<String, VolumeConfig>,
 }
@@ -112,6 +113,22 @@ pub struct CacheSettings {
     pub scrub_interval: Duration,
     /// Bytes per second the scrub reads at most.
     pub scrub_rate: u64,
+}
+
+/// How `unimirror-update sync` downloads.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// Downloads in flight at once.
+    pub concurrency: usize,
+    /// Further attempts after a failed download (with backoff).
+    pub retries: u32,
+    /// A download making no progress for this long fails (and is retried).
+    pub timeout: Duration,
+    /// Plain-HTTP upstreams are refused unless this is set.
+    pub allow_http: bool,
+    /// Where to write `<volume>.prom` for node_exporter's textfile
+    /// collector after each sync, if anywhere.
+    pub metrics_dir: Option<PathBuf>,
 }
 
 /// How long plain-tree files are trusted without a new `stat`.
@@ -189,6 +206,8 @@ struct RawConfig {
     #[serde(default)]
     freshness: RawFreshness,
     #[serde(default)]
+    sync: RawSync,
+    #[serde(default)]
     volumes: BTreeMap<String, RawVolume>,
 }
 
@@ -232,6 +251,16 @@ struct RawCache {
     memory_max_object: Option<String>,
     scrub_interval: Option<String>,
     scrub_rate: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    concurrency: Option<i64>,
+    retries: Option<i64>,
+    timeout: Option<String>,
+    allow_http: Option<bool>,
+    metrics_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -315,6 +344,19 @@ impl Config {
         let daemon = daemon_settings(raw.daemon, &err, &resolve)?;
         let cache = cache_settings(raw.cache, &err, &resolve)?;
         let freshness = freshness_settings(raw.freshness, &err)?;
+        let sync = SyncSettings {
+            concurrency: count(raw.sync.concurrency, "sync.concurrency", 8, 1..=256, &err)?,
+            retries: count(raw.sync.retries, "sync.retries", 3, 0..=20, &err)? as u32,
+            timeout: duration(
+                raw.sync.timeout,
+                "sync.timeout",
+                Duration::from_secs(60),
+                Duration::from_secs(1)..=Duration::from_secs(3600),
+                &err,
+            )?,
+            allow_http: raw.sync.allow_http.unwrap_or(false),
+            metrics_dir: raw.sync.metrics_dir.as_deref().map(resolve),
+        };
 
         let mut volumes = BTreeMap::new();
         let mut prefixes: Vec<(String, String)> = Vec::new();
@@ -356,6 +398,7 @@ impl Config {
             daemon,
             cache,
             freshness,
+            sync,
             volumes,
         })
     }

@@ -19,4 +19,5 @@ pub mod metrics;
 pub mod progress;
 pub mod release;
 pub mod serve;
+pub mod sync;
 pub mod volume;

@@ -203,37 +203,6 @@ fn pip_installs_from_the_demo_volume_with_hashes() {
     assert!(target.join("hello_unimirror/__init__.py").exists());
 }
 
-/// Runs `apt-get` as an unprivileged-style client in its own root under
-/// `dir`: its own sources, lists and cache, signatures checked against
-/// `keyring` (no `trusted=yes`).
-fn apt_get(dir: &std::path::Path, source: &str, args: &[&str]) -> std::process::Output {
-    for d in [
-        "etc/apt/apt.conf.d",
-        "etc/apt/preferences.d",
-        "etc/apt/sources.list.d",
-        "var/lib/apt/lists/partial",
-        "var/cache/apt/archives/partial",
-        "var/lib/dpkg",
-    ] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    fs::write(dir.join("var/lib/dpkg/status"), "").unwrap();
-    fs::write(dir.join("etc/apt/sources.list"), format!("{source}\n")).unwrap();
-    let root = dir.to_str().unwrap();
-    Command::new("apt-get")
-        .current_dir(dir)
-        .args(["-q", "-o", &format!("Dir={root}")])
-        .args([
-            "-o",
-            &format!("Dir::State::status={root}/var/lib/dpkg/status"),
-        ])
-        .args(["-o", "APT::Architecture=amd64", "-o", "Debug::NoLocking=1"])
-        .args(["-o", "APT::Sandbox::User=root", "-o", "Acquire::Retries=0"])
-        .args(args)
-        .output()
-        .expect("apt-get is installed")
-}
-
 #[test]
 fn apt_get_verifies_and_downloads_from_the_demo_archive() {
     let env = Env::new();

@@ -29,6 +29,20 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Fetch the volume's upstream into its staging tree, verify it, and
+    /// release it.
+    Sync {
+        volume: String,
+        /// Fetch and verify, but do not release.
+        #[arg(long)]
+        no_release: bool,
+        /// Say what would be fetched, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait for a sync already running on this volume.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Publish the volume's staging tree (or --from DIR) as a new release.
     Release {
         volume: String,
@@ -100,6 +114,20 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let config = Config::load(&cli.config)?;
     match cli.command {
+        Command::Sync {
+            volume,
+            no_release,
+            dry_run,
+            wait,
+        } => {
+            let opts = crate::sync::SyncOptions {
+                no_release,
+                dry_run,
+                wait,
+            };
+            let report = crate::sync::sync(&config, &volume, &opts)?;
+            println!("{}", report.summary(&volume));
+        }
         Command::Release {
             volume,
             from,

@@ -58,6 +58,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The release current after the run.
+    pub fn id(&self) -> u64 {
+        match self {
+            Outcome::Released { meta, .. } => meta.id,
+            Outcome::Unchanged { current, .. } => *current,
+        }
+    }
+
     /// The one-line summary printed at the end of a run.
     pub fn summary(&self, volume: &str) -> String {
         match self {

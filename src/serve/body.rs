@@ -116,12 +116,15 @@ pub struct Metered {
     sent: u64,
     failed: bool,
     ended: bool,
+    /// The body's length, when known (hyper stops polling at it).
+    length: Option<u64>,
     access: Access,
 }
 
 impl Metered {
-    pub fn new(inner: Body, access: Access) -> Metered {
+    pub fn new(inner: Body, access: Access, length: Option<u64>) -> Metered {
         Metered {
+            length,
             inner,
             sent: 0,
             failed: false,
@@ -165,7 +168,8 @@ impl HttpBody for Metered {
 impl Drop for Metered {
     fn drop(&mut self) {
         let a = &self.access;
-        let complete = !self.failed && (self.ended || self.inner.is_end_stream());
+        let complete = !self.failed
+            && (self.ended || self.inner.is_end_stream() || Some(self.sent) == self.length);
         a.metrics
             .requests
             .with_label_values(&[&a.volume, a.outcome.as_str(), status_class(a.status)])

@@ -66,6 +66,14 @@ pub async fn handle<B>(
     let started = Instant::now();
     let a = answer(daemon, &req).await;
     let (parts, inner) = a.response.into_parts();
+    let length = if req.method() == Method::HEAD {
+        Some(0)
+    } else {
+        parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+    };
     let access = Access {
         metrics: daemon.metrics.clone(),
         started,
@@ -80,7 +88,7 @@ pub async fn handle<B>(
     };
     Response::from_parts(
         parts,
-        http_body_util::BodyExt::boxed_unsync(Metered::new(inner, access)),
+        http_body_util::BodyExt::boxed_unsync(Metered::new(inner, access, length)),
     )
 }
 

@@ -1,0 +1,503 @@
+//! Syncing an apt archive, byte for byte, so clients verify it against the
+//! upstream's own keys.
+//!
+//! Per suite: `InRelease` (or `Release` + `Release.gpg`) is fetched and its
+//! signature verified against the configured keyring. `Release`'s SHA256
+//! list then names every index; those of the selected components and
+//! architectures are fetched in every compression the upstream has, checked,
+//! and also placed under `by-hash/SHA256/<digest>` when the suite says
+//! `Acquire-By-Hash: yes` (apt then asks only for those paths). Every pool
+//! file the `Packages` indexes name is fetched and checked against their
+//! SHA256 and size.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey};
+use reqwest::Url;
+
+use super::fetch::{Fetcher, Want, is_not_found};
+use super::{Gate, safe_relative};
+use crate::volume::manifest::Sha256Digest;
+
+/// What a sync of one apt upstream needs.
+pub struct Apt<'a> {
+    pub url: &'a str,
+    pub suites: &'a [String],
+    pub components: &'a [String],
+    pub architectures: &'a [String],
+    pub keyring: &'a Path,
+}
+
+/// One file a `Release` lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub path: String,
+    pub size: u64,
+    pub sha256: Sha256Digest,
+    /// Its SHA512, when `Release` lists one (apt then fetches by-hash
+    /// through it).
+    pub sha512: Option<String>,
+}
+
+/// The parts of a `Release` file the sync uses.
+#[derive(Debug, Default)]
+pub struct Release {
+    pub by_hash: bool,
+    pub files: Vec<Listed>,
+}
+
+/// Parses a `Release` file's `Acquire-By-Hash` field and SHA256 list.
+pub fn parse_release(text: &str) -> Result<Release> {
+    let mut r = Release::default();
+    let mut sha512: BTreeMap<String, String> = BTreeMap::new();
+    let mut section = "";
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix(' ') {
+            if section != "SHA256" && section != "SHA512" {
+                continue;
+            }
+            let parts: Vec<&str> = rest.split_whitespace().collect();
+            let [hex, size, path] = parts[..] else {
+                bail!("malformed {section} line in Release: {line:?}");
+            };
+            if section == "SHA512" {
+                sha512.insert(path.to_string(), hex.to_ascii_lowercase());
+                continue;
+            }
+            r.files.push(Listed {
+                path: path.to_string(),
+                size: size
+                    .parse()
+                    .with_context(|| format!("bad size in Release: {line:?}"))?,
+                sha256: Sha256Digest::from_hex(hex)
+                    .ok_or_else(|| anyhow!("bad sha256 in Release: {line:?}"))?,
+                sha512: None,
+            });
+            continue;
+        }
+        section = "";
+        if let Some((key, value)) = line.split_once(':') {
+            match key.trim() {
+                k @ ("SHA256" | "SHA512") => {
+                    section = if k == "SHA256" { "SHA256" } else { "SHA512" }
+                }
+                "Acquire-By-Hash" => r.by_hash = value.trim().eq_ignore_ascii_case("yes"),
+                _ => {}
+            }
+        }
+    }
+    for f in &mut r.files {
+        f.sha512 = sha512.remove(&f.path);
+    }
+    if r.files.is_empty() {
+        bail!("the Release file lists no SHA256 sums");
+    }
+    Ok(r)
+}
+
+/// The keys of an OpenPGP keyring file (binary or armored).
+pub fn load_keyring(path: &Path) -> Result<Vec<SignedPublicKey>> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading keyring {}", path.display()))?;
+    let (keys, _) = SignedPublicKey::from_reader_many(std::io::Cursor::new(bytes))
+        .with_context(|| format!("parsing keyring {}", path.display()))?;
+    let keys: Vec<SignedPublicKey> = keys.filter_map(|k| k.ok()).collect();
+    if keys.is_empty() {
+        bail!("keyring {} holds no public key", path.display());
+    }
+    Ok(keys)
+}
+
+/// Checks a clearsigned `InRelease` and returns the text that was signed.
+pub fn verify_inrelease(text: &str, keys: &[SignedPublicKey]) -> Result<String> {
+    let (msg, _) = CleartextSignedMessage::from_string(text)
+        .context("InRelease is not a clearsigned message")?;
+    let signed = keys
+        .iter()
+        .any(|k| msg.verify(k).is_ok() || k.public_subkeys.iter().any(|s| msg.verify(s).is_ok()));
+    if !signed {
+        bail!("InRelease is not signed by a key in the keyring");
+    }
+    Ok(msg.signed_text())
+}
+
+/// Checks a detached `Release.gpg` over `Release`.
+pub fn verify_detached(release: &[u8], signature: &[u8], keys: &[SignedPublicKey]) -> Result<()> {
+    let (sig, _) = DetachedSignature::from_reader_single(std::io::Cursor::new(signature))
+        .context("Release.gpg is not an OpenPGP signature")?;
+    let signed = keys.iter().any(|k| {
+        sig.verify(k, release).is_ok()
+            || k.public_subkeys
+                .iter()
+                .any(|s| sig.verify(s, release).is_ok())
+    });
+    if !signed {
+        bail!("Release.gpg is not a signature by a key in the keyring");
+    }
+    Ok(())
+}
+
+const COMPRESSIONS: &[&str] = &[".gz", ".xz", ".bz2", ".lzma", ".zst"];
+
+/// An index's name without its compression suffix.
+fn uncompressed(path: &str) -> &str {
+    COMPRESSIONS
+        .iter()
+        .find_map(|c| path.strip_suffix(c))
+        .unwrap_or(path)
+}
+
+/// Whether a listed index belongs to the selected components and
+/// architectures.
+fn selected(path: &str, components: &[String], architectures: &[String]) -> bool {
+    let Some((component, rest)) = path.split_once('/') else {
+        return false;
+    };
+    if !components.iter().any(|c| c == component) {
+        return false;
+    }
+    let dir = rest.split('/').next().unwrap_or("");
+    dir == "i18n"
+        || dir == "binary-all"
+        || architectures.iter().any(|a| dir == format!("binary-{a}"))
+}
+
+/// What one suite's sync found: its selected indexes, and what must be
+/// present for the gate.
+struct Suite {
+    name: String,
+    release: Release,
+    /// Signed files as fetched, relative to the suite directory.
+    signed_files: Vec<&'static str>,
+    /// Selected indexes the upstream has.
+    present: Vec<Listed>,
+}
+
+impl Apt<'_> {
+    /// Fetches everything into `tree`, returning what the gate must check.
+    pub async fn sync(&self, fetcher: &Arc<Fetcher>, tree: &Path) -> Result<Gate> {
+        let base = Url::parse(&format!("{}/", self.url.trim_end_matches('/')))
+            .with_context(|| format!("upstream url `{}`", self.url))?;
+        fetcher.check_url(&base)?;
+        let keys = load_keyring(self.keyring)?;
+        let mut gate = Gate::default();
+        let mut pool: BTreeMap<String, Want> = BTreeMap::new();
+        for suite in self.suites {
+            let s = self.suite(fetcher, &base, tree, suite, &keys).await?;
+            let dir = format!("dists/{}", s.name);
+            for f in &s.signed_files {
+                gate.files.insert(tree.join(&dir).join(f), None);
+            }
+            // Each selected index in at least one form.
+            let mut groups: BTreeMap<&str, bool> = BTreeMap::new();
+            for l in s
+                .release
+                .files
+                .iter()
+                .filter(|l| selected(&l.path, self.components, self.architectures))
+            {
+                groups.entry(uncompressed(&l.path)).or_insert(false);
+            }
+            for l in &s.present {
+                *groups.get_mut(uncompressed(&l.path)).expect("grouped") = true;
+                gate.files
+                    .insert(tree.join(&dir).join(&l.path), Some(l.sha256));
+                if s.release.by_hash {
+                    for p in by_hash_paths(tree, &dir, l) {
+                        gate.files.insert(p, Some(l.sha256));
+                    }
+                }
+            }
+            for (name, any) in groups {
+                if !any {
+                    gate.problems.push(format!(
+                        "{dir}/{name}: listed in Release but the upstream has it in no form"
+                    ));
+                }
+            }
+            for l in &s.present {
+                let base_name = uncompressed(&l.path);
+                if !base_name.ends_with("/Packages") {
+                    continue;
+                }
+                let bytes = std::fs::read(tree.join(&dir).join(&l.path))?;
+                for (file, want) in pool_files(&l.path, &bytes)? {
+                    pool.insert(file, want);
+                }
+            }
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (file, want) in pool {
+            let dest = tree.join(safe_relative(&file)?);
+            gate.files.insert(dest.clone(), Some(want.sha256));
+            let url = base.join(&file)?;
+            let f = fetcher.clone();
+            tasks.spawn(async move { f.file(&url, &dest, want).await.map(|_| ()) });
+        }
+        let mut first_error = None;
+        while let Some(r) = tasks.join_next().await {
+            if let Err(e) = r? {
+                tracing::error!("{e:#}");
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e.context("fetching the pool"));
+        }
+        Ok(gate)
+    }
+
+    async fn suite(
+        &self,
+        fetcher: &Arc<Fetcher>,
+        base: &Url,
+        tree: &Path,
+        suite: &str,
+        keys: &[SignedPublicKey],
+    ) -> Result<Suite> {
+        let dist = base.join(&format!("dists/{suite}/"))?;
+        let dir = tree.join("dists").join(safe_relative(suite)?);
+        // Signed metadata: kept in memory until everything it lists is in.
+        let (release_text, signed) = match fetcher.bytes(&dist.join("InRelease")?).await {
+            Ok(inrelease) => {
+                let text = std::str::from_utf8(&inrelease).context("InRelease is not UTF-8")?;
+                let signed =
+                    verify_inrelease(text, keys).with_context(|| format!("{dist}InRelease"))?;
+                (signed, vec![("InRelease", inrelease)])
+            }
+            Err(e) if is_not_found(&e) => {
+                let release = fetcher.bytes(&dist.join("Release")?).await?;
+                let sig = fetcher.bytes(&dist.join("Release.gpg")?).await?;
+                verify_detached(&release, &sig, keys)
+                    .with_context(|| format!("{dist}Release.gpg"))?;
+                let text = String::from_utf8(release.to_vec()).context("Release is not UTF-8")?;
+                (text, vec![("Release", release), ("Release.gpg", sig)])
+            }
+            Err(e) => return Err(e),
+        };
+        let release = parse_release(&release_text).with_context(|| format!("{dist}: Release"))?;
+        // With InRelease, also keep Release and Release.gpg if the upstream
+        // has them: older clients ask for them.
+        let mut signed = signed;
+        if signed[0].0 == "InRelease" {
+            for extra in ["Release", "Release.gpg"] {
+                match fetcher.bytes(&dist.join(extra)?).await {
+                    Ok(b) => signed.push((extra, b)),
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+
+        let mut tasks = tokio::task::JoinSet::new();
+        for l in release
+            .files
+            .iter()
+            .filter(|l| selected(&l.path, self.components, self.architectures))
+        {
+            let (f, l) = (fetcher.clone(), l.clone());
+            let url = dist.join(&l.path)?;
+            let dest = dir.join(safe_relative(&l.path)?);
+            tasks.spawn(async move {
+                let want = Want {
+                    sha256: l.sha256,
+                    size: Some(l.size),
+                };
+                match f.file(&url, &dest, want).await {
+                    Ok(_) => Ok(Some(l)),
+                    // Release may list forms the upstream does not keep
+                    // (Ubuntu lists uncompressed Packages it does not serve).
+                    Err(e) if is_not_found(&e) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            });
+        }
+        let mut present = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            if let Some(l) = r?? {
+                present.push(l);
+            }
+        }
+        present.sort_by(|a, b| a.path.cmp(&b.path));
+        if release.by_hash && !fetcher.dry_run {
+            let dir_name = format!("dists/{suite}");
+            for l in &present {
+                let target = dir.join(&l.path);
+                if let Some(want) = &l.sha512 {
+                    let got = sha512_of(&target)?;
+                    if &got != want {
+                        bail!(
+                            "{dist}{}: SHA512 {got} does not match Release's {want}",
+                            l.path
+                        );
+                    }
+                }
+            }
+            for (l, link) in present.iter().flat_map(|l| {
+                by_hash_paths(tree, &dir_name, l)
+                    .into_iter()
+                    .map(move |p| (l, p))
+            }) {
+                let target = dir.join(&l.path);
+                if !same_file(&link, &target) {
+                    std::fs::create_dir_all(link.parent().expect("has a parent"))?;
+                    let _ = std::fs::remove_file(&link);
+                    std::fs::hard_link(&target, &link)
+                        .with_context(|| format!("linking {}", link.display()))?;
+                }
+                fetcher.mark(&link, l.sha256);
+            }
+        }
+        // The signed files last: a client never sees them before what they
+        // list (and the release gate checks it all anyway).
+        for (name, bytes) in &signed {
+            fetcher.write(&dir.join(name), bytes)?;
+        }
+        Ok(Suite {
+            name: suite.to_string(),
+            release,
+            signed_files: signed.iter().map(|(n, _)| *n).collect(),
+            present,
+        })
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Where apt asks for an index by its hashes: `by-hash/SHA256/<hex>`, and
+/// `by-hash/SHA512/<hex>` when `Release` lists SHA512 (apt uses the
+/// strongest one listed).
+fn by_hash_paths(tree: &Path, dist_dir: &str, l: &Listed) -> Vec<PathBuf> {
+    let parent = Path::new(&l.path).parent().unwrap_or(Path::new(""));
+    let dir = tree.join(dist_dir).join(parent).join("by-hash");
+    let mut paths = vec![dir.join("SHA256").join(l.sha256.hex())];
+    if let Some(h) = &l.sha512 {
+        paths.push(dir.join("SHA512").join(h));
+    }
+    paths
+}
+
+fn sha512_of(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha512::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The pool files a `Packages` index names, with their SHA256 and size.
+pub fn pool_files(name: &str, bytes: &[u8]) -> Result<Vec<(String, Want)>> {
+    let text = decompress(name, bytes)?;
+    let text = String::from_utf8(text).with_context(|| format!("{name} is not UTF-8"))?;
+    let mut out = Vec::new();
+    for stanza in text.split("\n\n") {
+        let (mut file, mut size, mut sha) = (None, None, None);
+        for line in stanza.lines() {
+            if let Some((k, v)) = line.split_once(':') {
+                let v = v.trim();
+                match k {
+                    "Filename" => file = Some(v.to_string()),
+                    "Size" => size = v.parse::<u64>().ok(),
+                    "SHA256" => sha = Sha256Digest::from_hex(v),
+                    _ => {}
+                }
+            }
+        }
+        match (file, size, sha) {
+            (None, None, None) => {}
+            (Some(f), Some(size), Some(sha256)) => out.push((
+                f,
+                Want {
+                    sha256,
+                    size: Some(size),
+                },
+            )),
+            _ => bail!("{name}: a stanza lacks Filename, Size or SHA256:\n{stanza}"),
+        }
+    }
+    Ok(out)
+}
+
+/// Decompresses an index by its name's suffix.
+pub fn decompress(name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let r: &mut dyn Read = &mut &bytes[..];
+    if name.ends_with(".gz") {
+        flate2::read::MultiGzDecoder::new(r).read_to_end(&mut out)?;
+    } else if name.ends_with(".xz") || name.ends_with(".lzma") {
+        liblzma::read::XzDecoder::new(r).read_to_end(&mut out)?;
+    } else if name.ends_with(".zst") {
+        zstd::stream::read::Decoder::new(r)?.read_to_end(&mut out)?;
+    } else if name.ends_with(".bz2") {
+        bail!("{name}: bzip2 indexes are not supported; the upstream has other forms");
+    } else {
+        out.extend_from_slice(bytes);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_fields_and_sha256_list() {
+        let r = parse_release(
+            "Origin: x\nAcquire-By-Hash: yes\nMD5Sum:\n d41d8cd98f00b204e9800998ecf8427e 0 main/binary-amd64/Packages\nSHA256:\n e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 0 main/binary-amd64/Packages\n 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 4 main/i18n/Translation-en\nSHA512:\n aa 1 x\n",
+        )
+        .unwrap();
+        assert!(r.by_hash);
+        assert_eq!(r.files.len(), 2);
+        assert_eq!(r.files[0].path, "main/binary-amd64/Packages");
+        assert_eq!(r.files[0].size, 0);
+        assert_eq!(r.files[1].size, 4);
+        assert!(parse_release("Origin: x\n").is_err());
+        assert!(parse_release("SHA256:\n zz 1 a\n").is_err());
+    }
+
+    #[test]
+    fn selection_and_compression_groups() {
+        let c = vec!["main".to_string()];
+        let a = vec!["amd64".to_string()];
+        assert!(selected("main/binary-amd64/Packages.xz", &c, &a));
+        assert!(selected("main/binary-all/Packages", &c, &a));
+        assert!(selected("main/i18n/Translation-en.bz2", &c, &a));
+        assert!(!selected("main/binary-arm64/Packages", &c, &a));
+        assert!(!selected("universe/binary-amd64/Packages", &c, &a));
+        assert!(!selected("main/source/Sources.gz", &c, &a));
+        assert!(!selected("Contents-amd64.gz", &c, &a));
+        assert_eq!(
+            uncompressed("main/binary-amd64/Packages.gz"),
+            "main/binary-amd64/Packages"
+        );
+        assert_eq!(
+            uncompressed("main/binary-amd64/Release"),
+            "main/binary-amd64/Release"
+        );
+    }
+
+    #[test]
+    fn packages_stanzas() {
+        let text = "Package: a\nFilename: pool/main/a/a_1_all.deb\nSize: 10\nSHA256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n\nPackage: b\nFilename: pool/main/b/b_1_all.deb\nSize: 3\nSHA256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n\n";
+        let files = pool_files("Packages", text.as_bytes()).unwrap();
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[1].0, "pool/main/b/b_1_all.deb");
+        assert_eq!(files[1].1.size, Some(3));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, text.as_bytes()).unwrap();
+        let files = pool_files("Packages.gz", &gz.finish().unwrap()).unwrap();
+        assert_eq!(files.len(), 2);
+        assert!(pool_files("Packages", b"Package: a\nFilename: x\n").is_err());
+        assert!(pool_files("Packages", b"").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,296 @@
+//! Downloading from an upstream: one HTTP client (rustls), a bound on
+//! downloads in flight, retries with backoff, and files written the durable
+//! way (temporary file, verified, fsynced, renamed).
+//!
+//! A file already in the staging tree with the expected size and sha256 is
+//! kept, which makes a sync resumable and incremental: a rerun fetches only
+//! what is missing, changed or was cut short.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use reqwest::{StatusCode, Url};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::config::SyncSettings;
+use crate::volume::manifest::{Sha256Digest, sha256_of_reader};
+
+/// What a downloaded file must be.
+#[derive(Clone, Copy, Debug)]
+pub struct Want {
+    pub sha256: Sha256Digest,
+    pub size: Option<u64>,
+}
+
+/// An HTTP status the upstream answered with; 404s are often expected
+/// (optional files), so callers can tell them apart.
+#[derive(Debug, thiserror::Error)]
+#[error("{url}: HTTP {status}")]
+pub struct HttpStatus {
+    pub url: String,
+    pub status: u16,
+}
+
+/// A file whose bytes did not match what the upstream's index says.
+#[derive(Debug, thiserror::Error)]
+#[error("{url}: expected {want} bytes with sha256 {sha}, got {got_size} bytes with sha256 {got}")]
+pub struct Mismatch {
+    pub url: String,
+    pub want: String,
+    pub sha: Sha256Digest,
+    pub got_size: u64,
+    pub got: Sha256Digest,
+}
+
+/// Counters for the summary and the metrics file.
+#[derive(Default)]
+pub struct Stats {
+    pub fetched_files: AtomicU64,
+    pub fetched_bytes: AtomicU64,
+    pub kept_files: AtomicU64,
+}
+
+pub struct Fetcher {
+    client: reqwest::Client,
+    slots: Arc<Semaphore>,
+    retries: u32,
+    allow_http: bool,
+    /// Where temporary files go: on the staging filesystem, outside the tree.
+    tmp: PathBuf,
+    pub stats: Stats,
+    /// Every file this run fetched or found correct: path → sha256. The
+    /// consistency gate checks against it instead of hashing again.
+    verified: Mutex<HashMap<PathBuf, Sha256Digest>>,
+    pub dry_run: bool,
+}
+
+impl Fetcher {
+    pub fn new(settings: &SyncSettings, tmp: &Path, dry_run: bool) -> Result<Fetcher> {
+        // rustls needs a process-wide provider; ring is the one in the build.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let allow_http = settings.allow_http;
+        let redirect = reqwest::redirect::Policy::custom(move |attempt| {
+            let next = attempt.url().clone();
+            let same_host = attempt.previous()[0].host() == next.host();
+            if attempt.previous().len() > 10 {
+                attempt.error("more than 10 redirects")
+            } else if next.scheme() == "https"
+                || (next.scheme() == "http" && allow_http && same_host)
+            {
+                attempt.follow()
+            } else {
+                attempt.error(format!(
+                    "refusing a redirect to {next}: another host, or plain HTTP, is followed only over HTTPS"
+                ))
+            }
+        });
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("unimirror-update/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(settings.timeout)
+            .redirect(redirect)
+            .build()
+            .context("setting up the HTTP client")?;
+        std::fs::create_dir_all(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        Ok(Fetcher {
+            client,
+            slots: Arc::new(Semaphore::new(settings.concurrency)),
+            retries: settings.retries,
+            allow_http,
+            tmp: tmp.to_path_buf(),
+            stats: Stats::default(),
+            verified: Mutex::new(HashMap::new()),
+            dry_run,
+        })
+    }
+
+    /// Refuses plain-HTTP upstreams unless the config allows them.
+    pub fn check_url(&self, url: &Url) -> Result<()> {
+        match url.scheme() {
+            "https" => Ok(()),
+            "http" if self.allow_http => Ok(()),
+            "http" => bail!("{url}: plain HTTP upstreams need `allow_http = true` in [sync]"),
+            other => bail!("{url}: unsupported scheme `{other}`"),
+        }
+    }
+
+    /// A small file (an index), in memory.
+    pub async fn bytes(&self, url: &Url) -> Result<Bytes> {
+        self.check_url(url)?;
+        let _slot = self.slots.acquire().await.expect("never closed");
+        self.retrying(url, || async {
+            let resp = self.get(url).await?;
+            resp.bytes().await.with_context(|| format!("reading {url}"))
+        })
+        .await
+    }
+
+    /// Downloads `url` to `dest`, which must end up with `want`'s sha256 and
+    /// size; keeps `dest` if it already has them. Returns whether it was
+    /// downloaded.
+    pub async fn file(&self, url: &Url, dest: &Path, want: Want) -> Result<bool> {
+        self.check_url(url)?;
+        if self.present(dest, want).await? {
+            self.stats.kept_files.fetch_add(1, Ordering::Relaxed);
+            self.mark(dest, want.sha256);
+            return Ok(false);
+        }
+        if self.dry_run {
+            println!("would fetch {url}");
+            return Ok(true);
+        }
+        let _slot = self.slots.acquire().await.expect("never closed");
+        self.retrying(url, || self.download(url, dest, want))
+            .await?;
+        self.mark(dest, want.sha256);
+        Ok(true)
+    }
+
+    /// Records a file as checked this run (written by the sync itself).
+    pub fn mark(&self, path: &Path, sha: Sha256Digest) {
+        self.verified
+            .lock()
+            .expect("not poisoned")
+            .insert(path.to_path_buf(), sha);
+    }
+
+    /// Whether `path` was checked this run and had `sha`.
+    pub fn checked(&self, path: &Path, sha: &Sha256Digest) -> bool {
+        self.verified.lock().expect("not poisoned").get(path) == Some(sha)
+    }
+
+    /// Writes bytes the sync got (and verified) itself into the tree.
+    pub fn write(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
+        // Unchanged files keep their mtime, so an unchanged upstream makes
+        // an unchanged tree (and no new release).
+        if self.dry_run || std::fs::read(dest).is_ok_and(|b| b == bytes) {
+            self.mark(dest, Sha256Digest::of(bytes));
+            return Ok(());
+        }
+        let parent = dest.parent().expect("a file in the tree");
+        std::fs::create_dir_all(parent)?;
+        crate::durable::write_atomic(dest, &self.tmp, bytes)
+            .with_context(|| format!("writing {}", dest.display()))?;
+        self.mark(dest, Sha256Digest::of(bytes));
+        Ok(())
+    }
+
+    async fn present(&self, dest: &Path, want: Want) -> Result<bool> {
+        let dest = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || -> Result<bool> {
+            let f = match std::fs::File::open(&dest) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e).with_context(|| format!("reading {}", dest.display())),
+            };
+            let len = f.metadata()?.len();
+            if want.size.is_some_and(|s| s != len) {
+                return Ok(false);
+            }
+            Ok(sha256_of_reader(f)? == want.sha256)
+        })
+        .await?
+    }
+
+    async fn get(&self, url: &Url) -> Result<reqwest::Response> {
+        let resp = self
+            .client
+            .get(url.clone())
+            .send()
+            .await
+            .with_context(|| format!("fetching {url}"))?;
+        if resp.status() != StatusCode::OK {
+            return Err(HttpStatus {
+                url: url.to_string(),
+                status: resp.status().as_u16(),
+            }
+            .into());
+        }
+        Ok(resp)
+    }
+
+    async fn download(&self, url: &Url, dest: &Path, want: Want) -> Result<()> {
+        let mut resp = self.get(url).await?;
+        let temp = self.tmp.join(crate::durable::temp_name("fetch"));
+        let result = async {
+            let mut out = crate::durable::create_new(&temp)?;
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .with_context(|| format!("reading {url}"))?
+            {
+                size += chunk.len() as u64;
+                if want.size.is_some_and(|s| size > s) {
+                    break;
+                }
+                hasher.update(&chunk);
+                out.write_all(&chunk)?;
+            }
+            let got = Sha256Digest(hasher.finalize().into());
+            if got != want.sha256 || want.size.is_some_and(|s| s != size) {
+                return Err(anyhow!(Mismatch {
+                    url: url.to_string(),
+                    want: want.size.map_or("?".into(), |s| s.to_string()),
+                    sha: want.sha256,
+                    got_size: size,
+                    got,
+                }));
+            }
+            out.sync_all()?;
+            std::fs::create_dir_all(dest.parent().expect("a file in the tree"))?;
+            std::fs::rename(&temp, dest)?;
+            self.stats.fetched_files.fetch_add(1, Ordering::Relaxed);
+            self.stats.fetched_bytes.fetch_add(size, Ordering::Relaxed);
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        result
+    }
+
+    /// Runs `attempt` until it succeeds, retrying transient failures
+    /// (connection errors, 5xx, short reads) with exponential backoff; a 4xx
+    /// or a hash mismatch is final.
+    async fn retrying<T, F, Fut>(&self, url: &Url, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut tries = 0;
+        loop {
+            match attempt().await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let final_error = e
+                        .downcast_ref::<HttpStatus>()
+                        .is_some_and(|s| s.status < 500)
+                        || e.downcast_ref::<Mismatch>().is_some();
+                    if final_error || tries >= self.retries {
+                        return Err(e);
+                    }
+                    tries += 1;
+                    let wait = Duration::from_millis(500 * (1 << tries.min(6)));
+                    tracing::warn!(%url, attempt = tries, "retrying in {wait:?}: {e:#}");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+/// Whether an error is the upstream saying 404.
+pub fn is_not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<HttpStatus>()
+        .is_some_and(|s| s.status == 404)
+}

@@ -1,0 +1,296 @@
+//! `unimirror-update sync <volume>`: fetch the volume's upstream into its
+//! staging tree, verify it, pass the consistency gate, release it, and only
+//! then drop what the upstream no longer has.
+//!
+//! - `fetch`: the HTTP side (retries, concurrency, verified durable writes).
+//! - `apt`: apt archives.
+//!
+//! Staging layout: `<staging>/<volume>/` is the tree that gets released;
+//! `<staging>/.tmp-<volume>/` holds downloads in progress (same filesystem,
+//! outside the tree); `<staging>/.locks/<volume>/` the lock that keeps two
+//! syncs of one volume apart.
+
+pub mod apt;
+pub mod fetch;
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::{Config, Upstream};
+use crate::release::{self, ReleaseOptions};
+use crate::volume::manifest::Sha256Digest;
+use crate::volume::{VolumeDir, VolumeLock};
+use fetch::Fetcher;
+
+/// What must be in the tree for a release: each file, with its sha256 when
+/// the upstream's signed metadata gives one; and problems already found.
+#[derive(Default)]
+pub struct Gate {
+    pub files: BTreeMap<PathBuf, Option<Sha256Digest>>,
+    pub problems: Vec<String>,
+}
+
+impl Gate {
+    /// Every problem that forbids a release: a required file missing, or
+    /// not verified with its expected sha256 during this run.
+    pub fn check(&self, tree: &Path, fetcher: &Fetcher) -> Vec<String> {
+        let mut problems = self.problems.clone();
+        for (path, sha) in &self.files {
+            let shown = path.strip_prefix(tree).unwrap_or(path).display();
+            if !path.is_file() {
+                problems.push(format!("{shown}: missing"));
+            } else if let Some(sha) = sha
+                && !fetcher.checked(path, sha)
+            {
+                problems.push(format!("{shown}: not verified against sha256 {sha}"));
+            }
+        }
+        problems
+    }
+}
+
+/// A relative path from upstream metadata, refused if it could leave the
+/// tree (absolute, `..`, empty).
+pub fn safe_relative(p: &str) -> Result<PathBuf> {
+    let path = Path::new(p);
+    let ok = !p.is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if !ok {
+        bail!("refusing the path `{p}` from upstream metadata: it leaves the tree");
+    }
+    Ok(path.to_path_buf())
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct SyncOptions {
+    /// Fetch and check, but do not release.
+    pub no_release: bool,
+    /// Say what would be fetched; change nothing.
+    pub dry_run: bool,
+    /// Wait for a busy volume instead of failing.
+    pub wait: bool,
+}
+
+/// What a sync did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub fetched_files: u64,
+    pub fetched_bytes: u64,
+    pub kept_files: u64,
+    pub release: Option<release::Outcome>,
+    pub pruned: u64,
+    pub seconds: f64,
+}
+
+impl Report {
+    pub fn summary(&self, volume: &str) -> String {
+        let mut s = format!(
+            "synced {volume}: {} files fetched ({}), {} already present, {} pruned, in {:.1} s",
+            self.fetched_files,
+            crate::progress::bytes(self.fetched_bytes),
+            self.kept_files,
+            self.pruned,
+            self.seconds
+        );
+        if let Some(r) = &self.release {
+            s += "\n";
+            s += &r.summary(volume);
+        }
+        s
+    }
+}
+
+/// Syncs one volume from its upstream.
+pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report> {
+    let started = Instant::now();
+    let (_, vc) = release::released_volume(config, volume)?;
+    let Some(upstream) = vc.upstream.clone() else {
+        bail!(
+            "volume `{volume}` has no [volumes.{volume}.upstream] in {}",
+            config.file.display()
+        );
+    };
+    let tree = config.staging.join(volume);
+    let tmp = config.staging.join(format!(".tmp-{volume}"));
+    std::fs::create_dir_all(&tree).with_context(|| format!("creating {}", tree.display()))?;
+    let _lock = VolumeLock::acquire(
+        &VolumeDir::new(&config.staging.join(".locks"), volume),
+        opts.wait,
+        "sync",
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let fetcher = Arc::new(Fetcher::new(&config.sync, &tmp, opts.dry_run)?);
+    let result = runtime.block_on(async {
+        match &upstream {
+            Upstream::Apt {
+                url,
+                suites,
+                components,
+                architectures,
+                keyring,
+            } => {
+                apt::Apt {
+                    url,
+                    suites,
+                    components,
+                    architectures,
+                    keyring,
+                }
+                .sync(&fetcher, &tree)
+                .await
+            }
+            other => bail!(
+                "syncing {} upstreams is not built yet",
+                match other {
+                    Upstream::Pypi { .. } => "pypi",
+                    Upstream::Wheel { .. } => "wheel",
+                    Upstream::Yum { .. } => "yum",
+                    Upstream::Apt { .. } => unreachable!(),
+                }
+            ),
+        }
+    });
+    let mut report = Report {
+        fetched_files: fetcher.stats.fetched_files.load(Ordering::Relaxed),
+        fetched_bytes: fetcher.stats.fetched_bytes.load(Ordering::Relaxed),
+        kept_files: fetcher.stats.kept_files.load(Ordering::Relaxed),
+        ..Report::default()
+    };
+    let outcome = result.and_then(|gate| {
+        if opts.dry_run {
+            return Ok(None);
+        }
+        let problems = gate.check(&tree, &fetcher);
+        if !problems.is_empty() {
+            for p in &problems {
+                eprintln!("gate: {p}");
+            }
+            bail!(
+                "the consistency gate found {} problem(s) in {}; nothing was released",
+                problems.len(),
+                tree.display()
+            );
+        }
+        Ok(Some(gate))
+    });
+    let outcome = outcome.and_then(|gate| {
+        let Some(gate) = gate else { return Ok(()) };
+        if opts.no_release {
+            return Ok(());
+        }
+        let r = release::release(
+            config,
+            volume,
+            &ReleaseOptions {
+                from: None,
+                verify: false,
+                wait: true,
+            },
+        )?;
+        report.release = Some(r);
+        // Only now, with the new release out, may what it no longer has
+        // leave the staging tree (older releases keep their copies).
+        report.pruned = prune(&tree, &gate)?;
+        Ok(())
+    });
+    report.seconds = started.elapsed().as_secs_f64();
+    if let Some(dir) = &config.sync.metrics_dir
+        && let Err(e) = write_metrics(dir, volume, &report, outcome.is_ok())
+    {
+        tracing::warn!("cannot write the metrics file: {e:#}");
+    }
+    outcome.map(|()| report)
+}
+
+/// Removes files of the tree that the gate does not name; returns how many.
+fn prune(tree: &Path, gate: &Gate) -> Result<u64> {
+    let mut removed = 0;
+    let mut stack = vec![tree.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            let p = e.path();
+            if e.file_type()?.is_dir() {
+                stack.push(p);
+            } else if !gate.files.contains_key(&p) {
+                std::fs::remove_file(&p).with_context(|| format!("pruning {}", p.display()))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Writes `<dir>/unimirror_update_<volume>.prom` for node_exporter's
+/// textfile collector, atomically. A failed run keeps the time of the last
+/// success from the previous file.
+fn write_metrics(dir: &Path, volume: &str, r: &Report, ok: bool) -> Result<()> {
+    let file = dir.join(format!("unimirror_update_{volume}.prom"));
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let last_success = if ok {
+        Some(now)
+    } else {
+        std::fs::read_to_string(&file).ok().and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("unimirror_update_last_success_timestamp_seconds"))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        })
+    };
+    let l = format!("{{volume=\"{volume}\"}}");
+    let mut text = String::new();
+    let mut metric = |name: &str, help: &str, value: String| {
+        text += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name}{l} {value}\n");
+    };
+    metric(
+        "unimirror_update_last_run_timestamp_seconds",
+        "When the last sync ended.",
+        now.to_string(),
+    );
+    if let Some(t) = last_success {
+        metric(
+            "unimirror_update_last_success_timestamp_seconds",
+            "When the last successful sync ended.",
+            t.to_string(),
+        );
+    }
+    metric(
+        "unimirror_update_success",
+        "Whether the last sync succeeded.",
+        u8::from(ok).to_string(),
+    );
+    metric(
+        "unimirror_update_duration_seconds",
+        "How long the last sync took.",
+        format!("{:.3}", r.seconds),
+    );
+    metric(
+        "unimirror_update_fetched_files",
+        "Files the last sync downloaded.",
+        r.fetched_files.to_string(),
+    );
+    metric(
+        "unimirror_update_fetched_bytes",
+        "Bytes the last sync downloaded.",
+        r.fetched_bytes.to_string(),
+    );
+    if let Some(rel) = &r.release {
+        let id = rel.id();
+        metric(
+            "unimirror_update_release_id",
+            "The release the last sync published.",
+            id.to_string(),
+        );
+    }
+    std::fs::create_dir_all(dir)?;
+    crate::durable::write_atomic(&file, dir, text.as_bytes())?;
+    Ok(())
+}
