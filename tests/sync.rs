@@ -376,3 +376,249 @@ fn a_dead_upstream_fails_the_sync_clearly() {
     assert!(stderr(&out).contains("InRelease"), "{}", stderr(&out));
     assert_eq!(env.current(), None);
 }
+
+/// A PyPI-style upstream: wheels built by `pip wheel` and an sdist built
+/// by setuptools, from two projects (`greet` depends on `greet-lib`), with
+/// a PEP 503 index written the way PyPI writes it (sha256 fragments,
+/// requires-python, core-metadata files for the wheels).
+fn pypi_upstream(dir: &Path) -> PathBuf {
+    let src = dir.join("src");
+    let files = dir.join("upstream/files");
+    fs::create_dir_all(&files).unwrap();
+    for (name, module, deps) in [
+        ("greet-lib", "greet_lib", "[]"),
+        ("greet", "greet", "[\"greet-lib>=1.0\"]"),
+    ] {
+        let p = src.join(name);
+        fs::create_dir_all(p.join(module)).unwrap();
+        fs::write(
+            p.join(module).join("__init__.py"),
+            format!("NAME = {name:?}\n"),
+        )
+        .unwrap();
+        fs::write(
+            p.join("pyproject.toml"),
+            format!(
+                "[build-system]\nrequires = [\"setuptools\"]\nbuild-backend = \"setuptools.build_meta\"\n\n[project]\nname = \"{name}\"\nversion = \"1.0\"\nrequires-python = \">=3.8\"\ndependencies = {deps}\n"
+            ),
+        )
+        .unwrap();
+        run(Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "wheel",
+                "-q",
+                "--no-build-isolation",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-w",
+            ])
+            .arg(&files)
+            .arg(&p));
+    }
+    run(Command::new("python3")
+        .current_dir(src.join("greet-lib"))
+        .arg("-c")
+        .arg(format!(
+            "import setuptools.build_meta as b; b.build_sdist({:?})",
+            files.display().to_string()
+        )));
+    let simple = dir.join("upstream/simple");
+    let mut names: Vec<String> = fs::read_dir(&files)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for project in ["greet-lib", "greet"] {
+        let prefix = project.replace('-', "_");
+        let mut html = String::from("<!DOCTYPE html><html><body>\n");
+        for f in names.iter().filter(|f| {
+            let stem = f.replace('-', "_");
+            stem.starts_with(&format!("{prefix}_1.0")) || stem.starts_with(&format!("{prefix}-1.0"))
+        }) {
+            let bytes = fs::read(files.join(f)).unwrap();
+            let sha = unimirror::volume::manifest::Sha256Digest::of(&bytes);
+            let mut attrs = " data-requires-python=\"&gt;=3.8\"".to_string();
+            if f.ends_with(".whl") {
+                let meta = Command::new("python3")
+                    .arg("-c")
+                    .arg("import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); sys.stdout.buffer.write(z.read([n for n in z.namelist() if n.endswith('.dist-info/METADATA')][0]))")
+                    .arg(files.join(f))
+                    .output()
+                    .unwrap();
+                assert!(meta.status.success());
+                fs::write(files.join(format!("{f}.metadata")), &meta.stdout).unwrap();
+                let msha = unimirror::volume::manifest::Sha256Digest::of(&meta.stdout);
+                attrs += &format!(" data-dist-info-metadata=\"sha256={msha}\"");
+            }
+            html += &format!("<a href=\"../../files/{f}#sha256={sha}\"{attrs}>{f}</a><br>\n");
+        }
+        html += "</body></html>\n";
+        fs::create_dir_all(simple.join(project)).unwrap();
+        fs::write(simple.join(project).join("index.html"), html).unwrap();
+    }
+    dir.join("upstream")
+}
+
+fn pip(args: &[&str]) -> std::process::Output {
+    // Only the mirror: no site or user pip configuration, no find-links.
+    Command::new("python3")
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env_remove("PIP_FIND_LINKS")
+        .env_remove("PIP_INDEX_URL")
+        .env_remove("PIP_EXTRA_INDEX_URL")
+        .args(["-m", "pip", "--disable-pip-version-check", "--no-cache-dir"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn pypi_sync_mirrors_projects_that_pip_installs_with_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = pypi_upstream(dir.path());
+    let upstream = Upstream::serve(&root);
+    let env = Env::new();
+    fs::write(
+        env.path().join("constraints.txt"),
+        "greet==1.0  # the app\n",
+    )
+    .unwrap();
+    let text = fs::read_to_string(env.config()).unwrap();
+    fs::write(
+        env.config(),
+        format!(
+            "{text}\n[volumes.vol.upstream]\ntype = \"pypi\"\nurl = \"{}simple/\"\nprojects = [\"Greet_Lib\"]\nrequirements = [\"constraints.txt\"]\n\n[sync]\nallow_http = true\nretries = 0\n",
+            upstream.url()
+        ),
+    )
+    .unwrap();
+    let out = env.update_ok(&["sync", "vol"]);
+    assert!(out.contains("synced vol"), "{out}");
+    assert_eq!(env.current(), Some(1));
+    let out = env.update_ok(&["sync", "vol"]);
+    assert!(out.contains("0 files fetched"), "{out}");
+    assert_eq!(
+        env.current(),
+        Some(1),
+        "an unchanged upstream makes no release"
+    );
+
+    let d = Daemon::start(&env);
+    let page = d.get("/vol/simple/greet-lib/").text();
+    assert!(page.contains("data-requires-python=\"&gt;=3.8\""), "{page}");
+    assert!(
+        page.contains("#sha256=") && page.contains("data-core-metadata=\"sha256="),
+        "{page}"
+    );
+    let json = d.request(
+        "GET",
+        "/vol/simple/greet-lib/",
+        &[("Accept", "application/vnd.pypi.simple.v1+json")],
+    );
+    assert_eq!(
+        json.header("content-type"),
+        Some("application/vnd.pypi.simple.v1+json")
+    );
+    let v: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
+    assert_eq!(v["name"], "greet-lib");
+    assert_eq!(
+        v["files"].as_array().unwrap().len(),
+        2,
+        "the wheel and the sdist"
+    );
+    assert!(d.get("/vol/simple/").text().contains("greet/"));
+
+    // --require-hashes with both pinned.
+    let index = format!("http://{}/vol/simple/", d.addr);
+    let files = root.join("files");
+    let hash = |f: &str| {
+        unimirror::volume::manifest::Sha256Digest::of(&fs::read(files.join(f)).unwrap()).hex()
+    };
+    let req = env.path().join("req.txt");
+    fs::write(
+        &req,
+        format!(
+            "greet==1.0 --hash=sha256:{}\ngreet-lib==1.0 --hash=sha256:{}\n",
+            hash("greet-1.0-py3-none-any.whl"),
+            hash("greet_lib-1.0-py3-none-any.whl")
+        ),
+    )
+    .unwrap();
+    let target = env.path().join("site");
+    let o = pip(&[
+        "install",
+        "--require-hashes",
+        "--only-binary",
+        ":all:",
+        "--index-url",
+        &index,
+        "--target",
+        target.to_str().unwrap(),
+        "-r",
+        req.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        target.join("greet/__init__.py").exists() && target.join("greet_lib/__init__.py").exists()
+    );
+
+    // A plain resolve of the dependent project pulls its dependency.
+    let target = env.path().join("site2");
+    let o = pip(&[
+        "install",
+        "--index-url",
+        &index,
+        "--target",
+        target.to_str().unwrap(),
+        "greet",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(target.join("greet_lib/__init__.py").exists());
+
+    // The sdist is there too, and pip can fetch it.
+    let dl = env.path().join("dl");
+    let o = pip(&[
+        "download",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-binary",
+        ":all:",
+        "--index-url",
+        &index,
+        "-d",
+        dl.to_str().unwrap(),
+        "greet-lib",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}
+
+#[test]
+fn a_pypi_file_whose_hash_does_not_match_releases_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = pypi_upstream(dir.path());
+    let wheel = root.join("files/greet_lib-1.0-py3-none-any.whl");
+    let mut bytes = fs::read(&wheel).unwrap();
+    bytes.push(0);
+    fs::write(&wheel, bytes).unwrap();
+    let upstream = Upstream::serve(&root);
+    let env = Env::new();
+    let text = fs::read_to_string(env.config()).unwrap();
+    fs::write(
+        env.config(),
+        format!(
+            "{text}\n[volumes.vol.upstream]\ntype = \"pypi\"\nurl = \"{}simple/\"\nprojects = [\"greet-lib\"]\n\n[sync]\nallow_http = true\nretries = 0\n",
+            upstream.url()
+        ),
+    )
+    .unwrap();
+    let out = env.update(&["sync", "vol"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("greet_lib-1.0-py3-none-any.whl"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.current(), None);
+}

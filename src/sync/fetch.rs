@@ -132,6 +132,41 @@ impl Fetcher {
         .await
     }
 
+    /// An index page, asked for with `accept`; returns its Content-Type
+    /// and body.
+    pub async fn page(&self, url: &Url, accept: &'static str) -> Result<(String, Bytes)> {
+        self.check_url(url)?;
+        let _slot = self.slots.acquire().await.expect("never closed");
+        self.retrying(url, || async {
+            let resp = self
+                .client
+                .get(url.clone())
+                .header(reqwest::header::ACCEPT, accept)
+                .send()
+                .await
+                .with_context(|| format!("fetching {url}"))?;
+            if resp.status() != StatusCode::OK {
+                return Err(HttpStatus {
+                    url: url.to_string(),
+                    status: resp.status().as_u16(),
+                }
+                .into());
+            }
+            let ct = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            let body = resp
+                .bytes()
+                .await
+                .with_context(|| format!("reading {url}"))?;
+            Ok((ct, body))
+        })
+        .await
+    }
+
     /// Downloads `url` to `dest`, which must end up with `want`'s sha256 and
     /// size; keeps `dest` if it already has them. Returns whether it was
     /// downloaded.

@@ -4,6 +4,7 @@
 //!
 //! - `fetch`: the HTTP side (retries, concurrency, verified durable writes).
 //! - `apt`: apt archives.
+//! - `pypi`: PyPI-style simple indexes.
 //!
 //! Staging layout: `<staging>/<volume>/` is the tree that gets released;
 //! `<staging>/.tmp-<volume>/` holds downloads in progress (same filesystem,
@@ -12,6 +13,7 @@
 
 pub mod apt;
 pub mod fetch;
+pub mod pypi;
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -148,15 +150,21 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
                 .sync(&fetcher, &tree)
                 .await
             }
-            other => bail!(
-                "syncing {} upstreams is not built yet",
-                match other {
-                    Upstream::Pypi { .. } => "pypi",
-                    Upstream::Wheel { .. } => "wheel",
-                    Upstream::Yum { .. } => "yum",
-                    Upstream::Apt { .. } => unreachable!(),
+            Upstream::Pypi {
+                url,
+                projects,
+                requirements,
+            } => {
+                pypi::Pypi {
+                    url,
+                    projects,
+                    requirements,
                 }
-            ),
+                .sync(&fetcher, &tree)
+                .await
+            }
+            Upstream::Wheel { .. } => bail!("syncing wheel upstreams is not built yet"),
+            Upstream::Yum { .. } => bail!("syncing yum upstreams is not built yet"),
         }
     });
     let mut report = Report {

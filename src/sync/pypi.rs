@@ -1,0 +1,508 @@
+//! Syncing projects from a PyPI-style simple index.
+//!
+//! Which projects: the `projects` list and the names in the `requirements`
+//! files (a CI fleet mirrors what its constraints name), normalized per
+//! PEP 503. Each project page is asked for as PEP 691 JSON first and read
+//! as PEP 503 HTML when that is what comes back. Every file with a sha256
+//! is downloaded and checked, with its PEP 658/714 core-metadata file where
+//! the upstream has one. The mirror's pages (`simple/index.html`,
+//! `simple/<project>/index.html`, and `index.v1_json` beside each) link to
+//! `packages/<project>/<file>` relatively, keeping `#sha256=`,
+//! `data-requires-python`, yanked and core-metadata attributes.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use reqwest::Url;
+use serde_json::{Value, json};
+
+use super::Gate;
+use super::fetch::{Fetcher, Want};
+use crate::volume::manifest::Sha256Digest;
+
+pub struct Pypi<'a> {
+    pub url: &'a str,
+    pub projects: &'a [String],
+    pub requirements: &'a [PathBuf],
+}
+
+/// One distribution file of a project, as the upstream lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dist {
+    pub filename: String,
+    pub url: Url,
+    pub sha256: Sha256Digest,
+    pub requires_python: Option<String>,
+    /// `Some("")` when yanked without a reason.
+    pub yanked: Option<String>,
+    /// Core metadata (`<file>.metadata`) is available; with its sha256
+    /// when the upstream gives one.
+    pub core_metadata: Option<Option<Sha256Digest>>,
+}
+
+/// PEP 503 normalization: lowercase, runs of `-`, `_`, `.` become `-`.
+pub fn normalize(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut dash = false;
+    for c in name.trim().chars() {
+        if c == '-' || c == '_' || c == '.' {
+            dash = true;
+        } else {
+            if dash && !out.is_empty() {
+                out.push('-');
+            }
+            dash = false;
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+/// The project names in a requirements or constraints file.
+pub fn requirement_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() || line.starts_with('-') {
+            continue; // options such as -r, -c, --hash, --index-url
+        }
+        let end = line
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+            .unwrap_or(line.len());
+        if end > 0 {
+            names.push(normalize(&line[..end]));
+        }
+    }
+    names
+}
+
+const ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1";
+
+/// Reads a PEP 691 JSON project page.
+pub fn parse_json(body: &[u8], page: &Url) -> Result<Vec<Dist>> {
+    let v: Value = serde_json::from_slice(body).context("a PEP 691 page that is not JSON")?;
+    let mut out = Vec::new();
+    for f in v["files"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let (Some(filename), Some(url)) = (f["filename"].as_str(), f["url"].as_str()) else {
+            bail!("a file entry without filename or url: {f}");
+        };
+        let Some(sha256) = f["hashes"]["sha256"]
+            .as_str()
+            .and_then(Sha256Digest::from_hex)
+        else {
+            tracing::warn!(filename, "skipped: the upstream gives no sha256");
+            continue;
+        };
+        let yanked = match &f["yanked"] {
+            Value::Bool(true) => Some(String::new()),
+            Value::String(s) => Some(s.clone()),
+            _ => None,
+        };
+        let meta = if f["core-metadata"].is_null() {
+            &f["dist-info-metadata"]
+        } else {
+            &f["core-metadata"]
+        };
+        let core_metadata = match meta {
+            Value::Bool(true) => Some(None),
+            Value::Object(h) => Some(
+                h.get("sha256")
+                    .and_then(|s| s.as_str())
+                    .and_then(Sha256Digest::from_hex),
+            ),
+            _ => None,
+        };
+        out.push(Dist {
+            filename: filename.to_string(),
+            url: page.join(url)?,
+            sha256,
+            requires_python: f["requires-python"].as_str().map(str::to_string),
+            yanked,
+            core_metadata,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads a PEP 503 HTML project page.
+pub fn parse_html(body: &str, page: &Url) -> Result<Vec<Dist>> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    while let Some(start) = find_ci(rest, "<a ") {
+        let after = &rest[start + 3..];
+        let Some(tag_end) = after.find('>') else {
+            break;
+        };
+        let attrs = parse_attrs(&after[..tag_end]);
+        let text_start = &after[tag_end + 1..];
+        let text_end = find_ci(text_start, "</a>").unwrap_or(text_start.len());
+        let text = unescape(text_start[..text_end].trim());
+        rest = &text_start[text_end..];
+        let Some(href) = attrs
+            .iter()
+            .find(|(k, _)| k == "href")
+            .map(|(_, v)| v.clone())
+        else {
+            continue;
+        };
+        let url = page.join(&href)?;
+        let Some(sha256) = url
+            .fragment()
+            .and_then(|f| f.strip_prefix("sha256="))
+            .and_then(Sha256Digest::from_hex)
+        else {
+            tracing::warn!(href, "skipped: the upstream gives no sha256");
+            continue;
+        };
+        let mut file_url = url.clone();
+        file_url.set_fragment(None);
+        let attr = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let filename = if text.is_empty() {
+            file_url
+                .path_segments()
+                .and_then(|mut s| s.next_back())
+                .unwrap_or("")
+                .to_string()
+        } else {
+            text
+        };
+        let core = attr("data-core-metadata").or_else(|| attr("data-dist-info-metadata"));
+        out.push(Dist {
+            filename,
+            url: file_url,
+            sha256,
+            requires_python: attr("data-requires-python"),
+            yanked: attr("data-yanked"),
+            core_metadata: core.map(|v| v.strip_prefix("sha256=").and_then(Sha256Digest::from_hex)),
+        });
+    }
+    Ok(out)
+}
+
+fn find_ci(hay: &str, needle: &str) -> Option<usize> {
+    hay.to_ascii_lowercase().find(needle)
+}
+
+/// `name="value"` pairs of a tag (values unescaped; bare names get "").
+fn parse_attrs(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let name_end = rest
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let name = rest[..name_end].to_ascii_lowercase();
+        rest = rest[name_end..].trim_start();
+        let value = if let Some(r) = rest.strip_prefix('=') {
+            let r = r.trim_start();
+            let (v, next) = match r.chars().next() {
+                Some(q @ ('"' | '\'')) => {
+                    let end = r[1..].find(q).map(|i| i + 1).unwrap_or(r.len());
+                    (&r[1..end], r.get(end + 1..).unwrap_or(""))
+                }
+                _ => {
+                    let end = r.find(char::is_whitespace).unwrap_or(r.len());
+                    (&r[..end], &r[end..])
+                }
+            };
+            rest = next.trim_start();
+            unescape(v)
+        } else {
+            String::new()
+        };
+        if !name.is_empty() && name != "/" {
+            out.push((name, value));
+        }
+    }
+    out
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&amp;", "&")
+}
+
+fn escape(s: &str) -> String {
+    crate::serve::respond::escape(s)
+}
+
+/// A distribution file name that is safe as one path segment.
+fn safe_filename(name: &str) -> Result<&str> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
+        bail!("refusing the file name `{name}` from the upstream");
+    }
+    Ok(name)
+}
+
+fn href_encode(name: &str) -> String {
+    let mut out = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Pypi<'_> {
+    fn project_names(&self) -> Result<BTreeSet<String>> {
+        let mut names: BTreeSet<String> = self.projects.iter().map(|p| normalize(p)).collect();
+        for r in self.requirements {
+            let text = std::fs::read_to_string(r)
+                .with_context(|| format!("reading requirements file {}", r.display()))?;
+            names.extend(requirement_names(&text));
+        }
+        names.retain(|n| !n.is_empty());
+        if names.is_empty() {
+            bail!("no projects to mirror: list `projects` or `requirements` in the upstream table");
+        }
+        Ok(names)
+    }
+
+    pub async fn sync(&self, fetcher: &Arc<Fetcher>, tree: &Path) -> Result<Gate> {
+        let base = Url::parse(&format!("{}/", self.url.trim_end_matches('/')))
+            .with_context(|| format!("upstream url `{}`", self.url))?;
+        fetcher.check_url(&base)?;
+        let mut gate = Gate::default();
+        let names = self.project_names()?;
+        let mut pages = Vec::new();
+        for name in &names {
+            let page = base.join(&format!("{name}/"))?;
+            let (ct, body) = fetcher
+                .page(&page, ACCEPT)
+                .await
+                .with_context(|| format!("project `{name}`"))?;
+            let mut dists = if ct.starts_with("application/vnd.pypi.simple.v1+json") {
+                parse_json(&body, &page)?
+            } else {
+                parse_html(&String::from_utf8_lossy(&body), &page)?
+            };
+            dists.sort_by(|a, b| a.filename.cmp(&b.filename));
+            dists.dedup_by(|a, b| a.filename == b.filename);
+            pages.push((name.clone(), dists));
+        }
+
+        let mut tasks = tokio::task::JoinSet::new();
+        for (name, dists) in &pages {
+            for d in dists {
+                let dir = tree.join("packages").join(name);
+                let dest = dir.join(safe_filename(&d.filename)?);
+                gate.files.insert(dest.clone(), Some(d.sha256));
+                let (f, d) = (fetcher.clone(), d.clone());
+                if let Some(Some(sha)) = d.core_metadata {
+                    gate.files.insert(meta_path(&dest), Some(sha));
+                }
+                tasks.spawn(async move {
+                    f.file(
+                        &d.url,
+                        &dest,
+                        Want {
+                            sha256: d.sha256,
+                            size: None,
+                        },
+                    )
+                    .await?;
+                    match d.core_metadata {
+                        Some(Some(sha)) => {
+                            let url = Url::parse(&format!("{}.metadata", d.url))?;
+                            f.file(
+                                &url,
+                                &meta_path(&dest),
+                                Want {
+                                    sha256: sha,
+                                    size: None,
+                                },
+                            )
+                            .await?;
+                        }
+                        Some(None) => {
+                            // No hash to check against: keep what the
+                            // upstream serves, and advertise its hash.
+                            let url = Url::parse(&format!("{}.metadata", d.url))?;
+                            let bytes = f.bytes(&url).await?;
+                            f.write(&meta_path(&dest), &bytes)?;
+                        }
+                        None => {}
+                    }
+                    anyhow::Ok(())
+                });
+            }
+        }
+        let mut first_error = None;
+        while let Some(r) = tasks.join_next().await {
+            if let Err(e) = r? {
+                tracing::error!("{e:#}");
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e.context("fetching distribution files"));
+        }
+
+        // The mirror's own pages.
+        let simple = tree.join("simple");
+        let mut root_html = String::from(
+            "<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" content=\"1.1\"><title>Simple index</title></head><body>\n",
+        );
+        let mut root_projects = Vec::new();
+        for (name, dists) in &pages {
+            root_html += &format!("<a href=\"{name}/\">{name}</a><br>\n");
+            root_projects.push(json!({ "name": name }));
+            let (html, json) = self.project_page(name, dists, tree)?;
+            for (file, bytes) in [
+                ("index.html", html.into_bytes()),
+                ("index.v1_json", json.into_bytes()),
+            ] {
+                let path = simple.join(name).join(file);
+                fetcher.write(&path, &bytes)?;
+                gate.files.insert(path, None);
+            }
+        }
+        root_html += "</body></html>\n";
+        let root_json = serde_json::to_string_pretty(&json!({
+            "meta": { "api-version": "1.1" },
+            "projects": root_projects,
+        }))? + "\n";
+        for (file, bytes) in [
+            ("index.html", root_html.into_bytes()),
+            ("index.v1_json", root_json.into_bytes()),
+        ] {
+            let path = simple.join(file);
+            fetcher.write(&path, &bytes)?;
+            gate.files.insert(path, None);
+        }
+        Ok(gate)
+    }
+
+    /// One project's PEP 503 page and PEP 691 JSON.
+    fn project_page(&self, name: &str, dists: &[Dist], tree: &Path) -> Result<(String, String)> {
+        let mut html = format!(
+            "<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" content=\"1.1\"><title>Links for {name}</title></head><body>\n<h1>Links for {name}</h1>\n"
+        );
+        let mut files = Vec::new();
+        for d in dists {
+            let href = format!("../../packages/{name}/{}", href_encode(&d.filename));
+            let mut attrs = String::new();
+            if let Some(rp) = &d.requires_python {
+                attrs += &format!(" data-requires-python=\"{}\"", escape(rp));
+            }
+            if let Some(y) = &d.yanked {
+                attrs += &format!(" data-yanked=\"{}\"", escape(y));
+            }
+            // Advertise core metadata only when the file is here: pip
+            // treats a 404 on it as fatal.
+            let meta_file = meta_path(&tree.join("packages").join(name).join(&d.filename));
+            let meta_sha = match d.core_metadata {
+                Some(Some(sha)) => Some(sha),
+                Some(None) => std::fs::read(&meta_file).ok().map(|b| Sha256Digest::of(&b)),
+                None => None,
+            };
+            if let Some(sha) = meta_sha {
+                attrs += &format!(
+                    " data-core-metadata=\"sha256={sha}\" data-dist-info-metadata=\"sha256={sha}\""
+                );
+            }
+            html += &format!(
+                "<a href=\"{href}#sha256={}\"{attrs}>{}</a><br>\n",
+                d.sha256,
+                escape(&d.filename)
+            );
+            let mut f = json!({
+                "filename": d.filename,
+                "url": href,
+                "hashes": { "sha256": d.sha256.hex() },
+            });
+            if let Some(rp) = &d.requires_python {
+                f["requires-python"] = json!(rp);
+            }
+            if let Some(y) = &d.yanked {
+                f["yanked"] = if y.is_empty() { json!(true) } else { json!(y) };
+            }
+            if let Some(sha) = meta_sha {
+                f["core-metadata"] = json!({ "sha256": sha.hex() });
+                f["dist-info-metadata"] = json!({ "sha256": sha.hex() });
+            }
+            files.push(f);
+        }
+        html += "</body></html>\n";
+        let json = serde_json::to_string_pretty(&json!({
+            "meta": { "api-version": "1.1" },
+            "name": name,
+            "files": files,
+        }))? + "\n";
+        Ok((html, json))
+    }
+}
+
+fn meta_path(dest: &Path) -> PathBuf {
+    let mut p = dest.as_os_str().to_os_string();
+    p.push(".metadata");
+    PathBuf::from(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pep503_normalization() {
+        assert_eq!(normalize("Friendly-Bard"), "friendly-bard");
+        assert_eq!(normalize("FRIENDLY_BARD"), "friendly-bard");
+        assert_eq!(normalize("friendly.bard"), "friendly-bard");
+        assert_eq!(normalize("Friendly-._.-Bard"), "friendly-bard");
+        assert_eq!(normalize("zope.interface"), "zope-interface");
+    }
+
+    #[test]
+    fn names_from_requirements_and_constraints() {
+        let text = "# constraints\nrequests==2.31.0\nNumPy>=1.24 ; python_version >= '3.9'\n-r other.txt\n--hash=sha256:00\nzope.interface[extra] @ https://x\n\nurllib3<3  # pinned\n";
+        assert_eq!(
+            requirement_names(text),
+            vec!["requests", "numpy", "zope-interface", "urllib3"]
+        );
+    }
+
+    #[test]
+    fn html_pages_keep_every_attribute() {
+        let page = Url::parse("https://up.example/simple/pkg/").unwrap();
+        let sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let html = format!(
+            "<html><body>\n<a href=\"../../files/pkg-1.0-py3-none-any.whl#sha256={sha}\" data-requires-python=\"&gt;=3.8\" data-core-metadata=\"sha256={sha}\">pkg-1.0-py3-none-any.whl</a>\n<A HREF='/f/pkg-0.9.tar.gz#sha256={sha}' data-yanked>pkg-0.9.tar.gz</A>\n<a href=\"nohash.whl\">nohash.whl</a></body></html>"
+        );
+        let d = parse_html(&html, &page).unwrap();
+        assert_eq!(d.len(), 2);
+        assert_eq!(
+            d[0].url.as_str(),
+            "https://up.example/files/pkg-1.0-py3-none-any.whl"
+        );
+        assert_eq!(d[0].requires_python.as_deref(), Some(">=3.8"));
+        assert!(matches!(d[0].core_metadata, Some(Some(_))));
+        assert_eq!(d[1].filename, "pkg-0.9.tar.gz");
+        assert_eq!(d[1].yanked.as_deref(), Some(""));
+        assert_eq!(d[1].url.as_str(), "https://up.example/f/pkg-0.9.tar.gz");
+    }
+
+    #[test]
+    fn json_pages() {
+        let page = Url::parse("https://up.example/simple/pkg/").unwrap();
+        let sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let body = format!(
+            r#"{{"meta":{{"api-version":"1.1"}},"name":"pkg","files":[
+            {{"filename":"pkg-1.0.tar.gz","url":"https://files.example/pkg-1.0.tar.gz","hashes":{{"sha256":"{sha}"}},"requires-python":">=3.8","yanked":"broken","core-metadata":true}},
+            {{"filename":"pkg-0.1.tar.gz","url":"../../x/pkg-0.1.tar.gz","hashes":{{"md5":"00"}}}}]}}"#
+        );
+        let d = parse_json(body.as_bytes(), &page).unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].yanked.as_deref(), Some("broken"));
+        assert_eq!(d[0].core_metadata, Some(None));
+        assert_eq!(d[0].requires_python.as_deref(), Some(">=3.8"));
+    }
+}
