@@ -622,3 +622,98 @@ fn a_pypi_file_whose_hash_does_not_match_releases_nothing() {
     );
     assert_eq!(env.current(), None);
 }
+
+#[test]
+fn wheel_sync_imports_platform_trees_that_pip_installs_from_and_keeps_old_wheels() {
+    let dir = tempfile::tempdir().unwrap();
+    let built = pypi_upstream(dir.path()).join("files");
+    let output = dir.path().join("build-output");
+    let platform = output.join("ubuntu-jammy-x86_64");
+    fs::create_dir_all(&platform).unwrap();
+    for w in [
+        "greet-1.0-py3-none-any.whl",
+        "greet_lib-1.0-py3-none-any.whl",
+    ] {
+        fs::copy(built.join(w), platform.join(w)).unwrap();
+    }
+    let env = Env::new();
+    let text = fs::read_to_string(env.config()).unwrap();
+    fs::write(
+        env.config(),
+        format!(
+            "{text}\n[volumes.vol.upstream]\ntype = \"wheel\"\ndirectory = {:?}\n",
+            output.display().to_string()
+        ),
+    )
+    .unwrap();
+    env.update_ok(&["sync", "vol"]);
+    assert_eq!(env.current(), Some(1));
+    let d = Daemon::start(&env);
+    let page = d.get("/vol/ubuntu-jammy-x86_64/simple/greet-lib/").text();
+    assert!(page.contains("data-requires-python=\"&gt;=3.8\""), "{page}");
+    assert!(page.contains("data-core-metadata=\"sha256="), "{page}");
+    let meta = d
+        .get("/vol/ubuntu-jammy-x86_64/packages/greet-lib/greet_lib-1.0-py3-none-any.whl.metadata");
+    assert!(meta.text().contains("Name: greet-lib"), "{}", meta.text());
+
+    let index = format!("http://{}/vol/ubuntu-jammy-x86_64/simple/", d.addr);
+    let hash = |f: &str| {
+        unimirror::volume::manifest::Sha256Digest::of(&fs::read(built.join(f)).unwrap()).hex()
+    };
+    let req = env.path().join("req.txt");
+    fs::write(
+        &req,
+        format!(
+            "greet==1.0 --hash=sha256:{}\ngreet-lib==1.0 --hash=sha256:{}\n",
+            hash("greet-1.0-py3-none-any.whl"),
+            hash("greet_lib-1.0-py3-none-any.whl")
+        ),
+    )
+    .unwrap();
+    let target = env.path().join("site");
+    let o = pip(&[
+        "install",
+        "--require-hashes",
+        "--index-url",
+        &index,
+        "--target",
+        target.to_str().unwrap(),
+        "-r",
+        req.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let target = env.path().join("site2");
+    let o = pip(&[
+        "install",
+        "--index-url",
+        &index,
+        "--target",
+        target.to_str().unwrap(),
+        "greet",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(target.join("greet_lib/__init__.py").exists());
+
+    // The build output is cleaned: the mirror keeps what it imported.
+    fs::remove_file(platform.join("greet_lib-1.0-py3-none-any.whl")).unwrap();
+    env.update_ok(&["sync", "vol"]);
+    assert_eq!(env.current(), Some(1), "nothing changed");
+    // Until told to prune.
+    env.update_ok(&["sync", "vol", "--prune"]);
+    assert_eq!(env.current(), Some(2));
+    wait_for("release 2", 10, || {
+        d.get("/vol/ubuntu-jammy-x86_64/simple/")
+            .header("x-unimirror-release")
+            == Some("2")
+    });
+    assert!(
+        !d.get("/vol/ubuntu-jammy-x86_64/simple/")
+            .text()
+            .contains("greet-lib")
+    );
+    assert!(
+        d.get("/vol/ubuntu-jammy-x86_64/simple/greet/")
+            .text()
+            .contains("greet-1.0")
+    );
+}

@@ -42,6 +42,9 @@ enum Command {
         /// Wait for a sync already running on this volume.
         #[arg(long)]
         wait: bool,
+        /// Wheel volumes: drop wheels the build output no longer has.
+        #[arg(long)]
+        prune: bool,
     },
     /// Publish the volume's staging tree (or --from DIR) as a new release.
     Release {
@@ -119,11 +122,13 @@ fn run(cli: Cli) -> Result<()> {
             no_release,
             dry_run,
             wait,
+            prune,
         } => {
             let opts = crate::sync::SyncOptions {
                 no_release,
                 dry_run,
                 wait,
+                prune,
             };
             let report = crate::sync::sync(&config, &volume, &opts)?;
             println!("{}", report.summary(&volume));

@@ -5,6 +5,7 @@
 //! - `fetch`: the HTTP side (retries, concurrency, verified durable writes).
 //! - `apt`: apt archives.
 //! - `pypi`: PyPI-style simple indexes.
+//! - `wheel`: a build job's wheels, imported into platform trees.
 //!
 //! Staging layout: `<staging>/<volume>/` is the tree that gets released;
 //! `<staging>/.tmp-<volume>/` holds downloads in progress (same filesystem,
@@ -14,6 +15,7 @@
 pub mod apt;
 pub mod fetch;
 pub mod pypi;
+pub mod wheel;
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -78,6 +80,8 @@ pub struct SyncOptions {
     pub dry_run: bool,
     /// Wait for a busy volume instead of failing.
     pub wait: bool,
+    /// Wheel volumes: drop wheels the build output no longer has.
+    pub prune: bool,
 }
 
 /// What a sync did.
@@ -163,7 +167,11 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
                 .sync(&fetcher, &tree)
                 .await
             }
-            Upstream::Wheel { .. } => bail!("syncing wheel upstreams is not built yet"),
+            Upstream::Wheel { directory } => wheel::Wheels {
+                directory,
+                prune: opts.prune,
+            }
+            .sync(&fetcher, &tree),
             Upstream::Yum { .. } => bail!("syncing yum upstreams is not built yet"),
         }
     });

@@ -349,100 +349,140 @@ impl Pypi<'_> {
 
         // The mirror's own pages.
         let simple = tree.join("simple");
-        let mut root_html = String::from(
-            "<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" content=\"1.1\"><title>Simple index</title></head><body>\n",
-        );
-        let mut root_projects = Vec::new();
         for (name, dists) in &pages {
-            root_html += &format!("<a href=\"{name}/\">{name}</a><br>\n");
-            root_projects.push(json!({ "name": name }));
-            let (html, json) = self.project_page(name, dists, tree)?;
-            for (file, bytes) in [
-                ("index.html", html.into_bytes()),
-                ("index.v1_json", json.into_bytes()),
-            ] {
-                let path = simple.join(name).join(file);
-                fetcher.write(&path, &bytes)?;
-                gate.files.insert(path, None);
-            }
+            let p = self.project_page(name, dists, tree)?;
+            write_pages(fetcher, &mut gate, &simple.join(name), p)?;
         }
-        root_html += "</body></html>\n";
-        let root_json = serde_json::to_string_pretty(&json!({
-            "meta": { "api-version": "1.1" },
-            "projects": root_projects,
-        }))? + "\n";
-        for (file, bytes) in [
-            ("index.html", root_html.into_bytes()),
-            ("index.v1_json", root_json.into_bytes()),
-        ] {
-            let path = simple.join(file);
-            fetcher.write(&path, &bytes)?;
-            gate.files.insert(path, None);
-        }
+        let names: Vec<String> = pages.iter().map(|(n, _)| n.clone()).collect();
+        write_pages(fetcher, &mut gate, &simple, root_pages(&names)?)?;
         Ok(gate)
     }
 
-    /// One project's PEP 503 page and PEP 691 JSON.
+    /// One project's pages, from what the sync fetched.
     fn project_page(&self, name: &str, dists: &[Dist], tree: &Path) -> Result<(String, String)> {
-        let mut html = format!(
-            "<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" content=\"1.1\"><title>Links for {name}</title></head><body>\n<h1>Links for {name}</h1>\n"
-        );
-        let mut files = Vec::new();
-        for d in dists {
-            let href = format!("../../packages/{name}/{}", href_encode(&d.filename));
-            let mut attrs = String::new();
-            if let Some(rp) = &d.requires_python {
-                attrs += &format!(" data-requires-python=\"{}\"", escape(rp));
-            }
-            if let Some(y) = &d.yanked {
-                attrs += &format!(" data-yanked=\"{}\"", escape(y));
-            }
-            // Advertise core metadata only when the file is here: pip
-            // treats a 404 on it as fatal.
-            let meta_file = meta_path(&tree.join("packages").join(name).join(&d.filename));
-            let meta_sha = match d.core_metadata {
-                Some(Some(sha)) => Some(sha),
-                Some(None) => std::fs::read(&meta_file).ok().map(|b| Sha256Digest::of(&b)),
-                None => None,
-            };
-            if let Some(sha) = meta_sha {
-                attrs += &format!(
-                    " data-core-metadata=\"sha256={sha}\" data-dist-info-metadata=\"sha256={sha}\""
-                );
-            }
-            html += &format!(
-                "<a href=\"{href}#sha256={}\"{attrs}>{}</a><br>\n",
-                d.sha256,
-                escape(&d.filename)
-            );
-            let mut f = json!({
-                "filename": d.filename,
-                "url": href,
-                "hashes": { "sha256": d.sha256.hex() },
-            });
-            if let Some(rp) = &d.requires_python {
-                f["requires-python"] = json!(rp);
-            }
-            if let Some(y) = &d.yanked {
-                f["yanked"] = if y.is_empty() { json!(true) } else { json!(y) };
-            }
-            if let Some(sha) = meta_sha {
-                f["core-metadata"] = json!({ "sha256": sha.hex() });
-                f["dist-info-metadata"] = json!({ "sha256": sha.hex() });
-            }
-            files.push(f);
-        }
-        html += "</body></html>\n";
-        let json = serde_json::to_string_pretty(&json!({
-            "meta": { "api-version": "1.1" },
-            "name": name,
-            "files": files,
-        }))? + "\n";
-        Ok((html, json))
+        let files: Vec<PageFile> = dists
+            .iter()
+            .map(|d| {
+                // Advertise core metadata only when the file is here: pip
+                // treats a 404 on it as fatal.
+                let meta_file = meta_path(&tree.join("packages").join(name).join(&d.filename));
+                let metadata_sha = match d.core_metadata {
+                    Some(Some(sha)) => Some(sha),
+                    Some(None) => std::fs::read(&meta_file).ok().map(|b| Sha256Digest::of(&b)),
+                    None => None,
+                };
+                PageFile {
+                    filename: d.filename.clone(),
+                    sha256: d.sha256,
+                    requires_python: d.requires_python.clone(),
+                    yanked: d.yanked.clone(),
+                    metadata_sha,
+                }
+            })
+            .collect();
+        project_pages(name, &format!("../../packages/{name}/"), &files)
     }
 }
 
-fn meta_path(dest: &Path) -> PathBuf {
+/// A file as a mirror page lists it.
+pub struct PageFile {
+    pub filename: String,
+    pub sha256: Sha256Digest,
+    pub requires_python: Option<String>,
+    pub yanked: Option<String>,
+    /// The sha256 of `<filename>.metadata`, when the mirror has it.
+    pub metadata_sha: Option<Sha256Digest>,
+}
+
+/// A project's PEP 503 page and PEP 691 JSON; `files_at` is the link
+/// prefix of its files, relative to the page.
+pub fn project_pages(name: &str, files_at: &str, files: &[PageFile]) -> Result<(String, String)> {
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" content=\"1.1\"><title>Links for {name}</title></head><body>\n<h1>Links for {name}</h1>\n"
+    );
+    let mut out = Vec::new();
+    for d in files {
+        let href = format!("{files_at}{}", href_encode(&d.filename));
+        let mut attrs = String::new();
+        if let Some(rp) = &d.requires_python {
+            attrs += &format!(" data-requires-python=\"{}\"", escape(rp));
+        }
+        if let Some(y) = &d.yanked {
+            attrs += &format!(" data-yanked=\"{}\"", escape(y));
+        }
+        if let Some(sha) = d.metadata_sha {
+            attrs += &format!(
+                " data-core-metadata=\"sha256={sha}\" data-dist-info-metadata=\"sha256={sha}\""
+            );
+        }
+        html += &format!(
+            "<a href=\"{href}#sha256={}\"{attrs}>{}</a><br>\n",
+            d.sha256,
+            escape(&d.filename)
+        );
+        let mut f = json!({
+            "filename": d.filename,
+            "url": href,
+            "hashes": { "sha256": d.sha256.hex() },
+        });
+        if let Some(rp) = &d.requires_python {
+            f["requires-python"] = json!(rp);
+        }
+        if let Some(y) = &d.yanked {
+            f["yanked"] = if y.is_empty() { json!(true) } else { json!(y) };
+        }
+        if let Some(sha) = d.metadata_sha {
+            f["core-metadata"] = json!({ "sha256": sha.hex() });
+            f["dist-info-metadata"] = json!({ "sha256": sha.hex() });
+        }
+        out.push(f);
+    }
+    html += "</body></html>\n";
+    let json = serde_json::to_string_pretty(&json!({
+        "meta": { "api-version": "1.1" },
+        "name": name,
+        "files": out,
+    }))? + "\n";
+    Ok((html, json))
+}
+
+/// The root page and JSON listing `names`.
+pub fn root_pages(names: &[String]) -> Result<(String, String)> {
+    let mut html = String::from(
+        "<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" content=\"1.1\"><title>Simple index</title></head><body>\n",
+    );
+    for name in names {
+        html += &format!("<a href=\"{name}/\">{name}</a><br>\n");
+    }
+    html += "</body></html>\n";
+    let projects: Vec<Value> = names.iter().map(|n| json!({ "name": n })).collect();
+    let json = serde_json::to_string_pretty(&json!({
+        "meta": { "api-version": "1.1" },
+        "projects": projects,
+    }))? + "\n";
+    Ok((html, json))
+}
+
+/// Writes a page pair as `index.html` and `index.v1_json` in `dir`, and
+/// names them in the gate.
+pub fn write_pages(
+    fetcher: &Fetcher,
+    gate: &mut Gate,
+    dir: &Path,
+    (html, json): (String, String),
+) -> Result<()> {
+    for (file, bytes) in [
+        ("index.html", html.into_bytes()),
+        ("index.v1_json", json.into_bytes()),
+    ] {
+        let path = dir.join(file);
+        fetcher.write(&path, &bytes)?;
+        gate.files.insert(path, None);
+    }
+    Ok(())
+}
+
+pub fn meta_path(dest: &Path) -> PathBuf {
     let mut p = dest.as_os_str().to_os_string();
     p.push(".metadata");
     PathBuf::from(p)

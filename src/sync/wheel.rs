@@ -1,0 +1,201 @@
+//! Importing built wheels (a build job's output) into platform trees.
+//!
+//! The source directory holds one subdirectory per platform
+//! (`ubuntu-jammy-x86_64/`, `centos-9-aarch64/`…), each with `.whl` files.
+//! Each wheel is copied (verified, fsynced, renamed) to
+//! `<platform>/packages/<project>/<file>`, its `METADATA` becomes
+//! `<file>.metadata`, and `<platform>/simple/` gets PEP 503 and PEP 691
+//! pages with `data-requires-python` and core-metadata hashes.
+//!
+//! Wheels imported earlier stay, even when the build output no longer has
+//! them (build jobs clean their output); `--prune` drops those.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use super::Gate;
+use super::fetch::Fetcher;
+use super::pypi::{PageFile, normalize, project_pages, root_pages, write_pages};
+use crate::volume::manifest::{Sha256Digest, sha256_of_reader};
+
+pub struct Wheels<'a> {
+    pub directory: &'a Path,
+    /// Drop wheels the build output no longer has.
+    pub prune: bool,
+}
+
+/// A wheel's project name, from its file name (`name-version-…-plat.whl`).
+pub fn project_of(filename: &str) -> Option<String> {
+    let stem = filename.strip_suffix(".whl")?;
+    let parts: Vec<&str> = stem.split('-').collect();
+    if parts.len() < 5 || parts[0].is_empty() {
+        return None;
+    }
+    Some(normalize(parts[0]))
+}
+
+/// The `METADATA` of a wheel, and its `Requires-Python`.
+pub fn wheel_metadata(path: &Path) -> Result<(Vec<u8>, Option<String>)> {
+    let file = std::fs::File::open(path)?;
+    let mut zip =
+        zip::ZipArchive::new(file).with_context(|| format!("{} is not a zip", path.display()))?;
+    let name = zip
+        .file_names()
+        .filter_map(|n| n.ok().map(|n| n.into_owned()))
+        .find(|n| n.ends_with(".dist-info/METADATA") && n.matches('/').count() == 1)
+        .with_context(|| format!("{} has no .dist-info/METADATA", path.display()))?;
+    let mut meta = Vec::new();
+    zip.by_name(&name)?.read_to_end(&mut meta)?;
+    let text = String::from_utf8_lossy(&meta);
+    let requires_python = text
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| l.strip_prefix("Requires-Python:"))
+        .map(|v| v.trim().to_string());
+    Ok((meta, requires_python))
+}
+
+fn wheels_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    if !dir.is_dir() {
+        return Ok(out);
+    }
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_file() && p.extension().is_some_and(|x| x == "whl") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn subdirs(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    if dir.is_dir() {
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.file_type()?.is_dir() && !name.starts_with('.') {
+                out.push(name);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl Wheels<'_> {
+    pub fn sync(&self, fetcher: &Fetcher, tree: &Path) -> Result<Gate> {
+        if !self.directory.is_dir() {
+            bail!(
+                "the wheel directory {} does not exist",
+                self.directory.display()
+            );
+        }
+        let mut gate = Gate::default();
+        let mut platforms = subdirs(self.directory)?;
+        for p in subdirs(tree)? {
+            if !platforms.contains(&p) {
+                platforms.push(p);
+            }
+        }
+        for platform in platforms {
+            let src = self.directory.join(&platform);
+            let dst = tree.join(&platform);
+            // Project → wheels (file name → path in the tree).
+            let mut projects: BTreeMap<String, BTreeMap<String, PathBuf>> = BTreeMap::new();
+            for wheel in wheels_in(&src)? {
+                let filename = wheel
+                    .file_name()
+                    .expect("a file")
+                    .to_string_lossy()
+                    .into_owned();
+                let Some(project) = project_of(&filename) else {
+                    tracing::warn!(wheel = %wheel.display(), "skipped: not a wheel file name");
+                    continue;
+                };
+                let dest = dst.join("packages").join(&project).join(&filename);
+                self.import(fetcher, &wheel, &dest)?;
+                projects.entry(project).or_default().insert(filename, dest);
+            }
+            if !self.prune {
+                for project in subdirs(&dst.join("packages"))? {
+                    for wheel in wheels_in(&dst.join("packages").join(&project))? {
+                        let filename = wheel
+                            .file_name()
+                            .expect("a file")
+                            .to_string_lossy()
+                            .into_owned();
+                        let known = projects.entry(project.clone()).or_default();
+                        if let std::collections::btree_map::Entry::Vacant(v) = known.entry(filename)
+                        {
+                            let f = std::fs::File::open(&wheel)?;
+                            fetcher.mark(&wheel, sha256_of_reader(f)?);
+                            v.insert(wheel);
+                        }
+                    }
+                }
+            }
+            projects.retain(|_, w| !w.is_empty());
+            if projects.is_empty() {
+                continue;
+            }
+            let simple = dst.join("simple");
+            for (project, wheels) in &projects {
+                let mut files = Vec::new();
+                for (filename, path) in wheels {
+                    let (meta, requires_python) = wheel_metadata(path)?;
+                    let meta_path = PathBuf::from(format!("{}.metadata", path.display()));
+                    fetcher.write(&meta_path, &meta)?;
+                    let sha256 = Sha256Digest::of(&std::fs::read(path)?);
+                    gate.files.insert(path.clone(), Some(sha256));
+                    gate.files.insert(meta_path, None);
+                    files.push(PageFile {
+                        filename: filename.clone(),
+                        sha256,
+                        requires_python,
+                        yanked: None,
+                        metadata_sha: Some(Sha256Digest::of(&meta)),
+                    });
+                }
+                let pages = project_pages(project, &format!("../../packages/{project}/"), &files)?;
+                write_pages(fetcher, &mut gate, &simple.join(project), pages)?;
+            }
+            let names: Vec<String> = projects.keys().cloned().collect();
+            write_pages(fetcher, &mut gate, &simple, root_pages(&names)?)?;
+        }
+        Ok(gate)
+    }
+
+    /// Copies one wheel into the tree (unless an identical copy is there).
+    fn import(&self, fetcher: &Fetcher, wheel: &Path, dest: &Path) -> Result<()> {
+        let bytes = std::fs::read(wheel).with_context(|| format!("reading {}", wheel.display()))?;
+        // A wheel that is not a readable zip is refused before it lands.
+        zip::ZipArchive::new(std::io::Cursor::new(&bytes))
+            .with_context(|| format!("{} is not a valid wheel", wheel.display()))?;
+        fetcher.write(dest, &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_names_from_wheel_file_names() {
+        assert_eq!(
+            project_of("greet_lib-1.0-py3-none-any.whl").as_deref(),
+            Some("greet-lib")
+        );
+        assert_eq!(
+            project_of("Foo.Bar-2.0-1-cp311-cp311-manylinux_2_17_x86_64.whl").as_deref(),
+            Some("foo-bar")
+        );
+        assert_eq!(project_of("nope.whl"), None);
+        assert_eq!(project_of("a-1.0.tar.gz"), None);
+    }
+}
