@@ -717,3 +717,163 @@ fn wheel_sync_imports_platform_trees_that_pip_installs_from_and_keeps_old_wheels
             .contains("greet-1.0")
     );
 }
+
+/// A yum repository: two rpms built by rpmbuild (`greet` requires
+/// `greet-lib`), indexed by createrepo_c, `repomd.xml` signed by gpg.
+/// Returns the repository and the armored public key.
+fn yum_upstream(dir: &Path) -> (PathBuf, PathBuf) {
+    let top = dir.join("rpmbuild");
+    for (name, requires) in [("greet-lib", ""), ("greet", "Requires: greet-lib\n")] {
+        let spec = dir.join(format!("{name}.spec"));
+        fs::write(
+            &spec,
+            format!(
+                "Name: {name}\nVersion: 1.0\nRelease: 1\nSummary: test package {name}\nLicense: MIT\nBuildArch: noarch\n{requires}\n%description\ntest package {name}\n\n%install\nmkdir -p %{{buildroot}}/usr/share/{name}\necho {name} > %{{buildroot}}/usr/share/{name}/README\n\n%files\n/usr/share/{name}/README\n"
+            ),
+        )
+        .unwrap();
+        run(Command::new("rpmbuild")
+            .args(["-bb", "--quiet", "--define"])
+            .arg(format!("_topdir {}", top.display()))
+            .arg(&spec));
+    }
+    let repo = dir.join("repo");
+    fs::create_dir_all(repo.join("Packages")).unwrap();
+    for e in fs::read_dir(top.join("RPMS/noarch")).unwrap() {
+        let p = e.unwrap().path();
+        fs::copy(&p, repo.join("Packages").join(p.file_name().unwrap())).unwrap();
+    }
+    run(Command::new("createrepo_c").arg("-q").arg(&repo));
+    let gnupg = dir.join("gnupg");
+    fs::create_dir_all(&gnupg).unwrap();
+    fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let gpg = |args: &[&str]| {
+        run(Command::new("gpg")
+            .env("GNUPGHOME", &gnupg)
+            .args(["--batch", "--quiet", "--yes", "--passphrase", ""])
+            .args(args))
+    };
+    gpg(&[
+        "--quick-gen-key",
+        "yum test <yum@example.invalid>",
+        "ed25519",
+        "sign",
+        "never",
+    ]);
+    let repomd = repo.join("repodata/repomd.xml");
+    gpg(&[
+        "--detach-sign",
+        "--armor",
+        "-o",
+        &format!("{}.asc", repomd.display()),
+        repomd.to_str().unwrap(),
+    ]);
+    let key = dir.join("key.asc");
+    gpg(&["--armor", "--export", "-o", key.to_str().unwrap()]);
+    (repo, key)
+}
+
+/// `dnf` isolated in its own install root, with one repository.
+fn dnf(root: &Path, baseurl: &str, key: &Path, args: &[&str]) -> std::process::Output {
+    for d in ["repos", "cache", "log", "persist"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(
+        root.join("repos/mirror.repo"),
+        format!(
+            "[mirror]\nname=mirror\nbaseurl={baseurl}\ngpgcheck=0\nrepo_gpgcheck=1\ngpgkey=file://{}\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let r = root.display();
+    Command::new("dnf")
+        .args(["-y", &format!("--installroot={r}")])
+        .arg(format!("--setopt=reposdir={r}/repos"))
+        .arg(format!("--setopt=cachedir={r}/cache"))
+        .arg(format!("--setopt=logdir={r}/log"))
+        .arg(format!("--setopt=persistdir={r}/persist"))
+        .args(["--releasever=9", "--disableplugin=*"])
+        .args(args)
+        .output()
+        .expect("dnf is installed")
+}
+
+fn yum_env(upstream: &Upstream, key: &Path) -> Env {
+    let env = Env::new();
+    let text = fs::read_to_string(env.config()).unwrap();
+    fs::write(
+        env.config(),
+        format!(
+            "{text}\n[volumes.vol.upstream]\ntype = \"yum\"\nurls = [\"{}\"]\nkey = {:?}\n\n[sync]\nallow_http = true\nretries = 0\n",
+            upstream.url(),
+            key.display().to_string()
+        ),
+    )
+    .unwrap();
+    env
+}
+
+#[test]
+fn yum_sync_mirrors_a_signed_repository_that_dnf_downloads_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, key) = yum_upstream(dir.path());
+    let upstream = Upstream::serve(&repo);
+    let env = yum_env(&upstream, &key);
+    env.update_ok(&["sync", "vol"]);
+    assert_eq!(env.current(), Some(1));
+    for f in ["repodata/repomd.xml", "repodata/repomd.xml.asc"] {
+        assert_eq!(
+            fs::read(env.path().join("staging/vol").join(f)).unwrap(),
+            fs::read(repo.join(f)).unwrap()
+        );
+    }
+    let d = Daemon::start(&env);
+    let root = env.path().join("dnf");
+    let baseurl = format!("http://{}/vol/", d.addr);
+    let o = dnf(&root, &baseurl, &key, &["makecache"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let dl = root.join("dl");
+    let o = dnf(
+        &root,
+        &baseurl,
+        &key,
+        &[
+            "--enableplugin=download",
+            "download",
+            "--resolve",
+            "--destdir",
+            dl.to_str().unwrap(),
+            "greet",
+        ],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    for rpm in ["greet-1.0-1.noarch.rpm", "greet-lib-1.0-1.noarch.rpm"] {
+        assert_eq!(
+            fs::read(dl.join(rpm)).unwrap(),
+            fs::read(repo.join("Packages").join(rpm)).unwrap()
+        );
+    }
+}
+
+#[test]
+fn a_repomd_naming_a_missing_file_releases_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, key) = yum_upstream(dir.path());
+    let upstream = Upstream::serve(&repo);
+    let env = yum_env(&upstream, &key);
+    let victim = fs::read_dir(repo.join("repodata"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("filelists"))
+        .unwrap();
+    fs::remove_file(&victim).unwrap();
+    let out = env.update(&["sync", "vol"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(victim.file_name().unwrap().to_str().unwrap()),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.current(), None);
+}

@@ -6,6 +6,7 @@
 //! - `apt`: apt archives.
 //! - `pypi`: PyPI-style simple indexes.
 //! - `wheel`: a build job's wheels, imported into platform trees.
+//! - `yum`: yum/dnf repositories.
 //!
 //! Staging layout: `<staging>/<volume>/` is the tree that gets released;
 //! `<staging>/.tmp-<volume>/` holds downloads in progress (same filesystem,
@@ -16,6 +17,7 @@ pub mod apt;
 pub mod fetch;
 pub mod pypi;
 pub mod wheel;
+pub mod yum;
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -172,7 +174,14 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
                 prune: opts.prune,
             }
             .sync(&fetcher, &tree),
-            Upstream::Yum { .. } => bail!("syncing yum upstreams is not built yet"),
+            Upstream::Yum { urls, key } => {
+                yum::Yum {
+                    urls,
+                    key: key.as_deref(),
+                }
+                .sync(&fetcher, &tree)
+                .await
+            }
         }
     });
     let mut report = Report {

@@ -1,0 +1,355 @@
+//! Syncing yum/dnf repositories, byte for byte.
+//!
+//! Per repository: `repodata/repomd.xml` (and `repomd.xml.asc`, verified
+//! against the configured key when there is one: dnf asks for it with
+//! `repo_gpgcheck=1` although `repomd.xml` does not name it), every
+//! metadata file `repomd.xml` names (sha256 and size checked), then every
+//! package `primary` names (read as a stream, gz, xz or zstd), checked
+//! against its sha256 and size. `repomd.xml` is written last.
+//!
+//! One base URL is mirrored at the volume's root; several each go under
+//! the part of their URL path that differs from the others.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use quick_xml::events::Event;
+use reqwest::Url;
+
+use super::apt::{load_keyring, verify_detached};
+use super::fetch::{Fetcher, Want, is_not_found};
+use super::{Gate, safe_relative};
+use crate::volume::manifest::Sha256Digest;
+
+pub struct Yum<'a> {
+    pub urls: &'a [String],
+    pub key: Option<&'a Path>,
+}
+
+/// A file `repomd.xml` or `primary` names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located {
+    pub href: String,
+    pub sha256: Sha256Digest,
+    pub size: Option<u64>,
+}
+
+/// Reads the `<data>` entries of `repomd.xml`.
+pub fn parse_repomd(xml: &[u8]) -> Result<Vec<Located>> {
+    parse_locations(BufReader::new(xml), b"data", b"size")
+}
+
+/// Reads the packages of a `primary.xml` stream.
+pub fn parse_primary(r: impl BufRead) -> Result<Vec<Located>> {
+    parse_locations(r, b"package", b"size")
+}
+
+/// Collects, for each `<item>` element, its `checksum` (sha256 only),
+/// `location href` and size (`<size>N</size>` in repomd, `<size
+/// package="N"/>` in primary).
+fn parse_locations(r: impl BufRead, item: &[u8], size_tag: &[u8]) -> Result<Vec<Located>> {
+    let mut reader = quick_xml::Reader::from_reader(r);
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let (mut inside, mut in_checksum, mut in_size) = (false, false, false);
+    let (mut href, mut sha, mut size, mut algo): (
+        Option<String>,
+        Option<String>,
+        Option<u64>,
+        String,
+    ) = (None, None, None, String::new());
+    loop {
+        let ev = reader
+            .read_event_into(&mut buf)
+            .context("malformed repository XML")?;
+        match &ev {
+            Event::Start(e) | Event::Empty(e) => {
+                let name = e.local_name();
+                let name = name.as_ref();
+                if name == item {
+                    inside = true;
+                    (href, sha, size) = (None, None, None);
+                } else if inside && name == b"checksum" {
+                    in_checksum = matches!(ev, Event::Start(_));
+                    algo = attr(e, b"type").unwrap_or_default();
+                } else if inside && name == b"location" {
+                    href = attr(e, b"href");
+                    if attr(e, b"base").is_some() {
+                        bail!("location with xml:base is not supported");
+                    }
+                } else if inside && name == size_tag {
+                    if let Some(p) = attr(e, b"package") {
+                        size = p.parse().ok();
+                    } else {
+                        in_size = matches!(ev, Event::Start(_));
+                    }
+                }
+            }
+            Event::Text(t) => {
+                let text = t
+                    .decode()
+                    .context("bad text in repository XML")?
+                    .trim()
+                    .to_string();
+                if in_checksum {
+                    if algo != "sha256" {
+                        bail!("checksum type `{algo}` is not supported (sha256 is)");
+                    }
+                    sha = Some(text);
+                } else if in_size {
+                    size = text.parse().ok();
+                }
+            }
+            Event::End(e) => {
+                let name = e.local_name();
+                let name = name.as_ref();
+                if name == b"checksum" {
+                    in_checksum = false;
+                } else if name == size_tag {
+                    in_size = false;
+                } else if name == item && inside {
+                    inside = false;
+                    let href = href
+                        .take()
+                        .ok_or_else(|| anyhow!("an entry without a location"))?;
+                    let hex = sha
+                        .take()
+                        .ok_or_else(|| anyhow!("{href}: no sha256 checksum"))?;
+                    out.push(Located {
+                        sha256: Sha256Digest::from_hex(&hex)
+                            .ok_or_else(|| anyhow!("{href}: bad sha256 `{hex}`"))?,
+                        href,
+                        size: size.take(),
+                    });
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    Ok(out)
+}
+
+fn attr(e: &quick_xml::events::BytesStart, name: &[u8]) -> Option<String> {
+    e.attributes()
+        .filter_map(|a| a.ok())
+        .find(|a| a.key.local_name().as_ref() == name)
+        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+}
+
+/// A reader that decompresses by file name.
+fn decompressing(path: &Path) -> Result<Box<dyn BufRead>> {
+    let f = std::fs::File::open(path)?;
+    let name = path.to_string_lossy();
+    let r: Box<dyn Read> = if name.ends_with(".gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(f))
+    } else if name.ends_with(".xz") {
+        Box::new(liblzma::read::XzDecoder::new(f))
+    } else if name.ends_with(".zst") {
+        Box::new(zstd::stream::read::Decoder::new(f)?)
+    } else if name.ends_with(".bz2") {
+        bail!("{name}: bzip2 metadata is not supported");
+    } else {
+        Box::new(f)
+    };
+    Ok(Box::new(BufReader::with_capacity(1 << 16, r)))
+}
+
+/// Where each base URL goes in the tree: the part of its path that
+/// differs from the others (the root for a single URL).
+fn subdirs(urls: &[Url]) -> Vec<PathBuf> {
+    if urls.len() == 1 {
+        return vec![PathBuf::new()];
+    }
+    let segs: Vec<Vec<&str>> = urls
+        .iter()
+        .map(|u| {
+            u.path_segments()
+                .map(|s| s.filter(|x| !x.is_empty()).collect())
+                .unwrap_or_default()
+        })
+        .collect();
+    let common = (0..)
+        .take_while(|&i| segs.iter().all(|s| s.len() > i && s[i] == segs[0][i]))
+        .count();
+    segs.iter().map(|s| s[common..].iter().collect()).collect()
+}
+
+impl Yum<'_> {
+    pub async fn sync(&self, fetcher: &Arc<Fetcher>, tree: &Path) -> Result<Gate> {
+        let urls = self
+            .urls
+            .iter()
+            .map(|u| {
+                Url::parse(&format!("{}/", u.trim_end_matches('/')))
+                    .with_context(|| format!("upstream url `{u}`"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if urls.is_empty() {
+            bail!("no repository urls");
+        }
+        let keys = self.key.map(load_keyring).transpose()?;
+        let mut gate = Gate::default();
+        for (url, sub) in urls.iter().zip(subdirs(&urls)) {
+            fetcher.check_url(url)?;
+            let root = tree.join(&sub);
+            self.repo(fetcher, url, &root, keys.as_deref(), &mut gate)
+                .await
+                .with_context(|| format!("repository {url}"))?;
+        }
+        Ok(gate)
+    }
+
+    async fn repo(
+        &self,
+        fetcher: &Arc<Fetcher>,
+        base: &Url,
+        root: &Path,
+        keys: Option<&[pgp::composed::SignedPublicKey]>,
+        gate: &mut Gate,
+    ) -> Result<()> {
+        let repomd = fetcher.bytes(&base.join("repodata/repomd.xml")?).await?;
+        let asc = match fetcher.bytes(&base.join("repodata/repomd.xml.asc")?).await {
+            Ok(b) => Some(b),
+            Err(e) if is_not_found(&e) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(keys) = keys {
+            let sig = asc.as_ref().ok_or_else(|| {
+                anyhow!("a key is configured but the repository has no repomd.xml.asc")
+            })?;
+            verify_detached(&repomd, sig, keys).context("repomd.xml.asc")?;
+        }
+        let metadata = parse_repomd(&repomd).context("repomd.xml")?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for m in &metadata {
+            let dest = root.join(safe_relative(&m.href)?);
+            gate.files.insert(dest.clone(), Some(m.sha256));
+            let (f, url, want) = (
+                fetcher.clone(),
+                base.join(&m.href)?,
+                Want {
+                    sha256: m.sha256,
+                    size: m.size,
+                },
+            );
+            tasks.spawn(async move { f.file(&url, &dest, want).await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r??;
+        }
+        let primary = metadata
+            .iter()
+            .find(|m| m.href.contains("primary.xml"))
+            .ok_or_else(|| anyhow!("repomd.xml names no primary metadata"))?;
+        let path = root.join(safe_relative(&primary.href)?);
+        let packages = if fetcher.dry_run && !path.exists() {
+            Vec::new()
+        } else {
+            tokio::task::spawn_blocking(move || parse_primary(decompressing(&path)?)).await??
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for p in packages {
+            let dest = root.join(safe_relative(&p.href)?);
+            gate.files.insert(dest.clone(), Some(p.sha256));
+            let (f, url) = (fetcher.clone(), base.join(&p.href)?);
+            let want = Want {
+                sha256: p.sha256,
+                size: p.size,
+            };
+            tasks.spawn(async move { f.file(&url, &dest, want).await });
+        }
+        let mut first_error = None;
+        while let Some(r) = tasks.join_next().await {
+            if let Err(e) = r? {
+                tracing::error!("{e:#}");
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e.context("fetching packages"));
+        }
+        // The signed index last.
+        let repodata = root.join("repodata");
+        fetcher.write(&repodata.join("repomd.xml"), &repomd)?;
+        gate.files.insert(repodata.join("repomd.xml"), None);
+        if let Some(asc) = asc {
+            fetcher.write(&repodata.join("repomd.xml.asc"), &asc)?;
+            gate.files.insert(repodata.join("repomd.xml.asc"), None);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn repomd_entries() {
+        let xml = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<repomd xmlns="http://linux.duke.edu/metadata/repo" xmlns:rpm="http://linux.duke.edu/metadata/rpm">
+  <revision>1</revision>
+  <data type="primary">
+    <checksum type="sha256">{SHA}</checksum>
+    <open-checksum type="sha256">{SHA}</open-checksum>
+    <location href="repodata/{SHA}-primary.xml.zst"/>
+    <timestamp>1</timestamp>
+    <size>123</size>
+    <open-size>456</open-size>
+  </data>
+  <data type="filelists">
+    <checksum type="sha256">{SHA}</checksum>
+    <location href="repodata/x-filelists.xml.gz"/>
+    <size>7</size>
+  </data>
+</repomd>"#
+        );
+        let d = parse_repomd(xml.as_bytes()).unwrap();
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].href, format!("repodata/{SHA}-primary.xml.zst"));
+        assert_eq!(d[0].size, Some(123));
+        assert_eq!(d[1].size, Some(7));
+        let sha1 = xml.replacen("type=\"sha256\"", "type=\"sha1\"", 1);
+        assert!(parse_repomd(sha1.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn primary_packages() {
+        let xml = format!(
+            r#"<metadata xmlns="http://linux.duke.edu/metadata/common" packages="1">
+<package type="rpm"><name>a</name><checksum type="sha256" pkgid="YES">{SHA}</checksum>
+<size package="42" installed="1" archive="2"/><location href="Packages/a-1-1.noarch.rpm"/></package>
+</metadata>"#
+        );
+        let p = parse_primary(BufReader::new(xml.as_bytes())).unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].href, "Packages/a-1-1.noarch.rpm");
+        assert_eq!(p[0].size, Some(42));
+    }
+
+    #[test]
+    fn repository_subdirectories() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        assert_eq!(
+            subdirs(&[u("https://m/c/9/BaseOS/x86_64/os/")]),
+            vec![PathBuf::new()]
+        );
+        assert_eq!(
+            subdirs(&[
+                u("https://m/c/9/BaseOS/x86_64/os/"),
+                u("https://m/c/9/AppStream/x86_64/os/")
+            ]),
+            vec![
+                PathBuf::from("BaseOS/x86_64/os"),
+                PathBuf::from("AppStream/x86_64/os")
+            ]
+        );
+    }
+}
