@@ -40,6 +40,39 @@ impl Upstream {
         Upstream { child, port }
     }
 
+    /// Serves `dir`, then dies abruptly on the request after the first
+    /// `requests`: an upstream going away in the middle of a sync.
+    fn serve_dying(dir: &Path, requests: usize) -> Upstream {
+        let script = r#"
+import functools, http.server, os, sys
+left = [int(sys.argv[2])]
+class H(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        if left[0] == 0:
+            os._exit(0)
+        left[0] -= 1
+        super().do_GET()
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(H, directory=sys.argv[1]))
+print("Serving HTTP on 127.0.0.1 port", s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+        let mut child = Command::new("python3")
+            .args(["-u", "-c", script])
+            .arg(dir)
+            .arg(requests.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+        Upstream { child, port }
+    }
+
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.port)
     }
@@ -876,4 +909,33 @@ fn a_repomd_naming_a_missing_file_releases_nothing() {
         stderr(&out)
     );
     assert_eq!(env.current(), None);
+}
+
+#[test]
+fn an_upstream_dying_mid_sync_releases_nothing_and_the_rerun_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = AptArchive::new(dir.path());
+    // InRelease, Release, Release.gpg, Packages, Packages.gz, one pool file:
+    // then it is gone.
+    let dying = Upstream::serve_dying(&archive.archive(), 6);
+    let env = apt_env(&dying, &archive.keyring, "");
+    let out = env.update(&["sync", "vol"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert_eq!(env.current(), None, "nothing released");
+
+    let upstream = Upstream::serve(&archive.archive());
+    let text = fs::read_to_string(env.config())
+        .unwrap()
+        .replace(&dying.url(), &upstream.url());
+    fs::write(env.config(), text).unwrap();
+    let out = env.update_ok(&["sync", "vol"]);
+    assert_eq!(env.current(), Some(1));
+    // What the first run verified was kept, not fetched again.
+    let kept: u64 = out
+        .split(" already present")
+        .next()
+        .and_then(|s| s.rsplit(", ").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count in {out:?}"));
+    assert!(kept >= 2, "{out}");
 }
