@@ -176,7 +176,10 @@ fn pip_installs_from_the_demo_volume_with_hashes() {
     // pip wants the hash in a requirements file for --require-hashes.
     let req = env.path().join("req.txt");
     fs::write(&req, format!("hello-unimirror==1.0 --hash=sha256:{sha}\n")).unwrap();
+    // Only the mirror: no site pip configuration or find-links.
     let out = Command::new("python3")
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env_remove("PIP_FIND_LINKS")
         .args([
             "-m",
             "pip",
