@@ -170,6 +170,19 @@ pub enum Upstream {
         projects: Vec<String>,
         #[serde(default)]
         requirements: Vec<PathBuf>,
+        /// PEP 440 specifiers per project (`requests = ">=2.30,<3"`).
+        #[serde(default)]
+        versions: BTreeMap<String, String>,
+        /// Keep only the newest N versions of each project.
+        #[serde(default)]
+        latest: Option<usize>,
+        /// Wheel platform tags to keep (globs such as `manylinux*_x86_64`);
+        /// pure-Python wheels and sdists are always kept. Empty: all.
+        #[serde(default)]
+        platforms: Vec<String>,
+        /// Skip files larger than this, when the upstream gives sizes.
+        #[serde(default)]
+        max_file_size: Option<String>,
     },
     /// A directory of built wheels to import.
     Wheel { directory: PathBuf },
@@ -379,6 +392,10 @@ impl Config {
                 None => VolumeSource::Released,
             };
             let upstream = v.upstream.map(|u| resolve_upstream(u, &resolve));
+            if let Some(u) = &upstream {
+                check_upstream(u)
+                    .map_err(|(k, reason)| err(&key(&format!("upstream.{k}")), reason))?;
+            }
             volumes.insert(
                 name.clone(),
                 VolumeConfig {
@@ -657,16 +674,56 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is too large"))
 }
 
+/// Checks the values serde cannot: sizes, version specifiers, globs.
+fn check_upstream(u: &Upstream) -> Result<(), (String, String)> {
+    if let Upstream::Pypi {
+        versions,
+        latest,
+        platforms,
+        max_file_size,
+        ..
+    } = u
+    {
+        if let Some(s) = max_file_size {
+            parse_size(s).map_err(|r| ("max_file_size".to_string(), r))?;
+        }
+        if *latest == Some(0) {
+            return Err(("latest".into(), "must be at least 1".into()));
+        }
+        for (project, spec) in versions {
+            spec.parse::<pep440_rs::VersionSpecifiers>().map_err(|e| {
+                (
+                    format!("versions.{project}"),
+                    format!("`{spec}` is not a PEP 440 version specifier: {e}"),
+                )
+            })?;
+        }
+        for g in platforms {
+            globset::Glob::new(g)
+                .map_err(|e| ("platforms".to_string(), format!("`{g}` is not a glob: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
 fn resolve_upstream(u: Upstream, resolve: &dyn Fn(&Path) -> PathBuf) -> Upstream {
     match u {
         Upstream::Pypi {
             url,
             projects,
             requirements,
+            versions,
+            latest,
+            platforms,
+            max_file_size,
         } => Upstream::Pypi {
             url,
             projects,
             requirements: requirements.iter().map(|p| resolve(p)).collect(),
+            versions,
+            latest,
+            platforms,
+            max_file_size,
         },
         Upstream::Wheel { directory } => Upstream::Wheel {
             directory: resolve(&directory),
@@ -898,6 +955,18 @@ mod tests {
             ("[cache]\nmemory_size = \"-1\"\n", "cache.memory_size"),
             ("[cache]\nsize = 1\n", "cache.size"),
             ("[freshness]\nimmutable = [\"a[\"]\n", "freshness.immutable"),
+            (
+                "[volumes.p.upstream]\ntype = \"pypi\"\nurl = \"u\"\nversions = { Req = \"=>1\" }\n",
+                "volumes.p.upstream.versions.Req",
+            ),
+            (
+                "[volumes.p.upstream]\ntype = \"pypi\"\nurl = \"u\"\nmax_file_size = \"big\"\n",
+                "volumes.p.upstream.max_file_size",
+            ),
+            (
+                "[volumes.p.upstream]\ntype = \"pypi\"\nurl = \"u\"\nlatest = 0\n",
+                "volumes.p.upstream.latest",
+            ),
             (
                 "[volumes.a]\nprefix = \"/x\"\n[volumes.b]\nprefix = \"/x/y\"\n",
                 "volumes.b.prefix",

@@ -163,6 +163,10 @@ fn guess_upstream(v: &Volume) -> Option<Upstream> {
             url: none(),
             projects: vec![],
             requirements: vec![],
+            versions: Default::default(),
+            latest: None,
+            platforms: vec![],
+            max_file_size: None,
         })
     } else if has("dists") {
         let suites = match &v.kind {

@@ -160,11 +160,21 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
                 url,
                 projects,
                 requirements,
+                versions,
+                latest,
+                platforms,
+                max_file_size,
             } => {
                 pypi::Pypi {
                     url,
                     projects,
                     requirements,
+                    filters: pypi::Filters::new(
+                        versions,
+                        *latest,
+                        platforms,
+                        max_file_size.as_deref(),
+                    )?,
                 }
                 .sync(&fetcher, &tree)
                 .await

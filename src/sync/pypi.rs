@@ -26,6 +26,105 @@ pub struct Pypi<'a> {
     pub url: &'a str,
     pub projects: &'a [String],
     pub requirements: &'a [PathBuf],
+    pub filters: Filters,
+}
+
+/// Which files of a project to mirror.
+#[derive(Default)]
+pub struct Filters {
+    /// Per normalized project: the versions to keep.
+    versions: std::collections::BTreeMap<String, pep440_rs::VersionSpecifiers>,
+    latest: Option<usize>,
+    platforms: Option<globset::GlobSet>,
+    max_file_size: Option<u64>,
+}
+
+impl Filters {
+    pub fn new(
+        versions: &std::collections::BTreeMap<String, String>,
+        latest: Option<usize>,
+        platforms: &[String],
+        max_file_size: Option<&str>,
+    ) -> Result<Filters> {
+        let mut f = Filters {
+            latest,
+            ..Filters::default()
+        };
+        for (project, spec) in versions {
+            f.versions.insert(
+                normalize(project),
+                spec.parse()
+                    .map_err(|e| anyhow::anyhow!("versions.{project}: {e}"))?,
+            );
+        }
+        if !platforms.is_empty() {
+            let mut set = globset::GlobSetBuilder::new();
+            for p in platforms {
+                set.add(globset::Glob::new(p)?);
+            }
+            f.platforms = Some(set.build()?);
+        }
+        if let Some(s) = max_file_size {
+            f.max_file_size = Some(crate::config::parse_size(s).map_err(anyhow::Error::msg)?);
+        }
+        Ok(f)
+    }
+
+    /// The files of `project` to mirror.
+    pub fn apply(&self, project: &str, dists: Vec<Dist>) -> Vec<Dist> {
+        let spec = self.versions.get(project);
+        let mut kept: Vec<(Option<pep440_rs::Version>, Dist)> = dists
+            .into_iter()
+            .filter(|d| {
+                self.max_file_size
+                    .is_none_or(|max| d.size.is_none_or(|s| s <= max))
+            })
+            .filter(|d| match (&self.platforms, wheel_platforms(&d.filename)) {
+                (Some(set), Some(tags)) => tags.iter().any(|t| t == "any" || set.is_match(t)),
+                _ => true,
+            })
+            .map(|d| (version_of(&d.filename), d))
+            .filter(|(v, d)| match (spec, v) {
+                (None, _) => true,
+                (Some(s), Some(v)) => s.contains(v),
+                (Some(_), None) => {
+                    tracing::warn!(file = %d.filename, "skipped: no version in the file name");
+                    false
+                }
+            })
+            .collect();
+        if let Some(n) = self.latest {
+            let mut versions: Vec<&pep440_rs::Version> =
+                kept.iter().filter_map(|(v, _)| v.as_ref()).collect();
+            versions.sort();
+            versions.dedup();
+            let newest: Vec<pep440_rs::Version> =
+                versions.into_iter().rev().take(n).cloned().collect();
+            kept.retain(|(v, _)| v.as_ref().is_some_and(|v| newest.contains(v)));
+        }
+        kept.into_iter().map(|(_, d)| d).collect()
+    }
+}
+
+/// The platform tags of a wheel file name (`…-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl`).
+fn wheel_platforms(filename: &str) -> Option<Vec<String>> {
+    let stem = filename.strip_suffix(".whl")?;
+    let last = stem.rsplit('-').next()?;
+    Some(last.split('.').map(str::to_string).collect())
+}
+
+/// The version in a distribution file name: a wheel's second field, an
+/// sdist's text after the last `-`.
+pub fn version_of(filename: &str) -> Option<pep440_rs::Version> {
+    let v = if let Some(stem) = filename.strip_suffix(".whl") {
+        stem.split('-').nth(1)?
+    } else {
+        let stem = [".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar.xz"]
+            .iter()
+            .find_map(|e| filename.strip_suffix(e))?;
+        stem.rsplit_once('-')?.1
+    };
+    v.parse().ok()
 }
 
 /// One distribution file of a project, as the upstream lists it.
@@ -40,6 +139,8 @@ pub struct Dist {
     /// Core metadata (`<file>.metadata`) is available; with its sha256
     /// when the upstream gives one.
     pub core_metadata: Option<Option<Sha256Digest>>,
+    /// Its size, when the upstream gives one (PEP 700 JSON).
+    pub size: Option<u64>,
 }
 
 /// PEP 503 normalization: lowercase, runs of `-`, `_`, `.` become `-`.
@@ -121,6 +222,7 @@ pub fn parse_json(body: &[u8], page: &Url) -> Result<Vec<Dist>> {
             requires_python: f["requires-python"].as_str().map(str::to_string),
             yanked,
             core_metadata,
+            size: f["size"].as_u64(),
         });
     }
     Ok(out)
@@ -176,6 +278,7 @@ pub fn parse_html(body: &str, page: &Url) -> Result<Vec<Dist>> {
             requires_python: attr("data-requires-python"),
             yanked: attr("data-yanked"),
             core_metadata: core.map(|v| v.strip_prefix("sha256=").and_then(Sha256Digest::from_hex)),
+            size: None,
         });
     }
     Ok(out)
@@ -287,6 +390,7 @@ impl Pypi<'_> {
             };
             dists.sort_by(|a, b| a.filename.cmp(&b.filename));
             dists.dedup_by(|a, b| a.filename == b.filename);
+            let dists = self.filters.apply(name, dists);
             pages.push((name.clone(), dists));
         }
 
@@ -528,6 +632,81 @@ mod tests {
         assert_eq!(d[1].filename, "pkg-0.9.tar.gz");
         assert_eq!(d[1].yanked.as_deref(), Some(""));
         assert_eq!(d[1].url.as_str(), "https://up.example/f/pkg-0.9.tar.gz");
+    }
+
+    fn dist(filename: &str, size: Option<u64>) -> Dist {
+        Dist {
+            filename: filename.into(),
+            url: Url::parse("https://x/").unwrap(),
+            sha256: Sha256Digest::default(),
+            requires_python: None,
+            yanked: None,
+            core_metadata: None,
+            size,
+        }
+    }
+
+    #[test]
+    fn filters_by_version_latest_platform_and_size() {
+        let files = || {
+            vec![
+                dist("pkg-1.0.tar.gz", None),
+                dist("pkg-1.0-py3-none-any.whl", None),
+                dist(
+                    "pkg-1.1-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+                    Some(10),
+                ),
+                dist("pkg-1.1-cp311-cp311-win_amd64.whl", Some(10)),
+                dist("pkg-2.0rc1.tar.gz", Some(5_000)),
+                dist("pkg-10.0.tar.gz", Some(50)),
+            ]
+        };
+        let names = |v: Vec<Dist>| v.into_iter().map(|d| d.filename).collect::<Vec<_>>();
+        let all = Filters::default().apply("pkg", files());
+        assert_eq!(all.len(), 6);
+        let versions = [("PKG".to_string(), ">=1.1,<10".to_string())].into();
+        let f = Filters::new(&versions, None, &[], None).unwrap();
+        assert_eq!(
+            names(f.apply("pkg", files())),
+            vec![
+                "pkg-1.1-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+                "pkg-1.1-cp311-cp311-win_amd64.whl",
+                "pkg-2.0rc1.tar.gz"
+            ],
+            "pre-releases in range are kept: clients choose them or not (pip --pre)"
+        );
+        let f = Filters::new(&Default::default(), Some(2), &[], None).unwrap();
+        assert_eq!(
+            names(f.apply("pkg", files())),
+            vec!["pkg-2.0rc1.tar.gz", "pkg-10.0.tar.gz"]
+        );
+        let f = Filters::new(
+            &Default::default(),
+            None,
+            &["manylinux*_x86_64".into()],
+            Some("1KiB"),
+        )
+        .unwrap();
+        assert_eq!(
+            names(f.apply("pkg", files())),
+            vec![
+                "pkg-1.0.tar.gz",
+                "pkg-1.0-py3-none-any.whl",
+                "pkg-1.1-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+                "pkg-10.0.tar.gz"
+            ]
+        );
+        assert_eq!(
+            version_of("greet-lib-1.0.tar.gz").unwrap().to_string(),
+            "1.0"
+        );
+        assert_eq!(
+            version_of("greet_lib-1.0-py3-none-any.whl")
+                .unwrap()
+                .to_string(),
+            "1.0"
+        );
+        assert!(version_of("README").is_none());
     }
 
     #[test]

@@ -400,6 +400,13 @@ impl Daemon {
                 Err(e) => return Err(e),
             }
         }
+        // A connection closed before a whole header: an aborted response.
+        if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the connection closed before a response",
+            ));
+        }
         Ok(HttpResponse::parse(&raw))
     }
 
