@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// `UNIMIRROR_PROGRESS_INTERVAL` (seconds) overrides it.
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
-fn log_every() -> Duration {
+pub fn log_every() -> Duration {
     std::env::var("UNIMIRROR_PROGRESS_INTERVAL")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -87,6 +87,50 @@ impl Progress {
 
     /// Removes the bar; the caller prints the summary.
     pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Reports a running count until dropped: a spinner with `message()` on a
+/// terminal, an info line every `UNIMIRROR_PROGRESS_INTERVAL` seconds
+/// otherwise. Runs on the current tokio runtime.
+pub struct Ticker {
+    task: tokio::task::JoinHandle<()>,
+    bar: Option<ProgressBar>,
+}
+
+impl Ticker {
+    pub fn start(what: String, message: impl Fn() -> String + Send + 'static) -> Ticker {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        let shown = bar.clone();
+        let every = if bar.is_some() {
+            Duration::from_millis(200)
+        } else {
+            log_every().max(Duration::from_millis(200))
+        };
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match &shown {
+                    Some(bar) => bar.set_message(message()),
+                    None => tracing::info!("{what}: {}", message()),
+                }
+            }
+        });
+        Ticker { task, bar }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.task.abort();
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }

@@ -250,8 +250,16 @@ fn apt_sync_releases_a_verified_copy_that_apt_get_installs_from() {
     let upstream = Upstream::serve(&archive.archive());
     let env = apt_env(&upstream, &archive.keyring, "");
 
-    let out = env.update_ok(&["sync", "vol"]);
-    assert!(out.contains("synced vol"), "{out}");
+    // Through a pipe: periodic progress lines on stderr, the summary on
+    // stdout.
+    let o = env
+        .update_cmd(&["sync", "vol"])
+        .env("UNIMIRROR_PROGRESS_INTERVAL", "0")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("sync vol: "), "{}", stderr(&o));
+    assert!(stdout(&o).contains("synced vol"), "{}", stdout(&o));
     assert_eq!(env.current(), Some(1));
     let staged = env.path().join("staging/vol/dists/stable");
     for f in [
