@@ -193,6 +193,9 @@ pub enum Upstream {
         components: Vec<String>,
         architectures: Vec<String>,
         keyring: PathBuf,
+        /// Also mirror source packages (`Sources` and the files they name).
+        #[serde(default)]
+        sources: bool,
     },
     /// A yum repository.
     Yum {
@@ -734,12 +737,14 @@ fn resolve_upstream(u: Upstream, resolve: &dyn Fn(&Path) -> PathBuf) -> Upstream
             components,
             architectures,
             keyring,
+            sources,
         } => Upstream::Apt {
             url,
             suites,
             components,
             architectures,
             keyring: resolve(&keyring),
+            sources,
         },
         Upstream::Yum { urls, key } => Upstream::Yum {
             urls,

@@ -116,6 +116,35 @@ fn deb(root: &Path, name: &str, version: &str, depends: Option<&str>) {
         .arg(pool.join(format!("{name}_{version}_all.deb"))));
 }
 
+/// A native source package built with dpkg-source into the pool.
+fn dsc(root: &Path, name: &str, version: &str) {
+    let src = root.join("build-src").join(format!("{name}-{version}"));
+    fs::create_dir_all(src.join("debian/source")).unwrap();
+    fs::write(src.join("debian/source/format"), "3.0 (native)\n").unwrap();
+    fs::write(
+        src.join("debian/control"),
+        format!("Source: {name}\nMaintainer: t <t@example.invalid>\n\nPackage: {name}\nArchitecture: all\nDescription: test package {name}\n"),
+    )
+    .unwrap();
+    fs::write(
+        src.join("debian/changelog"),
+        format!("{name} ({version}) stable; urgency=low\n\n  * Test.\n\n -- t <t@example.invalid>  Mon, 23 Nov 2026 00:00:00 +0000\n"),
+    )
+    .unwrap();
+    fs::write(src.join("README"), format!("{name} {version} source\n")).unwrap();
+    run(Command::new("dpkg-source")
+        .arg("-b")
+        .arg(src.file_name().unwrap())
+        .current_dir(src.parent().unwrap()));
+    let pool = root.join("archive/pool/main").join(&name[..1]).join(name);
+    for f in [
+        format!("{name}_{version}.dsc"),
+        format!("{name}_{version}.tar.xz"),
+    ] {
+        fs::rename(src.parent().unwrap().join(&f), pool.join(&f)).unwrap();
+    }
+}
+
 impl AptArchive {
     fn new(dir: &Path) -> AptArchive {
         let gnupg = dir.join("gnupg");
@@ -137,6 +166,7 @@ impl AptArchive {
         fs::write(&a.keyring, out).unwrap();
         deb(dir, "libgreet", "1.0", None);
         deb(dir, "greet", "1.0", Some("libgreet (>= 1.0)"));
+        dsc(dir, "greet", "1.0");
         a.index();
         a
     }
@@ -177,10 +207,19 @@ impl AptArchive {
             .unwrap();
         assert!(packages.status.success());
         fs::write(bin.join("Packages"), &packages.stdout).unwrap();
-        let _ = fs::remove_file(bin.join("Packages.gz"));
-        run(Command::new("gzip")
-            .args(["-9n", "-k"])
-            .arg(bin.join("Packages")));
+        let src = dist.join("main/source");
+        fs::create_dir_all(&src).unwrap();
+        let sources = Command::new("apt-ftparchive")
+            .args(["sources", "pool"])
+            .current_dir(&archive)
+            .output()
+            .unwrap();
+        assert!(sources.status.success());
+        fs::write(src.join("Sources"), &sources.stdout).unwrap();
+        for index in [bin.join("Packages"), src.join("Sources")] {
+            let _ = fs::remove_file(index.with_extension("gz"));
+            run(Command::new("gzip").args(["-9n", "-k"]).arg(index));
+        }
         for f in ["Release", "InRelease", "Release.gpg"] {
             let _ = fs::remove_file(dist.join(f));
         }
@@ -220,13 +259,15 @@ impl AptArchive {
     }
 }
 
-fn apt_env(upstream: &Upstream, keyring: &Path, extra_sync: &str) -> Env {
+/// An env whose volume `vol` syncs the archive; `extra` adds keys to the
+/// upstream table.
+fn apt_env(upstream: &Upstream, keyring: &Path, extra: &str) -> Env {
     let env = Env::new();
     let text = fs::read_to_string(env.config()).unwrap();
     fs::write(
         env.config(),
         format!(
-            "{text}\n[volumes.vol.upstream]\ntype = \"apt\"\nurl = \"{}\"\nsuites = [\"stable\"]\ncomponents = [\"main\"]\narchitectures = [\"amd64\"]\nkeyring = {:?}\n\n[sync]\nallow_http = true\nretries = 0\nmetrics_dir = \"metrics\"\n{extra_sync}",
+            "{text}\n[volumes.vol.upstream]\ntype = \"apt\"\nurl = \"{}\"\nsuites = [\"stable\"]\ncomponents = [\"main\"]\narchitectures = [\"amd64\"]\nkeyring = {:?}\n{extra}\n[sync]\nallow_http = true\nretries = 0\nmetrics_dir = \"metrics\"\n",
             upstream.url(),
             keyring.display().to_string()
         ),
@@ -248,7 +289,7 @@ fn apt_sync_releases_a_verified_copy_that_apt_get_installs_from() {
     let dir = tempfile::tempdir().unwrap();
     let archive = AptArchive::new(dir.path());
     let upstream = Upstream::serve(&archive.archive());
-    let env = apt_env(&upstream, &archive.keyring, "");
+    let env = apt_env(&upstream, &archive.keyring, "sources = true");
 
     // Through a pipe: periodic progress lines on stderr, the summary on
     // stdout.
@@ -268,6 +309,7 @@ fn apt_sync_releases_a_verified_copy_that_apt_get_installs_from() {
         "Release.gpg",
         "main/binary-amd64/Packages",
         "main/binary-amd64/Packages.gz",
+        "main/source/Sources.gz",
     ] {
         assert_eq!(
             fs::read(staged.join(f)).unwrap(),
@@ -289,7 +331,8 @@ fn apt_sync_releases_a_verified_copy_that_apt_get_installs_from() {
 
     let d = Daemon::start(&env);
     let apt = env.path().join("apt");
-    let source = apt_source(&d, &archive.keyring);
+    let binary = apt_source(&d, &archive.keyring);
+    let source = format!("{binary}\n{}", binary.replacen("deb ", "deb-src ", 1));
     let o = apt_get(&apt, &source, &["update"]);
     let log = format!("{}{}", stdout(&o), stderr(&o));
     assert!(o.status.success(), "{log}");
@@ -317,6 +360,16 @@ fn apt_sync_releases_a_verified_copy_that_apt_get_installs_from() {
             .unwrap()
         );
     }
+    // The source package, through deb-src, byte for byte.
+    let o = apt_get(&apt, &source, &["source", "--download-only", "greet"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    for name in ["greet_1.0.dsc", "greet_1.0.tar.xz"] {
+        assert_eq!(
+            fs::read(apt.join(name)).unwrap(),
+            fs::read(archive.archive().join("pool/main/g/greet").join(name)).unwrap(),
+            "{name}"
+        );
+    }
 }
 
 #[test]
@@ -327,6 +380,11 @@ fn a_tampered_package_or_a_bad_signature_releases_nothing_and_a_fixed_upstream_r
     let env = apt_env(&upstream, &archive.keyring, "");
     env.update_ok(&["sync", "vol"]);
     assert_eq!(env.current(), Some(1));
+    // Sources are not mirrored unless asked for.
+    let staged = env.path().join("staging/vol");
+    assert!(!staged.join("dists/stable/main/source").exists());
+    assert!(!staged.join("pool/main/g/greet/greet_1.0.dsc").exists());
+    assert!(staged.join("pool/main/g/greet/greet_1.0_all.deb").exists());
     let d = Daemon::start(&env);
     let served = d.get("/vol/dists/stable/InRelease").body;
 

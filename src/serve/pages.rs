@@ -193,6 +193,7 @@ fn guess_upstream(v: &Volume) -> Option<Upstream> {
             components: vec!["main".into()],
             architectures: vec![],
             keyring: Default::default(),
+            sources: false,
         })
     } else if has("repodata") {
         Some(Upstream::Yum {

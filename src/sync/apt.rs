@@ -30,6 +30,8 @@ pub struct Apt<'a> {
     pub components: &'a [String],
     pub architectures: &'a [String],
     pub keyring: &'a Path,
+    /// Mirror `Sources` and the source packages they name too.
+    pub sources: bool,
 }
 
 /// One file a `Release` lists.
@@ -151,21 +153,6 @@ fn uncompressed(path: &str) -> &str {
         .unwrap_or(path)
 }
 
-/// Whether a listed index belongs to the selected components and
-/// architectures.
-fn selected(path: &str, components: &[String], architectures: &[String]) -> bool {
-    let Some((component, rest)) = path.split_once('/') else {
-        return false;
-    };
-    if !components.iter().any(|c| c == component) {
-        return false;
-    }
-    let dir = rest.split('/').next().unwrap_or("");
-    dir == "i18n"
-        || dir == "binary-all"
-        || architectures.iter().any(|a| dir == format!("binary-{a}"))
-}
-
 /// What one suite's sync found: its selected indexes, and what must be
 /// present for the gate.
 struct Suite {
@@ -178,6 +165,25 @@ struct Suite {
 }
 
 impl Apt<'_> {
+    /// Whether a listed index belongs to the selected components and
+    /// architectures (and to the sources, when they are mirrored).
+    fn selects(&self, path: &str) -> bool {
+        let Some((component, rest)) = path.split_once('/') else {
+            return false;
+        };
+        if !self.components.iter().any(|c| c == component) {
+            return false;
+        }
+        let dir = rest.split('/').next().unwrap_or("");
+        dir == "i18n"
+            || dir == "binary-all"
+            || (self.sources && dir == "source")
+            || self
+                .architectures
+                .iter()
+                .any(|a| dir.strip_prefix("binary-") == Some(a))
+    }
+
     /// Fetches everything into `tree`, returning what the gate must check.
     pub async fn sync(&self, fetcher: &Arc<Fetcher>, tree: &Path) -> Result<Gate> {
         let base = Url::parse(&format!("{}/", self.url.trim_end_matches('/')))
@@ -194,12 +200,7 @@ impl Apt<'_> {
             }
             // Each selected index in at least one form.
             let mut groups: BTreeMap<&str, bool> = BTreeMap::new();
-            for l in s
-                .release
-                .files
-                .iter()
-                .filter(|l| selected(&l.path, self.components, self.architectures))
-            {
+            for l in s.release.files.iter().filter(|l| self.selects(&l.path)) {
                 groups.entry(uncompressed(&l.path)).or_insert(false);
             }
             for l in &s.present {
@@ -221,7 +222,7 @@ impl Apt<'_> {
             }
             for l in &s.present {
                 let base_name = uncompressed(&l.path);
-                if !base_name.ends_with("/Packages") {
+                if !base_name.ends_with("/Packages") && !base_name.ends_with("/Sources") {
                     continue;
                 }
                 let bytes = std::fs::read(tree.join(&dir).join(&l.path))?;
@@ -294,11 +295,7 @@ impl Apt<'_> {
         }
 
         let mut tasks = tokio::task::JoinSet::new();
-        for l in release
-            .files
-            .iter()
-            .filter(|l| selected(&l.path, self.components, self.architectures))
-        {
+        for l in release.files.iter().filter(|l| self.selects(&l.path)) {
             let (f, l) = (fetcher.clone(), l.clone());
             let url = dist.join(&l.path)?;
             let dest = dir.join(safe_relative(&l.path)?);
@@ -395,37 +392,77 @@ fn sha512_of(path: &Path) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// The pool files a `Packages` index names, with their SHA256 and size.
+/// The pool files a `Packages` or `Sources` index names, with their SHA256
+/// and size. A binary stanza names one file (`Filename`, `Size`,
+/// `SHA256`); a source stanza names several (`Directory` and the lines of
+/// `Checksums-Sha256`).
 pub fn pool_files(name: &str, bytes: &[u8]) -> Result<Vec<(String, Want)>> {
     let text = decompress(name, bytes)?;
     let text = String::from_utf8(text).with_context(|| format!("{name} is not UTF-8"))?;
     let mut out = Vec::new();
     for stanza in text.split("\n\n") {
-        let (mut file, mut size, mut sha) = (None, None, None);
+        let (mut file, mut size, mut sha, mut directory) = (None, None, None, None);
+        let mut listed: Vec<(String, Want)> = Vec::new();
+        let mut field = "";
         for line in stanza.lines() {
-            if let Some((k, v)) = line.split_once(':') {
-                let v = v.trim();
-                match k {
-                    "Filename" => file = Some(v.to_string()),
-                    "Size" => size = v.parse::<u64>().ok(),
-                    "SHA256" => sha = Sha256Digest::from_hex(v),
-                    _ => {}
+            if let Some(item) = line.strip_prefix(' ') {
+                if field == "Checksums-Sha256" {
+                    listed.push(checksum_line(item).with_context(|| {
+                        format!("{name}: a bad Checksums-Sha256 line `{item}`")
+                    })?);
                 }
+                continue;
+            }
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
+            field = k;
+            let v = v.trim();
+            match k {
+                "Filename" => file = Some(v.to_string()),
+                "Size" => size = v.parse::<u64>().ok(),
+                "SHA256" => sha = Sha256Digest::from_hex(v),
+                "Directory" => directory = Some(v.to_string()),
+                _ => {}
             }
         }
-        match (file, size, sha) {
-            (None, None, None) => {}
-            (Some(f), Some(size), Some(sha256)) => out.push((
+        match (file, size, sha, directory) {
+            (None, None, None, None) => {}
+            (Some(f), Some(size), Some(sha256), None) => out.push((
                 f,
                 Want {
                     sha256,
                     size: Some(size),
                 },
             )),
-            _ => bail!("{name}: a stanza lacks Filename, Size or SHA256:\n{stanza}"),
+            (None, None, None, Some(dir)) if !listed.is_empty() => {
+                let dir = dir.trim_end_matches('/');
+                out.extend(listed.into_iter().map(|(f, w)| (format!("{dir}/{f}"), w)));
+            }
+            _ => bail!(
+                "{name}: a stanza lacks Filename, Size and SHA256 (or Directory and Checksums-Sha256):\n{stanza}"
+            ),
         }
     }
     Ok(out)
+}
+
+/// One ` <sha256> <size> <name>` line of a source stanza.
+fn checksum_line(item: &str) -> Option<(String, Want)> {
+    let mut parts = item.split_whitespace();
+    let sha256 = Sha256Digest::from_hex(parts.next()?)?;
+    let size = parts.next()?.parse().ok()?;
+    let file = parts.next()?;
+    if parts.next().is_some() || file.contains('/') {
+        return None;
+    }
+    Some((
+        file.to_string(),
+        Want {
+            sha256,
+            size: Some(size),
+        },
+    ))
 }
 
 /// Decompresses an index by its name's suffix.
@@ -467,15 +504,27 @@ mod tests {
 
     #[test]
     fn selection_and_compression_groups() {
-        let c = vec!["main".to_string()];
-        let a = vec!["amd64".to_string()];
-        assert!(selected("main/binary-amd64/Packages.xz", &c, &a));
-        assert!(selected("main/binary-all/Packages", &c, &a));
-        assert!(selected("main/i18n/Translation-en.bz2", &c, &a));
-        assert!(!selected("main/binary-arm64/Packages", &c, &a));
-        assert!(!selected("universe/binary-amd64/Packages", &c, &a));
-        assert!(!selected("main/source/Sources.gz", &c, &a));
-        assert!(!selected("Contents-amd64.gz", &c, &a));
+        let (c, a) = (vec!["main".to_string()], vec!["amd64".to_string()]);
+        let mut apt = Apt {
+            url: "",
+            suites: &[],
+            components: &c,
+            architectures: &a,
+            keyring: Path::new(""),
+            sources: false,
+        };
+        let selected = |apt: &Apt, p| apt.selects(p);
+        assert!(selected(&apt, "main/binary-amd64/Packages.xz"));
+        assert!(selected(&apt, "main/binary-all/Packages"));
+        assert!(selected(&apt, "main/i18n/Translation-en.bz2"));
+        assert!(!selected(&apt, "main/binary-arm64/Packages"));
+        assert!(!selected(&apt, "main/binary-amd64x/Packages"));
+        assert!(!selected(&apt, "universe/binary-amd64/Packages"));
+        assert!(!selected(&apt, "main/source/Sources.gz"));
+        assert!(!selected(&apt, "Contents-amd64.gz"));
+        apt.sources = true;
+        assert!(selected(&apt, "main/source/Sources.gz"));
+        assert!(!selected(&apt, "universe/source/Sources.gz"));
         assert_eq!(
             uncompressed("main/binary-amd64/Packages.gz"),
             "main/binary-amd64/Packages"
@@ -499,5 +548,30 @@ mod tests {
         assert_eq!(files.len(), 2);
         assert!(pool_files("Packages", b"Package: a\nFilename: x\n").is_err());
         assert!(pool_files("Packages", b"").unwrap().is_empty());
+    }
+
+    #[test]
+    fn sources_stanzas() {
+        let e = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let t = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let text = format!(
+            "Package: greet\nBinary: greet\nDirectory: pool/main/g/greet\nFiles:\n d41d8cd98f00b204e9800998ecf8427e 0 greet_1.0.dsc\nChecksums-Sha256:\n {e} 0 greet_1.0.dsc\n {t} 4 greet_1.0.tar.xz\nFormat: 3.0 (native)\n"
+        );
+        let files = pool_files("Sources", text.as_bytes()).unwrap();
+        assert_eq!(
+            files.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+            [
+                "pool/main/g/greet/greet_1.0.dsc",
+                "pool/main/g/greet/greet_1.0.tar.xz"
+            ]
+        );
+        assert_eq!(files[1].1.size, Some(4));
+        assert_eq!(files[1].1.sha256.hex(), t);
+        // No checksums, a bad line, or a name with a slash: refused.
+        assert!(pool_files("Sources", b"Package: a\nDirectory: pool/a\n").is_err());
+        let bad = format!("Directory: pool/a\nChecksums-Sha256:\n {e} x a.dsc\n");
+        assert!(pool_files("Sources", bad.as_bytes()).is_err());
+        let slash = format!("Directory: pool/a\nChecksums-Sha256:\n {e} 0 ../a.dsc\n");
+        assert!(pool_files("Sources", slash.as_bytes()).is_err());
     }
 }

@@ -155,6 +155,7 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
                 components,
                 architectures,
                 keyring,
+                sources,
             } => {
                 apt::Apt {
                     url,
@@ -162,6 +163,7 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
                     components,
                     architectures,
                     keyring,
+                    sources: *sources,
                 }
                 .sync(&fetcher, &tree)
                 .await
