@@ -93,16 +93,21 @@ impl Progress {
     }
 }
 
-/// Reports a running count until dropped: a spinner with `message()` on a
-/// terminal, an info line every `UNIMIRROR_PROGRESS_INTERVAL` seconds
-/// otherwise. Runs on the current tokio runtime.
+/// Reports progress until dropped: a bar (or a spinner while no total is
+/// known) with the message on a terminal, an info line every
+/// `UNIMIRROR_PROGRESS_INTERVAL` seconds otherwise. `report` gives the
+/// message and, when known, (done, total). Runs on the current tokio
+/// runtime.
 pub struct Ticker {
     task: tokio::task::JoinHandle<()>,
     bar: Option<ProgressBar>,
 }
 
 impl Ticker {
-    pub fn start(what: String, message: impl Fn() -> String + Send + 'static) -> Ticker {
+    pub fn start(
+        what: String,
+        report: impl Fn() -> (String, Option<(u64, u64)>) + Send + 'static,
+    ) -> Ticker {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new_spinner();
             bar.enable_steady_tick(Duration::from_millis(200));
@@ -116,15 +121,47 @@ impl Ticker {
         };
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
+            let mut has_total = false;
             loop {
                 tick.tick().await;
-                match &shown {
-                    Some(bar) => bar.set_message(message()),
-                    None => tracing::info!("{what}: {}", message()),
+                let (message, counts) = report();
+                let Some(bar) = &shown else {
+                    tracing::info!("{what}: {message}");
+                    continue;
+                };
+                if let Some((done, total)) = counts.filter(|&(_, t)| t > 0) {
+                    if !has_total {
+                        has_total = true;
+                        bar.set_style(bar_style());
+                    }
+                    bar.set_length(total);
+                    bar.set_position(done.min(total));
                 }
+                bar.set_message(message);
             }
         });
         Ticker { task, bar }
+    }
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{wide_bar} {percent:>3}% {msg}").expect("valid template")
+}
+
+/// The time left at `rate` bytes per second, as `1h 02m`, `3m 05s` or
+/// `12s`; `?` before anything has been measured.
+pub fn eta(remaining: u64, rate: u64) -> String {
+    if remaining == 0 {
+        return "0s".into();
+    }
+    if rate == 0 {
+        return "?".into();
+    }
+    let secs = remaining.div_ceil(rate);
+    match secs {
+        s if s >= 3600 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+        s if s >= 60 => format!("{}m {:02}s", s / 60, s % 60),
+        s => format!("{s}s"),
     }
 }
 
@@ -160,5 +197,19 @@ mod tests {
         assert_eq!(super::bytes(1023), "1023 B");
         assert_eq!(super::bytes(1536), "1.5 KiB");
         assert_eq!(super::bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn bar_template_is_valid() {
+        super::bar_style();
+    }
+
+    #[test]
+    fn eta_is_remaining_over_rate() {
+        assert_eq!(super::eta(0, 0), "0s");
+        assert_eq!(super::eta(10, 0), "?");
+        assert_eq!(super::eta(10, 3), "4s");
+        assert_eq!(super::eta(185, 1), "3m 05s");
+        assert_eq!(super::eta(7_320 * 1000, 1000), "2h 02m");
     }
 }

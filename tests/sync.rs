@@ -299,7 +299,16 @@ fn apt_sync_releases_a_verified_copy_that_apt_get_installs_from() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("sync vol: "), "{}", stderr(&o));
+    // Each line: done/total files, done/total bytes, rate and ETA.
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("sync vol: ")).collect();
+    assert!(!lines.is_empty(), "{}", stderr(&o));
+    for l in &lines {
+        assert!(
+            l.contains(" files, ") && l.contains("/s, ETA "),
+            "a progress line without a total and ETA: {l}"
+        );
+    }
     assert!(stdout(&o).contains("synced vol"), "{}", stdout(&o));
     assert_eq!(env.current(), Some(1));
     let staged = env.path().join("staging/vol/dists/stable");

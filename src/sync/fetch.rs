@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
@@ -49,12 +49,71 @@ pub struct Mismatch {
     pub got: Sha256Digest,
 }
 
-/// Counters for the summary and the metrics file.
-#[derive(Default)]
+/// Counters for the progress line, the summary and the metrics file.
 pub struct Stats {
     pub fetched_files: AtomicU64,
     pub fetched_bytes: AtomicU64,
     pub kept_files: AtomicU64,
+    /// Files asked for so far and the sum of their known sizes: the total
+    /// the progress counts towards. It grows as indexes are read (a phase's
+    /// downloads are all queued at once, so it is the phase's total).
+    queued_files: AtomicU64,
+    queued_bytes: AtomicU64,
+    /// Known sizes of the queued files that are done (kept or fetched).
+    done_bytes: AtomicU64,
+    started: Instant,
+}
+
+impl Stats {
+    fn new() -> Stats {
+        Stats {
+            fetched_files: AtomicU64::new(0),
+            fetched_bytes: AtomicU64::new(0),
+            kept_files: AtomicU64::new(0),
+            queued_files: AtomicU64::new(0),
+            queued_bytes: AtomicU64::new(0),
+            done_bytes: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    fn queue(&self, want: Want) {
+        self.queued_files.fetch_add(1, Ordering::Relaxed);
+        self.queued_bytes
+            .fetch_add(want.size.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    fn done(&self, want: Want) {
+        self.done_bytes
+            .fetch_add(want.size.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The progress so far: a line for operators, and (done, total) bytes
+    /// for a bar. The rate and ETA count only downloads (present files cost
+    /// nothing).
+    pub fn progress(&self) -> (String, (u64, u64)) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let files = load(&self.fetched_files) + load(&self.kept_files);
+        let (done, total) = (load(&self.done_bytes), load(&self.queued_bytes));
+        let elapsed = self.started.elapsed();
+        let fetched = load(&self.fetched_bytes);
+        let line = format!(
+            "{files}/{} files, {}/{} ({} fetched, {} already present), {}/s, ETA {}",
+            load(&self.queued_files),
+            crate::progress::bytes(done),
+            crate::progress::bytes(total),
+            load(&self.fetched_files),
+            load(&self.kept_files),
+            crate::progress::bytes(rate(fetched, elapsed)),
+            crate::progress::eta(total.saturating_sub(done), rate(fetched, elapsed)),
+        );
+        (line, (done, total))
+    }
+}
+
+/// Bytes per second over `elapsed`.
+fn rate(bytes: u64, elapsed: Duration) -> u64 {
+    (bytes as f64 / elapsed.as_secs_f64().max(0.001)) as u64
 }
 
 pub struct Fetcher {
@@ -105,7 +164,7 @@ impl Fetcher {
             retries: settings.retries,
             allow_http,
             tmp: tmp.to_path_buf(),
-            stats: Stats::default(),
+            stats: Stats::new(),
             verified: Mutex::new(HashMap::new()),
             dry_run,
         })
@@ -172,8 +231,10 @@ impl Fetcher {
     /// downloaded.
     pub async fn file(&self, url: &Url, dest: &Path, want: Want) -> Result<bool> {
         self.check_url(url)?;
+        self.stats.queue(want);
         if self.present(dest, want).await? {
             self.stats.kept_files.fetch_add(1, Ordering::Relaxed);
+            self.stats.done(want);
             self.mark(dest, want.sha256);
             return Ok(false);
         }
@@ -184,6 +245,7 @@ impl Fetcher {
         let _slot = self.slots.acquire().await.expect("never closed");
         self.retrying(url, || self.download(url, dest, want))
             .await?;
+        self.stats.done(want);
         self.mark(dest, want.sha256);
         Ok(true)
     }
@@ -328,4 +390,31 @@ impl Fetcher {
 pub fn is_not_found(e: &anyhow::Error) -> bool {
     e.downcast_ref::<HttpStatus>()
         .is_some_and(|s| s.status == 404)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_counts_towards_the_queued_total() {
+        let s = Stats::new();
+        let want = |size| Want {
+            sha256: Sha256Digest::of(b""),
+            size,
+        };
+        s.queue(want(Some(3 << 20)));
+        s.queue(want(Some(1 << 20)));
+        s.queue(want(None));
+        s.kept_files.fetch_add(1, Ordering::Relaxed);
+        s.done(want(Some(1 << 20)));
+        let (line, bytes) = s.progress();
+        assert_eq!(bytes, (1 << 20, 4 << 20));
+        assert!(
+            line.starts_with(
+                "1/3 files, 1.0 MiB/4.0 MiB (0 fetched, 1 already present), 0 B/s, ETA ?"
+            ),
+            "{line}"
+        );
+    }
 }

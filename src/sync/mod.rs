@@ -140,13 +140,8 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
     let result = runtime.block_on(async {
         let counts = fetcher.clone();
         let _ticker = crate::progress::Ticker::start(format!("sync {volume}"), move || {
-            let s = &counts.stats;
-            format!(
-                "{} files fetched ({}), {} already present",
-                s.fetched_files.load(Ordering::Relaxed),
-                crate::progress::bytes(s.fetched_bytes.load(Ordering::Relaxed)),
-                s.kept_files.load(Ordering::Relaxed)
-            )
+            let (line, bytes) = counts.stats.progress();
+            (line, Some(bytes))
         });
         match &upstream {
             Upstream::Apt {
