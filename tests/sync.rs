@@ -259,20 +259,29 @@ impl AptArchive {
     }
 }
 
+/// Gives volume `vol` the upstream table `upstream` (TOML lines), and sync
+/// settings for a local plain-HTTP upstream that fails at once.
+fn set_upstream(env: &Env, upstream: &str) {
+    let text = fs::read_to_string(env.config()).unwrap();
+    fs::write(
+        env.config(),
+        format!("{text}\n[volumes.vol.upstream]\n{upstream}\n\n[sync]\nallow_http = true\nretries = 0\nmetrics_dir = \"metrics\"\n"),
+    )
+    .unwrap();
+}
+
 /// An env whose volume `vol` syncs the archive; `extra` adds keys to the
 /// upstream table.
 fn apt_env(upstream: &Upstream, keyring: &Path, extra: &str) -> Env {
     let env = Env::new();
-    let text = fs::read_to_string(env.config()).unwrap();
-    fs::write(
-        env.config(),
-        format!(
-            "{text}\n[volumes.vol.upstream]\ntype = \"apt\"\nurl = \"{}\"\nsuites = [\"stable\"]\ncomponents = [\"main\"]\narchitectures = [\"amd64\"]\nkeyring = {:?}\n{extra}\n[sync]\nallow_http = true\nretries = 0\nmetrics_dir = \"metrics\"\n",
+    set_upstream(
+        &env,
+        &format!(
+            "type = \"apt\"\nurl = \"{}\"\nsuites = [\"stable\"]\ncomponents = [\"main\"]\narchitectures = [\"amd64\"]\nkeyring = {:?}\n{extra}",
             upstream.url(),
             keyring.display().to_string()
         ),
-    )
-    .unwrap();
+    );
     env
 }
 
@@ -593,15 +602,13 @@ fn pypi_sync_mirrors_projects_that_pip_installs_with_hashes() {
         "greet==1.0  # the app\n",
     )
     .unwrap();
-    let text = fs::read_to_string(env.config()).unwrap();
-    fs::write(
-        env.config(),
-        format!(
-            "{text}\n[volumes.vol.upstream]\ntype = \"pypi\"\nurl = \"{}simple/\"\nprojects = [\"Greet_Lib\"]\nrequirements = [\"constraints.txt\"]\n\n[sync]\nallow_http = true\nretries = 0\n",
+    set_upstream(
+        &env,
+        &format!(
+            "type = \"pypi\"\nurl = \"{}simple/\"\nprojects = [\"Greet_Lib\"]\nrequirements = [\"constraints.txt\"]",
             upstream.url()
         ),
-    )
-    .unwrap();
+    );
     let out = env.update_ok(&["sync", "vol"]);
     assert!(out.contains("synced vol"), "{out}");
     assert_eq!(env.current(), Some(1));
@@ -712,15 +719,13 @@ fn a_pypi_file_whose_hash_does_not_match_releases_nothing() {
     fs::write(&wheel, bytes).unwrap();
     let upstream = Upstream::serve(&root);
     let env = Env::new();
-    let text = fs::read_to_string(env.config()).unwrap();
-    fs::write(
-        env.config(),
-        format!(
-            "{text}\n[volumes.vol.upstream]\ntype = \"pypi\"\nurl = \"{}simple/\"\nprojects = [\"greet-lib\"]\n\n[sync]\nallow_http = true\nretries = 0\n",
+    set_upstream(
+        &env,
+        &format!(
+            "type = \"pypi\"\nurl = \"{}simple/\"\nprojects = [\"greet-lib\"]",
             upstream.url()
         ),
-    )
-    .unwrap();
+    );
     let out = env.update(&["sync", "vol"]);
     assert!(!out.status.success());
     assert!(
@@ -745,15 +750,13 @@ fn wheel_sync_imports_platform_trees_that_pip_installs_from_and_keeps_old_wheels
         fs::copy(built.join(w), platform.join(w)).unwrap();
     }
     let env = Env::new();
-    let text = fs::read_to_string(env.config()).unwrap();
-    fs::write(
-        env.config(),
-        format!(
-            "{text}\n[volumes.vol.upstream]\ntype = \"wheel\"\ndirectory = {:?}\n",
+    set_upstream(
+        &env,
+        &format!(
+            "type = \"wheel\"\ndirectory = {:?}",
             output.display().to_string()
         ),
-    )
-    .unwrap();
+    );
     env.update_ok(&["sync", "vol"]);
     assert_eq!(env.current(), Some(1));
     let d = Daemon::start(&env);
@@ -909,16 +912,14 @@ fn dnf(root: &Path, baseurl: &str, key: &Path, args: &[&str]) -> std::process::O
 
 fn yum_env(upstream: &Upstream, key: &Path) -> Env {
     let env = Env::new();
-    let text = fs::read_to_string(env.config()).unwrap();
-    fs::write(
-        env.config(),
-        format!(
-            "{text}\n[volumes.vol.upstream]\ntype = \"yum\"\nurls = [\"{}\"]\nkey = {:?}\n\n[sync]\nallow_http = true\nretries = 0\n",
+    set_upstream(
+        &env,
+        &format!(
+            "type = \"yum\"\nurls = [\"{}\"]\nkey = {:?}",
             upstream.url(),
             key.display().to_string()
         ),
-    )
-    .unwrap();
+    );
     env
 }
 

@@ -237,18 +237,9 @@ impl Apt<'_> {
             gate.files.insert(dest.clone(), Some(want.sha256));
             let url = base.join(&file)?;
             let f = fetcher.clone();
-            tasks.spawn(async move { f.file(&url, &dest, want).await.map(|_| ()) });
+            tasks.spawn(async move { f.file(&url, &dest, want).await });
         }
-        let mut first_error = None;
-        while let Some(r) = tasks.join_next().await {
-            if let Err(e) = r? {
-                tracing::error!("{e:#}");
-                first_error.get_or_insert(e);
-            }
-        }
-        if let Some(e) = first_error {
-            return Err(e.context("fetching the pool"));
-        }
+        super::all_done(tasks, "fetching the pool").await?;
         Ok(gate)
     }
 
@@ -313,12 +304,11 @@ impl Apt<'_> {
                 }
             });
         }
-        let mut present = Vec::new();
-        while let Some(r) = tasks.join_next().await {
-            if let Some(l) = r?? {
-                present.push(l);
-            }
-        }
+        let mut present: Vec<Listed> = super::all_done(tasks, "fetching the indexes")
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         present.sort_by(|a, b| a.path.cmp(&b.path));
         if release.by_hash && !fetcher.dry_run {
             let dir_name = format!("dists/{suite}");

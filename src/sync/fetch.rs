@@ -185,7 +185,7 @@ impl Fetcher {
         self.check_url(url)?;
         let _slot = self.slots.acquire().await.expect("never closed");
         self.retrying(url, || async {
-            let resp = self.get(url).await?;
+            let resp = self.get(url, None).await?;
             resp.bytes().await.with_context(|| format!("reading {url}"))
         })
         .await
@@ -197,20 +197,7 @@ impl Fetcher {
         self.check_url(url)?;
         let _slot = self.slots.acquire().await.expect("never closed");
         self.retrying(url, || async {
-            let resp = self
-                .client
-                .get(url.clone())
-                .header(reqwest::header::ACCEPT, accept)
-                .send()
-                .await
-                .with_context(|| format!("fetching {url}"))?;
-            if resp.status() != StatusCode::OK {
-                return Err(HttpStatus {
-                    url: url.to_string(),
-                    status: resp.status().as_u16(),
-                }
-                .into());
-            }
+            let resp = self.get(url, Some(accept)).await?;
             let ct = resp
                 .headers()
                 .get(reqwest::header::CONTENT_TYPE)
@@ -296,10 +283,13 @@ impl Fetcher {
         .await?
     }
 
-    async fn get(&self, url: &Url) -> Result<reqwest::Response> {
-        let resp = self
-            .client
-            .get(url.clone())
+    /// A GET that must answer 200; any other status is an [`HttpStatus`].
+    async fn get(&self, url: &Url, accept: Option<&str>) -> Result<reqwest::Response> {
+        let mut request = self.client.get(url.clone());
+        if let Some(accept) = accept {
+            request = request.header(reqwest::header::ACCEPT, accept);
+        }
+        let resp = request
             .send()
             .await
             .with_context(|| format!("fetching {url}"))?;
@@ -314,7 +304,7 @@ impl Fetcher {
     }
 
     async fn download(&self, url: &Url, dest: &Path, want: Want) -> Result<()> {
-        let mut resp = self.get(url).await?;
+        let mut resp = self.get(url, None).await?;
         let temp = self.tmp.join(crate::durable::temp_name("fetch"));
         let result = async {
             let mut out = crate::durable::create_new(&temp)?;

@@ -60,6 +60,31 @@ impl Gate {
     }
 }
 
+/// Waits for every download task, logging each failure, and returns their
+/// results in completion order, or the first error with `what` as its
+/// context. Waiting for all (instead of stopping at the first error) keeps
+/// the log complete and leaves no download running past the sync.
+pub async fn all_done<T: 'static>(
+    mut tasks: tokio::task::JoinSet<Result<T>>,
+    what: &str,
+) -> Result<Vec<T>> {
+    let mut done = Vec::new();
+    let mut first_error = None;
+    while let Some(r) = tasks.join_next().await {
+        match r? {
+            Ok(v) => done.push(v),
+            Err(e) => {
+                tracing::error!("{e:#}");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e.context(what.to_string())),
+        None => Ok(done),
+    }
+}
+
 /// A relative path from upstream metadata, refused if it could leave the
 /// tree (absolute, `..`, empty).
 pub fn safe_relative(p: &str) -> Result<PathBuf> {

@@ -440,16 +440,7 @@ impl Pypi<'_> {
                 });
             }
         }
-        let mut first_error = None;
-        while let Some(r) = tasks.join_next().await {
-            if let Err(e) = r? {
-                tracing::error!("{e:#}");
-                first_error.get_or_insert(e);
-            }
-        }
-        if let Some(e) = first_error {
-            return Err(e.context("fetching distribution files"));
-        }
+        super::all_done(tasks, "fetching distribution files").await?;
 
         // The mirror's own pages.
         let simple = tree.join("simple");

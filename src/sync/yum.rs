@@ -238,9 +238,7 @@ impl Yum<'_> {
             );
             tasks.spawn(async move { f.file(&url, &dest, want).await });
         }
-        while let Some(r) = tasks.join_next().await {
-            r??;
-        }
+        super::all_done(tasks, "fetching the metadata").await?;
         let primary = metadata
             .iter()
             .find(|m| m.href.contains("primary.xml"))
@@ -262,16 +260,7 @@ impl Yum<'_> {
             };
             tasks.spawn(async move { f.file(&url, &dest, want).await });
         }
-        let mut first_error = None;
-        while let Some(r) = tasks.join_next().await {
-            if let Err(e) = r? {
-                tracing::error!("{e:#}");
-                first_error.get_or_insert(e);
-            }
-        }
-        if let Some(e) = first_error {
-            return Err(e.context("fetching packages"));
-        }
+        super::all_done(tasks, "fetching packages").await?;
         // The signed index last.
         let repodata = root.join("repodata");
         fetcher.write(&repodata.join("repomd.xml"), &repomd)?;
