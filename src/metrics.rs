@@ -110,6 +110,8 @@ pub struct Metrics {
     pub origin_fetch_seconds: HistogramVec,
     /// volume, kind
     pub origin_errors: IntCounterVec,
+    /// volume
+    pub origin_read_bytes: IntCounterVec,
     /// tier
     pub cache_bytes: IntGaugeVec,
     /// tier
@@ -178,6 +180,11 @@ impl Metrics {
                 "unimirror_origin_errors_total",
                 "Failed origin reads, by volume and kind",
                 &["volume", "kind"],
+            ),
+            origin_read_bytes: counter(
+                "unimirror_origin_read_bytes_total",
+                "Bytes read from the origin by fills (whatever became of them)",
+                &["volume"],
             ),
             cache_bytes: gauge(
                 "unimirror_cache_bytes",

@@ -192,6 +192,11 @@ fn fifty_concurrent_cold_requests_read_the_origin_once() {
         d.metric("unimirror_origin_fetch_seconds_count", &[("volume", "vol")]),
         1.0
     );
+    assert_eq!(
+        d.metric("unimirror_origin_read_bytes_total", &[("volume", "vol")]),
+        big.len() as f64,
+        "the origin's bytes were read once"
+    );
 }
 
 #[test]

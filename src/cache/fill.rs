@@ -238,6 +238,10 @@ async fn copy(
     let mut hasher = Sha256::new();
     let mut total = 0u64;
     let mut buf = vec![0u8; CHUNK];
+    let origin_bytes = cache
+        .metrics
+        .origin_read_bytes
+        .with_label_values(&[&req.volume]);
     loop {
         let n = match tokio::time::timeout(timeout, origin.read(&mut buf)).await {
             Ok(Ok(n)) => n,
@@ -253,6 +257,7 @@ async fn copy(
         if n == 0 {
             break;
         }
+        origin_bytes.inc_by(n as u64);
         total += n as u64;
         if total > req.size {
             break;
