@@ -269,37 +269,48 @@ fn a_corrupted_origin_object_is_never_served_nor_cached() {
 #[test]
 fn a_flipped_byte_in_the_disk_cache_is_dropped_and_refetched() {
     let env = Env::new();
-    let content = blob(8, 500 << 10);
-    env.write("pkg.whl", &content);
-    env.release();
+    // Verified on first use after a start: a large entry (read through
+    // its file) and a small one (read whole).
+    for (round, (name, size)) in [("small.whl", 3000), ("pkg.whl", 500 << 10)]
+        .into_iter()
+        .enumerate()
+    {
+        let content = blob(8 + round as u8, size);
+        env.write(name, &content);
+        env.release();
+        let entry = cache_entry(&env, &content);
+        {
+            let d = Daemon::start(&env);
+            assert_eq!(d.get(&format!("/vol/{name}")).body, content);
+            wait_for("the entry on disk", 10, || entry.exists());
+        }
+        let mut b = fs::read(&entry).unwrap();
+        b[1234] ^= 1;
+        fs::write(&entry, b).unwrap();
+        let d = Daemon::start(&env);
+        let r = d.get(&format!("/vol/{name}"));
+        assert_eq!(
+            (r.header("x-cache"), r.body == content),
+            (Some("miss"), true),
+            "{name}"
+        );
+        assert_eq!(
+            d.metric("unimirror_integrity_failures_total", &[("where", "disk")]),
+            1.0,
+            "{name}"
+        );
+        assert!(d.log_text().contains("corrupt cache entry dropped"));
+        wait_for("the refetched entry", 10, || {
+            fs::read(&entry).is_ok_and(|b| b == content)
+        });
+    }
+    let content = blob(9, 500 << 10);
     let entry = cache_entry(&env, &content);
     let flip = || {
         let mut b = fs::read(&entry).unwrap();
         b[1234] ^= 1;
         fs::write(&entry, b).unwrap();
     };
-    {
-        let d = Daemon::start(&env);
-        assert_eq!(d.get("/vol/pkg.whl").body, content);
-        wait_for("the entry on disk", 10, || entry.exists());
-    }
-    // Verified on first use after a start.
-    flip();
-    let d = Daemon::start(&env);
-    let r = d.get("/vol/pkg.whl");
-    assert_eq!(
-        (r.header("x-cache"), r.body == content),
-        (Some("miss"), true)
-    );
-    assert_eq!(
-        d.metric("unimirror_integrity_failures_total", &[("where", "disk")]),
-        1.0
-    );
-    assert!(d.log_text().contains("corrupt cache entry dropped"));
-    wait_for("the refetched entry", 10, || {
-        fs::read(&entry).is_ok_and(|b| b == content)
-    });
-    drop(d);
 
     // While running: the scrub finds it.
     let opts = DaemonOpts {

@@ -21,18 +21,22 @@
 //!   which is then refetched like any miss.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use moka::notification::RemovalCause;
 
 use crate::metrics::Metrics;
 use crate::volume::manifest::{Sha256Digest, sha256_of_reader};
 
 /// One object in the disk tier.
+/// Entries up to this size are read whole by [`DiskTier::read_small`].
+pub const SMALL: u64 = 64 << 10;
+
 pub struct DiskEntry {
     pub size: u64,
     /// Hashed since this process started (by its fill, a first read or the
@@ -55,11 +59,12 @@ impl DiskEntry {
 
 pub struct DiskTier {
     dir: PathBuf,
-    index: moka::sync::Cache<Sha256Digest, Arc<DiskEntry>>,
+    index: moka::sync::Cache<Sha256Digest, Arc<DiskEntry>, super::ByDigest>,
     /// Held while a file is renamed into place or unlinked, so eviction and
     /// refill of one sha256 never interleave.
     files: Arc<Mutex<()>>,
     bytes: Arc<AtomicU64>,
+    budget: u64,
     metrics: Arc<Metrics>,
     deleter: std::sync::mpsc::Sender<Deletion>,
 }
@@ -126,12 +131,13 @@ impl DiskTier {
                 // maintenance; unlinking is left to the deletion thread.
                 let _ = to_delete.send(Deletion::File(*sha, e.size));
             })
-            .build();
+            .build_with_hasher(super::ByDigest);
         let tier = DiskTier {
             dir: dir.to_path_buf(),
             index,
             files,
             bytes,
+            budget,
             metrics,
             deleter,
         };
@@ -269,6 +275,36 @@ impl DiskTier {
         .flatten()
     }
 
+    /// Reads a small entry whole, on the calling thread: `None` if the tier
+    /// does not have it (or it turned out corrupt, and was dropped).
+    ///
+    /// Small objects are read without a hop to the blocking pool: from the
+    /// page cache a read costs a few microseconds, less than the hop, and
+    /// the busiest paths (index pages, small packages) are made of them.
+    /// Like nginx, a slow disk then delays this worker thread; objects
+    /// above [`SMALL`] always go through the pool.
+    pub fn read_small(&self, sha: &Sha256Digest) -> Option<Bytes> {
+        let entry = self.index.get(sha)?;
+        if !entry.present.load(Ordering::Acquire) || entry.size > SMALL {
+            return None;
+        }
+        let path = content_path(&self.dir, sha);
+        let mut buf = Vec::with_capacity(entry.size as usize);
+        if let Err(e) = File::open(&path).and_then(|mut f| f.read_to_end(&mut buf)) {
+            tracing::warn!(%sha, "cache entry vanished: {e}");
+            self.index.invalidate(sha);
+            return None;
+        }
+        if !entry.verified.load(Ordering::Acquire) {
+            let actual = Sha256Digest::of(&buf);
+            let ok = buf.len() as u64 == entry.size && actual == *sha;
+            if !self.verified(sha, &entry, ok) {
+                return None;
+            }
+        }
+        Some(Bytes::from(buf))
+    }
+
     /// Hashes an entry's file; on a mismatch drops it and counts it.
     fn verify(&self, sha: &Sha256Digest, entry: &DiskEntry) -> bool {
         let path = content_path(&self.dir, sha);
@@ -282,6 +318,13 @@ impl DiskTier {
                 false
             }
         };
+        self.verified(sha, entry, ok)
+    }
+
+    /// Records the outcome of hashing an entry: marks it verified, or drops
+    /// and counts it.
+    fn verified(&self, sha: &Sha256Digest, entry: &DiskEntry, ok: bool) -> bool {
+        let path = content_path(&self.dir, sha);
         if ok {
             entry.verified.store(true, Ordering::Release);
         } else {
@@ -296,7 +339,7 @@ impl DiskTier {
         ok
     }
 
-    /// Moves a complete, verified and fsynced temporary file into place as
+    /// Moves a complete and verified temporary file into place as
     /// `sha` and admits it (possibly evicting others, or itself).
     ///
     /// The entry is admitted first and what it displaces deleted, and only
@@ -313,7 +356,13 @@ impl DiskTier {
             }
             self.index.insert(*sha, entry.clone());
         }
-        self.flush();
+        // Evictions must be applied (and their files gone) before the new
+        // file moves in, unless the files on disk, this one included, fit
+        // the budget anyway. Skipping the round trip then spares every fill
+        // of a cache that is still filling up.
+        if self.bytes() + size > self.budget {
+            self.flush();
+        }
         let _guard = self.files.lock().expect("not poisoned");
         let admitted = self.index.get(sha).is_some_and(|e| Arc::ptr_eq(&e, &entry));
         if !admitted {

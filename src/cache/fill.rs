@@ -11,7 +11,8 @@
 //! the whole object (sha256 for a release, an unchanged `stat` for a plain
 //! tree). So when verification fails, every response ends short of its
 //! Content-Length: an incomplete download, never a complete-looking wrong
-//! file. Only then is the file fsynced and committed to the disk tier.
+//! file. Only then is the file committed to the disk tier (not fsynced:
+//! entries are hashed again on their first read after a restart).
 //!
 //! The states a waiter can meet, each handled by name:
 //! - [`Progress::Waiting`]: the origin is being opened; wait.
@@ -84,9 +85,20 @@ pub struct FillRequest {
 /// One fill in progress, shared by its waiters.
 pub struct Fill {
     pub size: u64,
-    reader: OnceLock<Arc<File>>,
+    reader: OnceLock<Reader>,
+    /// A small object's verified bytes: clients are served from them while
+    /// the cache file is written.
+    data: OnceLock<Bytes>,
     progress: watch::Receiver<Progress>,
     pub stall_timeout: Duration,
+}
+
+/// How waiters read a fill's temporary file.
+enum Reader {
+    /// Mapped whole (the file was sized first): reads are slices.
+    Mapped(Arc<memmap2::Mmap>),
+    /// Read on the blocking pool, where mapping failed.
+    File(Arc<File>),
 }
 
 /// The fills in progress, by object.
@@ -107,6 +119,7 @@ impl Fills {
         let fill = Arc::new(Fill {
             size: req.size,
             reader: OnceLock::new(),
+            data: OnceLock::new(),
             progress: rx,
             stall_timeout: cache.settings.origin_timeout + Duration::from_secs(5),
         });
@@ -156,22 +169,29 @@ const CHUNK: usize = 1 << 20;
 async fn run(cache: &Arc<Cache>, fill: &Fill, req: FillRequest, tx: watch::Sender<Progress>) {
     let started = Instant::now();
     let volume = req.volume.clone();
-    let result = copy(cache, fill, &req, &tx).await;
+    let result = if req.size <= SMALL {
+        copy_small(cache, &req).await
+    } else {
+        copy(cache, fill, &req, &tx).await
+    };
     cache
         .metrics
         .origin_fetch_seconds
         .with_label_values(&[&volume])
         .observe(started.elapsed().as_secs_f64());
     match result {
-        Ok((temp, sha, small)) => {
+        Ok((copied, sha, small)) => {
             // Before `Done`: a client that saw its response end and asks
             // again finds the object in memory, not a fill finishing.
             if let Some(bytes) = small {
                 cache.memory_insert(sha, bytes);
             }
             cache.remember_plain(&req.key, sha);
+            if let Copied::Bytes(b) = &copied {
+                let _ = fill.data.set(b.clone());
+            }
             let _ = tx.send(Progress::Done);
-            cache.commit(temp, sha, &req).await;
+            cache.commit(copied, sha, &req).await;
         }
         Err((kind, msg, temp)) => {
             if let Some(t) = temp {
@@ -197,6 +217,15 @@ async fn run(cache: &Arc<Cache>, fill: &Fill, req: FillRequest, tx: watch::Sende
 
 type CopyError = (OriginError, String, Option<PathBuf>);
 
+/// What a successful copy leaves to commit.
+pub enum Copied {
+    /// A verified temporary file.
+    File(PathBuf),
+    /// A small object's verified bytes, written to the cache after the
+    /// clients have them.
+    Bytes(Bytes),
+}
+
 /// Copies the origin object to a temporary file, publishing progress;
 /// returns the temp file, the content's sha256, and the bytes themselves
 /// when the object is small enough for the memory tier.
@@ -205,7 +234,7 @@ async fn copy(
     fill: &Fill,
     req: &FillRequest,
     tx: &watch::Sender<Progress>,
-) -> Result<(PathBuf, Sha256Digest, Option<Bytes>), CopyError> {
+) -> Result<(Copied, Sha256Digest, Option<Bytes>), CopyError> {
     let timeout = cache.settings.origin_timeout;
     let io = |e: std::io::Error| {
         let kind = if e.kind() == std::io::ErrorKind::NotFound {
@@ -229,8 +258,18 @@ async fn copy(
         )
     };
     let writer = Arc::new(crate::durable::create_new(&temp).map_err(|e| local(e, &temp))?);
+    // Sized first, so that the whole file can be mapped for the waiters
+    // (a mapping past the end of a file faults).
+    writer.set_len(req.size).map_err(|e| local(e, &temp))?;
     let reader = File::open(&temp).map_err(|e| local(e, &temp))?;
-    let _ = fill.reader.set(Arc::new(reader));
+    // SAFETY: the temporary file is this fill's own: only its `ready`
+    // prefix is read, it is only written below, and never truncated; the
+    // map stays valid after it is renamed or unlinked.
+    let reader = match unsafe { memmap2::Mmap::map(&reader) } {
+        Ok(map) => Reader::Mapped(Arc::new(map)),
+        Err(_) => Reader::File(Arc::new(reader)),
+    };
+    let _ = fill.reader.set(reader);
     let _ = tx.send(Progress::Streaming { ready: 0 });
 
     let keep_small = req.size <= cache.settings.memory_max_object && cache.memory_enabled();
@@ -282,9 +321,30 @@ async fn copy(
         });
     }
     let sha = Sha256Digest(hasher.finalize().into());
+    let now = match req.key {
+        ObjectKey::Plain { .. } => tokio::fs::metadata(&req.origin).await.ok(),
+        ObjectKey::Content(_) => None,
+    };
+    check(req, total, &sha, now.as_ref()).map_err(|(kind, msg)| (kind, msg, Some(temp.clone())))?;
+    Ok((
+        Copied::File(temp),
+        sha,
+        keep_small.then(|| Bytes::from(small)),
+    ))
+}
+
+/// Whether the bytes read (`total` of them, hashing to `sha`) are the
+/// object the request names: its sha256 and size for a release; for a plain
+/// tree, a file whose size and mtime (`now`, after the read) did not change.
+fn check(
+    req: &FillRequest,
+    total: u64,
+    sha: &Sha256Digest,
+    now: Option<&std::fs::Metadata>,
+) -> Result<(), (OriginError, String)> {
     match &req.key {
         ObjectKey::Content(expected) => {
-            if total != req.size || sha != *expected {
+            if total != req.size || sha != expected {
                 return Err((
                     OriginError::Integrity,
                     format!(
@@ -293,25 +353,81 @@ async fn copy(
                         total,
                         if total > req.size { "+" } else { "" }
                     ),
-                    Some(temp),
                 ));
             }
         }
         ObjectKey::Plain { .. } => {
-            let now = tokio::fs::metadata(&req.origin).await.ok();
             let same = now
-                .as_ref()
                 .is_some_and(|m| m.len() == req.size && Some(super::mtime_ns(m)) == req.mtime_ns);
             if total != req.size || !same {
                 return Err((
                     OriginError::Changed,
                     "the file changed while it was read".into(),
-                    Some(temp),
                 ));
             }
         }
     }
-    Ok((temp, sha, keep_small.then(|| Bytes::from(small))))
+    Ok(())
+}
+
+/// Objects up to this size are filled by [`copy_small`].
+const SMALL: u64 = super::disk::SMALL;
+
+/// Fills a small object in one trip to the blocking pool: open, read, hash
+/// and check. Waiters see no byte before the whole object is verified, and
+/// then get it from memory; the cache file is written afterwards, off their
+/// path (creating files is the slow part of a cold small object).
+async fn copy_small(
+    cache: &Cache,
+    req: &FillRequest,
+) -> Result<(Copied, Sha256Digest, Option<Bytes>), CopyError> {
+    let origin_bytes = cache
+        .metrics
+        .origin_read_bytes
+        .with_label_values(&[&req.volume]);
+    let job = {
+        let req = req.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, CopyError> {
+            use std::io::Read;
+            let origin = |e: std::io::Error| {
+                let kind = if e.kind() == std::io::ErrorKind::NotFound {
+                    OriginError::Missing
+                } else {
+                    OriginError::Io
+                };
+                (kind, e.to_string(), None)
+            };
+            let mut data = Vec::with_capacity(req.size as usize + 1);
+            File::open(&req.origin)
+                .and_then(|f| f.take(req.size + 1).read_to_end(&mut data))
+                .map_err(origin)?;
+            origin_bytes.inc_by(data.len() as u64);
+            let sha = Sha256Digest::of(&data);
+            let now = match req.key {
+                ObjectKey::Plain { .. } => std::fs::metadata(&req.origin).ok(),
+                ObjectKey::Content(_) => None,
+            };
+            check(&req, data.len() as u64, &sha, now.as_ref())
+                .map_err(|(kind, msg)| (kind, msg, None))?;
+            Ok((Bytes::from(data), sha))
+        })
+    };
+    let (data, sha) = match tokio::time::timeout(cache.settings.origin_timeout, job).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(e)) => return Err((OriginError::Io, e.to_string(), None)),
+        Err(_) => {
+            return Err((
+                OriginError::Timeout,
+                format!(
+                    "no answer in {}",
+                    humantime::format_duration(cache.settings.origin_timeout)
+                ),
+                None,
+            ));
+        }
+    };
+    let keep = data.len() as u64 <= cache.settings.memory_max_object && cache.memory_enabled();
+    Ok((Copied::Bytes(data.clone()), sha, keep.then_some(data)))
 }
 
 impl Fill {
@@ -357,8 +473,17 @@ impl Fill {
                 Progress::Failed(e) => return Err(WaitError::Failed(e)),
             };
             if pos < limit {
-                let reader = self.reader.get().expect("set before streaming").clone();
+                if let Some(data) = self.data.get() {
+                    let to = limit.min(pos + max as u64).min(data.len() as u64);
+                    return Ok(data.slice(pos as usize..to as usize));
+                }
                 let len = (limit - pos).min(max as u64) as usize;
+                let reader = match self.reader.get().expect("set before streaming") {
+                    Reader::Mapped(map) => {
+                        return Ok(super::mapped_bytes(map, pos as usize..pos as usize + len));
+                    }
+                    Reader::File(file) => file.clone(),
+                };
                 let read = tokio::task::spawn_blocking(move || {
                     let mut buf = vec![0u8; len];
                     reader.read_exact_at(&mut buf, pos).map(|()| buf)
@@ -382,6 +507,7 @@ mod tests {
         Fill {
             size: 10,
             reader: OnceLock::new(),
+            data: OnceLock::new(),
             progress: rx,
             stall_timeout: stall,
         }
@@ -419,7 +545,9 @@ mod tests {
         std::fs::write(&path, b"0123456789").unwrap();
         let (tx, rx) = watch::channel(Progress::Waiting);
         let f = fill(rx, Duration::from_secs(60));
-        let _ = f.reader.set(Arc::new(File::open(&path).unwrap()));
+        let _ = f
+            .reader
+            .set(Reader::File(Arc::new(File::open(&path).unwrap())));
         tx.send(Progress::Streaming { ready: 10 }).unwrap();
         // The last byte waits for Done.
         assert_eq!(f.read(0, 10, 100).await.unwrap(), &b"012345678"[..]);

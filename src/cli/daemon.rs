@@ -56,17 +56,22 @@ pub fn main() -> ExitCode {
             });
         }
     };
-    match run(cli) {
+    let code = match run(cli) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => report(&e),
-    }
+    };
+    super::log_output::flush();
+    code
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve { config: file } => {
             let config = Config::load(&file)?;
-            super::init_logging(config.daemon.log_format == LogFormat::Json);
+            super::init_logging(
+                config.daemon.log_format == LogFormat::Json,
+                super::Output::Batched,
+            );
             serve(file, config)
         }
         Command::CheckConfig { config } => {

@@ -2,6 +2,7 @@
 //! exit codes and error reporting (the full chain of causes, one per line).
 
 pub mod daemon;
+pub mod log_output;
 pub mod update;
 
 use std::process::ExitCode;
@@ -26,24 +27,34 @@ pub const DEFAULT_CONFIG: &str = "/etc/unimirror/unimirror.toml";
 
 /// Sets up logging to stderr. `UNIMIRROR_LOG` takes a tracing filter
 /// (`info`, `unimirror=debug`, ...); `json` selects JSON lines.
-pub fn init_logging(json: bool) {
+pub fn init_logging(json: bool, output: Output) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("UNIMIRROR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
         // Colours only on a terminal: not in journald or a log file.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+    log_output::set_json(json);
+    match (json, output) {
+        (true, Output::Direct) => builder.json().with_writer(std::io::stderr).init(),
+        (true, Output::Batched) => builder.json().with_writer(log_output::Batched).init(),
+        (false, Output::Direct) => builder.with_writer(std::io::stderr).init(),
+        (false, Output::Batched) => builder.with_writer(log_output::Batched).init(),
     }
+}
+
+/// How log lines reach stderr.
+pub enum Output {
+    /// Each line as it is made (the updater: few lines, read live).
+    Direct,
+    /// In batches (the daemon: a line per request); see [`log_output`].
+    Batched,
 }
 
 /// Prints an error with its causes and picks the exit code.
 pub fn report(err: &anyhow::Error) -> ExitCode {
+    log_output::flush();
     eprintln!("error: {err}");
     for cause in err.chain().skip(1) {
         eprintln!("  caused by: {cause}");

@@ -107,7 +107,7 @@ pub fn main() -> ExitCode {
             });
         }
     };
-    super::init_logging(cli.log_json);
+    super::init_logging(cli.log_json, super::Output::Direct);
     match run(cli) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => report(&e),

@@ -45,7 +45,9 @@ pub struct Sha256Digest(pub [u8; 32]);
 
 impl Sha256Digest {
     pub fn hex(&self) -> String {
-        hex::encode(self.0)
+        let mut out = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut out).expect("64 bytes for 32");
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     pub fn from_hex(s: &str) -> Option<Sha256Digest> {
