@@ -50,6 +50,34 @@ pub enum Source {
     Fill(Arc<Fill>, bool),
 }
 
+/// The memory tier: quick_cache (S3-FIFO, sharded locks) weighed in bytes.
+/// A read is a shard's read lock and a probe; moka's bookkeeping per read
+/// was the largest user-space cost of a memory hit.
+type MemoryTier = quick_cache::sync::Cache<Sha256Digest, Bytes, ByLength, ByDigest, CountEvictions>;
+
+/// Weighs a memory entry by its length.
+#[derive(Clone)]
+struct ByLength;
+
+impl quick_cache::Weighter<Sha256Digest, Bytes> for ByLength {
+    fn weight(&self, _: &Sha256Digest, b: &Bytes) -> u64 {
+        // Never 0: zero-weight entries would never be evicted.
+        b.len().max(1) as u64
+    }
+}
+
+/// Counts memory-tier evictions in the metrics.
+#[derive(Clone)]
+struct CountEvictions(Arc<Metrics>);
+
+impl quick_cache::Lifecycle<Sha256Digest, Bytes> for CountEvictions {
+    type RequestState = ();
+
+    fn on_evict(&self, _: &mut (), _: Sha256Digest, _: Bytes) {
+        self.0.cache_evictions.with_label_values(&["memory"]).inc();
+    }
+}
+
 /// A range of a memory-mapped cache file as `Bytes`, keeping the mapping
 /// alive while hyper holds it. Sending from the mapping copies the bytes
 /// once (into the socket) and needs no trip to the blocking pool.
@@ -109,7 +137,7 @@ pub struct Settings {
 pub struct Cache {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
-    memory: Option<moka::sync::Cache<Sha256Digest, Bytes, ByDigest>>,
+    memory: Option<MemoryTier>,
     pub disk: Arc<DiskTier>,
     pub fills: Fills,
     /// Plain-tree files read since start: their sha256 without an index
@@ -131,16 +159,15 @@ impl Cache {
             metrics.clone(),
         )?);
         let memory = (config.memory_size > 0).then(|| {
-            let m = metrics.clone();
-            moka::sync::Cache::builder()
-                .max_capacity(config.memory_size)
-                .weigher(|_, b: &Bytes| b.len().min(u32::MAX as usize) as u32)
-                .eviction_listener(move |_, _, cause| {
-                    if cause == moka::notification::RemovalCause::Size {
-                        m.cache_evictions.with_label_values(&["memory"]).inc();
-                    }
-                })
-                .build_with_hasher(ByDigest)
+            // Estimated entries: the budget over a typical small object.
+            let items = (config.memory_size / (16 << 10)).clamp(64, 1 << 22) as usize;
+            MemoryTier::with(
+                items,
+                config.memory_size,
+                ByLength,
+                ByDigest,
+                CountEvictions(metrics.clone()),
+            )
         });
         Ok(Arc::new(Cache {
             settings: Settings {
@@ -301,11 +328,11 @@ impl Cache {
             self.metrics
                 .cache_entries
                 .with_label_values(&["memory"])
-                .set(m.entry_count() as i64);
+                .set(m.len() as i64);
             self.metrics
                 .cache_bytes
                 .with_label_values(&["memory"])
-                .set(m.weighted_size() as i64);
+                .set(m.weight() as i64);
         }
     }
 

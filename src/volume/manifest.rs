@@ -47,7 +47,7 @@ impl Sha256Digest {
     pub fn hex(&self) -> String {
         let mut out = [0u8; 64];
         hex::encode_to_slice(self.0, &mut out).expect("64 bytes for 32");
-        String::from_utf8_lossy(&out).into_owned()
+        std::str::from_utf8(&out).expect("hex is ASCII").to_owned()
     }
 
     pub fn from_hex(s: &str) -> Option<Sha256Digest> {
