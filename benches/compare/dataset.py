@@ -20,16 +20,15 @@ MIB = 1 << 20
 
 
 def write(path, size, rng):
+    seed = rng.random()  # drawn either way: later files never depend on
+    # which earlier ones were already there
     if os.path.exists(path) and os.path.getsize(path) == size:
-        # Consume the same randomness as a fresh write, so later files do
-        # not depend on which earlier ones were already there.
-        rng.seed(rng.random())
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         left = size
-        block = random.Random(rng.random())
+        block = random.Random(seed)
         while left:
             n = min(left, 4 * MIB)
             f.write(block.randbytes(n))

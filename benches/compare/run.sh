@@ -142,7 +142,9 @@ start() { # target
       PID[$t]=$! ;;
   esac
   local port=${PORT[$t]:-$ORIGIN_PORT}
-  for _ in $(seq 1 200); do
+  # Up to two minutes: unimirror re-reads its cache directory at start,
+  # slow when the directory entries are no longer in memory.
+  for _ in $(seq 1 2400); do
     curl -s -o /dev/null "http://127.0.0.1:$port/" && return 0
     sleep 0.05
   done
