@@ -217,6 +217,17 @@ async fn run(cache: &Arc<Cache>, fill: &Fill, req: FillRequest, tx: watch::Sende
 
 type CopyError = (OriginError, String, Option<PathBuf>);
 
+/// An error opening or reading the origin: `missing` when the file is not
+/// there, `io` otherwise.
+fn origin_error(e: std::io::Error) -> CopyError {
+    let kind = if e.kind() == std::io::ErrorKind::NotFound {
+        OriginError::Missing
+    } else {
+        OriginError::Io
+    };
+    (kind, e.to_string(), None)
+}
+
 /// What a successful copy leaves to commit.
 pub enum Copied {
     /// A verified temporary file.
@@ -236,16 +247,8 @@ async fn copy(
     tx: &watch::Sender<Progress>,
 ) -> Result<(Copied, Sha256Digest, Option<Bytes>), CopyError> {
     let timeout = cache.settings.origin_timeout;
-    let io = |e: std::io::Error| {
-        let kind = if e.kind() == std::io::ErrorKind::NotFound {
-            OriginError::Missing
-        } else {
-            OriginError::Io
-        };
-        (kind, e.to_string(), None)
-    };
     let mut origin = match tokio::time::timeout(timeout, tokio::fs::File::open(&req.origin)).await {
-        Ok(r) => r.map_err(io)?,
+        Ok(r) => r.map_err(origin_error)?,
         Err(_) => return Err((OriginError::Timeout, "opening took too long".into(), None)),
     };
 
@@ -389,18 +392,10 @@ async fn copy_small(
         let req = req.clone();
         tokio::task::spawn_blocking(move || -> Result<_, CopyError> {
             use std::io::Read;
-            let origin = |e: std::io::Error| {
-                let kind = if e.kind() == std::io::ErrorKind::NotFound {
-                    OriginError::Missing
-                } else {
-                    OriginError::Io
-                };
-                (kind, e.to_string(), None)
-            };
             let mut data = Vec::with_capacity(req.size as usize + 1);
             File::open(&req.origin)
                 .and_then(|f| f.take(req.size + 1).read_to_end(&mut data))
-                .map_err(origin)?;
+                .map_err(origin_error)?;
             origin_bytes.inc_by(data.len() as u64);
             let sha = Sha256Digest::of(&data);
             let now = match req.key {
