@@ -113,6 +113,9 @@ pub struct CacheSettings {
     pub scrub_interval: Duration,
     /// Bytes per second the scrub reads at most.
     pub scrub_rate: u64,
+    /// Disk entries whose descriptors are kept open (0 keeps none): a hit
+    /// on one is a single `pread`, without opening the file again.
+    pub open_files: usize,
 }
 
 /// How `unimirror-update sync` downloads.
@@ -267,6 +270,7 @@ struct RawCache {
     memory_max_object: Option<String>,
     scrub_interval: Option<String>,
     scrub_rate: Option<String>,
+    open_files: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -299,6 +303,9 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/unimirror";
+/// Enough for the hot set of a busy index (nginx's open_file_cache is
+/// usually sized alike); the daemon raises its descriptor limit for them.
+pub const DEFAULT_OPEN_FILES: usize = 16384;
 /// Plain-tree files that never change under their name.
 pub const DEFAULT_IMMUTABLE: &[&str] = &[
     "**/*.whl",
@@ -631,6 +638,13 @@ fn cache_settings(
             err,
         )?,
         scrub_rate: size(raw.scrub_rate, "cache.scrub_rate", 50 * MIB, err)?.max(1),
+        open_files: count(
+            raw.open_files,
+            "cache.open_files",
+            DEFAULT_OPEN_FILES,
+            0..=1_000_000,
+            err,
+        )?,
     })
 }
 

@@ -5,11 +5,15 @@
 //! for plain-tree volumes, the index mapping a path to its content. It has
 //! no eviction and no streaming verified reads, so this module adds:
 //!
-//! - **Accounting and eviction.** A moka cache of `sha256 → entry` weighs
-//!   each entry by its size in KiB, with the budget as its capacity; moka's
-//!   TinyLFU policy picks what to evict. Evicted files are unlinked by one
+//! - **Accounting and eviction.** A quick_cache of `sha256 → entry` weighs
+//!   each entry by its size, with the budget as its capacity; its S3-FIFO
+//!   policy picks what to evict (new entries that are not asked for again
+//!   go first, entries hit since they came stay). One shard, so that any
+//!   object up to the whole budget fits. Evicted files are unlinked by one
 //!   deletion thread, under the same lock as commits, so a file refilled
-//!   just after its eviction is never deleted by mistake.
+//!   just after its eviction is never deleted by mistake. (This was moka,
+//!   whose bookkeeping per read and epoch-based reclamation were 5-7% of a
+//!   disk hit and of a cold fill.)
 //! - **Rebuild at start.** The content directory is walked, every entry
 //!   re-admitted oldest first (by mtime), so the budget holds from the first
 //!   request; files with names that are not sha256 paths and everything in
@@ -19,16 +23,24 @@
 //!   of each entry after start hashes the whole file first, and a scrub
 //!   re-hashes every entry in the background. A mismatch drops the entry,
 //!   which is then refetched like any miss.
+//! - **Kept open.** Recently hit entries stay open (`cache.open_files` of
+//!   them), so a hit skips the open (a five-level path walk) and the close
+//!   that were most of a small disk hit's cost. Small entries that the
+//!   memory tier will not hold are kept *mapped*: a hit is then a slice of
+//!   the mapping, sent without a read (the kernel copies from the page
+//!   cache into the socket, as `sendfile` would). Only verified entries are
+//!   kept, and an entry is let go before its file is deleted, so eviction
+//!   still frees the space.
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use moka::notification::RemovalCause;
 
 use crate::metrics::Metrics;
 use crate::volume::manifest::{Sha256Digest, sha256_of_reader};
@@ -57,9 +69,57 @@ impl DiskEntry {
     }
 }
 
+/// A verified entry kept open for its next hits.
+#[derive(Clone)]
+enum Kept {
+    /// A small entry, mapped whole.
+    Mapped(Arc<memmap2::Mmap>),
+    File(Arc<File>),
+}
+
+/// Kept entries by sha256 (S3-FIFO, counted).
+type OpenFiles =
+    quick_cache::sync::Cache<Sha256Digest, Kept, quick_cache::UnitWeighter, super::ByDigest>;
+
+/// The entries, weighed by size; evictions go to the deletion thread.
+type Index =
+    quick_cache::sync::Cache<Sha256Digest, Arc<DiskEntry>, BySize, super::ByDigest, Evictions>;
+
+#[derive(Clone)]
+struct BySize;
+
+impl quick_cache::Weighter<Sha256Digest, Arc<DiskEntry>> for BySize {
+    fn weight(&self, _: &Sha256Digest, e: &Arc<DiskEntry>) -> u64 {
+        // Never 0: zero-weight entries would never be evicted.
+        e.size.max(1)
+    }
+}
+
+/// Hands every entry the policy lets go (or never admits) to the deletion
+/// thread. It runs inside the insert that caused it, so it only sends.
+#[derive(Clone)]
+struct Evictions {
+    to_delete: std::sync::mpsc::Sender<Deletion>,
+    metrics: Arc<Metrics>,
+}
+
+impl quick_cache::Lifecycle<Sha256Digest, Arc<DiskEntry>> for Evictions {
+    type RequestState = ();
+
+    fn on_evict(&self, _: &mut (), sha: Sha256Digest, e: Arc<DiskEntry>) {
+        self.metrics
+            .cache_evictions
+            .with_label_values(&["disk"])
+            .inc();
+        let _ = self.to_delete.send(Deletion::File(sha, e.size));
+    }
+}
+
 pub struct DiskTier {
     dir: PathBuf,
-    index: moka::sync::Cache<Sha256Digest, Arc<DiskEntry>, super::ByDigest>,
+    index: Arc<Index>,
+    /// `None` when `cache.open_files` is 0.
+    open_files: Option<Arc<OpenFiles>>,
     /// Held while a file is renamed into place or unlinked, so eviction and
     /// refill of one sha256 never interleave.
     files: Arc<Mutex<()>>,
@@ -97,7 +157,12 @@ pub fn tmp_dir(dir: &Path) -> PathBuf {
 impl DiskTier {
     /// Opens (creating) the cache directory, sweeps debris and re-admits
     /// what is there under `budget` bytes.
-    pub fn load(dir: &Path, budget: u64, metrics: Arc<Metrics>) -> io::Result<DiskTier> {
+    pub fn load(
+        dir: &Path,
+        budget: u64,
+        open_files: usize,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<DiskTier> {
         std::fs::create_dir_all(dir.join("content-v2").join("sha256"))?;
         let tmp = tmp_dir(dir);
         if tmp.exists() {
@@ -113,28 +178,35 @@ impl DiskTier {
         let bytes = Arc::new(AtomicU64::new(0));
         let (to_delete, deletions) = std::sync::mpsc::channel::<Deletion>();
         let deleter = to_delete.clone();
-        let listener_metrics = metrics.clone();
-        let index = moka::sync::Cache::builder()
-            .max_capacity(budget / 1024)
-            .weigher(|_, e: &Arc<DiskEntry>| kib(e.size))
-            .eviction_listener(move |sha: Arc<Sha256Digest>, e, cause| {
-                if cause == RemovalCause::Replaced {
-                    return;
-                }
-                if cause == RemovalCause::Size {
-                    listener_metrics
-                        .cache_evictions
-                        .with_label_values(&["disk"])
-                        .inc();
-                }
-                // The listener runs inside whichever cache call triggered
-                // maintenance; unlinking is left to the deletion thread.
-                let _ = to_delete.send(Deletion::File(*sha, e.size));
-            })
-            .build_with_hasher(super::ByDigest);
+        let options = quick_cache::OptionsBuilder::new()
+            // Only sizes the record of recently evicted keys.
+            .estimated_items_capacity((budget / (256 << 10)).clamp(1024, 1 << 20) as usize)
+            .weight_capacity(budget)
+            .shards(1)
+            .build()
+            .expect("valid cache options");
+        let index = Index::with_options(
+            options,
+            BySize,
+            super::ByDigest,
+            Evictions {
+                to_delete,
+                metrics: metrics.clone(),
+            },
+        );
+        let open_files = (open_files > 0).then(|| {
+            Arc::new(OpenFiles::with(
+                open_files,
+                open_files as u64,
+                quick_cache::UnitWeighter,
+                super::ByDigest,
+                Default::default(),
+            ))
+        });
         let tier = DiskTier {
             dir: dir.to_path_buf(),
-            index,
+            index: Arc::new(index),
+            open_files,
             files,
             bytes,
             budget,
@@ -151,6 +223,7 @@ impl DiskTier {
         let files = self.files.clone();
         let bytes = self.bytes.clone();
         let index = self.index.clone();
+        let open_files = self.open_files.clone();
         let metrics = self.metrics.clone();
         std::thread::Builder::new()
             .name("cache-delete".into())
@@ -166,6 +239,10 @@ impl DiskTier {
                     let _guard = files.lock().expect("not poisoned");
                     if index.contains_key(&sha) {
                         continue; // refilled since it was evicted
+                    }
+                    // An open descriptor would keep the blocks allocated.
+                    if let Some(open) = &open_files {
+                        open.remove(&sha);
                     }
                     match std::fs::remove_file(content_path(&dir, &sha)) {
                         Ok(()) => {
@@ -222,7 +299,6 @@ impl DiskTier {
             self.bytes.fetch_add(size, Ordering::Relaxed);
             self.index.insert(sha, DiskEntry::new(size, false, true));
         }
-        self.index.run_pending_tasks();
         self.update_gauges();
         tracing::info!(
             entries = n,
@@ -240,7 +316,7 @@ impl DiskTier {
     /// Whether the tier holds `sha` (without verifying it).
     pub fn contains(&self, sha: &Sha256Digest) -> bool {
         self.index
-            .get(sha)
+            .peek(sha)
             .is_some_and(|e| e.present.load(Ordering::Acquire))
     }
 
@@ -251,6 +327,9 @@ impl DiskTier {
         if !entry.present.load(Ordering::Acquire) {
             return None; // being committed
         }
+        if let Some(Kept::File(file)) = self.kept(sha) {
+            return Some(file);
+        }
         let tier = self.clone();
         let sha = *sha;
         tokio::task::spawn_blocking(move || {
@@ -259,7 +338,7 @@ impl DiskTier {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::warn!(%sha, "cache entry vanished: {e}");
-                    tier.index.invalidate(&sha);
+                    tier.drop_entry(&sha);
                     return None;
                 }
             };
@@ -268,7 +347,9 @@ impl DiskTier {
             if !entry.verified.load(Ordering::Acquire) && !tier.verify(&sha, &entry) {
                 return None;
             }
-            Some(Arc::new(file))
+            let file = Arc::new(file);
+            tier.keep(sha, Kept::File(file.clone()));
+            Some(file)
         })
         .await
         .ok()
@@ -276,23 +357,51 @@ impl DiskTier {
     }
 
     /// Reads a small entry whole, on the calling thread: `None` if the tier
-    /// does not have it (or it turned out corrupt, and was dropped).
+    /// does not have it (or it turned out corrupt, and was dropped). With
+    /// `map`, the entry is kept mapped and later hits are slices of the
+    /// mapping; the caller passes `false` when the memory tier will hold
+    /// the bytes anyway.
     ///
     /// Small objects are read without a hop to the blocking pool: from the
     /// page cache a read costs a few microseconds, less than the hop, and
     /// the busiest paths (index pages, small packages) are made of them.
     /// Like nginx, a slow disk then delays this worker thread; objects
     /// above [`SMALL`] always go through the pool.
-    pub fn read_small(&self, sha: &Sha256Digest) -> Option<Bytes> {
+    pub fn read_small(&self, sha: &Sha256Digest, map: bool) -> Option<Bytes> {
         let entry = self.index.get(sha)?;
         if !entry.present.load(Ordering::Acquire) || entry.size > SMALL {
             return None;
         }
+        match self.kept(sha) {
+            // Verified when it was kept; the mapping is exactly its size.
+            Some(Kept::Mapped(m)) => return Some(super::mapped_bytes(&m, 0..m.len())),
+            Some(Kept::File(file)) => {
+                let mut buf = vec![0u8; entry.size as usize];
+                match file.read_exact_at(&mut buf, 0) {
+                    Ok(()) => return Some(Bytes::from(buf)),
+                    Err(e) => {
+                        // Shorter than its size: someone truncated it.
+                        tracing::error!(%sha, "cache entry changed under an open descriptor: {e}");
+                        self.verified(sha, &entry, false);
+                        return None;
+                    }
+                }
+            }
+            None => {}
+        }
         let path = content_path(&self.dir, sha);
         let mut buf = Vec::with_capacity(entry.size as usize);
-        if let Err(e) = File::open(&path).and_then(|mut f| f.read_to_end(&mut buf)) {
-            tracing::warn!(%sha, "cache entry vanished: {e}");
-            self.index.invalidate(sha);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(%sha, "cache entry vanished: {e}");
+                self.drop_entry(sha);
+                return None;
+            }
+        };
+        if let Err(e) = file.read_to_end(&mut buf) {
+            tracing::warn!(%sha, "cannot read cache entry: {e}");
+            self.verified(sha, &entry, false);
             return None;
         }
         if !entry.verified.load(Ordering::Acquire) {
@@ -302,7 +411,33 @@ impl DiskTier {
                 return None;
             }
         }
+        if self.open_files.is_some() {
+            // SAFETY: a committed entry is never written or truncated (see
+            // `body::file`); the mapping is only read.
+            let kept = match map.then(|| unsafe { memmap2::Mmap::map(&file) }) {
+                Some(Ok(m)) if m.len() as u64 == entry.size => Kept::Mapped(Arc::new(m)),
+                _ => Kept::File(Arc::new(file)),
+            };
+            self.keep(*sha, kept);
+        }
         Some(Bytes::from(buf))
+    }
+
+    /// What is kept open of `sha`, if anything.
+    fn kept(&self, sha: &Sha256Digest) -> Option<Kept> {
+        self.open_files.as_ref()?.get(sha)
+    }
+
+    /// Keeps a verified entry open for its next hits.
+    fn keep(&self, sha: Sha256Digest, kept: Kept) {
+        if let Some(open) = &self.open_files {
+            open.insert(sha, kept);
+        }
+    }
+
+    /// How many descriptors are kept open.
+    pub fn open_count(&self) -> usize {
+        self.open_files.as_ref().map_or(0, |o| o.len())
     }
 
     /// Hashes an entry's file; on a mismatch drops it and counts it.
@@ -329,14 +464,23 @@ impl DiskTier {
             entry.verified.store(true, Ordering::Release);
         } else {
             tracing::error!(%sha, path = %path.display(), "corrupt cache entry dropped; it will be refetched");
+            if let Some(open) = &self.open_files {
+                open.remove(sha);
+            }
             self.metrics
                 .integrity_failures
                 .with_label_values(&["disk"])
                 .inc();
-            self.index.invalidate(sha);
-            self.index.run_pending_tasks();
+            self.drop_entry(sha);
         }
         ok
+    }
+
+    /// Forgets an entry and has its file deleted.
+    fn drop_entry(&self, sha: &Sha256Digest) {
+        if let Some((sha, e)) = self.index.remove(sha) {
+            let _ = self.deleter.send(Deletion::File(sha, e.size));
+        }
     }
 
     /// Moves a complete and verified temporary file into place as
@@ -364,14 +508,26 @@ impl DiskTier {
             self.flush();
         }
         let _guard = self.files.lock().expect("not poisoned");
-        let admitted = self.index.get(sha).is_some_and(|e| Arc::ptr_eq(&e, &entry));
+        // `peek`: being committed is not a hit for the eviction policy.
+        let admitted = self
+            .index
+            .peek(sha)
+            .is_some_and(|e| Arc::ptr_eq(&e, &entry));
         if !admitted {
             let _ = std::fs::remove_file(temp);
             return Ok(());
         }
-        std::fs::create_dir_all(path.parent().expect("content path has a parent"))?;
-        if let Err(e) = std::fs::rename(temp, &path) {
-            self.index.invalidate(sha);
+        // Renamed first, and the directories made only when missing: a
+        // `create_dir_all` per commit was a `mkdir` call per cold object.
+        let moved = std::fs::rename(temp, &path).or_else(|e| {
+            if e.kind() != io::ErrorKind::NotFound {
+                return Err(e);
+            }
+            std::fs::create_dir_all(path.parent().expect("content path has a parent"))?;
+            std::fs::rename(temp, &path)
+        });
+        if let Err(e) = moved {
+            self.drop_entry(sha);
             return Err(e);
         }
         self.bytes.fetch_add(size, Ordering::Relaxed);
@@ -387,8 +543,7 @@ impl DiskTier {
         let mut bad = 0;
         let started = Instant::now();
         let mut read = 0u64;
-        let entries: Vec<(Sha256Digest, Arc<DiskEntry>)> =
-            self.index.iter().map(|(k, v)| (*k, v)).collect();
+        let entries: Vec<(Sha256Digest, Arc<DiskEntry>)> = self.index.iter().collect();
         for (sha, entry) in entries {
             if !self.index.contains_key(&sha) {
                 continue;
@@ -413,12 +568,11 @@ impl DiskTier {
         self.metrics
             .cache_entries
             .with_label_values(&["disk"])
-            .set(self.index.entry_count() as i64);
+            .set(self.index.len() as i64);
     }
 
-    /// Applies pending evictions and waits until their files are deleted.
+    /// Waits until the files of every entry let go so far are deleted.
     pub fn flush(&self) {
-        self.index.run_pending_tasks();
         let (done, wait) = std::sync::mpsc::sync_channel(1);
         if self.deleter.send(Deletion::Flush(done)).is_ok() {
             let _ = wait.recv();
@@ -431,11 +585,6 @@ impl DiskTier {
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
-}
-
-/// A size in KiB for moka's `u32` weights, rounded up and saturated.
-fn kib(size: u64) -> u32 {
-    size.div_ceil(1024).max(1).min(u32::MAX as u64) as u32
 }
 
 fn read_dir_or_empty(
@@ -479,7 +628,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(Metrics::new());
         // 1 MiB budget; four 400 KiB objects cannot all stay.
-        let tier = Arc::new(DiskTier::load(dir.path(), 1 << 20, metrics).unwrap());
+        let tier = Arc::new(DiskTier::load(dir.path(), 1 << 20, 16, metrics).unwrap());
         let mut shas = Vec::new();
         for i in 0..4u8 {
             let data = vec![i; 400 << 10];
@@ -500,13 +649,80 @@ mod tests {
         assert!(kept <= 2, "{kept} entries of 400 KiB kept under 1 MiB");
     }
 
+    /// Commits `data` through a temporary file, as a fill does.
+    fn commit_bytes(tier: &DiskTier, dir: &Path, data: &[u8]) -> Sha256Digest {
+        let sha = Sha256Digest::of(data);
+        let temp = tmp_dir(dir).join(sha.hex());
+        std::fs::write(&temp, data).unwrap();
+        tier.commit(&temp, &sha, data.len() as u64).unwrap();
+        sha
+    }
+
+    #[test]
+    fn kept_entries_are_let_go_before_eviction_deletes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        // Room for two 40 KiB entries; up to 16 kept open.
+        let tier = DiskTier::load(dir.path(), 100 << 10, 16, Arc::new(Metrics::new())).unwrap();
+        let first = vec![1u8; 40 << 10];
+        let sha = commit_bytes(&tier, dir.path(), &first);
+        assert_eq!(tier.read_small(&sha, true).unwrap(), first);
+        assert!(matches!(tier.kept(&sha), Some(Kept::Mapped(_))));
+        // The second hit is served from the mapping, with the same bytes.
+        assert_eq!(tier.read_small(&sha, true).unwrap(), first);
+        assert_eq!(tier.open_count(), 1);
+
+        // Newcomers that are hit too push the first entry out.
+        for i in 2..40u8 {
+            let data = vec![i; 40 << 10];
+            let newcomer = commit_bytes(&tier, dir.path(), &data);
+            tier.read_small(&newcomer, true);
+            if !tier.index.contains_key(&sha) {
+                break;
+            }
+        }
+        assert!(!tier.index.contains_key(&sha), "never evicted");
+        tier.flush();
+        assert!(tier.kept(&sha).is_none(), "an evicted entry stays open");
+        assert!(!content_path(dir.path(), &sha).exists());
+        assert!(tier.bytes() <= 100 << 10);
+    }
+
+    #[test]
+    fn a_kept_entry_that_rots_is_caught_by_the_scrub_and_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let tier = DiskTier::load(dir.path(), 1 << 30, 16, metrics.clone()).unwrap();
+        let data = b"an index page, kept mapped".to_vec();
+        let sha = commit_bytes(&tier, dir.path(), &data);
+        assert_eq!(tier.read_small(&sha, true).unwrap(), data);
+        assert!(tier.kept(&sha).is_some());
+
+        // Flip a byte in place (no truncation: the file is mapped).
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(content_path(dir.path(), &sha))
+            .unwrap();
+        f.write_all_at(b"A", 0).unwrap();
+
+        assert_eq!(tier.scrub(u64::MAX), 1);
+        assert!(tier.kept(&sha).is_none());
+        assert!(tier.read_small(&sha, true).is_none());
+        assert_eq!(
+            metrics
+                .integrity_failures
+                .with_label_values(&["disk"])
+                .get(),
+            1
+        );
+    }
+
     #[test]
     fn rebuild_sweeps_debris_and_drops_corrupt_entries_on_first_read() {
         let dir = tempfile::tempdir().unwrap();
         let data = b"some package bytes".to_vec();
         let sha = Sha256Digest::of(&data);
         {
-            let tier = DiskTier::load(dir.path(), 1 << 30, Arc::new(Metrics::new())).unwrap();
+            let tier = DiskTier::load(dir.path(), 1 << 30, 16, Arc::new(Metrics::new())).unwrap();
             let temp = tmp_dir(dir.path()).join("t");
             std::fs::write(&temp, &data).unwrap();
             tier.commit(&temp, &sha, data.len() as u64).unwrap();
@@ -519,7 +735,7 @@ mod tests {
         std::fs::write(content_path(dir.path(), &sha), &bytes).unwrap();
 
         let metrics = Arc::new(Metrics::new());
-        let tier = Arc::new(DiskTier::load(dir.path(), 1 << 30, metrics.clone()).unwrap());
+        let tier = Arc::new(DiskTier::load(dir.path(), 1 << 30, 16, metrics.clone()).unwrap());
         assert!(!tmp_dir(dir.path()).join("half-written").exists());
         assert!(!stray.exists());
         assert!(tier.contains(&sha));

@@ -140,6 +140,8 @@ pub struct Cache {
     memory: Option<MemoryTier>,
     pub disk: Arc<DiskTier>,
     pub fills: Fills,
+    /// The thread that writes fills into the disk tier.
+    writer: std::sync::mpsc::Sender<Write>,
     /// Plain-tree files read since start: their sha256 without an index
     /// read (and before the commit has written the index).
     plain_shas: moka::sync::Cache<ObjectKey, Sha256Digest>,
@@ -156,6 +158,7 @@ impl Cache {
         let disk = Arc::new(DiskTier::load(
             &config.dir,
             config.disk_size,
+            descriptors_to_keep(config.open_files),
             metrics.clone(),
         )?);
         let memory = (config.memory_size > 0).then(|| {
@@ -169,7 +172,9 @@ impl Cache {
                 CountEvictions(metrics.clone()),
             )
         });
+        let writer = spawn_writer(disk.clone());
         Ok(Arc::new(Cache {
+            writer,
             settings: Settings {
                 memory_max_object: config.memory_max_object,
                 origin_timeout,
@@ -191,8 +196,9 @@ impl Cache {
                 return Source::Memory(bytes);
             }
             if req.size <= disk::SMALL {
-                if let Some(bytes) = self.disk.read_small(&sha) {
-                    if req.size <= self.settings.memory_max_object {
+                let promote = req.size <= self.settings.memory_max_object && self.memory_enabled();
+                if let Some(bytes) = self.disk.read_small(&sha, !promote) {
+                    if promote {
                         self.memory_insert(sha, bytes.clone());
                     }
                     return Source::DiskBytes(bytes);
@@ -235,57 +241,22 @@ impl Cache {
         });
     }
 
-    /// Commits a verified temporary file to the disk tier; for plain-tree
-    /// files, records its sha256 in the index too.
-    ///
-    /// Not fsynced: the cache is not the copy of record. After a restart
-    /// every entry is hashed again on its first read, so a file a power cut
-    /// left short or empty is caught there, dropped and refetched. An fsync
-    /// per fill cost cold requests milliseconds each on a real disk (Varnish
-    /// and nginx's proxy_cache do not sync either).
-    async fn commit(self: &Arc<Self>, copied: fill::Copied, sha: Sha256Digest, req: &FillRequest) {
-        let cache = self.clone();
-        let req = req.clone();
-        let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let temp = match copied {
-                fill::Copied::File(temp) => temp,
-                fill::Copied::Bytes(data) => {
-                    let temp =
-                        disk::tmp_dir(cache.disk.dir()).join(crate::durable::temp_name("fill"));
-                    let written = crate::durable::create_new(&temp)
-                        .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, &data, 0));
-                    if let Err(e) = written {
-                        let _ = std::fs::remove_file(&temp);
-                        return Err(e);
-                    }
-                    temp
-                }
-            };
-            cache.disk.commit(&temp, &sha, req.size)?;
-            if let ObjectKey::Plain {
-                volume,
-                path,
-                size,
-                mtime_ns,
-            } = &req.key
-            {
-                let sri = cacache::Integrity::from_hex(sha.hex(), cacache::Algorithm::Sha256)
-                    .map_err(std::io::Error::other)?;
-                let opts = cacache::WriteOpts::new()
-                    .integrity(sri)
-                    .size(*size as usize)
-                    .metadata(serde_json::json!({ "mtime_ns": mtime_ns.to_string() }));
-                cacache::index::insert(cache.disk.dir(), &plain_key(volume, path), opts)
-                    .map_err(std::io::Error::other)?;
-            }
-            Ok(())
-        })
-        .await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(%sha, "cannot commit to the disk cache: {e}"),
-            Err(e) => tracing::error!(%sha, "commit task failed: {e}"),
+    /// Commits a fill to the disk tier (see [`write_entry`]) and returns
+    /// once it is there, so that the fill stays registered until then and
+    /// a request arriving meanwhile joins it instead of filling again.
+    async fn commit(&self, copied: fill::Copied, sha: Sha256Digest, req: &FillRequest) {
+        let (done, committed) = tokio::sync::oneshot::channel();
+        let write = Write {
+            copied,
+            sha,
+            req: req.clone(),
+            done,
+        };
+        if self.writer.send(write).is_err() {
+            tracing::error!(%sha, "the cache writer is gone; not cached");
+            return;
         }
+        let _ = committed.await;
     }
 
     fn remember_plain(&self, key: &ObjectKey, sha: Sha256Digest) {
@@ -347,6 +318,123 @@ impl Cache {
         let cache = self.clone();
         let _ = tokio::task::spawn_blocking(move || cache.disk.flush()).await;
     }
+}
+
+/// How many cache descriptors to keep open: `wanted`, within half of the
+/// process's descriptor limit (raised to its hard limit first), so that
+/// connections and origin reads always have room.
+fn descriptors_to_keep(wanted: usize) -> usize {
+    if wanted == 0 {
+        return 0;
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct given.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return wanted.min(256);
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+        limit.rlim_cur
+    };
+    let room = usize::try_from(soft / 2).unwrap_or(usize::MAX);
+    if wanted > room {
+        tracing::warn!(
+            wanted,
+            kept = room,
+            descriptor_limit = soft,
+            "cache.open_files is more than half the descriptor limit; keeping fewer open"
+        );
+    }
+    wanted.min(room)
+}
+
+/// One fill for the cache writer to commit.
+struct Write {
+    copied: fill::Copied,
+    sha: Sha256Digest,
+    req: FillRequest,
+    done: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts the thread that commits fills, one after the other.
+///
+/// One thread rather than a blocking-pool task per fill: under a burst of
+/// cold small objects each task cost two thread switches, more than the
+/// file creation itself, while one thread that finds its queue full just
+/// goes on. Creating files in one directory tree is serialised by the
+/// filesystem anyway.
+fn spawn_writer(disk: Arc<DiskTier>) -> std::sync::mpsc::Sender<Write> {
+    let (tx, rx) = std::sync::mpsc::channel::<Write>();
+    std::thread::Builder::new()
+        .name("cache-write".into())
+        .spawn(move || {
+            for w in rx {
+                if let Err(e) = write_entry(&disk, w.copied, &w.sha, &w.req) {
+                    tracing::error!(sha = %w.sha, "cannot commit to the disk cache: {e}");
+                }
+                let _ = w.done.send(());
+            }
+        })
+        .expect("spawning a thread");
+    tx
+}
+
+/// Writes a verified fill into the disk tier; for plain-tree files,
+/// records its sha256 in the index too.
+///
+/// Not fsynced: the cache is not the copy of record. After a restart every
+/// entry is hashed again on its first read, so a file a power cut left
+/// short or empty is caught there, dropped and refetched. An fsync per fill
+/// cost cold requests milliseconds each on a real disk (Varnish and nginx's
+/// proxy_cache do not sync either).
+fn write_entry(
+    disk: &DiskTier,
+    copied: fill::Copied,
+    sha: &Sha256Digest,
+    req: &FillRequest,
+) -> std::io::Result<()> {
+    let temp = match copied {
+        fill::Copied::File(temp) => temp,
+        fill::Copied::Bytes(data) => {
+            let temp = disk::tmp_dir(disk.dir()).join(crate::durable::temp_name("fill"));
+            let written = crate::durable::create_new(&temp)
+                .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, &data, 0));
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&temp);
+                return Err(e);
+            }
+            temp
+        }
+    };
+    disk.commit(&temp, sha, req.size)?;
+    if let ObjectKey::Plain {
+        volume,
+        path,
+        size,
+        mtime_ns,
+    } = &req.key
+    {
+        let sri = cacache::Integrity::from_hex(sha.hex(), cacache::Algorithm::Sha256)
+            .map_err(std::io::Error::other)?;
+        let opts = cacache::WriteOpts::new()
+            .integrity(sri)
+            .size(*size as usize)
+            .metadata(serde_json::json!({ "mtime_ns": mtime_ns.to_string() }));
+        cacache::index::insert(disk.dir(), &plain_key(volume, path), opts)
+            .map_err(std::io::Error::other)?;
+    }
+    Ok(())
 }
 
 fn plain_key(volume: &str, path: &[u8]) -> String {
