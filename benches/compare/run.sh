@@ -6,11 +6,26 @@
 #
 #   benches/compare/run.sh [--rounds N] [--seconds S] [--only w1,w2]
 #
-# Workloads: small-mem small-disk small-cold large-hot cold-200 switch.
+# Workloads: small-mem small-disk small-cold large-hot cold-200 switch
+# (these six are `all`, the default), and million.
+#
+# million is unimirror alone with a release of 1,000,000 files: the daemon's
+# memory (VmRSS, VmHWM, RssAnon, RssFile) after start and after random load
+# over all the paths, and the latency a request pays in that release over
+# one of 10,000 files. It is not part of `all` and runs only when named
+# (--only million), being the one costly to set up and to run. Its first
+# run writes a million files (one to two minutes, 4.5 GiB of disk blocks, a
+# million inodes) and releases them (two to seven minutes: the release reads
+# every file, from disk once the page cache has dropped them); later runs
+# keep both, and spend about a minute warming (two million requests) and
+# 4 x --seconds measuring per round.
+#
 # Servers are pinned to CPU $SERVER_CPU, the load generator to $LOAD_CPU.
-# Scratch space (about 3 GiB of data, 3 GiB of origin, caches) lives in
-# $UNIMIRROR_BENCH_DIR (default /var/tmp/unimirror-bench); results are
-# appended to results.jsonl there and summarised by report.py.
+# Scratch space (about 3 GiB of data, 3 GiB of origin, caches; for million
+# 5 GiB more, and 1 GiB of daemon log) lives in $UNIMIRROR_BENCH_DIR (default
+# /var/tmp/unimirror-bench); results are appended to results.jsonl there and
+# summarised by report.py. UNIMIRROR_BENCH_NO_BUILD=1 skips the cargo build
+# and uses the binaries already in target/release.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -29,7 +44,16 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-wanted() { [ "$ONLY" = all ] || [[ ",$ONLY," == *",$1,"* ]]; }
+CLASSIC="small-mem small-disk small-cold large-hot cold-200 switch"
+for w in ${ONLY//,/ }; do
+  [[ " all $CLASSIC million " == *" $w "* ]] || { echo "unknown workload $w" >&2; exit 2; }
+done
+wanted() { # workload: asked for by --only, or part of `all`
+  if [ "$ONLY" = all ]; then [ "$1" != million ]; else [[ ",$ONLY," == *",$1,"* ]]; fi
+}
+# Whether any of the six workloads that need the dataset and the peers runs.
+classic=false
+for w in $CLASSIC; do wanted "$w" && classic=true; done
 
 for tool in nginx varnishd wrk curl taskset python3; do
   command -v "$tool" >/dev/null || PATH=$PATH:/usr/sbin command -v "$tool" >/dev/null || {
@@ -41,44 +65,60 @@ export PATH=$PATH:/usr/sbin
 
 # Ports, one per target.
 declare -A PORT=([unimirror]=18081 [unimirror-nomem]=18082 [nginx-static]=18083
-  [nginx-nosendfile]=18084 [varnish]=18086 [nginx-proxy]=18087)
+  [nginx-nosendfile]=18084 [varnish]=18086 [nginx-proxy]=18087 [unimirror-million]=18088)
 ORIGIN_PORT=18085
 DATA=$WORK/data
 RESULTS=$WORK/results.jsonl
 RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$WORK"/{logs,run}
 
-echo "== building (release)"
-(cd "$ROOT" && cargo build --release --quiet --bins)
 BIN=$ROOT/target/release
+if [ "${UNIMIRROR_BENCH_NO_BUILD:-0}" = 1 ]; then
+  echo "== not building (UNIMIRROR_BENCH_NO_BUILD=1): the binaries in $BIN"
+  for b in unimirror unimirror-update; do
+    [ -x "$BIN/$b" ] || { echo "missing $BIN/$b" >&2; exit 1; }
+  done
+else
+  echo "== building (release)"
+  (cd "$ROOT" && cargo build --release --quiet --bins)
+fi
 
-echo "== dataset in $DATA (fixed seed)"
-python3 "$HERE/dataset.py" "$DATA"
-printf 'switch 0\n' > "$DATA/switch.txt"
+if $classic; then
+  echo "== dataset in $DATA (fixed seed)"
+  python3 "$HERE/dataset.py" "$DATA"
+  printf 'switch 0\n' > "$DATA/switch.txt"
+fi
 
 # --- unimirror ---------------------------------------------------------
 
-unimirror_config() { # name memory_size
-  cat > "$WORK/run/$1.toml" <<EOF
+unimirror_config() { # name memory_size [volume...] (default: bench)
+  local name=$1 memory=$2 volumes="" v; shift 2
+  [ $# -gt 0 ] || set -- bench
+  for v in "$@"; do volumes+="[volumes.$v]"$'\n'"prefix = \"/$v\""$'\n'; done
+  cat > "$WORK/run/$name.toml" <<EOF
 origin = "$WORK/origin"
 staging = "$WORK/staging"
-[volumes.bench]
-prefix = "/bench"
-[daemon]
-listen = ["127.0.0.1:${PORT[$1]}"]
+$volumes[daemon]
+listen = ["127.0.0.1:${PORT[$name]}"]
 log_format = "json"
 [cache]
-dir = "$WORK/cache-$1"
+dir = "$WORK/cache-$name"
 disk_size = "8GiB"
-memory_size = "$2"
+memory_size = "$memory"
 memory_max_object = "1MiB"
 scrub_interval = "0s"
 EOF
 }
 unimirror_config unimirror 1GiB
 unimirror_config unimirror-nomem 0
-echo "== releasing the dataset as volume bench"
-"$BIN/unimirror-update" --config "$WORK/run/unimirror.toml" release bench --from "$DATA"
+# The million workload's daemon serves only its two volumes, so that its
+# memory is theirs alone; its memory tier is the budget the goal adds.
+MILLION_MEMORY_MIB=64
+unimirror_config unimirror-million "${MILLION_MEMORY_MIB}MiB" million tenk
+if $classic; then
+  echo "== releasing the dataset as volume bench"
+  "$BIN/unimirror-update" --config "$WORK/run/unimirror.toml" release bench --from "$DATA"
+fi
 
 # --- nginx and Varnish --------------------------------------------------
 
@@ -128,7 +168,7 @@ start() { # target
     exit 1
   fi
   case "$t" in
-    unimirror|unimirror-nomem)
+    unimirror|unimirror-nomem|unimirror-million)
       taskset -c "$SERVER_CPU" "$BIN/unimirror" serve --config "$WORK/run/$t.toml" >"$WORK/logs/$t.log" 2>&1 &
       PID[$t]=$! ;;
     nginx-*|origin)
@@ -189,9 +229,22 @@ url() { echo "http://127.0.0.1:${PORT[$1]}"; }
 # Reads every listed file through the target twice, right before a
 # measurement: the first pass fills its tiers, the second leaves every file
 # hot, page cache included (this machine drops page cache idle for ~30 s).
-warm() { # target paths-file
+# once.lua ends only when every path was answered, so a target that dies
+# meanwhile would leave wrk retrying for its full 600 s: wrk is watched.
+warm() { # target paths-file [prefix, default /bench]
+  local w
   for _ in 1 2; do
-    taskset -c "$LOAD_CPU" wrk -t1 -c16 -d600s -s "$HERE/once.lua" "$(url "$1")" -- "$2" /bench >/dev/null
+    taskset -c "$LOAD_CPU" wrk -t1 -c16 -d600s -s "$HERE/once.lua" "$(url "$1")" -- "$2" "${3:-/bench}" >/dev/null &
+    w=$!
+    while kill -0 "$w" 2>/dev/null; do
+      if ! kill -0 "${PID[$1]}" 2>/dev/null; then
+        kill "$w"
+        echo "$1 exited during the warm pass; see $WORK/logs" >&2
+        exit 1
+      fi
+      sleep 0.5
+    done
+    wait "$w"
   done
 }
 calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
@@ -202,7 +255,8 @@ record() { # workload target round json-fields...
     "$RUN_ID" "$w" "$t" "$r" "$(IFS=,; echo "$*")" >> "$RESULTS"
 }
 
-# One wrk measurement: prints wrk's JSON line with CPU and RSS added.
+# One wrk measurement: prints wrk's JSON line with CPU and RSS added (and
+# the JSON fields in $MEASURE_TAGS, when set).
 measure() { # workload target round wrk-args...
   local w=$1 t=$2 r=$3; shift 3
   reset_peak "$t"
@@ -210,9 +264,9 @@ measure() { # workload target round wrk-args...
   c0=$(cpu_ticks "$t")
   out=$(taskset -c "$LOAD_CPU" wrk "$@" | tail -1)
   c1=$(cpu_ticks "$t")
-  record "$w" "$t" "$r" "${out:1:-1}" "\"cpu_s\":$(calc "($c1-$c0)/$HZ")" \
-    "\"rss_kib\":$(peak_kib "$t")"
-  echo "   $w $t round $r: $out"
+  record "$w" "$t" "$r" ${MEASURE_TAGS:+"$MEASURE_TAGS"} "${out:1:-1}" \
+    "\"cpu_s\":$(calc "($c1-$c0)/$HZ")" "\"rss_kib\":$(peak_kib "$t")"
+  echo "   $w $t round $r${MEASURE_TAGS:+ ($MEASURE_TAGS)}: $out"
 }
 
 idle_level() { # busy % of the machine over 3 s, before anything runs
@@ -225,10 +279,13 @@ idle_level() { # busy % of the machine over 3 s, before anything runs
 }
 IDLE_BUSY=$(idle_level)
 echo "== machine busy before the run: $IDLE_BUSY% (of $(nproc) CPUs)"
+if awk "BEGIN { exit !($IDLE_BUSY > 10) }"; then
+  echo "   warning: something else is running; its load will be in the figures" >&2
+fi
 record machine - 0 "\"busy_percent\":$IDLE_BUSY" "\"cpus\":$(nproc)"
 
 HOT_TARGETS="unimirror nginx-static varnish nginx-proxy"
-start origin
+if $classic; then start origin; fi
 
 # --- hot workloads: servers stay up, measured in alternation ---------------
 if wanted small-mem || wanted small-disk || wanted large-hot; then
@@ -333,6 +390,182 @@ if wanted switch; then
   stop unimirror
 fi
 
+# --- million: a release of 1,000,000 files ---------------------------------
+# One daemon (memory tier $MILLION_MEMORY_MIB MiB) serves volume million
+# (1,000,000 files) and volume tenk (the first 10,000 of them: the same
+# sizes and the same objects, so the two differ only in their manifest).
+# Measured: the daemon's memory after start, after the warm passes and after
+# random load over all the paths; and the latency of one request in each
+# volume, at 1 and 64 connections. The difference is what a lookup in the
+# large manifest adds to a request. Besides wrk's figures, each run records
+# the daemon's own time per request (its access log) and its page faults.
+
+# Runs a command; writes its wall time and peak RSS (wait4) to FILE as JSON.
+timed() { # file command...
+  python3 - "$@" <<'PY'
+import json, os, sys, time
+t = time.monotonic()
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"seconds": round(time.monotonic() - t, 2), "max_rss_kib": usage.ru_maxrss}, f)
+sys.exit(os.waitstatus_to_exitcode(status))
+PY
+}
+# The named fields of a JSON object, as "key":value pairs for record.
+json_fields() { # file key...
+  python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
+print(",".join(f"{json.dumps(k)}:{json.dumps(d[k])}" for k in sys.argv[2:]))' "$@"
+}
+# The daemon's memory from /proc/PID/status, in KiB: resident (VmRSS), its
+# peak since start or the last reset_peak (VmHWM), and resident split into
+# anonymous (heap, memory tier) and file-backed (binary, mapped manifests
+# and cache files).
+mem_fields() { # target
+  awk '$1 ~ /^(VmRSS|VmHWM|RssAnon|RssFile|RssShmem):$/ {
+      printf "%s\"%s_kib\":%d", sep, tolower(substr($1, 1, length($1) - 1)), $2; sep = "," }' \
+    "/proc/${PID[$1]}/status"
+}
+mem_sample() { # at: records and prints the daemon's memory now
+  local f
+  f=$(mem_fields unimirror-million)
+  record million unimirror-million 0 '"kind":"rss"' "\"at\":\"$1\"" "$f" \
+    "\"memory_tier_kib\":$((MILLION_MEMORY_MIB << 10))" \
+    "\"goal_kib\":$(((100 + MILLION_MEMORY_MIB) << 10))"
+  echo "   million memory, $1: $f"
+}
+faults() { awk '{print $10, $12}' "/proc/${PID[$1]}/stat"; } # target -> minor major
+# The daemon's own time for the requests to VOLUME it logged after byte
+# OFFSET of its log: the access log's micros, from the parsed request to the
+# end of the response body, so without the network, the queue or wrk. Its
+# count, mean, p50, p99 and max as JSON fields.
+served_fields() { # log offset volume
+  python3 - "$@" <<'PY'
+import re, sys
+path, offset, volume = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+want = b'"volume":"%s"' % volume.encode()
+micros = re.compile(rb'"micros":(\d+)')
+m = []
+with open(path, "rb") as f:
+    f.seek(offset)
+    for line in f:
+        if b'"message":"request"' in line and want in line:
+            m.append(int(micros.search(line).group(1)))
+m.sort()
+n = max(len(m), 1)
+print(f'"served":{len(m)},"served_mean_us":{sum(m) / n:.2f},"served_p50_us":{m[n // 2] if m else 0},'
+      f'"served_p99_us":{m[int(n * 0.99)] if m else 0},"served_max_us":{m[-1] if m else 0}')
+PY
+}
+
+if wanted million; then
+  MDATA=$WORK/million-data
+  MLOG=$WORK/logs/unimirror-million.log
+  echo "== million: trees in $MDATA (fixed seed; kept when complete)"
+  python3 "$HERE/million.py" "$MDATA" > "$WORK/run/million-trees.jsonl"
+  # A tree it replaced goes with the trash, once everything is measured.
+  mkdir -p "$WORK/trash"
+  for old in "$MDATA"/*.old; do
+    if [ -e "$old" ]; then mv "$old" "$WORK/trash/$(basename "$old")-$RANDOM$RANDOM"; fi
+  done
+  while read -r line; do
+    record million - 0 '"kind":"generate"' "${line:1:-1}"
+    echo "   $line"
+  done < "$WORK/run/million-trees.jsonl"
+
+  # Released only when the tree is newer than its last release, or the
+  # origin lost that release (an identical tree would publish nothing, but
+  # the walk over a million entries still costs seconds). The stamp holds
+  # the pointer it left and the release's timing.
+  for v in million tenk; do
+    stamp=$MDATA/$v.released current=$WORK/origin/$v/current
+    if [ -f "$stamp" ] && [ -f "$current" ] && [ "$stamp" -nt "$MDATA/$v.done" ] \
+      && [ "$(head -1 "$stamp")" = "$(cat "$current")" ]; then
+      echo "   $v: unchanged since its release, not released again"
+      released=false
+    else
+      echo "== million: releasing $MDATA/$v as volume $v"
+      timed "$WORK/run/release-$v.json" "$BIN/unimirror-update" \
+        --config "$WORK/run/unimirror-million.toml" release "$v" --from "$MDATA/$v"
+      printf '%s\n%s\n' "$(cat "$current")" "$(cat "$WORK/run/release-$v.json")" > "$stamp"
+      released=true
+    fi
+    id=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["release"])' "$current")
+    sed -n 2p "$stamp" > "$WORK/run/release-$v.json"
+    record million unimirror-update 0 '"kind":"release"' "\"volume\":\"$v\"" "\"released\":$released" \
+      "$(json_fields "$WORK/run/release-$v.json" seconds max_rss_kib)" \
+      "$(json_fields "$WORK/origin/$v/releases/$id.json" id files directories bytes manifest_size new_objects)"
+    echo "   $v: release $id, $(cat "$WORK/run/release-$v.json")"
+  done
+
+  # An empty cache each run, so that the first sample is the same every time.
+  if [ -d "$WORK/cache-unimirror-million" ]; then
+    mv "$WORK/cache-unimirror-million" "$WORK/trash/cache-unimirror-million-$RANDOM$RANDOM"
+  fi
+  start unimirror-million
+  # start returns at the first answer, possibly before the volumes are
+  # open; /readyz answers 200 once they are.
+  for _ in $(seq 1 600); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$(url unimirror-million)/readyz")" = 200 ] && break
+    sleep 0.05
+  done
+  for v in million tenk; do
+    first=$(head -1 "$MDATA/$v.paths")
+    curl -sf -o /dev/null "$(url unimirror-million)/$v/$first" \
+      || { echo "unimirror-million does not serve /$v/$first; see $MLOG" >&2; exit 1; }
+  done
+  mem_sample start  # ready, and one request answered in each volume
+
+  for r in $(seq 1 "$ROUNDS"); do
+    # tenk first, so that million's warm pass is the more recent one.
+    warm unimirror-million "$MDATA/tenk.paths" /tenk
+    warm unimirror-million "$MDATA/million.paths" /million
+    if [ "$r" = 1 ]; then mem_sample warm; fi  # VmHWM: the peak since start
+    # Neither volume always goes first: the order swaps every round.
+    order="tenk million"
+    if [ $((r % 2)) = 0 ]; then order="million tenk"; fi
+    for c in 1 64; do
+      for v in $order; do
+        # Both volumes' objects are hot in the memory tier; the two runs
+        # differ in the manifest only. Random paths over a million files
+        # also touch the whole of million's manifest (70 MiB of index and
+        # records, far more than the CPU caches hold, against 1 MiB for
+        # tenk), which is part of what a lookup in a large release costs
+        # and is measured here.
+        tags="\"volume\":\"$v\",\"files\":$(wc -l < "$MDATA/$v.paths"),\"connections\":$c"
+        # tenk's list is repeated to a million lines, so that wrk picks from
+        # a table of a million requests for both volumes and its own cost
+        # per request (cache misses in that table) is the same.
+        paths=$MDATA/$v.paths
+        if [ "$v" = tenk ]; then paths=$MDATA/tenk.random.paths; fi
+        offset=$(stat -c %s "$MLOG")
+        read -r min0 maj0 < <(faults unimirror-million)
+        MEASURE_TAGS="\"kind\":\"latency\",$tags" \
+          measure million unimirror-million "$r" -t1 -c"$c" -d"${DURATION}s" -s "$HERE/random.lua" \
+          "$(url unimirror-million)" -- "$paths" "/$v"
+        tail -1 "$RESULTS" | grep -q '"errors":0,' \
+          || echo "   warning: errors in the last run; see $MLOG" >&2
+        read -r min1 maj1 < <(faults unimirror-million)
+        # Memory after random load over all of million (the last round's run
+        # at 64 connections); measure reset VmHWM as it began, so VmHWM is
+        # that run's peak.
+        if [ "$r" = "$ROUNDS" ] && [ "$c" = 64 ] && [ "$v" = million ]; then mem_sample load; fi
+        # The daemon writes its log every 100 ms: after this pause, what it
+        # logged for this run is in, and the next run's lines come after the
+        # next offset.
+        sleep 0.3
+        served=$(served_fields "$MLOG" "$offset" "$v")
+        record million unimirror-million "$r" '"kind":"served"' "$tags" "$served" \
+          "\"minor_faults\":$((min1 - min0))" "\"major_faults\":$((maj1 - maj0))"
+        echo "   daemon's own time: $served, page faults $((min1 - min0)) minor, $((maj1 - maj0)) major"
+      done
+    done
+  done
+  stop unimirror-million
+fi
+
 stop origin
-rm -rf "$WORK/trash"
 python3 "$HERE/report.py" "$RESULTS" "$RUN_ID"
+# Last, as it can take minutes (a million-file tree that million.py replaced).
+echo "== removing $WORK/trash"
+rm -rf "$WORK/trash"
