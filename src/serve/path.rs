@@ -178,4 +178,41 @@ mod tests {
         assert_eq!(p.joined(1), b"dists/jammy/Release");
         assert_eq!(p.joined(4), b"");
     }
+
+    /// Strings built from the pieces that matter to traversal, escaped and
+    /// not, in any order.
+    fn hostile_path() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let piece = prop::sample::select(vec![
+            "/", "//", ".", "..", "%2e", "%2E", "%2f", "%2F", "%5c", "\\", "%00", "%", "%%", "a",
+            "b.c", "~", "+", "%7E", "%252e", "%c0%ae", "\u{2215}", " ", "?",
+        ]);
+        prop::collection::vec(piece, 0..12).prop_map(|v| v.concat())
+    }
+
+    proptest::proptest! {
+        /// Whatever the target, a path that parses names something inside
+        /// the volume's root: joined under it, no component climbs out.
+        #[test]
+        fn no_parsed_path_leaves_the_root(raw in hostile_path()) {
+            use std::os::unix::ffi::OsStrExt;
+            if let Ok(p) = CleanPath::parse(&raw) {
+                let root = std::path::Path::new("/volume/root");
+                let joined = root.join(std::ffi::OsStr::from_bytes(&p.joined(0)));
+                proptest::prop_assert!(joined.starts_with(root));
+                for c in joined.components() {
+                    proptest::prop_assert!(
+                        matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)),
+                        "{raw:?} gives {joined:?}"
+                    );
+                }
+            }
+        }
+
+        /// Arbitrary text never panics the parser.
+        #[test]
+        fn any_text_parses_or_is_refused(raw in ".{0,64}") {
+            let _ = CleanPath::parse(&raw);
+        }
+    }
 }

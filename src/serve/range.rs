@@ -227,4 +227,37 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        /// Range arithmetic always stays within the object, for any size
+        /// and any bytes in the header.
+        #[test]
+        fn any_header_answers_within_the_object(
+            size in proptest::prelude::any::<u64>(),
+            header in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        ) {
+            if let Part { start, end } = parse(&header, size) {
+                proptest::prop_assert!(start <= end && end < size);
+            }
+        }
+
+        /// The same for well-formed headers, with positions near the size.
+        #[test]
+        fn well_formed_ranges_answer_within_the_object(
+            size in 0u64..1 << 40,
+            a in proptest::prelude::any::<u64>(),
+            b in proptest::prelude::any::<u64>(),
+            form in 0..3u8,
+        ) {
+            let (a, b) = (a % (size + 2), b % (size + 2));
+            let header = match form {
+                0 => format!("bytes={a}-{b}"),
+                1 => format!("bytes={a}-"),
+                _ => format!("bytes=-{b}"),
+            };
+            if let Part { start, end } = parse(header.as_bytes(), size) {
+                proptest::prop_assert!(start <= end && end < size, "{header} of {size}");
+            }
+        }
+    }
 }
