@@ -962,6 +962,8 @@ mod tests {
             ("[daemon]\npoll_interval = \"0s\"\n", "daemon.poll_interval"),
             ("[daemon]\nlog_format = \"xml\"\n", "daemon.log_format"),
             ("[daemon]\nmax_connections = 0\n", "daemon.max_connections"),
+            ("[cache]\nopen_files = -1\n", "cache.open_files"),
+            ("[cache]\nopen_files = 2000000\n", "cache.open_files"),
             ("[daemon]\nmax_url_length = 10\n", "daemon.max_url_length"),
             ("[daemon]\nwrite_timeout = \"0s\"\n", "daemon.write_timeout"),
             (
