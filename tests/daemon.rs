@@ -5,33 +5,11 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use common::*;
 use unimirror::volume::manifest::Sha256Digest;
-
-/// Deterministic bytes of a given size, different per `seed`.
-fn blob(seed: u8, size: usize) -> Vec<u8> {
-    let mut x = (seed as u32).wrapping_mul(2_654_435_761) | 1;
-    (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
-fn object_path(env: &Env, content: &[u8]) -> PathBuf {
-    env.vol().object_file(&Sha256Digest::of(content))
-}
-
-fn cache_entry(env: &Env, content: &[u8]) -> PathBuf {
-    unimirror::cache::disk::content_path(&env.path().join("cache"), &Sha256Digest::of(content))
-}
 
 fn small_memory() -> DaemonOpts {
     DaemonOpts {

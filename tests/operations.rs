@@ -42,28 +42,6 @@ fn curl(args: &[&str], url: &str) -> Result<(String, Vec<u8>), String> {
     ))
 }
 
-/// Reads one response with a Content-Length from a keep-alive connection.
-fn read_response(s: &mut TcpStream) -> (String, Vec<u8>) {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).unwrap(), 1, "connection closed");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length: ")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap();
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).unwrap();
-    (head, body)
-}
-
 #[test]
 fn tls_with_http2_over_alpn_h2c_and_a_certificate_reload_that_keeps_connections() {
     let env = Env::new();

@@ -57,10 +57,15 @@ s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(H, direc
 print("Serving HTTP on 127.0.0.1 port", s.server_address[1], flush=True)
 s.serve_forever()
 "#;
+        Upstream::python(script, &[dir.as_os_str(), requests.to_string().as_ref()])
+    }
+
+    /// Runs a Python server `script` with `args`; it prints a line ending
+    /// in its port when it listens.
+    fn python(script: &str, args: &[&std::ffi::OsStr]) -> Upstream {
         let mut child = Command::new("python3")
             .args(["-u", "-c", script])
-            .arg(dir)
-            .arg(requests.to_string())
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -73,9 +78,63 @@ s.serve_forever()
         Upstream { child, port }
     }
 
+    /// Serves `dir` over HTTPS with `cert` and `key`; with `redirect`,
+    /// answers every request with a redirect to `redirect` + its path.
+    fn serve_tls(dir: &Path, cert: &Path, key: &Path, redirect: Option<&str>) -> Upstream {
+        let script = r#"
+import functools, http.server, ssl, sys
+redirect = sys.argv[4]
+class H(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        if redirect:
+            self.send_response(302)
+            self.send_header("Location", redirect + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        super().do_GET()
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(H, directory=sys.argv[1]))
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print("Serving HTTPS on 127.0.0.1 port", s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+        let args = [
+            dir.as_os_str(),
+            cert.as_os_str(),
+            key.as_os_str(),
+            redirect.unwrap_or("").as_ref(),
+        ];
+        Upstream::python(script, &args)
+    }
+
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.port)
     }
+}
+
+/// A CA (`ca.pem`) and a certificate for `localhost` it signed
+/// (`cert.pem`, `key.pem`), in `dir`.
+fn make_ca_and_cert(dir: &Path) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca, &ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
 }
 
 impl Drop for Upstream {
@@ -707,6 +766,71 @@ fn pypi_sync_mirrors_projects_that_pip_installs_with_hashes() {
         "greet-lib",
     ]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}
+
+#[test]
+fn an_https_upstream_is_verified_and_never_downgraded_to_plain_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = pypi_upstream(dir.path());
+    make_ca_and_cert(dir.path());
+    let (cert, key, ca) = (
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("ca.pem"),
+    );
+    let tls = Upstream::serve_tls(&root, &cert, &key, None);
+    let plain = Upstream::serve(&root);
+    let to_plain = format!("http://localhost:{}", plain.port);
+    let downgrading = Upstream::serve_tls(&root, &cert, &key, Some(&to_plain));
+    let env = Env::new();
+    let pypi = |port: u16| {
+        format!(
+            "type = \"pypi\"\nurl = \"https://localhost:{port}/simple/\"\nprojects = [\"greet-lib\"]"
+        )
+    };
+    // `allow_http = true` too: plain HTTP is allowed as an upstream, never
+    // as a step down from HTTPS.
+    set_upstream(&env, &pypi(tls.port));
+    let config = fs::read_to_string(env.config()).unwrap();
+
+    // A certificate from a CA the system does not trust: refused.
+    let out = env
+        .update_cmd(&["sync", "vol"])
+        .env_remove("SSL_CERT_FILE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out).to_lowercase();
+    assert!(err.contains("certificate"), "{err}");
+    assert_eq!(env.current(), None);
+
+    // The same upstream, its CA trusted: synced.
+    let out = env
+        .update_cmd(&["sync", "vol"])
+        .env("SSL_CERT_FILE", &ca)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.current(), Some(1));
+
+    // An HTTPS upstream redirecting to plain HTTP on the same host.
+    fs::write(
+        env.config(),
+        config.replace(&tls.port.to_string(), &downgrading.port.to_string()),
+    )
+    .unwrap();
+    let out = env
+        .update_cmd(&["sync", "vol"])
+        .env("SSL_CERT_FILE", &ca)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("refusing a redirect"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.current(), Some(1));
 }
 
 #[test]

@@ -13,6 +13,12 @@
 //! - **TLS handshake timeout**: the handshake runs inside the connection's
 //!   task, under a timeout, so a slow handshake never blocks accepting.
 //! - **URL length**: checked per request (`respond`), 414.
+//! - **Bare LF**: httparse accepts a lone `\n` as a line end, which a proxy
+//!   in front may read differently (request smuggling). On HTTP/1
+//!   connections a lone `\n` is turned into a NUL byte before hyper parses
+//!   it, so the request fails to parse and gets a 400. HTTP/2 (by its
+//!   preface) is binary and left alone. Request bodies, and with them
+//!   Content-Length/Transfer-Encoding conflicts, are refused in `respond`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -114,7 +120,10 @@ impl Server {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let io = TokioIo::new(WriteTimeout::new(io, self.limits.write_timeout));
+        let io = TokioIo::new(WriteTimeout::new(
+            StrictLines::new(io),
+            self.limits.write_timeout,
+        ));
         let daemon = self.daemon.clone();
         let service = service_fn(move |req| {
             let daemon = daemon.clone();
@@ -138,7 +147,14 @@ impl Server {
             }
         };
         if let Err(e) = result {
-            tracing::debug!(%peer, "connection ended: {e}");
+            // hyper answered a request it could not parse with a 400 (see
+            // `StrictLines`); worth a line, unlike a client going away.
+            match e.downcast_ref::<hyper::Error>() {
+                Some(h) if h.is_parse() || h.is_parse_too_large() => {
+                    tracing::info!(%peer, "refused a malformed request: {e}");
+                }
+                _ => tracing::debug!(%peer, "connection ended: {e}"),
+            }
         }
     }
 }
@@ -235,5 +251,146 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<I> {
         let this = self.get_mut();
         let p = Pin::new(&mut this.io).poll_shutdown(cx);
         this.progress(cx, p)
+    }
+}
+
+/// A stream whose HTTP/1 input has every `\n` not preceded by `\r` turned
+/// into a NUL, which no part of a request may contain (see the module
+/// documentation). Undecided while the input could still be the HTTP/2
+/// preface (`PRI * HTTP/2.0…`), whose first four bytes contain no `\n`.
+struct StrictLines<I> {
+    io: I,
+    /// How many bytes of `PRI ` have been seen; `PREFACE.len()` once
+    /// decided.
+    seen: usize,
+    http2: bool,
+    last_cr: bool,
+}
+
+const PREFACE: &[u8] = b"PRI ";
+
+impl<I> StrictLines<I> {
+    fn new(io: I) -> Self {
+        StrictLines {
+            io,
+            seen: 0,
+            http2: false,
+            last_cr: false,
+        }
+    }
+
+    /// Looks at bytes just read.
+    fn check(&mut self, new: &mut [u8]) {
+        let mut from = 0;
+        while self.seen < PREFACE.len() {
+            let Some(&b) = new.get(from) else {
+                return;
+            };
+            if b != PREFACE[self.seen] {
+                // Not HTTP/2: checked from here (the bytes before were a
+                // prefix of `PRI `, so no `\n`).
+                self.seen = PREFACE.len();
+                break;
+            }
+            self.seen += 1;
+            self.http2 = self.seen == PREFACE.len();
+            from += 1;
+        }
+        if self.http2 {
+            return;
+        }
+        for b in &mut new[from..] {
+            if *b == b'\n' && !self.last_cr {
+                *b = 0;
+            }
+            self.last_cr = *b == b'\r';
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for StrictLines<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let p = Pin::new(&mut this.io).poll_read(cx, buf);
+        if p.is_ready() && !this.http2 {
+            this.check(&mut buf.filled_mut()[before..]);
+        }
+        p
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for StrictLines<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checked(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut s = StrictLines::new(());
+        let mut out = Vec::new();
+        for c in chunks {
+            let mut c = c.to_vec();
+            if !s.http2 {
+                s.check(&mut c);
+            }
+            out.extend(c);
+        }
+        out
+    }
+
+    #[test]
+    fn a_lone_lf_becomes_nul_in_http1_only() {
+        assert_eq!(
+            checked(&[b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"]),
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        );
+        assert_eq!(
+            checked(&[b"GET / HTTP/1.1\nHost: x\n\n"]),
+            b"GET / HTTP/1.1\0Host: x\0\0"
+        );
+        // Split anywhere, a CR before the LF still counts.
+        assert_eq!(
+            checked(&[b"GET / HTTP/1.1\r", b"\nX: y\n"]),
+            b"GET / HTTP/1.1\r\nX: y\0"
+        );
+        // `P`, `PR`, then not HTTP/2: checked from the first differing byte.
+        assert_eq!(checked(&[b"P", b"R", b"OPFIND\n"]), b"PROPFIND\0");
+        assert_eq!(checked(&[b"PUT\n"]), b"PUT\0");
+        // The HTTP/2 preface, and binary frames after it, are left alone.
+        let h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\n\n";
+        assert_eq!(checked(&[&h2[..2], &h2[2..]]), h2);
     }
 }

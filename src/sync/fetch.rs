@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -121,6 +121,8 @@ pub struct Fetcher {
     slots: Arc<Semaphore>,
     retries: u32,
     allow_http: bool,
+    /// This sync asked for an HTTPS URL (see `check_url`).
+    used_https: AtomicBool,
     /// Where temporary files go: on the staging filesystem, outside the tree.
     tmp: PathBuf,
     pub stats: Stats,
@@ -137,16 +139,17 @@ impl Fetcher {
         let allow_http = settings.allow_http;
         let redirect = reqwest::redirect::Policy::custom(move |attempt| {
             let next = attempt.url().clone();
-            let same_host = attempt.previous()[0].host() == next.host();
+            let first = &attempt.previous()[0];
+            // Plain HTTP only where the upstream itself is plain HTTP (and
+            // allowed): never a step down from HTTPS, never another host.
+            let plain_ok = allow_http && first.scheme() == "http" && first.host() == next.host();
             if attempt.previous().len() > 10 {
                 attempt.error("more than 10 redirects")
-            } else if next.scheme() == "https"
-                || (next.scheme() == "http" && allow_http && same_host)
-            {
+            } else if next.scheme() == "https" || (next.scheme() == "http" && plain_ok) {
                 attempt.follow()
             } else {
                 attempt.error(format!(
-                    "refusing a redirect to {next}: another host, or plain HTTP, is followed only over HTTPS"
+                    "refusing a redirect to {next}: plain HTTP is followed only from a plain-HTTP upstream on the same host"
                 ))
             }
         });
@@ -163,6 +166,7 @@ impl Fetcher {
             slots: Arc::new(Semaphore::new(settings.concurrency)),
             retries: settings.retries,
             allow_http,
+            used_https: AtomicBool::new(false),
             tmp: tmp.to_path_buf(),
             stats: Stats::new(),
             verified: Mutex::new(HashMap::new()),
@@ -170,10 +174,18 @@ impl Fetcher {
         })
     }
 
-    /// Refuses plain-HTTP upstreams unless the config allows them.
+    /// Refuses plain-HTTP upstreams unless the config allows them, and
+    /// plain HTTP altogether once this sync has used HTTPS: an HTTPS
+    /// index must not lead to files over plain HTTP.
     pub fn check_url(&self, url: &Url) -> Result<()> {
         match url.scheme() {
-            "https" => Ok(()),
+            "https" => {
+                self.used_https.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            "http" if self.used_https.load(Ordering::Relaxed) => {
+                bail!("{url}: refusing plain HTTP from an HTTPS upstream")
+            }
             "http" if self.allow_http => Ok(()),
             "http" => bail!("{url}: plain HTTP upstreams need `allow_http = true` in [sync]"),
             other => bail!("{url}: unsupported scheme `{other}`"),

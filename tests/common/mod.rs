@@ -107,6 +107,30 @@ impl Env {
     }
 }
 
+/// Deterministic bytes of a given size, different per `seed`.
+pub fn blob(seed: u8, size: usize) -> Vec<u8> {
+    let mut x = (seed as u32).wrapping_mul(2_654_435_761) | 1;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// Where the origin keeps `content` in volume `vol`.
+pub fn object_path(env: &Env, content: &[u8]) -> PathBuf {
+    env.vol().object_file(&Sha256Digest::of(content))
+}
+
+/// Where the daemon's disk tier keeps `content` (test daemons use
+/// `<env>/cache`).
+pub fn cache_entry(env: &Env, content: &[u8]) -> PathBuf {
+    unimirror::cache::disk::content_path(&env.path().join("cache"), &Sha256Digest::of(content))
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -273,6 +297,24 @@ impl Mount {
     }
 }
 
+impl Mount {
+    /// `src` bind-mounted on `path`: unmounting it later leaves `path` an
+    /// empty directory, as an unmounted network filesystem does, and
+    /// binding again brings the same files back.
+    pub fn bind(src: &Path, path: &Path) -> Mount {
+        fs::create_dir_all(src).unwrap();
+        fs::create_dir_all(path).unwrap();
+        run(Command::new("mount").arg("--bind").arg(src).arg(path));
+        Mount {
+            path: path.to_path_buf(),
+        }
+    }
+
+    pub fn unmount(&self) {
+        run(Command::new("umount").arg("-l").arg(&self.path));
+    }
+}
+
 impl Drop for Mount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
@@ -377,37 +419,7 @@ impl Daemon {
         path: &str,
         headers: &[(&str, &str)],
     ) -> std::io::Result<HttpResponse> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(self.addr)?;
-        let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-            req += &format!("Host: {}\r\n", self.addr);
-        }
-        for (k, v) in headers {
-            req += &format!("{k}: {v}\r\n");
-        }
-        req += "\r\n";
-        s.write_all(req.as_bytes())?;
-        let mut raw = Vec::new();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !raw.is_empty() => {
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        // A connection closed before a whole header: an aborted response.
-        if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the connection closed before a response",
-            ));
-        }
-        Ok(HttpResponse::parse(&raw))
+        http(self.addr, method, path, headers)
     }
 
     pub fn get(&self, path: &str) -> HttpResponse {
@@ -463,6 +475,70 @@ impl Drop for Daemon {
     }
 }
 
+/// One HTTP/1.1 request (`Connection: close`) to `addr`, from any thread;
+/// a connection cut short (reset) is not an error: the response holds what
+/// arrived.
+pub fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<HttpResponse> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req += &format!("Host: {addr}\r\n");
+    }
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += "\r\n";
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !raw.is_empty() => {
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // A connection closed before a whole header: an aborted response.
+    if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the connection closed before a response",
+        ));
+    }
+    Ok(HttpResponse::parse(&raw))
+}
+
+/// Reads one response with a Content-Length from a keep-alive connection.
+pub fn read_response(s: &mut impl std::io::Read) -> (String, Vec<u8>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "connection closed");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap();
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (head, body)
+}
+
 #[derive(Debug)]
 pub struct HttpResponse {
     pub status: u16,
@@ -514,6 +590,56 @@ impl HttpResponse {
     pub fn complete(&self) -> bool {
         self.header("content-length")
             .is_some_and(|l| l.parse::<usize>().unwrap() == self.body.len())
+    }
+}
+
+/// An origin file replaced by a FIFO that a thread feeds: once the daemon
+/// opens it, the thread writes `head`, then either closes the pipe (a file
+/// that ends early) or holds it open without writing (a stalled origin)
+/// until [`Feeder::close`].
+pub struct Feeder {
+    written: std::sync::mpsc::Receiver<()>,
+    close: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Feeder {
+    pub fn start(path: &Path, head: Vec<u8>, hold: bool) -> Feeder {
+        let _ = fs::remove_file(path);
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+        let (written_tx, written) = std::sync::mpsc::channel();
+        let (close, close_rx) = std::sync::mpsc::channel::<()>();
+        let path = path.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            use std::io::Write;
+            // Blocks until the daemon opens the other end.
+            let mut pipe = fs::OpenOptions::new().write(true).open(&path).unwrap();
+            let _ = pipe.write_all(&head);
+            let _ = written_tx.send(());
+            if hold {
+                let _ = close_rx.recv();
+            }
+        });
+        Feeder {
+            written,
+            close: Some(close),
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until the daemon has opened the pipe and taken `head`.
+    pub fn wait_written(&self) {
+        self.written
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the daemon read the origin");
+    }
+
+    /// Closes the pipe: the daemon reads the end of the file.
+    pub fn close(mut self) {
+        drop(self.close.take());
+        self.thread.take().unwrap().join().unwrap();
     }
 }
 
