@@ -142,6 +142,10 @@ pub struct FreshnessSettings {
     pub immutable: Vec<String>,
     /// Everything else is checked by `stat` at most this often.
     pub revalidate_after: Duration,
+    /// While the tree cannot be read at all (unmounted, gone), what was
+    /// last seen of it is served for this long past `revalidate_after`,
+    /// marked stale; zero turns this off.
+    pub stale_if_unreachable: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -288,6 +292,7 @@ struct RawSync {
 struct RawFreshness {
     immutable: Option<Vec<String>>,
     revalidate_after: Option<String>,
+    stale_if_unreachable: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -663,6 +668,13 @@ fn freshness_settings(raw: RawFreshness, err: &ErrFn) -> Result<FreshnessSetting
             "freshness.revalidate_after",
             Duration::from_secs(60),
             Duration::ZERO..=Duration::from_secs(365 * 24 * 3600),
+            err,
+        )?,
+        stale_if_unreachable: duration(
+            raw.stale_if_unreachable,
+            "freshness.stale_if_unreachable",
+            Duration::from_secs(3600),
+            Duration::ZERO..=Duration::from_secs(30 * 24 * 3600),
             err,
         )?,
     })

@@ -6,7 +6,8 @@
 //! the life of the process.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// How a request for an object was answered.
@@ -21,8 +22,12 @@ pub enum Outcome {
     /// This request joined an origin read already under way.
     Coalesced,
     /// Answered from a previous release during its grace period, because
-    /// the current one lacks the path.
+    /// the current one lacks the path; or, for a plain tree that cannot be
+    /// read, from what was last seen of it.
     Stale,
+    /// Read straight from the origin and not cached, because the cache
+    /// disk is full or failing.
+    Bypass,
     /// Not an object: listings, redirects, errors, the daemon's own pages.
     None,
 }
@@ -35,6 +40,7 @@ impl Outcome {
             Outcome::Miss => "miss",
             Outcome::Coalesced => "coalesced",
             Outcome::Stale => "stale",
+            Outcome::Bypass => "bypass",
             Outcome::None => "none",
         }
     }
@@ -120,6 +126,10 @@ pub struct Metrics {
     pub cache_evictions: IntCounterVec,
     /// where: origin, disk
     pub integrity_failures: IntCounterVec,
+    /// reason: full, io
+    pub cache_write_failures: IntCounterVec,
+    /// 1 while fills are held back for want of disk space
+    pub cache_disk_full: IntGauge,
     /// volume
     pub release_id: IntGaugeVec,
     /// volume
@@ -205,6 +215,19 @@ impl Metrics {
                 "unimirror_integrity_failures_total",
                 "Objects whose bytes did not match their sha256, by where they were read",
                 &["where"],
+            ),
+            cache_write_failures: counter(
+                "unimirror_cache_write_failures_total",
+                "Failed writes to the cache directory, by reason (full: no space or quota; io: anything else)",
+                &["reason"],
+            ),
+            cache_disk_full: reg(
+                &registry,
+                IntGauge::new(
+                    "unimirror_cache_disk_full",
+                    "1 while the cache disk is full and misses are served from the origin uncached",
+                )
+                .expect("valid metric"),
             ),
             release_id: gauge(
                 "unimirror_release_id",

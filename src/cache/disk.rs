@@ -127,7 +127,15 @@ pub struct DiskTier {
     budget: u64,
     metrics: Arc<Metrics>,
     deleter: std::sync::mpsc::Sender<Deletion>,
+    /// A write failed for want of space (or quota); fills wait until the
+    /// filesystem has room again, and misses are read straight from the
+    /// origin meanwhile.
+    full: AtomicBool,
 }
+
+/// Room asked for beyond an object's size before fills resume on a disk
+/// that was full: other writers share the filesystem.
+const ROOM_MARGIN: u64 = 1 << 20;
 
 /// Work for the deletion thread.
 enum Deletion {
@@ -212,7 +220,9 @@ impl DiskTier {
             budget,
             metrics,
             deleter,
+            full: AtomicBool::new(false),
         };
+        tier.metrics.cache_disk_full.set(0);
         tier.spawn_deleter(deletions);
         tier.rebuild()?;
         Ok(tier)
@@ -477,6 +487,58 @@ impl DiskTier {
     }
 
     /// Forgets an entry and has its file deleted.
+    /// Creates a temporary file for a fill in `tmp/`, making the directory
+    /// again if someone deleted it under the running daemon.
+    pub fn create_temp(&self) -> io::Result<(PathBuf, File)> {
+        let tmp = tmp_dir(&self.dir);
+        let temp = tmp.join(crate::durable::temp_name("fill"));
+        let created = crate::durable::create_new(&temp).or_else(|e| {
+            if e.kind() != io::ErrorKind::NotFound {
+                return Err(e);
+            }
+            tracing::warn!(dir = %tmp.display(), "the cache's tmp directory vanished; making it again");
+            std::fs::create_dir_all(&tmp)?;
+            crate::durable::create_new(&temp)
+        });
+        match created {
+            Ok(f) => Ok((temp, f)),
+            Err(e) => {
+                self.write_failed(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Counts a failed write to the cache directory. A full disk (or
+    /// quota) holds new fills back until [`DiskTier::has_room`] sees space
+    /// again; the first such failure is logged, not every one.
+    pub fn write_failed(&self, e: &io::Error) {
+        let full = matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
+        self.metrics
+            .cache_write_failures
+            .with_label_values(&[if full { "full" } else { "io" }])
+            .inc();
+        if full && !self.full.swap(true, Ordering::SeqCst) {
+            self.metrics.cache_disk_full.set(1);
+            tracing::warn!(dir = %self.dir.display(), "the cache disk is full: serving misses from the origin, uncached, until there is room again");
+        }
+    }
+
+    /// Whether a fill of `size` bytes may start: always, unless a write
+    /// found the disk full; then once the filesystem has room for it again
+    /// (one `statvfs` per miss while full).
+    pub fn has_room(&self, size: u64) -> bool {
+        if !self.full.load(Ordering::Relaxed) {
+            return true;
+        }
+        let room = free_bytes(&self.dir).is_some_and(|free| free >= size + ROOM_MARGIN);
+        if room && self.full.swap(false, Ordering::SeqCst) {
+            self.metrics.cache_disk_full.set(0);
+            tracing::info!(dir = %self.dir.display(), "the cache disk has room again: filling resumes");
+        }
+        room
+    }
+
     fn drop_entry(&self, sha: &Sha256Digest) {
         if let Some((sha, e)) = self.index.remove(sha) {
             let _ = self.deleter.send(Deletion::File(sha, e.size));
@@ -585,6 +647,19 @@ impl DiskTier {
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
+}
+
+/// The bytes an unprivileged writer may still use on `dir`'s filesystem.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs only writes the struct it is given; `path` is a valid
+    // NUL-terminated string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 fn read_dir_or_empty(

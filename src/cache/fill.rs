@@ -15,11 +15,14 @@
 //! entries are hashed again on their first read after a restart).
 //!
 //! The states a waiter can meet, each handled by name:
-//! - [`Progress::Waiting`]: the origin is being opened; wait.
+//! - [`Progress::Waiting`]: the origin is being opened and first read; wait.
 //! - [`Progress::Streaming`]: bytes up to `ready` can be read; wait for more.
 //! - [`Progress::Done`]: all bytes are verified; finish.
 //! - [`Progress::Failed`]: the fill failed (origin missing, I/O, integrity,
 //!   changed, timed out); abort the response.
+//! - [`Progress::Uncached`]: the cache could not hold the object (its disk
+//!   is full or failing); each waiter reads the rest straight from the
+//!   origin ([`super::direct`]).
 //! - *timed out* (waiter side): no progress for longer than the origin
 //!   timeout plus a margin; abort.
 //! - *abandoned*: the fill's task ended without a final state (it panicked
@@ -48,6 +51,7 @@ pub enum Progress {
     Streaming { ready: u64 },
     Done,
     Failed(OriginError),
+    Uncached,
 }
 
 /// Why a waiter gave up on a fill.
@@ -56,6 +60,8 @@ pub enum WaitError {
     Failed(OriginError),
     TimedOut,
     Abandoned,
+    /// The fill could not write the cache: read from the origin instead.
+    Uncached,
 }
 
 impl std::fmt::Display for WaitError {
@@ -64,6 +70,7 @@ impl std::fmt::Display for WaitError {
             WaitError::Failed(e) => write!(f, "the origin read failed ({})", e.as_str()),
             WaitError::TimedOut => f.write_str("the origin read made no progress in time"),
             WaitError::Abandoned => f.write_str("the origin read was abandoned"),
+            WaitError::Uncached => f.write_str("the cache could not hold the object"),
         }
     }
 }
@@ -85,6 +92,9 @@ pub struct FillRequest {
 /// One fill in progress, shared by its waiters.
 pub struct Fill {
     pub size: u64,
+    /// What is filled, for waiters that must read it from the origin
+    /// themselves.
+    pub request: FillRequest,
     reader: OnceLock<Reader>,
     /// A small object's verified bytes: clients are served from them while
     /// the cache file is written.
@@ -118,6 +128,7 @@ impl Fills {
         let (tx, rx) = watch::channel(Progress::Waiting);
         let fill = Arc::new(Fill {
             size: req.size,
+            request: req.clone(),
             reader: OnceLock::new(),
             data: OnceLock::new(),
             progress: rx,
@@ -135,6 +146,11 @@ impl Fills {
             run(&cache, &task_fill, req, tx).await;
         });
         (fill, false)
+    }
+
+    /// Whether a fill of `key` is running.
+    pub fn running(&self, key: &ObjectKey) -> bool {
+        self.running.lock().expect("not poisoned").contains_key(key)
     }
 
     /// How many fills are running.
@@ -193,10 +209,19 @@ async fn run(cache: &Arc<Cache>, fill: &Fill, req: FillRequest, tx: watch::Sende
             let _ = tx.send(Progress::Done);
             cache.commit(copied, sha, &req).await;
         }
-        Err((kind, msg, temp)) => {
+        Err((failure, temp)) => {
             if let Some(t) = temp {
                 let _ = std::fs::remove_file(t);
             }
+            let (kind, msg) = match failure {
+                Failure::Origin(kind, msg) => (kind, msg),
+                Failure::Uncached(e) => {
+                    cache.disk.write_failed(&e);
+                    tracing::warn!(volume = %volume, origin = %req.origin.display(), "not cached, read from the origin instead: writing the cache's temporary file: {e}");
+                    let _ = tx.send(Progress::Uncached);
+                    return;
+                }
+            };
             cache
                 .metrics
                 .origin_errors
@@ -215,7 +240,16 @@ async fn run(cache: &Arc<Cache>, fill: &Fill, req: FillRequest, tx: watch::Sende
     }
 }
 
-type CopyError = (OriginError, String, Option<PathBuf>);
+/// Why a fill did not complete.
+enum Failure {
+    /// The origin could not give the object.
+    Origin(OriginError, String),
+    /// The cache could not take it.
+    Uncached(std::io::Error),
+}
+
+/// A failure, and the temporary file to remove.
+type CopyError = (Failure, Option<PathBuf>);
 
 /// An error opening or reading the origin: `missing` when the file is not
 /// there, `io` otherwise.
@@ -225,7 +259,7 @@ fn origin_error(e: std::io::Error) -> CopyError {
     } else {
         OriginError::Io
     };
-    (kind, e.to_string(), None)
+    (Failure::Origin(kind, e.to_string()), None)
 }
 
 /// What a successful copy leaves to commit.
@@ -249,18 +283,20 @@ async fn copy(
     let timeout = cache.settings.origin_timeout;
     let mut origin = match tokio::time::timeout(timeout, tokio::fs::File::open(&req.origin)).await {
         Ok(r) => r.map_err(origin_error)?,
-        Err(_) => return Err((OriginError::Timeout, "opening took too long".into(), None)),
+        Err(_) => {
+            return Err((
+                Failure::Origin(OriginError::Timeout, "opening took too long".into()),
+                None,
+            ));
+        }
     };
 
-    let temp = super::disk::tmp_dir(cache.disk.dir()).join(crate::durable::temp_name("fill"));
-    let local = |e: std::io::Error, temp: &PathBuf| {
-        (
-            OriginError::Io,
-            format!("writing the cache's temporary file: {e}"),
-            Some(temp.clone()),
-        )
-    };
-    let writer = Arc::new(crate::durable::create_new(&temp).map_err(|e| local(e, &temp))?);
+    let (temp, writer) = cache
+        .disk
+        .create_temp()
+        .map_err(|e| (Failure::Uncached(e), None))?;
+    let local = |e: std::io::Error, temp: &PathBuf| (Failure::Uncached(e), Some(temp.clone()));
+    let writer = Arc::new(writer);
     // Sized first, so that the whole file can be mapped for the waiters
     // (a mapping past the end of a file faults).
     writer.set_len(req.size).map_err(|e| local(e, &temp))?;
@@ -272,8 +308,9 @@ async fn copy(
         Ok(map) => Reader::Mapped(Arc::new(map)),
         Err(_) => Reader::File(Arc::new(reader)),
     };
+    // `Streaming` is first published after the first read, so an origin
+    // that fails or stalls at once still becomes an error status.
     let _ = fill.reader.set(reader);
-    let _ = tx.send(Progress::Streaming { ready: 0 });
 
     let keep_small = req.size <= cache.settings.memory_max_object && cache.memory_enabled();
     let mut small = Vec::new();
@@ -287,13 +324,12 @@ async fn copy(
     loop {
         let n = match tokio::time::timeout(timeout, origin.read(&mut buf)).await {
             Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err((OriginError::Io, e.to_string(), Some(temp))),
+            Ok(Err(e)) => {
+                return Err((Failure::Origin(OriginError::Io, e.to_string()), Some(temp)));
+            }
             Err(_) => {
-                return Err((
-                    OriginError::Timeout,
-                    format!("no data for {}", humantime::format_duration(timeout)),
-                    Some(temp),
-                ));
+                let msg = format!("no data for {}", humantime::format_duration(timeout));
+                return Err((Failure::Origin(OriginError::Timeout, msg), Some(temp)));
             }
         };
         if n == 0 {
@@ -328,7 +364,8 @@ async fn copy(
         ObjectKey::Plain { .. } => tokio::fs::metadata(&req.origin).await.ok(),
         ObjectKey::Content(_) => None,
     };
-    check(req, total, &sha, now.as_ref()).map_err(|(kind, msg)| (kind, msg, Some(temp.clone())))?;
+    check(req, total, &sha, now.as_ref())
+        .map_err(|(kind, msg)| (Failure::Origin(kind, msg), Some(temp.clone())))?;
     Ok((
         Copied::File(temp),
         sha,
@@ -339,7 +376,7 @@ async fn copy(
 /// Whether the bytes read (`total` of them, hashing to `sha`) are the
 /// object the request names: its sha256 and size for a release; for a plain
 /// tree, a file whose size and mtime (`now`, after the read) did not change.
-fn check(
+pub(super) fn check(
     req: &FillRequest,
     total: u64,
     sha: &Sha256Digest,
@@ -403,22 +440,19 @@ async fn copy_small(
                 ObjectKey::Content(_) => None,
             };
             check(&req, data.len() as u64, &sha, now.as_ref())
-                .map_err(|(kind, msg)| (kind, msg, None))?;
+                .map_err(|(kind, msg)| (Failure::Origin(kind, msg), None))?;
             Ok((Bytes::from(data), sha))
         })
     };
     let (data, sha) = match tokio::time::timeout(cache.settings.origin_timeout, job).await {
         Ok(Ok(result)) => result?,
-        Ok(Err(e)) => return Err((OriginError::Io, e.to_string(), None)),
+        Ok(Err(e)) => return Err((Failure::Origin(OriginError::Io, e.to_string()), None)),
         Err(_) => {
-            return Err((
-                OriginError::Timeout,
-                format!(
-                    "no answer in {}",
-                    humantime::format_duration(cache.settings.origin_timeout)
-                ),
-                None,
-            ));
+            let msg = format!(
+                "no answer in {}",
+                humantime::format_duration(cache.settings.origin_timeout)
+            );
+            return Err((Failure::Origin(OriginError::Timeout, msg), None));
         }
     };
     let keep = data.len() as u64 <= cache.settings.memory_max_object && cache.memory_enabled();
@@ -434,6 +468,7 @@ impl Fill {
             match *rx.borrow_and_update() {
                 Progress::Waiting => {}
                 Progress::Failed(e) => return Err(WaitError::Failed(e)),
+                Progress::Uncached => return Err(WaitError::Uncached),
                 Progress::Streaming { .. } | Progress::Done => return Ok(()),
             }
             self.changed(&mut rx).await?;
@@ -446,7 +481,7 @@ impl Fill {
             Ok(Ok(())) => Ok(()),
             // The sender is gone: fine if it left a final state.
             Ok(Err(_)) => match *rx.borrow() {
-                Progress::Done | Progress::Failed(_) => Ok(()),
+                Progress::Done | Progress::Failed(_) | Progress::Uncached => Ok(()),
                 _ => Err(WaitError::Abandoned),
             },
         }
@@ -466,6 +501,7 @@ impl Fill {
                 Progress::Streaming { ready } => ready.min(end - 1),
                 Progress::Done => end,
                 Progress::Failed(e) => return Err(WaitError::Failed(e)),
+                Progress::Uncached => return Err(WaitError::Uncached),
             };
             if pos < limit {
                 if let Some(data) = self.data.get() {
@@ -501,6 +537,13 @@ mod tests {
     fn fill(rx: watch::Receiver<Progress>, stall: Duration) -> Fill {
         Fill {
             size: 10,
+            request: FillRequest {
+                key: ObjectKey::Content(Sha256Digest([0; 32])),
+                volume: "t".into(),
+                origin: PathBuf::new(),
+                size: 10,
+                mtime_ns: None,
+            },
             reader: OnceLock::new(),
             data: OnceLock::new(),
             progress: rx,

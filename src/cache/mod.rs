@@ -9,6 +9,7 @@
 //! A lookup goes memory → disk → fill. See `fill` for how misses are shared
 //! and verified, and `disk` for eviction and verification on read.
 
+pub mod direct;
 pub mod disk;
 pub mod fill;
 
@@ -48,6 +49,8 @@ pub enum Source {
     Disk(Arc<File>),
     /// A fill; `true` when this request joined one already running.
     Fill(Arc<Fill>, bool),
+    /// Straight from the origin, uncached: the cache disk is full.
+    Direct(FillRequest),
 }
 
 /// The memory tier: quick_cache (S3-FIFO, sharded locks) weighed in bytes.
@@ -209,6 +212,10 @@ impl Cache {
                 }
                 return Source::Disk(file);
             }
+        }
+        // One atomic load unless the disk was found full.
+        if !self.disk.has_room(req.size) && !self.fills.running(&req.key) {
+            return Source::Direct(req);
         }
         let (fill, coalesced) = self.fills.join_or_start(self, req);
         Source::Fill(fill, coalesced)
@@ -381,6 +388,7 @@ fn spawn_writer(disk: Arc<DiskTier>) -> std::sync::mpsc::Sender<Write> {
         .spawn(move || {
             for w in rx {
                 if let Err(e) = write_entry(&disk, w.copied, &w.sha, &w.req) {
+                    disk.write_failed(&e);
                     tracing::error!(sha = %w.sha, "cannot commit to the disk cache: {e}");
                 }
                 let _ = w.done.send(());
@@ -407,9 +415,8 @@ fn write_entry(
     let temp = match copied {
         fill::Copied::File(temp) => temp,
         fill::Copied::Bytes(data) => {
-            let temp = disk::tmp_dir(disk.dir()).join(crate::durable::temp_name("fill"));
-            let written = crate::durable::create_new(&temp)
-                .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, &data, 0));
+            let (temp, file) = disk.create_temp()?;
+            let written = std::os::unix::fs::FileExt::write_all_at(&file, &data, 0);
             if let Err(e) = written {
                 let _ = std::fs::remove_file(&temp);
                 return Err(e);

@@ -13,7 +13,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::cache::fill::Fill;
+use crate::cache::Cache;
+use crate::cache::direct::Direct;
+use crate::cache::fill::{Fill, WaitError};
 use crate::metrics::{Metrics, Outcome, Tier, status_class};
 
 /// A boxed stream of bytes that may end in an I/O error; an error aborts
@@ -95,16 +97,59 @@ fn read_in_chunks(file: Arc<File>, start: u64, len: u64) -> Body {
 }
 
 /// `len` bytes of an object being filled, from `start`, as they arrive.
-pub fn fill(fill: Arc<Fill>, start: u64, len: u64) -> Body {
+/// If the fill finds it cannot cache the object, the rest of the response
+/// is read straight from the origin.
+pub fn fill(cache: Arc<Cache>, fill: Arc<Fill>, start: u64, len: u64) -> Body {
+    filled(Feed::Fill(cache, fill), start, len)
+}
+
+/// `len` bytes of an object from `start`, read straight from the origin.
+pub fn direct(direct: Direct, start: u64, len: u64) -> Body {
+    filled(Feed::Origin(Box::new(direct)), start, len)
+}
+
+/// Where [`filled`] reads.
+enum Feed {
+    Fill(Arc<Cache>, Arc<Fill>),
+    Origin(Box<Direct>),
+}
+
+fn filled(feed: Feed, start: u64, len: u64) -> Body {
     let end = start + len;
-    chunks_of(MAPPED_CHUNK, start, end, move |pos, max| {
-        let fill = fill.clone();
-        async move {
-            fill.read(pos, end, max)
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))
+    let stream = futures_util::stream::unfold((start, Some(feed)), move |(pos, feed)| async move {
+        let mut feed = feed?;
+        if pos >= end {
+            return None;
         }
-    })
+        let max = ((end - pos) as usize).min(MAPPED_CHUNK);
+        let read = loop {
+            let read = match &mut feed {
+                Feed::Fill(_, fill) => fill.read(pos, end, max).await,
+                Feed::Origin(direct) => direct.read(pos, end, max).await,
+            };
+            match (read, &feed) {
+                (Err(WaitError::Uncached), Feed::Fill(cache, fill)) => {
+                    feed = Feed::Origin(Box::new(Direct::new(cache, fill.request.clone())));
+                }
+                (read, _) => break read,
+            }
+        };
+        Some(match read {
+            Ok(b) if !b.is_empty() => {
+                let next = pos + b.len() as u64;
+                (Ok(Frame::data(b)), (next, Some(feed)))
+            }
+            Ok(_) => (
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the object is shorter than its size",
+                )),
+                (pos, None),
+            ),
+            Err(e) => (Err(std::io::Error::other(e.to_string())), (pos, None)),
+        })
+    });
+    BodyExt::boxed_unsync(StreamBody::new(stream))
 }
 
 /// A body read in chunks from `start` to `end` by `read(pos, max)`, which

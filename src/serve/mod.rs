@@ -110,6 +110,7 @@ impl Daemon {
                     root,
                     immutable.clone(),
                     config.freshness.revalidate_after,
+                    config.freshness.stale_if_unreachable,
                 ))),
                 VolumeSource::Released => {
                     let dir = VolumeDir::new(&config.origin, &v.name);
@@ -238,10 +239,8 @@ impl Daemon {
                 return Some(format!("volume `{}`: origin not readable", v.name));
             }
         }
-        let probe = crate::cache::disk::tmp_dir(self.cache.disk.dir())
-            .join(crate::durable::temp_name("ready"));
-        match crate::durable::create_new(&probe) {
-            Ok(_) => {
+        match self.cache.disk.create_temp() {
+            Ok((probe, _)) => {
                 let _ = std::fs::remove_file(&probe);
                 None
             }

@@ -7,6 +7,12 @@
 //! at most every `revalidate_after`. A changed size or mtime makes a new
 //! object, so the cache never serves an old index for a new one.
 //!
+//! When the tree cannot be read at all (its root is gone, unreadable, or
+//! empty after having had files: an unmounted network filesystem shows its
+//! bare mount point), what was last seen of a path is served for up to
+//! `stale_if_unreachable` more, marked stale, so builds go on against the
+//! cache; a path never seen gets a 502, not a 404 a client might believe.
+//!
 //! No path may leave the tree: the request path is already free of `..`
 //! (see `path`), and the resolved path (symlinks followed) must still lie
 //! under the tree's own resolved root.
@@ -14,6 +20,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -42,6 +49,16 @@ pub enum Refusal {
     NotFound,
     /// It resolves outside the tree (a symlink pointing out).
     Outside,
+    /// The tree cannot be read at all, and nothing recent enough is known
+    /// of the path.
+    Unreachable,
+}
+
+/// A path looked up: what is known of it, and whether that is only what
+/// was last seen before the tree became unreachable.
+pub struct Looked {
+    pub seen: Arc<Seen>,
+    pub stale: bool,
 }
 
 pub struct PlainVolume {
@@ -50,7 +67,11 @@ pub struct PlainVolume {
     pub root: PathBuf,
     immutable: Arc<GlobSet>,
     revalidate_after: Duration,
+    stale_if_unreachable: Duration,
     seen: moka::sync::Cache<Vec<u8>, Arc<Seen>>,
+    /// Some path was found in the tree since start (so an empty root now
+    /// means unmounted, not a tree that is empty).
+    had_files: AtomicBool,
 }
 
 impl PlainVolume {
@@ -59,12 +80,15 @@ impl PlainVolume {
         root: &Path,
         immutable: Arc<GlobSet>,
         revalidate_after: Duration,
+        stale_if_unreachable: Duration,
     ) -> PlainVolume {
         PlainVolume {
             name: name.into(),
             root: root.to_path_buf(),
             immutable,
             revalidate_after,
+            stale_if_unreachable,
+            had_files: AtomicBool::new(false),
             // Bounded by the bytes of the paths it remembers.
             seen: moka::sync::Cache::builder()
                 .max_capacity(16 << 20)
@@ -78,26 +102,55 @@ impl PlainVolume {
         self.immutable.is_match(Path::new(OsStr::from_bytes(rel)))
     }
 
-    /// Looks a path up: from memory when still fresh, else by `stat`.
+    /// Looks a path up: from memory when still fresh, else by `stat`; when
+    /// the tree is unreachable, from memory while the stale limit allows.
     /// Blocking.
-    pub fn lookup(&self, rel: &[u8]) -> Result<Arc<Seen>, Refusal> {
-        if let Some(s) = self.seen.get(rel) {
-            let fresh = s.checked.elapsed() < self.revalidate_after
-                || (!s.is_dir && self.is_immutable(rel));
-            if fresh {
-                return Ok(s);
+    pub fn lookup(&self, rel: &[u8]) -> Result<Looked, Refusal> {
+        let known = self.seen.get(rel);
+        if let Some(s) = &known {
+            let age = s.checked.elapsed();
+            if age < self.revalidate_after || (!s.is_dir && self.is_immutable(rel)) {
+                return Ok(Looked {
+                    seen: s.clone(),
+                    stale: false,
+                });
             }
         }
-        let seen = Arc::new(self.stat(rel)?);
-        self.seen.insert(rel.to_vec(), seen.clone());
-        Ok(seen)
+        match self.stat(rel) {
+            Ok(seen) => {
+                self.had_files.store(true, Ordering::Relaxed);
+                let seen = Arc::new(seen);
+                self.seen.insert(rel.to_vec(), seen.clone());
+                Ok(Looked { seen, stale: false })
+            }
+            Err(Refusal::NotFound) if !self.reachable() => {
+                let limit = self.revalidate_after + self.stale_if_unreachable;
+                match known {
+                    Some(seen) if seen.checked.elapsed() < limit => {
+                        tracing::warn!(volume = %self.name, path = %String::from_utf8_lossy(rel), "tree unreachable: serving what was last seen");
+                        Ok(Looked { seen, stale: true })
+                    }
+                    _ => {
+                        tracing::error!(volume = %self.name, root = %self.root.display(), path = %String::from_utf8_lossy(rel), "tree unreachable");
+                        Err(Refusal::Unreachable)
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the tree can be read: its root lists, and is not empty
+    /// when it once had files.
+    fn reachable(&self) -> bool {
+        match std::fs::read_dir(&self.root) {
+            Ok(mut entries) => entries.next().is_some() || !self.had_files.load(Ordering::Relaxed),
+            Err(_) => false,
+        }
     }
 
     fn stat(&self, rel: &[u8]) -> Result<Seen, Refusal> {
-        let root = std::fs::canonicalize(&self.root).map_err(|e| {
-            tracing::error!(volume = %self.name, root = %self.root.display(), "tree unreadable: {e}");
-            Refusal::NotFound
-        })?;
+        let root = std::fs::canonicalize(&self.root).map_err(|_| Refusal::NotFound)?;
         let real = std::fs::canonicalize(root.join(OsStr::from_bytes(rel)))
             .map_err(|_| Refusal::NotFound)?;
         if !real.starts_with(&root) {
@@ -161,7 +214,13 @@ mod tests {
             globs.add(globset::Glob::new(g).unwrap());
         }
         let globs = Arc::new(globs.build().unwrap());
-        PlainVolume::new("t", root, globs, Duration::from_secs(60))
+        PlainVolume::new(
+            "t",
+            root,
+            globs,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        )
     }
 
     #[test]
@@ -199,16 +258,56 @@ mod tests {
         std::os::unix::fs::symlink("ok", root.join("sub/in")).unwrap();
         std::os::unix::fs::symlink(dir.path(), root.join("up")).unwrap();
         let v = volume(&root);
-        assert_eq!(v.lookup(b"sub/out").unwrap_err(), Refusal::Outside);
-        assert_eq!(v.lookup(b"up/secret").unwrap_err(), Refusal::Outside);
-        assert_eq!(v.lookup(b"sub/in").unwrap().size, 2);
-        assert_eq!(v.lookup(b"missing").unwrap_err(), Refusal::NotFound);
+        assert_eq!(v.lookup(b"sub/out").err(), Some(Refusal::Outside));
+        assert_eq!(v.lookup(b"up/secret").err(), Some(Refusal::Outside));
+        assert_eq!(v.lookup(b"sub/in").unwrap().seen.size, 2);
+        assert_eq!(v.lookup(b"missing").err(), Some(Refusal::NotFound));
         let listed: Vec<Vec<u8>> = v
-            .list(&v.lookup(b"sub").unwrap())
+            .list(&v.lookup(b"sub").unwrap().seen)
             .unwrap()
             .into_iter()
             .map(|e| e.name)
             .collect();
         assert_eq!(listed, vec![b"in".to_vec(), b"ok".to_vec()]);
+    }
+
+    #[test]
+    fn an_unreachable_tree_is_served_stale_up_to_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("index.html"), b"hi").unwrap();
+        let globs = Arc::new(globset::GlobSetBuilder::new().build().unwrap());
+        // Revalidated on every lookup; stale for an hour, or not at all.
+        let lenient = PlainVolume::new(
+            "t",
+            &root,
+            globs.clone(),
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        );
+        let strict = PlainVolume::new("t", &root, globs, Duration::ZERO, Duration::ZERO);
+        for v in [&lenient, &strict] {
+            assert!(!v.lookup(b"index.html").unwrap().stale);
+        }
+        // Unmounted: the mount point is left, empty.
+        std::fs::rename(&root, dir.path().join("away")).unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        let l = lenient.lookup(b"index.html").unwrap();
+        assert!(l.stale);
+        assert_eq!(l.seen.size, 2);
+        assert_eq!(
+            strict.lookup(b"index.html").err(),
+            Some(Refusal::Unreachable)
+        );
+        // Never seen: unreachable, not missing.
+        assert_eq!(lenient.lookup(b"other").err(), Some(Refusal::Unreachable));
+        // Gone altogether.
+        std::fs::remove_dir(&root).unwrap();
+        assert!(lenient.lookup(b"index.html").unwrap().stale);
+        // Back: fresh again, and a missing file is missing.
+        std::fs::rename(dir.path().join("away"), &root).unwrap();
+        assert!(!lenient.lookup(b"index.html").unwrap().stale);
+        assert_eq!(lenient.lookup(b"other").err(), Some(Refusal::NotFound));
     }
 }

@@ -13,10 +13,11 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::body::{self, Access, Body, Metered};
 use super::path::CleanPath;
-use super::plain::{PlainVolume, Refusal};
+use super::plain::{Looked, PlainVolume, Refusal};
 use super::range::{self, RangeAnswer};
 use super::released::{LoadedRelease, ReleasedVolume};
 use super::{Daemon, Volume, VolumeKind, pages};
+use crate::cache::direct::Direct;
 use crate::cache::fill::{FillRequest, WaitError};
 use crate::cache::{ObjectKey, Source};
 use crate::metrics::{OriginError, Outcome, Tier};
@@ -98,6 +99,26 @@ async fn answer<B>(daemon: &Arc<Daemon>, req: &Request<B>) -> Answer {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Answer::plain(r);
+    }
+    // GET and HEAD carry no body here. One that comes with a body (or with
+    // Transfer-Encoding, or Content-Length and Transfer-Encoding at odds) is
+    // how request smuggling starts: refused, and the connection closed so
+    // that the body is never read as a request.
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes() != b"0");
+    if has_body {
+        tracing::info!("refused: a request body on {method}");
+        let mut r = text(
+            StatusCode::BAD_REQUEST,
+            "GET and HEAD requests take no body\n",
+        );
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return Answer::plain(r);
     }
     let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
@@ -260,12 +281,18 @@ impl Ask<'_> {
 
     async fn plain(&self, vol: &Arc<PlainVolume>, rest: &[Vec<u8>]) -> Answer {
         let rel = rest.join(&b'/');
-        let seen = {
+        let Looked { seen, mut stale } = {
             let (v, r) = (vol.clone(), rel.clone());
             match tokio::task::spawn_blocking(move || v.lookup(&r)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(Refusal::NotFound | Refusal::Outside)) => {
                     return self.answer(text(StatusCode::NOT_FOUND, "not found\n"));
+                }
+                Ok(Err(Refusal::Unreachable)) => {
+                    return self.answer(text(
+                        StatusCode::BAD_GATEWAY,
+                        "the origin tree cannot be read\n",
+                    ));
                 }
                 Err(e) => {
                     tracing::error!("plain lookup: {e}");
@@ -283,10 +310,11 @@ impl Ask<'_> {
             for name in index_candidates(self.headers) {
                 let path = join(&rel, name);
                 let (v, p) = (vol.clone(), path.clone());
-                if let Ok(Ok(s)) = tokio::task::spawn_blocking(move || v.lookup(&p)).await
-                    && !s.is_dir
+                if let Ok(Ok(l)) = tokio::task::spawn_blocking(move || v.lookup(&p)).await
+                    && !l.seen.is_dir
                 {
-                    index = Some((path, s));
+                    stale |= l.stale;
+                    index = Some((path, l.seen));
                     break;
                 }
             }
@@ -300,6 +328,10 @@ impl Ask<'_> {
                         Ok(Ok(entries)) => {
                             self.answer(listing(&self.path.segments, entries, self.head))
                         }
+                        _ if stale => self.answer(text(
+                            StatusCode::BAD_GATEWAY,
+                            "the origin tree cannot be read\n",
+                        )),
                         _ => self.answer(text(StatusCode::NOT_FOUND, "not found\n")),
                     };
                 }
@@ -342,6 +374,14 @@ impl Ask<'_> {
         let mut a = self.send(object).await;
         if directory {
             vary_accept(&mut a.response);
+        }
+        if stale {
+            a.response
+                .headers_mut()
+                .insert(X_STALE, HeaderValue::from_static("origin-unreachable"));
+            if a.outcome != Outcome::None {
+                a.outcome = Outcome::Stale;
+            }
         }
         a
     }
@@ -411,6 +451,7 @@ impl Ask<'_> {
                     .expect("valid response"),
             );
         }
+        let plain = obj.mtime_ns.is_some();
         let req = FillRequest {
             key: obj.key,
             volume: self.volume.name.clone(),
@@ -430,31 +471,37 @@ impl Ask<'_> {
                 body::bytes(b.slice(start as usize..(start + len) as usize)),
             ),
             Source::Disk(f) => (Outcome::HitDisk, Tier::Disk, body::file(f, start, len)),
-            Source::Fill(fill, coalesced) => {
-                if let Err(e) = fill.started().await {
-                    let status = match e {
-                        WaitError::Failed(OriginError::Missing) if obj.mtime_ns.is_some() => {
-                            StatusCode::NOT_FOUND
-                        }
-                        WaitError::Failed(OriginError::Timeout) | WaitError::TimedOut => {
-                            StatusCode::GATEWAY_TIMEOUT
-                        }
-                        _ => StatusCode::BAD_GATEWAY,
+            Source::Fill(fill, coalesced) => match fill.started().await {
+                Ok(()) => {
+                    let outcome = if coalesced {
+                        Outcome::Coalesced
+                    } else {
+                        Outcome::Miss
                     };
-                    return self.answer(text(status, &format!("{e}\n")));
+                    let body = body::fill(cache.clone(), fill, start, len);
+                    (outcome, Tier::Origin, body)
                 }
-                let outcome = if coalesced {
-                    Outcome::Coalesced
-                } else {
-                    Outcome::Miss
-                };
-                (outcome, Tier::Origin, body::fill(fill, start, len))
-            }
+                Err(WaitError::Uncached) => {
+                    match self
+                        .direct(Direct::new(cache, fill.request.clone()), plain)
+                        .await
+                    {
+                        Ok(d) => (Outcome::Bypass, Tier::Origin, body::direct(d, start, len)),
+                        Err(a) => return a,
+                    }
+                }
+                Err(e) => return self.origin_failed(e, plain),
+            },
+            Source::Direct(req) => match self.direct(Direct::new(cache, req), plain).await {
+                Ok(d) => (Outcome::Bypass, Tier::Origin, body::direct(d, start, len)),
+                Err(a) => return a,
+            },
         };
         let x_cache = match outcome {
             Outcome::HitMemory => "hit-memory",
             Outcome::HitDisk => "hit-disk",
             Outcome::Coalesced => "coalesced",
+            Outcome::Bypass => "bypass",
             _ => "miss",
         };
         let mut a = self.answer(
@@ -466,6 +513,29 @@ impl Ask<'_> {
         a.outcome = outcome;
         a.tier = tier;
         a
+    }
+
+    /// Opens an uncached read of the origin; an error answer when it
+    /// cannot start.
+    async fn direct(&self, mut d: Direct, plain: bool) -> Result<Direct, Answer> {
+        match d.open().await {
+            Ok(()) => Ok(d),
+            Err(e) => Err(self.origin_failed(e, plain)),
+        }
+    }
+
+    /// The answer to an origin read that failed before the response began:
+    /// 404 for a plain-tree file gone since its `stat`, 504 for a timeout,
+    /// 502 otherwise.
+    fn origin_failed(&self, e: WaitError, plain: bool) -> Answer {
+        let status = match e {
+            WaitError::Failed(OriginError::Missing) if plain => StatusCode::NOT_FOUND,
+            WaitError::Failed(OriginError::Timeout) | WaitError::TimedOut => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        self.answer(text(status, &format!("{e}\n")))
     }
 
     fn listing_of_release(&self, release: &LoadedRelease, dir: &[u8]) -> Response<Body> {
@@ -535,8 +605,12 @@ pub fn object_head(
 }
 
 /// Where a response came from: `hit-memory`, `hit-disk`, `miss`,
-/// `coalesced`.
+/// `coalesced`, `bypass` (from the origin, uncached: the cache disk is
+/// full).
 const X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
+/// Set when a plain tree could not be read and what was last seen of it
+/// answered instead.
+const X_STALE: header::HeaderName = header::HeaderName::from_static("x-unimirror-stale");
 /// The release that answered.
 const X_RELEASE: header::HeaderName = header::HeaderName::from_static("x-unimirror-release");
 
