@@ -15,9 +15,33 @@ const LARGE: usize = 500 << 10;
 
 fn timeout_opts() -> DaemonOpts {
     DaemonOpts {
-        daemon: "origin_timeout = \"500ms\"\n".into(),
+        // Long enough that the handler has sent its header before the
+        // stall is called one, even on a loaded 2-core machine; a fill that
+        // fails before its first client looks is (rightly) a 504 instead.
+        daemon: "origin_timeout = \"3s\"\n".into(),
         ..Default::default()
     }
+}
+
+/// Requests `path` from a thread; once the response header has arrived,
+/// `then` breaks the origin, so the status is known to be committed first.
+/// Returns the response.
+fn break_after_header(d: &Daemon, path: &str, then: impl FnOnce()) -> HttpResponse {
+    let (header_tx, header) = std::sync::mpsc::channel();
+    let client = {
+        let (addr, path) = (d.addr, path.to_string());
+        std::thread::spawn(move || {
+            http_with(addr, "GET", &path, &[], move || {
+                let _ = header_tx.send(());
+            })
+            .unwrap()
+        })
+    };
+    header
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("a response header");
+    then();
+    client.join().unwrap()
 }
 
 /// Restores an object file the test had replaced.
@@ -82,12 +106,12 @@ fn an_origin_file_that_ends_early_or_vanishes_mid_stream_is_never_served_whole()
     let d = Daemon::start_with(&env, &timeout_opts());
 
     // A file shorter than the manifest says (truncated on the origin).
-    let _feeder = Feeder::start(
+    let feeder = Feeder::start(
         &object_path(&env, &short),
         short[..100 << 10].to_vec(),
-        false,
+        true,
     );
-    let r = d.try_request("GET", "/vol/short.whl", &[]).unwrap();
+    let r = break_after_header(&d, "/vol/short.whl", || feeder.close());
     assert_eq!(r.status, 200);
     assert!(!r.complete());
     assert!(short.starts_with(&r.body));
@@ -103,14 +127,11 @@ fn an_origin_file_that_ends_early_or_vanishes_mid_stream_is_never_served_whole()
     // A file deleted while it is read, its reader then seeing its end.
     let path = object_path(&env, &vanishing);
     let feeder = Feeder::start(&path, vanishing[..100 << 10].to_vec(), true);
-    let client = {
-        let addr = d.addr;
-        std::thread::spawn(move || http(addr, "GET", "/vol/vanish.whl", &[]).unwrap())
-    };
-    feeder.wait_written();
-    fs::remove_file(&path).unwrap();
-    feeder.close();
-    let r = client.join().unwrap();
+    let r = break_after_header(&d, "/vol/vanish.whl", || {
+        fs::remove_file(&path).unwrap();
+        feeder.close();
+    });
+    assert_eq!(r.status, 200);
     assert!(!r.complete());
     assert!(vanishing.starts_with(&r.body));
     // Gone for good: a fast 502, counted.

@@ -484,7 +484,21 @@ pub fn http(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<HttpResponse> {
+    http_with(addr, method, path, headers, || {})
+}
+
+/// [`http`], calling `on_header` once the response header has arrived and
+/// before the rest is read: lets a test break the origin only after the
+/// daemon has committed to a status.
+pub fn http_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    on_header: impl FnOnce(),
+) -> std::io::Result<HttpResponse> {
     use std::io::{Read, Write};
+    let mut on_header = Some(on_header);
     let mut s = std::net::TcpStream::connect(addr)?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
@@ -500,7 +514,12 @@ pub fn http(
     loop {
         match s.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                raw.extend_from_slice(&buf[..n]);
+                if on_header.is_some() && raw.windows(4).any(|w| w == b"\r\n\r\n") {
+                    on_header.take().unwrap()();
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !raw.is_empty() => {
                 break;
             }
