@@ -233,7 +233,8 @@ impl Apt<'_> {
         }
         let mut tasks = tokio::task::JoinSet::new();
         for (file, want) in pool {
-            let dest = tree.join(safe_relative(&file)?);
+            // `pool_files` let only relative paths inside the tree through.
+            let dest = tree.join(&file);
             gate.files.insert(dest.clone(), Some(want.sha256));
             let url = base.join(&file)?;
             let f = fetcher.clone();
@@ -434,6 +435,11 @@ pub fn pool_files(name: &str, bytes: &[u8]) -> Result<Vec<(String, Want)>> {
             ),
         }
     }
+    // A path is joined both under the tree and onto the archive's URL: an
+    // absolute one would leave both.
+    for (f, _) in &out {
+        safe_relative(f).with_context(|| format!("{name} lists `{f}`"))?;
+    }
     Ok(out)
 }
 
@@ -538,6 +544,24 @@ mod tests {
         assert_eq!(files.len(), 2);
         assert!(pool_files("Packages", b"Package: a\nFilename: x\n").is_err());
         assert!(pool_files("Packages", b"").unwrap().is_empty());
+    }
+
+    /// Found by the `apt` fuzz target: an absolute Filename was returned
+    /// (the sync refused it later, but its URL would have left the archive).
+    #[test]
+    fn pool_paths_that_leave_the_tree_are_refused() {
+        let sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        for bad in ["/pool/main/a.deb", "pool/../../a.deb", "../a.deb"] {
+            let text = format!("Package: a\nFilename: {bad}\nSize: 1\nSHA256: {sha}\n");
+            let e = pool_files("Packages", text.as_bytes()).unwrap_err();
+            assert!(format!("{e:#}").contains("leaves the tree"), "{bad}: {e:#}");
+        }
+        let text = format!("Package: a\nDirectory: /pool/a\nChecksums-Sha256:\n {sha} 1 a.dsc\n");
+        assert!(pool_files("main/source/Sources", text.as_bytes()).is_err());
+        let text = format!("Package: a\nDirectory: ../pool\nChecksums-Sha256:\n {sha} 1 a.dsc\n");
+        assert!(pool_files("main/source/Sources", text.as_bytes()).is_err());
+        let found = include_bytes!("../../tests/fixtures/fuzz/apt-absolute-filename");
+        assert!(pool_files("main/binary-amd64/Packages", found).is_err());
     }
 
     #[test]
