@@ -508,18 +508,14 @@ impl Manifest {
         lo.push(0);
         let mut hi = dir.to_vec();
         hi.push(1);
-        let children = walk_index(|| {
+        walk_index(|| {
             let mut stream = self.index.range().ge(&lo).lt(&hi).into_stream();
             let mut out = Vec::new();
             while let Some((k, off)) = stream.next() {
-                out.push((k[lo.len()..].to_vec(), off));
+                out.push((k[lo.len()..].to_vec(), self.record(off)?));
             }
-            out
-        })?;
-        children
-            .into_iter()
-            .map(|(name, off)| Ok((name, self.record(off)?)))
-            .collect()
+            Ok(out)
+        })?
     }
 
     /// Every (key, entry) in key order, without loading them all.
