@@ -190,29 +190,32 @@ impl Cache {
         }))
     }
 
-    /// Finds an object in the tiers, or joins or starts its fill. `sha` is
-    /// its content hash when known (always for releases; for plain-tree
-    /// files once they were read).
-    pub async fn get(self: &Arc<Self>, req: FillRequest, sha: Option<Sha256Digest>) -> Source {
-        if let Some(sha) = sha {
-            if let Some(bytes) = self.memory.as_ref().and_then(|m| m.get(&sha)) {
-                return Source::Memory(bytes);
-            }
-            if req.size <= disk::SMALL {
-                let promote = req.size <= self.settings.memory_max_object && self.memory_enabled();
-                if let Some(bytes) = self.disk.read_small(&sha, !promote) {
-                    if promote {
-                        self.memory_insert(sha, bytes.clone());
-                    }
-                    return Source::DiskBytes(bytes);
-                }
-            } else if let Some(file) = self.disk.open_entry(&sha).await {
-                if req.size <= self.settings.memory_max_object && self.memory_enabled() {
-                    self.promote(sha, file.clone(), req.size);
-                }
-                return Source::Disk(file);
-            }
+    /// The object of `sha` (of `size` bytes) from the memory or the disk
+    /// tier, if either has it; else the caller asks for its [`miss`].
+    ///
+    /// [`miss`]: Cache::miss
+    pub async fn hit(self: &Arc<Self>, sha: &Sha256Digest, size: u64) -> Option<Source> {
+        if let Some(bytes) = self.memory.as_ref().and_then(|m| m.get(sha)) {
+            return Some(Source::Memory(bytes));
         }
+        let memory_size = size <= self.settings.memory_max_object && self.memory_enabled();
+        if size <= disk::SMALL {
+            let bytes = self.disk.read_small(sha, !memory_size)?;
+            if memory_size {
+                self.memory_insert(*sha, bytes.clone());
+            }
+            return Some(Source::DiskBytes(bytes));
+        }
+        let file = self.disk.open_entry(sha).await?;
+        if memory_size {
+            self.promote(*sha, file.clone(), size);
+        }
+        Some(Source::Disk(file))
+    }
+
+    /// Joins or starts the fill of an object the tiers do not have, or
+    /// reads it straight from the origin when the cache disk is full.
+    pub fn miss(self: &Arc<Self>, req: FillRequest) -> Source {
         // One atomic load unless the disk was found full.
         if !self.disk.has_room(req.size) && !self.fills.running(&req.key) {
             return Source::Direct(req);

@@ -194,6 +194,12 @@ fn format_access(s: &mut String, l: &AccessLine<'_>, json: bool, now: std::time:
 fn json_string(s: &mut String, v: &str) {
     use std::fmt::Write as _;
     s.push('"');
+    // Request paths seldom need escaping: copied whole when they do not.
+    if !v.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        s.push_str(v);
+        s.push('"');
+        return;
+    }
     for c in v.chars() {
         match c {
             '"' => s.push_str("\\\""),

@@ -10,29 +10,75 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::cache::Cache;
 use crate::cache::direct::Direct;
 use crate::cache::fill::{Fill, WaitError};
-use crate::metrics::{Metrics, Outcome, Tier, status_class};
+use crate::metrics::{Outcome, Served, Tier};
 
-/// A boxed stream of bytes that may end in an I/O error; an error aborts
-/// the response (the client sees it cut short) rather than completing it.
-pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+/// A response body. Most answers are one buffer (a memory or small disk
+/// hit, a page, an error) or nothing; those skip the box and the dynamic
+/// calls a stream costs. Files and fills are streams of chunks. A stream
+/// that ends in an I/O error aborts the response (the client sees it cut
+/// short) rather than completing it.
+pub struct Body(Inner);
+
+enum Inner {
+    /// The whole body, until it is sent.
+    Full(Option<Bytes>),
+    Stream(UnsyncBoxBody<Bytes, std::io::Error>),
+}
+
+type UnsyncBoxBody<D, E> = http_body_util::combinators::UnsyncBoxBody<D, E>;
 
 /// Bytes read per chunk from a file or a fill.
 const CHUNK: usize = 256 * 1024;
 
 pub fn empty() -> Body {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
+    Body(Inner::Full(None))
 }
 
 pub fn bytes(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    let b = b.into();
+    Body(Inner::Full((!b.is_empty()).then_some(b)))
+}
+
+fn stream<S>(s: S) -> Body
+where
+    S: futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + 'static,
+{
+    Body(Inner::Stream(BodyExt::boxed_unsync(StreamBody::new(s))))
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match &mut self.get_mut().0 {
+            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Stream(s) => Pin::new(s).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Inner::Full(b) => b.is_none(),
+            Inner::Stream(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Stream(s) => s.size_hint(),
+        }
+    }
 }
 
 /// `len` bytes of a cached file from `start`.
@@ -72,7 +118,7 @@ pub fn file(file: Arc<File>, start: u64, len: u64) -> Body {
             Some((Ok(Frame::data(chunk)), next))
         }
     });
-    BodyExt::boxed_unsync(StreamBody::new(stream))
+    self::stream(stream)
 }
 
 /// Bytes per frame of a mapped file: large, so that hyper hands the kernel
@@ -149,7 +195,7 @@ fn filled(feed: Feed, start: u64, len: u64) -> Body {
             Err(e) => (Err(std::io::Error::other(e.to_string())), (pos, None)),
         })
     });
-    BodyExt::boxed_unsync(StreamBody::new(stream))
+    self::stream(stream)
 }
 
 /// A body read in chunks from `start` to `end` by `read(pos, max)`, which
@@ -191,17 +237,17 @@ where
             }
         },
     );
-    BodyExt::boxed_unsync(StreamBody::new(stream))
+    self::stream(stream)
 }
 
 /// What the access log and the metrics need to know about one response.
 pub struct Access {
-    pub metrics: Arc<Metrics>,
     pub started: Instant,
     pub peer: std::net::SocketAddr,
     pub method: hyper::Method,
     pub path: String,
-    pub volume: Arc<str>,
+    /// The volume's counters, and its name.
+    pub volume: Arc<Served>,
     pub status: u16,
     pub outcome: Outcome,
     pub tier: Tier,
@@ -269,21 +315,15 @@ impl Drop for Metered {
         let a = &self.access;
         let complete = !self.failed
             && (self.ended || self.inner.is_end_stream() || Some(self.sent) == self.length);
-        a.metrics
-            .requests
-            .with_label_values(&[&a.volume, a.outcome.as_str(), status_class(a.status)])
-            .inc();
+        a.volume.request(a.outcome, a.status);
         if self.sent > 0 {
-            a.metrics
-                .bytes_served
-                .with_label_values(&[&a.volume, a.tier.as_str()])
-                .inc_by(self.sent);
+            a.volume.bytes(a.tier, self.sent);
         }
         crate::cli::log_output::access(&crate::cli::log_output::AccessLine {
             peer: a.peer,
             method: a.method.as_str(),
             path: &a.path,
-            volume: &a.volume,
+            volume: &a.volume.volume,
             status: a.status,
             bytes: self.sent,
             tier: a.tier.as_str(),

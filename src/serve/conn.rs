@@ -299,11 +299,23 @@ impl<I> StrictLines<I> {
         if self.http2 {
             return;
         }
-        for b in &mut new[from..] {
-            if *b == b'\n' && !self.last_cr {
-                *b = 0;
+        // memchr finds the few line ends; a loop over every byte was a
+        // visible part of reading a request.
+        let rest = &mut new[from..];
+        let mut start = 0;
+        while let Some(found) = memchr::memchr(b'\n', &rest[start..]) {
+            let at = start + found;
+            let after_cr = match at {
+                0 => self.last_cr,
+                _ => rest[at - 1] == b'\r',
+            };
+            if !after_cr {
+                rest[at] = 0;
             }
-            self.last_cr = *b == b'\r';
+            start = at + 1;
+        }
+        if let Some(&last) = rest.last() {
+            self.last_cr = last == b'\r';
         }
     }
 }

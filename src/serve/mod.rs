@@ -3,6 +3,7 @@
 //!
 //! - `path`: request paths, decoded once and checked.
 //! - `range`: the Range header.
+//! - `immutable`: which paths never change (`freshness.immutable`).
 //! - `released`, `plain`: the two kinds of volume.
 //! - `respond`: one request to one response.
 //! - `pages`: the daemon's own pages (`/`, `/metrics`, `/readyz`).
@@ -12,6 +13,7 @@
 
 pub mod body;
 pub mod conn;
+pub mod immutable;
 pub mod pages;
 pub mod path;
 pub mod plain;
@@ -26,12 +28,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
-use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::cache::Cache;
 use crate::config::{Config, VolumeSource};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Served};
 use crate::volume::VolumeDir;
+use immutable::Immutable;
 use path::CleanPath;
 use plain::PlainVolume;
 use released::ReleasedVolume;
@@ -41,13 +43,15 @@ pub use body::Body;
 /// One configured volume, as served.
 pub struct Volume {
     pub name: Arc<str>,
+    /// Its request and byte counters.
+    pub served: Arc<Served>,
     pub prefix: String,
     segments: Vec<Vec<u8>>,
     pub kind: VolumeKind,
     /// What `sync` fetches it from (the home page's client hints use it).
     pub upstream: Option<crate::config::Upstream>,
     /// Paths whose content never changes under their name.
-    pub immutable: Arc<GlobSet>,
+    pub immutable: Arc<Immutable>,
 }
 
 pub enum VolumeKind {
@@ -61,6 +65,8 @@ pub struct Daemon {
     volumes: ArcSwap<Vec<Arc<Volume>>>,
     pub cache: Arc<Cache>,
     pub metrics: Arc<Metrics>,
+    /// The counters of requests outside any volume (`volume="-"`).
+    pub unrouted: Arc<Served>,
     pub max_url_length: usize,
     pub started: std::time::SystemTime,
     /// The origin root (where released volumes live).
@@ -83,6 +89,7 @@ impl Daemon {
         let daemon = Daemon {
             volumes: ArcSwap::from_pointee(Vec::new()),
             cache,
+            unrouted: Arc::new(Served::new(&metrics, "-".into())),
             metrics,
             max_url_length: config.daemon.max_url_length,
             started: std::time::SystemTime::now(),
@@ -96,12 +103,8 @@ impl Daemon {
     /// served keep their loaded releases.
     pub fn set_volumes(&self, config: &Config) {
         let old = self.volumes.load();
-        let mut globs = GlobSetBuilder::new();
-        for g in &config.freshness.immutable {
-            // Checked when the config was loaded.
-            globs.add(Glob::new(g).expect("valid glob"));
-        }
-        let immutable = Arc::new(globs.build().expect("valid globs"));
+        // Checked when the config was loaded.
+        let immutable = Arc::new(Immutable::new(&config.freshness.immutable).expect("valid globs"));
         let mut volumes = Vec::new();
         for v in config.volumes.values() {
             let kind = match &v.source {
@@ -134,8 +137,10 @@ impl Daemon {
                 .split('/')
                 .map(|s| s.as_bytes().to_vec())
                 .collect();
+            let name: Arc<str> = v.name.as_str().into();
             volumes.push(Arc::new(Volume {
-                name: v.name.as_str().into(),
+                served: Arc::new(Served::new(&self.metrics, name.clone())),
+                name,
                 prefix: v.prefix.clone(),
                 segments,
                 kind,

@@ -39,12 +39,17 @@ impl CleanPath {
     /// Parses the path part of a request target (without the query).
     pub fn parse(raw: &str) -> Result<CleanPath, PathError> {
         let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
-        let mut segments = Vec::new();
+        // Most paths have a few segments and no escapes.
+        let mut segments = Vec::with_capacity(8);
         for raw_seg in rest.split('/') {
             if raw_seg.is_empty() {
                 continue;
             }
-            let seg = decode(raw_seg.as_bytes())?;
+            let raw_seg = raw_seg.as_bytes();
+            let seg = match memchr::memchr(b'%', raw_seg) {
+                None => raw_seg.to_vec(),
+                Some(_) => decode(raw_seg)?,
+            };
             if seg == b"." || seg == b".." {
                 return Err(PathError::DotSegment);
             }

@@ -24,8 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use globset::GlobSet;
-
+use super::immutable::Immutable;
 use super::respond::ListEntry;
 
 use crate::volume::manifest::Sha256Digest;
@@ -65,7 +64,7 @@ pub struct PlainVolume {
     pub name: Arc<str>,
     /// The tree as configured.
     pub root: PathBuf,
-    immutable: Arc<GlobSet>,
+    immutable: Arc<Immutable>,
     revalidate_after: Duration,
     stale_if_unreachable: Duration,
     seen: moka::sync::Cache<Vec<u8>, Arc<Seen>>,
@@ -78,7 +77,7 @@ impl PlainVolume {
     pub fn new(
         name: &str,
         root: &Path,
-        immutable: Arc<GlobSet>,
+        immutable: Arc<Immutable>,
         revalidate_after: Duration,
         stale_if_unreachable: Duration,
     ) -> PlainVolume {
@@ -99,7 +98,7 @@ impl PlainVolume {
 
     /// Whether a file never changes under its name.
     pub fn is_immutable(&self, rel: &[u8]) -> bool {
-        self.immutable.is_match(Path::new(OsStr::from_bytes(rel)))
+        self.immutable.is_match(rel)
     }
 
     /// Looks a path up: from memory when still fresh, else by `stat`; when
@@ -209,11 +208,7 @@ mod tests {
     use super::*;
 
     fn volume(root: &Path) -> PlainVolume {
-        let mut globs = globset::GlobSetBuilder::new();
-        for g in crate::config::DEFAULT_IMMUTABLE {
-            globs.add(globset::Glob::new(g).unwrap());
-        }
-        let globs = Arc::new(globs.build().unwrap());
+        let globs = Arc::new(Immutable::new(crate::config::DEFAULT_IMMUTABLE).unwrap());
         PlainVolume::new(
             "t",
             root,
@@ -277,7 +272,7 @@ mod tests {
         let root = dir.path().join("tree");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("index.html"), b"hi").unwrap();
-        let globs = Arc::new(globset::GlobSetBuilder::new().build().unwrap());
+        let globs = Arc::new(Immutable::new::<&str>(&[]).unwrap());
         // Revalidated on every lookup; stale for an hour, or not at all.
         let lenient = PlainVolume::new(
             "t",

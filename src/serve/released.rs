@@ -24,6 +24,9 @@ const PINNED_LOADED: usize = 8;
 pub struct LoadedRelease {
     pub meta: ReleaseMeta,
     pub manifest: Manifest,
+    /// The id as a header value, made once (cloning it is a reference
+    /// count, formatting it per response was not).
+    pub id_header: hyper::header::HeaderValue,
 }
 
 /// An earlier release still answering, and since when it is not current.
@@ -58,6 +61,12 @@ impl ReleasedVolume {
         }
     }
 
+    /// The current release, if the volume has one.
+    pub fn current(&self) -> Option<Arc<LoadedRelease>> {
+        let state = self.state.read().expect("not poisoned");
+        state.as_ref().map(|(current, _)| current.clone())
+    }
+
     /// The releases requests should use now, if the volume has any.
     pub fn snapshot(&self) -> Option<Snapshot> {
         let state = self.state.read().expect("not poisoned");
@@ -80,7 +89,11 @@ impl ReleasedVolume {
             .dir
             .manifest(&meta)
             .with_context(|| format!("loading release #{id} of `{}`", self.dir.name))?;
-        Ok(Arc::new(LoadedRelease { meta, manifest }))
+        Ok(Arc::new(LoadedRelease {
+            id_header: meta.id.into(),
+            meta,
+            manifest,
+        }))
     }
 
     /// Reads the pointer and, if it names another release, loads and

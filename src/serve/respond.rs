@@ -20,7 +20,7 @@ use super::{Daemon, Volume, VolumeKind, pages};
 use crate::cache::direct::Direct;
 use crate::cache::fill::{FillRequest, WaitError};
 use crate::cache::{ObjectKey, Source};
-use crate::metrics::{OriginError, Outcome, Tier};
+use crate::metrics::{OriginError, Outcome, Served, Tier};
 use crate::volume::manifest::{Entry, Kind, Sha256Digest};
 
 /// Longest symlink chain followed inside a release.
@@ -32,7 +32,8 @@ pub const SHORT: &str = "public, max-age=60";
 /// A response and what the access log says about it.
 pub struct Answer {
     pub response: Response<Body>,
-    pub volume: Arc<str>,
+    /// The volume's counters; `None` outside any volume.
+    pub volume: Option<Arc<Served>>,
     pub outcome: Outcome,
     pub tier: Tier,
     pub release: Option<u64>,
@@ -42,7 +43,7 @@ impl Answer {
     pub fn plain(response: Response<Body>) -> Answer {
         Answer {
             response,
-            volume: "-".into(),
+            volume: None,
             outcome: Outcome::None,
             tier: Tier::None,
             release: None,
@@ -51,7 +52,7 @@ impl Answer {
 
     fn of(volume: &Volume, response: Response<Body>) -> Answer {
         Answer {
-            volume: volume.name.clone(),
+            volume: Some(volume.served.clone()),
             ..Answer::plain(response)
         }
     }
@@ -63,7 +64,7 @@ pub async fn handle<B>(
     daemon: &Arc<Daemon>,
     req: Request<B>,
     peer: std::net::SocketAddr,
-) -> Response<Body> {
+) -> Response<Metered> {
     let started = Instant::now();
     let a = answer(daemon, &req).await;
     let (parts, inner) = a.response.into_parts();
@@ -76,21 +77,17 @@ pub async fn handle<B>(
             .and_then(|v| v.to_str().ok()?.parse().ok())
     };
     let access = Access {
-        metrics: daemon.metrics.clone(),
         started,
         peer,
         method: req.method().clone(),
         path: req.uri().path().to_string(),
-        volume: a.volume,
+        volume: a.volume.unwrap_or_else(|| daemon.unrouted.clone()),
         status: parts.status.as_u16(),
         outcome: a.outcome,
         tier: a.tier,
         release: a.release,
     };
-    Response::from_parts(
-        parts,
-        http_body_util::BodyExt::boxed_unsync(Metered::new(inner, access, length)),
-    )
+    Response::from_parts(parts, Metered::new(inner, access, length))
 }
 
 async fn answer<B>(daemon: &Arc<Daemon>, req: &Request<B>) -> Answer {
@@ -164,14 +161,15 @@ struct Ask<'a> {
 }
 
 /// A file to send, however it was found.
-struct Object {
+struct Object<'a> {
     key: ObjectKey,
     sha: Option<Sha256Digest>,
     size: u64,
     mtime: SystemTime,
     mtime_ns: Option<i128>,
-    etag: String,
-    origin: PathBuf,
+    /// Quoted, ready to send.
+    etag: HeaderValue,
+    origin: Origin<'a>,
     name: Vec<u8>,
     cache_control: &'static str,
 }
@@ -180,12 +178,12 @@ impl Ask<'_> {
     async fn released(&self, vol: &Arc<ReleasedVolume>, skip: usize) -> Answer {
         let mut rest = &self.path.segments[skip..];
         let pinned_id = rest.first().and_then(|s| pin_id(s));
-        let (releases, pinned) = match pinned_id {
+        let (first, pinned) = match pinned_id {
             Some(id) => {
                 rest = &rest[1..];
                 let v = vol.clone();
                 match tokio::task::spawn_blocking(move || v.pinned(id)).await {
-                    Ok(Ok(r)) => (vec![r], true),
+                    Ok(Ok(r)) => (r, true),
                     Ok(Err(e)) => {
                         tracing::info!(volume = %self.volume.name, "pinned release #{id}: {e:#}");
                         return self.answer(text(StatusCode::NOT_FOUND, "no such release\n"));
@@ -196,12 +194,8 @@ impl Ask<'_> {
                     }
                 }
             }
-            None => match vol.snapshot() {
-                Some(s) => {
-                    let mut all = vec![s.current];
-                    all.extend(s.previous);
-                    (all, false)
-                }
+            None => match vol.current() {
+                Some(r) => (r, false),
                 None => {
                     return self.answer(text(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -211,13 +205,17 @@ impl Ask<'_> {
             },
         };
         let rel = rest.join(&b'/');
-        // The current release first; then, for a path it lacks, the recent
-        // ones still in their grace period.
+        // The current (or pinned) release first; then, for a path the
+        // current one lacks, the recent ones still in their grace period
+        // (looked up only then: most requests never need them).
         let mut found = None;
-        for (i, r) in releases.iter().enumerate() {
+        let mut candidates = vec![first];
+        let mut i = 0;
+        while i < candidates.len() {
+            let r = &candidates[i];
             match resolve(r, &rel) {
                 Ok(Some(hit)) => {
-                    found = Some((r, hit, i > 0));
+                    found = Some((r.clone(), hit, i > 0));
                     break;
                 }
                 Ok(None) => {}
@@ -227,6 +225,11 @@ impl Ask<'_> {
                         .answer(text(StatusCode::INTERNAL_SERVER_ERROR, "manifest error\n"));
                 }
             }
+            if i == 0 && !pinned {
+                let previous = vol.snapshot().map(|s| s.previous).unwrap_or_default();
+                candidates.extend(previous);
+            }
+            i += 1;
         }
         let Some((release, (resolved, entry), stale)) = found else {
             return self.answer(text(StatusCode::NOT_FOUND, "not found\n"));
@@ -237,8 +240,8 @@ impl Ask<'_> {
             size: e.size,
             mtime: unix(e.mtime),
             mtime_ns: None,
-            etag: format!("\"{}\"", e.sha256.hex()),
-            origin: vol.dir.object_file(&e.sha256),
+            etag: etag_of_digest(&e.sha256),
+            origin: Origin::Released(&vol.dir),
             name: path.to_vec(),
             cache_control: if pinned {
                 IMMUTABLE
@@ -252,7 +255,7 @@ impl Ask<'_> {
                 let mut a = None;
                 for name in index_candidates(self.headers) {
                     let index = join(&resolved, name);
-                    if let Ok(Some((_, e))) = resolve(release, &index)
+                    if let Ok(Some((_, e))) = resolve(&release, &index)
                         && e.kind == Kind::File
                     {
                         a = Some(self.send(object(&index, &e)).await);
@@ -264,7 +267,7 @@ impl Ask<'_> {
                         vary_accept(&mut a.response);
                         a
                     }
-                    None => self.answer(self.listing_of_release(release, &resolved)),
+                    None => self.answer(self.listing_of_release(&release, &resolved)),
                 }
             }
             _ => self.send(object(&resolved, &entry)).await,
@@ -272,7 +275,7 @@ impl Ask<'_> {
         a.release = Some(release.meta.id);
         a.response
             .headers_mut()
-            .insert(X_RELEASE, HeaderValue::from(release.meta.id));
+            .insert(X_RELEASE, release.id_header.clone());
         if stale && a.outcome != Outcome::None {
             a.outcome = Outcome::Stale;
         }
@@ -366,8 +369,9 @@ impl Ask<'_> {
             mtime_ns: Some(seen.mtime_ns),
             // Strong: the same (size, mtime) is taken to be the same bytes,
             // which is what revalidation by stat relies on anyway.
-            etag: format!("\"{:x}-{:x}\"", seen.size, seen.mtime_ns),
-            origin: seen.real.clone(),
+            etag: HeaderValue::from_str(&format!("\"{:x}-{:x}\"", seen.size, seen.mtime_ns))
+                .expect("hex digits are a valid header value"),
+            origin: Origin::File(seen.real.clone()),
             name: rel.clone(),
             cache_control: self.cache_control(&rel),
         };
@@ -400,7 +404,7 @@ impl Ask<'_> {
 
     /// Sends an object: conditional requests, ranges, and its bytes from
     /// whichever tier has them.
-    async fn send(&self, obj: Object) -> Answer {
+    async fn send(&self, obj: Object<'_>) -> Answer {
         let mut builder = object_head(&obj.etag, obj.mtime, &obj.name, obj.cache_control);
         if not_modified(self.headers, &obj.etag, obj.mtime) {
             return self.answer(
@@ -452,14 +456,25 @@ impl Ask<'_> {
             );
         }
         let plain = obj.mtime_ns.is_some();
-        let req = FillRequest {
-            key: obj.key,
-            volume: self.volume.name.clone(),
-            origin: obj.origin,
-            size,
-            mtime_ns: obj.mtime_ns,
+        let hit = match &obj.sha {
+            Some(sha) => cache.hit(sha, size).await,
+            None => None,
         };
-        let (outcome, tier, body) = match cache.get(req, obj.sha).await {
+        let source = hit.unwrap_or_else(|| {
+            cache.miss(FillRequest {
+                origin: match obj.origin {
+                    Origin::File(path) => path,
+                    Origin::Released(dir) => {
+                        dir.object_file(&obj.sha.expect("release objects have a sha256"))
+                    }
+                },
+                key: obj.key,
+                volume: self.volume.name.clone(),
+                size,
+                mtime_ns: obj.mtime_ns,
+            })
+        });
+        let (outcome, tier, body) = match source {
             Source::Memory(b) => (
                 Outcome::HitMemory,
                 Tier::Memory,
@@ -565,19 +580,23 @@ impl Volume {
     /// Whether a path names content that never changes (by the configured
     /// immutable patterns).
     pub fn is_immutable(&self, path: &[u8]) -> bool {
-        use std::os::unix::ffi::OsStrExt;
-        self.immutable
-            .is_match(std::path::Path::new(std::ffi::OsStr::from_bytes(path)))
+        self.immutable.is_match(path)
     }
 }
 
-/// `@<id>` as the first segment after a prefix pins a release.
+/// A release object's ETag: its sha256, quoted.
+pub fn etag_of_digest(sha: &Sha256Digest) -> HeaderValue {
+    let mut quoted = [b'"'; 66];
+    hex::encode_to_slice(sha.0, &mut quoted[1..65]).expect("64 bytes for 32");
+    HeaderValue::from_bytes(&quoted).expect("hex digits are a valid header value")
+}
+
 /// The headers every answer about an object carries (200, 206, 304, 416
 /// and HEAD alike). Built straight into the header map, with the constant
 /// values static: the builder's checked `header()` calls cost more than the
 /// rest of a memory hit's user-space work.
 pub fn object_head(
-    etag: &str,
+    etag: &HeaderValue,
     mtime: SystemTime,
     name: &[u8],
     cache_control: &'static str,
@@ -585,11 +604,10 @@ pub fn object_head(
     let mut builder = Response::builder();
     let h = builder.headers_mut().expect("a new builder has headers");
     h.reserve(8);
-    // An ETag is a quoted hex digest: always a valid header value.
-    if let Ok(v) = HeaderValue::from_str(etag) {
-        h.insert(header::ETAG, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(mtime)) {
+    h.insert(header::ETAG, etag.clone());
+    // The date's own string becomes the value's bytes, without a copy.
+    let date = Bytes::from(httpdate::fmt_http_date(mtime));
+    if let Ok(v) = HeaderValue::from_maybe_shared(date) {
         h.insert(header::LAST_MODIFIED, v);
     }
     h.insert(
@@ -614,6 +632,15 @@ const X_STALE: header::HeaderName = header::HeaderName::from_static("x-unimirror
 /// The release that answered.
 const X_RELEASE: header::HeaderName = header::HeaderName::from_static("x-unimirror-release");
 
+/// Where the origin has an object; its path is only worked out on a miss.
+enum Origin<'a> {
+    /// A plain-tree file.
+    File(PathBuf),
+    /// An object of a released volume, by its sha256.
+    Released(&'a crate::volume::VolumeDir),
+}
+
+/// `@<id>` as the first segment after a prefix pins a release.
 fn pin_id(seg: &[u8]) -> Option<u64> {
     let digits = seg.strip_prefix(b"@")?;
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) || digits.len() > 19 {
@@ -717,13 +744,14 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     crate::release::scan::join(dir, name)
 }
 
-fn not_modified(headers: &HeaderMap, etag: &str, mtime: SystemTime) -> bool {
+fn not_modified(headers: &HeaderMap, etag: &HeaderValue, mtime: SystemTime) -> bool {
     if let Some(inm) = headers.get(header::IF_NONE_MATCH) {
         let inm = inm.to_str().unwrap_or("");
+        let etag = etag.as_bytes();
         return inm
             .split(',')
             .map(str::trim)
-            .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag);
+            .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t).as_bytes() == etag);
     }
     if let Some(ims) = headers
         .get(header::IF_MODIFIED_SINCE)
