@@ -370,6 +370,30 @@ fn json_logs_carry_one_access_line_per_request() {
     assert_eq!(miss["fields"]["status"].as_u64(), Some(404));
 }
 
+/// `UNIMIRROR_LOG=info,access=off` drops the access lines (as the
+/// benchmarks run it, like nginx with `access_log off`) and keeps the
+/// rest; requests are still counted.
+#[test]
+fn the_access_log_can_be_filtered_off() {
+    let env = Env::new();
+    env.write("a.txt", b"abc");
+    env.release();
+    let opts = DaemonOpts {
+        env: vec![("UNIMIRROR_LOG".into(), "info,access=off".into())],
+        ..Default::default()
+    };
+    let mut d = Daemon::start_with(&env, &opts);
+    assert_eq!(d.get("/vol/a.txt").status, 200);
+    let counted = [("volume", "vol"), ("outcome", "miss"), ("status", "2xx")];
+    assert_eq!(d.metric("unimirror_requests_total", &counted), 1.0);
+    // The daemon writes out every buffered line as it stops.
+    signal(&d.child, libc::SIGTERM);
+    assert!(d.child.wait().unwrap().success());
+    let log = d.log_text();
+    assert!(log.contains("stopped"), "{log}");
+    assert!(!log.contains("INFO request "), "{log}");
+}
+
 #[test]
 fn a_bad_config_stops_the_start_with_file_key_and_reason() {
     let env = Env::new();

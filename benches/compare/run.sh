@@ -6,6 +6,9 @@
 #
 #   benches/compare/run.sh [--rounds N] [--seconds S] [--only w1,w2]
 #
+# Access logs are off for every target; ACCESS_LOG=on turns them on for
+# every target (nginx buffered, like unimirror's batched log).
+#
 # Workloads: small-mem small-disk small-cold large-hot cold-200 switch
 # (these six are `all`, the default), and million.
 #
@@ -138,20 +141,29 @@ http {
   uwsgi_temp_path $WORK/run/$1/uwsgi;
   scgi_temp_path $WORK/run/$1/scgi;
   keepalive_requests 1000000;
-  $2
+  ${2//@NAME@/$1}
 }
 EOF
 }
 STATIC="open_file_cache max=20000 inactive=60s; open_file_cache_valid 60s;"
-nginx_config nginx-static "access_log off; sendfile on; tcp_nopush on; $STATIC
+# Access logs: off for every target (the default), or on for every target
+# with ACCESS_LOG=on (nginx buffered, as unimirror's log is).
+if [ "${ACCESS_LOG:-off}" = on ]; then
+  UNIMIRROR_LOG_FILTER=info
+  LOG="access_log $WORK/logs/@NAME@.access.log combined buffer=64k flush=1s;"
+else
+  UNIMIRROR_LOG_FILTER=info,access=off
+  LOG="access_log off;"
+fi
+nginx_config nginx-static "$LOG sendfile on; tcp_nopush on; $STATIC
   server { listen 127.0.0.1:${PORT[nginx-static]}; location /bench/ { alias $DATA/; } }"
-nginx_config nginx-nosendfile "access_log off; sendfile off; output_buffers 2 512k; $STATIC
+nginx_config nginx-nosendfile "$LOG sendfile off; output_buffers 2 512k; $STATIC
   server { listen 127.0.0.1:${PORT[nginx-nosendfile]}; location /bench/ { alias $DATA/; } }"
 # The origin the caching peers fill from; its log counts the bytes it sent.
 nginx_config origin "log_format bytes '\$body_bytes_sent \$uri'; access_log $WORK/logs/origin.access.log bytes;
   sendfile on; $STATIC
   server { listen 127.0.0.1:$ORIGIN_PORT; location /bench/ { alias $DATA/; } }"
-nginx_config nginx-proxy "access_log off; sendfile on;
+nginx_config nginx-proxy "$LOG sendfile on;
   proxy_cache_path $WORK/cache-nginx-proxy levels=1:2 keys_zone=bench:64m max_size=8g inactive=1d use_temp_path=off;
   upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
   server { listen 127.0.0.1:${PORT[nginx-proxy]};
@@ -168,7 +180,13 @@ start() { # target
     exit 1
   fi
   case "$t" in
-    unimirror|unimirror-nomem|unimirror-million)
+    unimirror|unimirror-nomem)
+      # Like nginx here (access_log off), without an access log, unless
+      # ACCESS_LOG=on; the million workload reads its daemon's access log.
+      UNIMIRROR_LOG=$UNIMIRROR_LOG_FILTER taskset -c "$SERVER_CPU" "$BIN/unimirror" serve \
+        --config "$WORK/run/$t.toml" >"$WORK/logs/$t.log" 2>&1 &
+      PID[$t]=$! ;;
+    unimirror-million)
       taskset -c "$SERVER_CPU" "$BIN/unimirror" serve --config "$WORK/run/$t.toml" >"$WORK/logs/$t.log" 2>&1 &
       PID[$t]=$! ;;
     nginx-*|origin)
