@@ -208,14 +208,16 @@ impl Ask<'_> {
         // The current (or pinned) release first; then, for a path the
         // current one lacks, the recent ones still in their grace period
         // (looked up only then: most requests never need them).
+        let previous = || match pinned {
+            true => Vec::new(),
+            false => vol.snapshot().map(|s| s.previous).unwrap_or_default(),
+        };
+        let candidates = std::iter::once(first).chain(std::iter::once_with(previous).flatten());
         let mut found = None;
-        let mut candidates = vec![first];
-        let mut i = 0;
-        while i < candidates.len() {
-            let r = &candidates[i];
-            match resolve(r, &rel) {
+        for (i, r) in candidates.enumerate() {
+            match resolve(&r, &rel) {
                 Ok(Some(hit)) => {
-                    found = Some((r.clone(), hit, i > 0));
+                    found = Some((r, hit, i > 0));
                     break;
                 }
                 Ok(None) => {}
@@ -225,11 +227,6 @@ impl Ask<'_> {
                         .answer(text(StatusCode::INTERNAL_SERVER_ERROR, "manifest error\n"));
                 }
             }
-            if i == 0 && !pinned {
-                let previous = vol.snapshot().map(|s| s.previous).unwrap_or_default();
-                candidates.extend(previous);
-            }
-            i += 1;
         }
         let Some((release, (resolved, entry), stale)) = found else {
             return self.answer(text(StatusCode::NOT_FOUND, "not found\n"));
