@@ -2,9 +2,10 @@
 //! (`conn`).
 //!
 //! - `path`: request paths, decoded once and checked.
-//! - `range`: the Range header.
+//! - `range`: the Range header; `http_date`: Last-Modified values.
 //! - `immutable`: which paths never change (`freshness.immutable`).
-//! - `released`, `plain`: the two kinds of volume.
+//! - `released`, `plain`: the two kinds of volume; `recent`: where a
+//!   release's recently asked-for paths are in its manifest.
 //! - `respond`: one request to one response.
 //! - `pages`: the daemon's own pages (`/`, `/metrics`, `/readyz`).
 //! - `body`: the response body type and the access log.
@@ -13,11 +14,13 @@
 
 pub mod body;
 pub mod conn;
+pub mod http_date;
 pub mod immutable;
 pub mod pages;
 pub mod path;
 pub mod plain;
 pub mod range;
+pub mod recent;
 pub mod released;
 pub mod respond;
 pub mod tls;
@@ -161,7 +164,10 @@ impl Daemon {
         self.volumes
             .load()
             .iter()
-            .find(|v| path.segments.starts_with(&v.segments))
+            .find(|v| {
+                let mut segments = path.segments();
+                v.segments.iter().all(|s| segments.next() == Some(s))
+            })
             .map(|v| (v.clone(), v.segments.len()))
     }
 

@@ -19,10 +19,11 @@ pub fn own_page(
     headers: &HeaderMap,
     head: bool,
 ) -> Option<Response<Body>> {
-    let page = match path.segments.as_slice() {
-        [] => html(home(daemon, headers)),
-        [p] if p == b"healthz" => text(StatusCode::OK, "ok\n"),
-        [p] if p == b"readyz" => match daemon.unready() {
+    // A one-segment path is its own decoded form (segments hold no `/`).
+    let page = match path.as_bytes() {
+        b"" => html(home(daemon, headers)),
+        b"healthz" => text(StatusCode::OK, "ok\n"),
+        b"readyz" => match daemon.unready() {
             None => text(StatusCode::OK, "ready\n"),
             Some(why) => {
                 tracing::warn!("not ready: {why}");
@@ -32,7 +33,7 @@ pub fn own_page(
                 )
             }
         },
-        [p] if p == b"metrics" => {
+        b"metrics" => {
             daemon.cache.update_gauges();
             let m = daemon.metrics.render();
             Response::builder()

@@ -28,9 +28,11 @@ pub enum PathError {
 /// A request path, decoded and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CleanPath {
-    /// Decoded segments, none empty, none `.` or `..`, none with `/`, `\`
-    /// or NUL.
-    pub segments: Vec<Vec<u8>>,
+    /// The decoded segments joined with `/`: none empty, none `.` or `..`,
+    /// none with `/`, `\` or NUL; no leading or trailing slash. Kept joined
+    /// (rather than a vector of segments) because a volume's path is a
+    /// slice of it: the usual request then costs one allocation.
+    decoded: Vec<u8>,
     /// The request ended in `/`.
     pub trailing_slash: bool,
 }
@@ -38,54 +40,100 @@ pub struct CleanPath {
 impl CleanPath {
     /// Parses the path part of a request target (without the query).
     pub fn parse(raw: &str) -> Result<CleanPath, PathError> {
-        let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
-        // Most paths have a few segments and no escapes.
-        let mut segments = Vec::with_capacity(8);
-        for raw_seg in rest.split('/') {
+        let rest = raw
+            .strip_prefix('/')
+            .ok_or(PathError::NotAbsolute)?
+            .as_bytes();
+        let mut decoded = Vec::with_capacity(rest.len());
+        // Most paths have no escape, backslash or NUL: one scan says so,
+        // and then only `.` and `..` segments remain to refuse.
+        if memchr::memchr3(b'%', b'\\', 0, rest).is_none() {
+            for seg in rest.split(|&b| b == b'/').filter(|s| !s.is_empty()) {
+                if seg == b"." || seg == b".." {
+                    return Err(PathError::DotSegment);
+                }
+                if !decoded.is_empty() {
+                    decoded.push(b'/');
+                }
+                decoded.extend_from_slice(seg);
+            }
+            return Ok(CleanPath {
+                trailing_slash: rest.ends_with(b"/") || rest.is_empty(),
+                decoded,
+            });
+        }
+        for raw_seg in rest.split(|&b| b == b'/') {
             if raw_seg.is_empty() {
                 continue;
             }
-            let raw_seg = raw_seg.as_bytes();
-            let seg = match memchr::memchr(b'%', raw_seg) {
-                None => raw_seg.to_vec(),
-                Some(_) => decode(raw_seg)?,
-            };
+            if !decoded.is_empty() {
+                decoded.push(b'/');
+            }
+            let start = decoded.len();
+            let escaped = memchr::memchr(b'%', raw_seg).is_some();
+            if escaped {
+                decode_into(raw_seg, &mut decoded)?;
+            } else {
+                decoded.extend_from_slice(raw_seg);
+            }
+            let seg = &decoded[start..];
             if seg == b"." || seg == b".." {
                 return Err(PathError::DotSegment);
             }
-            if seg.contains(&b'/') {
+            // Only an escape can put a slash inside a segment.
+            if escaped && seg.contains(&b'/') {
                 return Err(PathError::EncodedSlash);
             }
-            if seg.contains(&b'\\') {
-                return Err(PathError::Backslash);
+            match memchr::memchr2(b'\\', 0, seg).map(|i| seg[i]) {
+                Some(b'\\') => return Err(PathError::Backslash),
+                Some(_) => return Err(PathError::Nul),
+                None => {}
             }
-            if seg.contains(&0) {
-                return Err(PathError::Nul);
-            }
-            segments.push(seg);
         }
         Ok(CleanPath {
-            trailing_slash: rest.ends_with('/') || rest.is_empty(),
-            segments,
+            trailing_slash: rest.ends_with(b"/") || rest.is_empty(),
+            decoded,
         })
     }
 
-    /// The segments joined with `/`: a path relative to a volume's root.
-    pub fn joined(&self, skip: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (i, s) in self.segments.iter().skip(skip).enumerate() {
-            if i > 0 {
-                out.push(b'/');
-            }
-            out.extend_from_slice(s);
-        }
-        out
+    /// The whole decoded path, segments joined with `/` (empty for `/`).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.decoded
+    }
+
+    /// The decoded segments in order.
+    pub fn segments(&self) -> impl Iterator<Item = &[u8]> {
+        // Splitting the empty path would give one empty segment.
+        let all = (!self.decoded.is_empty()).then_some(&self.decoded[..]);
+        all.into_iter().flat_map(|p| p.split(|&b| b == b'/'))
+    }
+
+    /// Whether the path has no segments (the request was for `/`).
+    pub fn is_root(&self) -> bool {
+        self.decoded.is_empty()
+    }
+
+    /// The path after its first `skip` segments, joined with `/`: a path
+    /// relative to a volume's root. Borrowed, not copied.
+    pub fn rest(&self, skip: usize) -> &[u8] {
+        rest_after(&self.decoded, skip)
     }
 }
 
-/// Percent-decodes one segment, once.
-fn decode(s: &[u8]) -> Result<Vec<u8>, PathError> {
-    let mut out = Vec::with_capacity(s.len());
+/// `path` (segments joined with `/`) without its first `skip` segments.
+pub fn rest_after(path: &[u8], skip: usize) -> &[u8] {
+    let mut rest = path;
+    for _ in 0..skip {
+        rest = match memchr::memchr(b'/', rest) {
+            Some(i) => &rest[i + 1..],
+            None => &[],
+        };
+    }
+    rest
+}
+
+/// Percent-decodes one segment, once, onto the end of `out`.
+fn decode_into(s: &[u8], out: &mut Vec<u8>) -> Result<(), PathError> {
     let mut i = 0;
     while i < s.len() {
         if s[i] == b'%' {
@@ -99,7 +147,7 @@ fn decode(s: &[u8]) -> Result<Vec<u8>, PathError> {
             i += 1;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -118,9 +166,8 @@ mod tests {
     fn segs(p: &str) -> Vec<String> {
         CleanPath::parse(p)
             .unwrap()
-            .segments
-            .into_iter()
-            .map(|s| String::from_utf8(s).unwrap())
+            .segments()
+            .map(|s| String::from_utf8(s.to_vec()).unwrap())
             .collect()
     }
 
@@ -178,10 +225,45 @@ mod tests {
     }
 
     #[test]
-    fn joined_skips_the_prefix() {
-        let p = CleanPath::parse("/ubuntu/dists/jammy/Release").unwrap();
-        assert_eq!(p.joined(1), b"dists/jammy/Release");
-        assert_eq!(p.joined(4), b"");
+    fn rest_skips_the_prefix() {
+        let p = CleanPath::parse("/ubuntu//dists/jammy/Release").unwrap();
+        assert_eq!(p.rest(0), b"ubuntu/dists/jammy/Release");
+        assert_eq!(p.rest(1), b"dists/jammy/Release");
+        assert_eq!(p.rest(3), b"Release");
+        assert_eq!(p.rest(4), b"");
+        assert_eq!(p.rest(9), b"");
+        let root = CleanPath::parse("/").unwrap();
+        assert!(root.is_root());
+        assert_eq!(root.rest(1), b"");
+        assert_eq!(root.segments().count(), 0);
+    }
+
+    /// The rules of the module's documentation, applied the slow way: each
+    /// segment decoded on its own, then checked.
+    fn by_the_rules(raw: &str) -> Result<CleanPath, PathError> {
+        let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
+        let mut segments = Vec::new();
+        for raw_seg in rest.split('/').filter(|s| !s.is_empty()) {
+            let mut seg = Vec::new();
+            decode_into(raw_seg.as_bytes(), &mut seg)?;
+            if seg == b"." || seg == b".." {
+                return Err(PathError::DotSegment);
+            }
+            if seg.contains(&b'/') {
+                return Err(PathError::EncodedSlash);
+            }
+            if seg.contains(&b'\\') {
+                return Err(PathError::Backslash);
+            }
+            if seg.contains(&0) {
+                return Err(PathError::Nul);
+            }
+            segments.push(seg);
+        }
+        Ok(CleanPath {
+            decoded: segments.join(&b'/'),
+            trailing_slash: rest.ends_with('/') || rest.is_empty(),
+        })
     }
 
     /// Strings built from the pieces that matter to traversal, escaped and
@@ -203,7 +285,7 @@ mod tests {
             use std::os::unix::ffi::OsStrExt;
             if let Ok(p) = CleanPath::parse(&raw) {
                 let root = std::path::Path::new("/volume/root");
-                let joined = root.join(std::ffi::OsStr::from_bytes(&p.joined(0)));
+                let joined = root.join(std::ffi::OsStr::from_bytes(p.as_bytes()));
                 proptest::prop_assert!(joined.starts_with(root));
                 for c in joined.components() {
                     proptest::prop_assert!(
@@ -212,6 +294,13 @@ mod tests {
                     );
                 }
             }
+        }
+
+        /// The parser (with its fast path for paths without escapes)
+        /// answers as the rules say, checked segment by segment.
+        #[test]
+        fn parse_follows_the_rules(raw in hostile_path()) {
+            proptest::prop_assert_eq!(CleanPath::parse(&raw), by_the_rules(&raw));
         }
 
         /// Arbitrary text never panics the parser.

@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 
-use crate::volume::manifest::Manifest;
+use super::recent::RecentLookups;
+use crate::volume::manifest::{Entry, Manifest};
 use crate::volume::{ReleaseMeta, VolumeDir};
 
 /// How many earlier releases always stay loaded, whatever the grace period.
@@ -27,6 +28,17 @@ pub struct LoadedRelease {
     /// The id as a header value, made once (cloning it is a reference
     /// count, formatting it per response was not).
     pub id_header: hyper::header::HeaderValue,
+    /// Where recently asked-for paths are in the manifest.
+    recent: RecentLookups,
+}
+
+impl LoadedRelease {
+    /// The manifest entry at relative path `a/b/c`, through the memory of
+    /// recent lookups.
+    pub fn entry(&self, path: &[u8]) -> Result<Option<Entry>> {
+        let offset = self.recent.locate(path, || self.manifest.locate(path))?;
+        offset.map(|o| self.manifest.entry_at(o)).transpose()
+    }
 }
 
 /// An earlier release still answering, and since when it is not current.
@@ -93,6 +105,7 @@ impl ReleasedVolume {
             id_header: meta.id.into(),
             meta,
             manifest,
+            recent: RecentLookups::default(),
         }))
     }
 

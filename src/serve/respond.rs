@@ -3,6 +3,7 @@
 //! or a plain tree), and the HTTP rules (methods, ranges, conditional
 //! requests, headers, listings, redirects).
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,6 +13,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::body::{self, Access, Body, Metered};
+use super::http_date;
 use super::path::CleanPath;
 use super::plain::{Looked, PlainVolume, Refusal};
 use super::range::{self, RangeAnswer};
@@ -28,6 +30,16 @@ const MAX_LINK_HOPS: usize = 16;
 
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 pub const SHORT: &str = "public, max-age=60";
+
+/// The Cache-Control header of content that never changes, or of the rest.
+/// (`const` blocks: a header value made from a string checks each byte
+/// when made at run time.)
+pub fn cache_control_value(immutable: bool) -> HeaderValue {
+    match immutable {
+        true => const { HeaderValue::from_static(IMMUTABLE) },
+        false => const { HeaderValue::from_static(SHORT) },
+    }
+}
 
 /// A response and what the access log says about it.
 pub struct Answer {
@@ -147,7 +159,7 @@ async fn answer<B>(daemon: &Arc<Daemon>, req: &Request<B>) -> Answer {
     };
     match &volume.kind {
         VolumeKind::Released(r) => ask.released(r, skip).await,
-        VolumeKind::Plain(p) => ask.plain(p, &path.segments[skip..]).await,
+        VolumeKind::Plain(p) => ask.plain(p, path.rest(skip)).await,
     }
 }
 
@@ -170,17 +182,39 @@ struct Object<'a> {
     /// Quoted, ready to send.
     etag: HeaderValue,
     origin: Origin<'a>,
-    name: Vec<u8>,
-    cache_control: &'static str,
+    name: &'a [u8],
+    cache_control: HeaderValue,
+}
+
+impl<'a> Object<'a> {
+    /// A released volume's file, by its manifest entry.
+    fn released(
+        dir: &'a crate::volume::VolumeDir,
+        name: &'a [u8],
+        e: &Entry,
+        cache_control: HeaderValue,
+    ) -> Object<'a> {
+        Object {
+            key: ObjectKey::Content(e.sha256),
+            sha: Some(e.sha256),
+            size: e.size,
+            mtime: unix(e.mtime),
+            mtime_ns: None,
+            etag: etag_of_digest(&e.sha256),
+            origin: Origin::Released(dir),
+            name,
+            cache_control,
+        }
+    }
 }
 
 impl Ask<'_> {
     async fn released(&self, vol: &Arc<ReleasedVolume>, skip: usize) -> Answer {
-        let mut rest = &self.path.segments[skip..];
-        let pinned_id = rest.first().and_then(|s| pin_id(s));
+        let mut rel = self.path.rest(skip);
+        let pinned_id = rel.split(|&b| b == b'/').next().and_then(pin_id);
         let (first, pinned) = match pinned_id {
             Some(id) => {
-                rest = &rest[1..];
+                rel = super::path::rest_after(rel, 1);
                 let v = vol.clone();
                 match tokio::task::spawn_blocking(move || v.pinned(id)).await {
                     Ok(Ok(r)) => (r, true),
@@ -204,7 +238,6 @@ impl Ask<'_> {
                 }
             },
         };
-        let rel = rest.join(&b'/');
         // The current (or pinned) release first; then, for a path the
         // current one lacks, the recent ones still in their grace period
         // (looked up only then: most requests never need them).
@@ -215,7 +248,7 @@ impl Ask<'_> {
         let candidates = std::iter::once(first).chain(std::iter::once_with(previous).flatten());
         let mut found = None;
         for (i, r) in candidates.enumerate() {
-            match resolve(&r, &rel) {
+            match resolve(&r, rel) {
                 Ok(Some(hit)) => {
                     found = Some((r, hit, i > 0));
                     break;
@@ -231,21 +264,11 @@ impl Ask<'_> {
         let Some((release, (resolved, entry), stale)) = found else {
             return self.answer(text(StatusCode::NOT_FOUND, "not found\n"));
         };
-        let object = |path: &[u8], e: &Entry| Object {
-            key: ObjectKey::Content(e.sha256),
-            sha: Some(e.sha256),
-            size: e.size,
-            mtime: unix(e.mtime),
-            mtime_ns: None,
-            etag: etag_of_digest(&e.sha256),
-            origin: Origin::Released(&vol.dir),
-            name: path.to_vec(),
-            cache_control: if pinned {
-                IMMUTABLE
-            } else {
-                self.cache_control(path)
-            },
+        let cache_control = |path: &[u8]| match pinned {
+            true => cache_control_value(true),
+            false => self.cache_control(path),
         };
+        let object = |path, e| Object::released(&vol.dir, path, e, cache_control(path));
         let mut a = match entry.kind {
             Kind::Dir if !self.path.trailing_slash => self.answer(redirect(self.path)),
             Kind::Dir => {
@@ -279,8 +302,8 @@ impl Ask<'_> {
         a
     }
 
-    async fn plain(&self, vol: &Arc<PlainVolume>, rest: &[Vec<u8>]) -> Answer {
-        let rel = rest.join(&b'/');
+    async fn plain(&self, vol: &Arc<PlainVolume>, rel: &[u8]) -> Answer {
+        let rel = rel.to_vec();
         let Looked { seen, mut stale } = {
             let (v, r) = (vol.clone(), rel.clone());
             match tokio::task::spawn_blocking(move || v.lookup(&r)).await {
@@ -325,9 +348,7 @@ impl Ask<'_> {
                     let dir = seen.clone();
                     let entries = tokio::task::spawn_blocking(move || v.list(&dir)).await;
                     return match entries {
-                        Ok(Ok(entries)) => {
-                            self.answer(listing(&self.path.segments, entries, self.head))
-                        }
+                        Ok(Ok(entries)) => self.answer(listing(self.path, entries, self.head)),
                         _ if stale => self.answer(text(
                             StatusCode::BAD_GATEWAY,
                             "the origin tree cannot be read\n",
@@ -369,7 +390,7 @@ impl Ask<'_> {
             etag: HeaderValue::from_str(&format!("\"{:x}-{:x}\"", seen.size, seen.mtime_ns))
                 .expect("hex digits are a valid header value"),
             origin: Origin::File(seen.real.clone()),
-            name: rel.clone(),
+            name: &rel,
             cache_control: self.cache_control(&rel),
         };
         let mut a = self.send(object).await;
@@ -391,25 +412,16 @@ impl Ask<'_> {
         Answer::of(self.volume, response)
     }
 
-    fn cache_control(&self, path: &[u8]) -> &'static str {
-        if self.volume.is_immutable(path) {
-            IMMUTABLE
-        } else {
-            SHORT
-        }
+    fn cache_control(&self, path: &[u8]) -> HeaderValue {
+        cache_control_value(self.volume.is_immutable(path))
     }
 
     /// Sends an object: conditional requests, ranges, and its bytes from
     /// whichever tier has them.
     async fn send(&self, obj: Object<'_>) -> Answer {
-        let mut builder = object_head(&obj.etag, obj.mtime, &obj.name, obj.cache_control);
+        let mut head = object_head(&obj.etag, obj.mtime, obj.name, obj.cache_control);
         if not_modified(self.headers, &obj.etag, obj.mtime) {
-            return self.answer(
-                builder
-                    .status(StatusCode::NOT_MODIFIED)
-                    .body(body::empty())
-                    .expect("valid response"),
-            );
+            return self.answer(response(StatusCode::NOT_MODIFIED, head, body::empty()));
         }
         let size = obj.size;
         let answer = self
@@ -420,37 +432,35 @@ impl Ask<'_> {
         let (status, start, len) = match answer {
             RangeAnswer::Whole => (StatusCode::OK, 0, size),
             RangeAnswer::Part { start, end } => {
-                builder =
-                    builder.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
+                let range = format!("bytes {start}-{end}/{size}");
+                head.insert(header::CONTENT_RANGE, header_value(range));
                 (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
             }
             RangeAnswer::Unsatisfiable => {
-                return self.answer(
-                    builder
-                        .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                        .header(header::CONTENT_RANGE, format!("bytes */{size}"))
-                        .header(header::CONTENT_LENGTH, 0)
-                        .body(body::empty())
-                        .expect("valid response"),
+                head.insert(
+                    header::CONTENT_RANGE,
+                    header_value(format!("bytes */{size}")),
                 );
+                head.insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
+                return self.answer(response(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    head,
+                    body::empty(),
+                ));
             }
         };
-        builder = builder.status(status).header(header::CONTENT_LENGTH, len);
+        head.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         let cache = &self.daemon.cache;
         if self.head {
             // Says where a GET would be answered from, without filling
             // (and is not counted as a hit or a miss).
             let x = match obj.sha {
-                Some(s) if cache.in_memory(&s) => "hit-memory",
-                Some(s) if cache.disk.contains(&s) => "hit-disk",
-                _ => "miss",
+                Some(s) if cache.in_memory(&s) => Outcome::HitMemory,
+                Some(s) if cache.disk.contains(&s) => Outcome::HitDisk,
+                _ => Outcome::Miss,
             };
-            return self.answer(
-                builder
-                    .header(X_CACHE, HeaderValue::from_static(x))
-                    .body(body::empty())
-                    .expect("valid response"),
-            );
+            head.insert(X_CACHE, x_cache(x));
+            return self.answer(response(status, head, body::empty()));
         }
         let plain = obj.mtime_ns.is_some();
         let hit = match &obj.sha {
@@ -509,19 +519,8 @@ impl Ask<'_> {
                 Err(a) => return a,
             },
         };
-        let x_cache = match outcome {
-            Outcome::HitMemory => "hit-memory",
-            Outcome::HitDisk => "hit-disk",
-            Outcome::Coalesced => "coalesced",
-            Outcome::Bypass => "bypass",
-            _ => "miss",
-        };
-        let mut a = self.answer(
-            builder
-                .header(X_CACHE, HeaderValue::from_static(x_cache))
-                .body(body)
-                .expect("valid response"),
-        );
+        head.insert(X_CACHE, x_cache(outcome));
+        let mut a = self.answer(response(status, head, body));
         a.outcome = outcome;
         a.tier = tier;
         a
@@ -553,7 +552,7 @@ impl Ask<'_> {
     fn listing_of_release(&self, release: &LoadedRelease, dir: &[u8]) -> Response<Body> {
         match release.manifest.list(dir) {
             Ok(entries) => listing(
-                &self.path.segments,
+                self.path,
                 entries
                     .into_iter()
                     .map(|(name, e)| ListEntry {
@@ -589,34 +588,51 @@ pub fn etag_of_digest(sha: &Sha256Digest) -> HeaderValue {
 }
 
 /// The headers every answer about an object carries (200, 206, 304, 416
-/// and HEAD alike). Built straight into the header map, with the constant
-/// values static: the builder's checked `header()` calls cost more than the
-/// rest of a memory hit's user-space work.
+/// and HEAD alike), in a map sized for the few more a response adds. The
+/// values are made without formatting or run-time checks where they can
+/// be: building them through `Response::builder()` cost more than the rest
+/// of a memory hit's user-space work.
 pub fn object_head(
     etag: &HeaderValue,
     mtime: SystemTime,
     name: &[u8],
-    cache_control: &'static str,
-) -> hyper::http::response::Builder {
-    let mut builder = Response::builder();
-    let h = builder.headers_mut().expect("a new builder has headers");
-    h.reserve(8);
+    cache_control: HeaderValue,
+) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(12);
     h.insert(header::ETAG, etag.clone());
-    // The date's own string becomes the value's bytes, without a copy.
-    let date = Bytes::from(httpdate::fmt_http_date(mtime));
-    if let Ok(v) = HeaderValue::from_maybe_shared(date) {
-        h.insert(header::LAST_MODIFIED, v);
+    h.insert(header::LAST_MODIFIED, http_date::value(mtime));
+    h.insert(header::CONTENT_TYPE, content_type(name));
+    h.insert(header::CACHE_CONTROL, cache_control);
+    h.insert(
+        header::ACCEPT_RANGES,
+        const { HeaderValue::from_static("bytes") },
+    );
+    h
+}
+
+/// A response of these parts.
+fn response(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    r
+}
+
+/// A header value of text this module formatted (digits, `bytes`, `-`,
+/// `/`, `*`): always valid.
+fn header_value(text: String) -> HeaderValue {
+    HeaderValue::try_from(text).expect("formatted header values are visible ASCII")
+}
+
+/// The `X-Cache` value of an outcome.
+fn x_cache(outcome: Outcome) -> HeaderValue {
+    match outcome {
+        Outcome::HitMemory => const { HeaderValue::from_static("hit-memory") },
+        Outcome::HitDisk => const { HeaderValue::from_static("hit-disk") },
+        Outcome::Coalesced => const { HeaderValue::from_static("coalesced") },
+        Outcome::Bypass => const { HeaderValue::from_static("bypass") },
+        _ => const { HeaderValue::from_static("miss") },
     }
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type(name)),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static(cache_control),
-    );
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    builder
 }
 
 /// Where a response came from: `hit-memory`, `hit-disk`, `miss`,
@@ -651,18 +667,22 @@ fn unix(secs: i64) -> SystemTime {
 }
 
 /// Looks a path up, following symlinks inside the release. Returns the
-/// final path and its entry (a file or a directory).
-fn resolve(release: &LoadedRelease, path: &[u8]) -> anyhow::Result<Option<(Vec<u8>, Entry)>> {
+/// final path (borrowed when no link was followed) and its entry (a file
+/// or a directory).
+fn resolve<'p>(
+    release: &LoadedRelease,
+    path: &'p [u8],
+) -> anyhow::Result<Option<(Cow<'p, [u8]>, Entry)>> {
     if path.is_empty() {
-        return Ok(Some((Vec::new(), root_entry(release))));
+        return Ok(Some((Cow::Borrowed(path), root_entry(release))));
     }
     // The common case in one lookup: the release walk never descends into
     // a symlink, so a path the manifest lists as a file or directory has
     // only real directories above it.
-    if let Some(entry) = release.manifest.get(path)?
+    if let Some(entry) = release.entry(path)?
         && entry.kind != Kind::Symlink
     {
-        return Ok(Some((path.to_vec(), entry)));
+        return Ok(Some((Cow::Borrowed(path), entry)));
     }
     let mut path = path.to_vec();
     for _ in 0..MAX_LINK_HOPS {
@@ -672,7 +692,7 @@ fn resolve(release: &LoadedRelease, path: &[u8]) -> anyhow::Result<Option<(Vec<u
         let mut restart = None;
         for (i, seg) in segments.iter().enumerate() {
             let candidate = join(&resolved, seg);
-            let Some(entry) = release.manifest.get(&candidate)? else {
+            let Some(entry) = release.entry(&candidate)? else {
                 return Ok(None);
             };
             let last = i + 1 == segments.len();
@@ -688,14 +708,14 @@ fn resolve(release: &LoadedRelease, path: &[u8]) -> anyhow::Result<Option<(Vec<u
                     restart = Some(next);
                     break;
                 }
-                Kind::File if last => return Ok(Some((candidate, entry))),
+                Kind::File if last => return Ok(Some((candidate.into(), entry))),
                 Kind::File => return Ok(None),
-                Kind::Dir if last => return Ok(Some((candidate, entry))),
+                Kind::Dir if last => return Ok(Some((candidate.into(), entry))),
                 Kind::Dir => resolved = candidate,
             }
         }
         match restart {
-            Some(next) if next.is_empty() => return Ok(Some((next, root_entry(release)))),
+            Some(next) if next.is_empty() => return Ok(Some((next.into(), root_entry(release)))),
             Some(next) => path = next,
             None => return Ok(None),
         }
@@ -810,26 +830,26 @@ fn vary_accept(r: &mut Response<Body>) {
 }
 
 /// Content-Type by file name.
-pub fn content_type(path: &[u8]) -> &'static str {
+pub fn content_type(path: &[u8]) -> HeaderValue {
     let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
     let ext = |e: &[u8]| name.ends_with(e);
     if ext(b".html") || ext(b".htm") {
-        "text/html; charset=utf-8"
+        const { HeaderValue::from_static("text/html; charset=utf-8") }
     } else if ext(b".v1_json") {
-        PEP691_JSON
+        const { HeaderValue::from_static(PEP691_JSON) }
     } else if ext(b".v1_html") {
-        PEP691_HTML
+        const { HeaderValue::from_static(PEP691_HTML) }
     } else if ext(b".json") {
-        "application/json"
+        const { HeaderValue::from_static("application/json") }
     } else if ext(b".xml") {
-        "application/xml"
+        const { HeaderValue::from_static("application/xml") }
     } else if ext(b".txt")
         || ext(b".asc")
         || [&b"Release"[..], b"InRelease", b"Packages", b"Sources"].contains(&name)
     {
-        "text/plain; charset=utf-8"
+        const { HeaderValue::from_static("text/plain; charset=utf-8") }
     } else {
-        "application/octet-stream"
+        const { HeaderValue::from_static("application/octet-stream") }
     }
 }
 
@@ -843,16 +863,12 @@ pub struct ListEntry {
 }
 
 /// An HTML listing of a directory.
-fn listing(segments: &[Vec<u8>], entries: Vec<ListEntry>, head: bool) -> Response<Body> {
-    let shown: Vec<String> = segments
-        .iter()
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect();
-    let title = escape(&format!("/{}/", shown.join("/")));
+fn listing(path: &CleanPath, entries: Vec<ListEntry>, head: bool) -> Response<Body> {
+    let title = escape(&format!("/{}/", String::from_utf8_lossy(path.as_bytes())));
     let mut html = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n<table>\n"
     );
-    if !segments.is_empty() {
+    if !path.is_root() {
         html += "<tr><td><a href=\"../\">../</a></td><td></td><td></td></tr>\n";
     }
     for ListEntry {
@@ -919,7 +935,7 @@ fn percent_encode(name: &[u8]) -> String {
 /// clean segments (so `//host`-style paths cannot become an open redirect).
 fn redirect(path: &CleanPath) -> Response<Body> {
     let mut to = String::new();
-    for s in &path.segments {
+    for s in path.segments() {
         to.push('/');
         to.push_str(&percent_encode(s));
     }

@@ -475,7 +475,10 @@ impl Manifest {
         self.counts
     }
 
-    fn record(&self, offset: u64) -> Result<Entry> {
+    /// The entry whose record starts at `offset` (as [`Manifest::locate`]
+    /// found it); an offset from elsewhere gives an error or another entry,
+    /// never a panic.
+    pub fn entry_at(&self, offset: u64) -> Result<Entry> {
         let start = self.records.0 + offset as usize;
         let slice = self
             .map
@@ -487,7 +490,7 @@ impl Manifest {
     /// The entry under `key` (see [`key`]).
     pub fn get_key(&self, key: &[u8]) -> Result<Option<Entry>> {
         match walk_index(|| self.index.get(key))? {
-            Some(off) => self.record(off).map(Some),
+            Some(off) => self.entry_at(off).map(Some),
             None => Ok(None),
         }
     }
@@ -495,8 +498,18 @@ impl Manifest {
     /// The entry at relative path `a/b/c`; `None` for the root and for paths
     /// the release does not have.
     pub fn get(&self, path: &[u8]) -> Result<Option<Entry>> {
+        match self.locate(path)? {
+            Some(off) => self.entry_at(off).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Where the record of relative path `a/b/c` starts, for
+    /// [`Manifest::entry_at`]: the index walk alone, which is what a cache
+    /// of lookups saves.
+    pub fn locate(&self, path: &[u8]) -> Result<Option<u64>> {
         match key_for_path(path) {
-            Some(k) => self.get_key(&k),
+            Some(k) => walk_index(|| self.index.get(&k)),
             None => Ok(None),
         }
     }
@@ -512,7 +525,7 @@ impl Manifest {
             let mut stream = self.index.range().ge(&lo).lt(&hi).into_stream();
             let mut out = Vec::new();
             while let Some((k, off)) = stream.next() {
-                out.push((k[lo.len()..].to_vec(), self.record(off)?));
+                out.push((k[lo.len()..].to_vec(), self.entry_at(off)?));
             }
             Ok(out)
         })?
@@ -569,7 +582,7 @@ impl ManifestStream<'_> {
             }
         });
         match next {
-            Ok(Some((key, off))) => Some(self.manifest.record(off).map(|e| (key, e))),
+            Ok(Some((key, off))) => Some(self.manifest.entry_at(off).map(|e| (key, e))),
             Ok(None) => {
                 self.state = StreamState::Stopped;
                 None
