@@ -7,12 +7,14 @@
 //! - [`release`]: publishing a tree as a new release, and `status`,
 //!   `rollback`, `gc`.
 //! - [`config`]: the configuration file both binaries read.
-//! - [`serve`]: the daemon's HTTP side (request paths, ranges; being built).
+//! - [`serve`]: the daemon's HTTP side (routing, releases, responses,
+//!   connections); [`cache`]: its memory and disk tiers.
 //! - [`cli`]: the two command lines; the binaries in `src/bin` only call it.
 
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod dates;
 pub mod durable;
 pub mod fault;
 pub mod metrics;

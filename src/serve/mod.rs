@@ -2,7 +2,7 @@
 //! (`conn`).
 //!
 //! - `path`: request paths, decoded once and checked.
-//! - `range`: the Range header; `http_date`: Last-Modified values.
+//! - `range`: the Range header.
 //! - `immutable`: which paths never change (`freshness.immutable`).
 //! - `released`, `plain`: the two kinds of volume; `recent`: where a
 //!   release's recently asked-for paths are in its manifest.
@@ -14,7 +14,6 @@
 
 pub mod body;
 pub mod conn;
-pub mod http_date;
 pub mod immutable;
 pub mod pages;
 pub mod path;

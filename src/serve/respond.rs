@@ -13,7 +13,6 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::body::{self, Access, Body, Metered};
-use super::http_date;
 use super::path::CleanPath;
 use super::plain::{Looked, PlainVolume, Refusal};
 use super::range::{self, RangeAnswer};
@@ -600,7 +599,9 @@ pub fn object_head(
 ) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(12);
     h.insert(header::ETAG, etag.clone());
-    h.insert(header::LAST_MODIFIED, http_date::value(mtime));
+    let date = crate::dates::http_date(mtime);
+    let date = HeaderValue::from_bytes(&date).expect("a date is visible ASCII");
+    h.insert(header::LAST_MODIFIED, date);
     h.insert(header::CONTENT_TYPE, content_type(name));
     h.insert(header::CACHE_CONTROL, cache_control);
     h.insert(
