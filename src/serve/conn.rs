@@ -6,7 +6,8 @@
 //! - **Connections**: a semaphore; at the limit, new connections wait in
 //!   the kernel's listen backlog instead of exhausting file descriptors.
 //! - **Header read timeout**: hyper's own, which needs a timer; it also
-//!   closes idle keep-alive connections.
+//!   closes idle keep-alive connections. The timer (`timer`) keeps one
+//!   tokio sleep per connection instead of one per request.
 //! - **Write timeout**: hyper has none, so a client that stops reading
 //!   would hold its connection (and a fill's reader) forever. The socket is
 //!   wrapped so that a write making no progress for the timeout fails.
@@ -38,6 +39,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use super::Daemon;
+use super::timer::ConnectionTimer;
 use super::respond;
 use crate::config::DaemonSettings;
 
@@ -132,7 +134,7 @@ impl Server {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
-            .timer(TokioTimer::new())
+            .timer(ConnectionTimer::default())
             .header_read_timeout(self.limits.header_read_timeout);
         builder.http2().timer(TokioTimer::new());
         let conn = builder.serve_connection(io, service);

@@ -9,7 +9,8 @@
 //! - `respond`: one request to one response.
 //! - `pages`: the daemon's own pages (`/`, `/metrics`, `/readyz`).
 //! - `body`: the response body type and the access log.
-//! - `conn`: listeners, TLS, connection limits and graceful shutdown.
+//! - `conn`: listeners, TLS, connection limits and graceful shutdown;
+//!   `timer`: the header read timeout's clock, one per connection.
 //! - `watch`: inotify on the volumes' pointers, besides polling.
 
 pub mod body;
@@ -22,6 +23,7 @@ pub mod range;
 pub mod recent;
 pub mod released;
 pub mod respond;
+pub mod timer;
 pub mod tls;
 pub mod watch;
 
