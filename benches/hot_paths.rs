@@ -1,5 +1,6 @@
 //! Criterion microbenchmarks of the per-request hot paths: request path
-//! parsing, manifest lookup, Range parsing and response header building.
+//! parsing, manifest lookup (by the index, and through the table of recent
+//! lookups), Range parsing and response header building.
 //!
 //! Run: `cargo bench --bench hot_paths` (reports land in
 //! `target/criterion/`).
@@ -10,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use criterion::{Criterion, criterion_group, criterion_main};
 use unimirror::serve::path::CleanPath;
 use unimirror::serve::range;
+use unimirror::serve::recent::RecentLookups;
 use unimirror::serve::respond::{cache_control_value, etag_of_digest, object_head};
 use unimirror::volume::manifest::{
     Entry, Kind, Manifest, ManifestWriter, Sha256Digest, Verify, key,
@@ -82,6 +84,22 @@ fn manifest_lookup(c: &mut Criterion) {
     });
     c.bench_function("manifest/miss (100k entries)", |b| {
         b.iter(|| m.get(black_box(b"packages/7f/nothing-here.whl")).unwrap())
+    });
+    // What the daemon does for a path it was asked for lately: the record's
+    // offset from the table of recent lookups, then the record.
+    let recent = RecentLookups::default();
+    for p in &paths {
+        recent
+            .locate(p.as_bytes(), || m.locate(p.as_bytes()))
+            .unwrap();
+    }
+    c.bench_function("manifest/recent lookup (100k entries)", |b| {
+        b.iter(|| {
+            i = (i + 1) % paths.len();
+            let p = black_box(paths[i].as_bytes());
+            let offset = recent.locate(p, || m.locate(p)).unwrap();
+            m.entry_at(offset.expect("present")).unwrap()
+        })
     });
 }
 

@@ -39,8 +39,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use super::Daemon;
-use super::timer::ConnectionTimer;
 use super::respond;
+use super::timer::ConnectionTimer;
 use crate::config::DaemonSettings;
 
 /// Connection limits, shared by all listeners.

@@ -127,7 +127,9 @@ mod tests {
         let mut first = timer.sleep(Duration::from_secs(30));
         let address = |s: &mut Pin<Box<dyn Sleep>>| {
             let lent = s.as_mut().downcast_mut_pin::<Lent>().expect("a Lent");
-            lent.inner.as_ref().map(|i| &**i as *const tokio::time::Sleep)
+            lent.inner
+                .as_ref()
+                .map(|i| &**i as *const tokio::time::Sleep)
         };
         let used = address(&mut first);
         assert!(used.is_some());
