@@ -11,6 +11,7 @@
 //!   connections); [`cache`]: its memory and disk tiers.
 //! - [`cli`]: the two command lines; the binaries in `src/bin` only call it.
 
+pub mod allocator;
 pub mod cache;
 pub mod cli;
 pub mod config;
