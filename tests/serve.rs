@@ -60,6 +60,28 @@ fn serves_files_with_headers_and_head_matches_get() {
 }
 
 #[test]
+fn streamed_bodies_carry_their_length_not_chunks() {
+    // Two MiB: larger than the disk tier reads whole, so the miss is sent
+    // from the fill and the hit from the mapped file, both as streams.
+    let env = Env::new();
+    let big: Vec<u8> = (0..2u32 << 20).map(|i| (i % 251) as u8).collect();
+    env.write("big.bin", &big);
+    env.release();
+    let d = Daemon::start(&env);
+    for (round, x_cache) in [(1, "miss"), (2, "hit-disk")] {
+        let r = d.get("/vol/big.bin");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-cache"), Some(x_cache), "round {round}");
+        assert_eq!(r.header("content-length"), Some("2097152"), "round {round}");
+        assert_eq!(r.header("transfer-encoding"), None, "round {round}");
+        assert!(r.body == big, "round {round}: the body differs");
+        let part = d.request("GET", "/vol/big.bin", &[("Range", "bytes=100-199")]);
+        assert_eq!(part.header("content-length"), Some("100"));
+        assert_eq!(part.body, &big[100..200]);
+    }
+}
+
+#[test]
 fn ranges_and_conditional_requests() {
     let (_env, d) = served();
     let p = "/vol/packages/pkg-1.0.whl";

@@ -52,6 +52,14 @@ where
     Body(Inner::Stream(BodyExt::boxed_unsync(StreamBody::new(s))))
 }
 
+impl Body {
+    /// Whether the body tells its exact length (one buffer, or nothing),
+    /// from which hyper writes the Content-Length.
+    pub fn is_sized(&self) -> bool {
+        matches!(self.0, Inner::Full(_))
+    }
+}
+
 impl HttpBody for Body {
     type Data = Bytes;
     type Error = std::io::Error;

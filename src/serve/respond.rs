@@ -448,9 +448,9 @@ impl Ask<'_> {
                 ));
             }
         };
-        head.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         let cache = &self.daemon.cache;
         if self.head {
+            head.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             // Says where a GET would be answered from, without filling
             // (and is not counted as a hit or a miss).
             let x = match obj.sha {
@@ -519,6 +519,12 @@ impl Ask<'_> {
             },
         };
         head.insert(X_CACHE, x_cache(outcome));
+        // hyper writes the Content-Length of a body that knows its length
+        // itself, without a header value to allocate; a stream needs it
+        // here (or it would be sent chunked).
+        if !body.is_sized() {
+            head.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
         let mut a = self.answer(response(status, head, body));
         a.outcome = outcome;
         a.tier = tier;
