@@ -13,7 +13,6 @@ pub mod direct;
 pub mod disk;
 pub mod fill;
 
-use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +22,7 @@ use bytes::Bytes;
 use crate::config::CacheSettings;
 use crate::metrics::Metrics;
 use crate::volume::manifest::Sha256Digest;
-use disk::DiskTier;
+use disk::{DiskTier, OpenEntry};
 use fill::{Fill, FillRequest, Fills};
 
 /// What identifies one object for coalescing.
@@ -46,7 +45,8 @@ pub enum Source {
     Memory(Bytes),
     /// A small disk entry, read whole.
     DiskBytes(Bytes),
-    Disk(Arc<File>),
+    /// A disk entry kept open (large ones are sent from its mapping).
+    Disk(Arc<OpenEntry>),
     /// A fill; `true` when this request joined one already running.
     Fill(Arc<Fill>, bool),
     /// Straight from the origin, uncached: the cache disk is full.
@@ -240,12 +240,12 @@ impl Cache {
     }
 
     /// Copies a small disk entry into the memory tier, in the background.
-    fn promote(self: &Arc<Self>, sha: Sha256Digest, file: Arc<File>, size: u64) {
+    fn promote(self: &Arc<Self>, sha: Sha256Digest, open: Arc<OpenEntry>, size: u64) {
         let cache = self.clone();
         tokio::task::spawn_blocking(move || {
             use std::os::unix::fs::FileExt;
             let mut buf = vec![0u8; size as usize];
-            if file.read_exact_at(&mut buf, 0).is_ok() {
+            if open.file().read_exact_at(&mut buf, 0).is_ok() {
                 cache.memory_insert(sha, Bytes::from(buf));
             }
         });

@@ -2,7 +2,6 @@
 //! counts what was sent and writes the access log line when a response
 //! ends.
 
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +14,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::cache::Cache;
 use crate::cache::direct::Direct;
+use crate::cache::disk::OpenEntry;
 use crate::cache::fill::{Fill, WaitError};
 use crate::metrics::{Outcome, Served, Tier};
 
@@ -91,21 +91,20 @@ impl HttpBody for Body {
 
 /// `len` bytes of a cached file from `start`.
 ///
-/// The file is mapped and sent from its pages, so the bytes are copied once
-/// (into the socket) instead of twice, and no blocking-pool hop is needed
-/// per chunk. Cache files are never changed once committed (a commit
-/// renames a complete file in; eviction unlinks it, and a mapping outlives
-/// the unlink), so the mapping stays valid. Each chunk asks the kernel to
-/// read the next one ahead, so a cold file does not stall the writer on
-/// every page. If the file cannot be mapped it is read in chunks instead.
-pub fn file(file: Arc<File>, start: u64, len: u64) -> Body {
-    // SAFETY: the file is a committed cache entry, which nothing writes or
-    // truncates (see above); the map is only read.
-    let map = match unsafe { memmap2::Mmap::map(&*file) } {
-        Ok(map) if map.len() as u64 >= start + len => Arc::new(map),
-        _ => return read_in_chunks(file, start, len),
+/// The file is sent from its mapping, so the bytes are copied once (into
+/// the socket) instead of twice, and no blocking-pool hop is needed per
+/// chunk. The mapping is the kept entry's (`OpenEntry::mapped`), made once:
+/// a hot entry's pages are already mapped when it is sent again. Cache
+/// files are never changed once committed (a commit renames a complete
+/// file in; eviction unlinks it, and a mapping outlives the unlink), so
+/// the mapping stays valid. Each chunk asks the kernel to read the next
+/// one ahead, so a cold file does not stall the writer on every page. If
+/// the file cannot be mapped it is read in chunks instead.
+pub fn file(entry: Arc<OpenEntry>, start: u64, len: u64) -> Body {
+    let map = match entry.mapped() {
+        Some(map) if map.len() as u64 >= start + len => map.clone(),
+        _ => return read_in_chunks(entry, start, len),
     };
-    let _ = map.advise(memmap2::Advice::Sequential);
     let (start, end) = (start as usize, (start + len) as usize);
     let stream = futures_util::stream::unfold(start, move |pos| {
         let map = map.clone();
@@ -135,13 +134,13 @@ const MAPPED_CHUNK: usize = 1 << 20;
 
 /// `len` bytes of a file from `start`, read chunk by chunk on the blocking
 /// pool.
-fn read_in_chunks(file: Arc<File>, start: u64, len: u64) -> Body {
+fn read_in_chunks(entry: Arc<OpenEntry>, start: u64, len: u64) -> Body {
     chunks(start, start + len, move |pos, max| {
-        let file = file.clone();
+        let entry = entry.clone();
         async move {
             let buf = tokio::task::spawn_blocking(move || {
                 let mut buf = vec![0u8; max];
-                file.read_exact_at(&mut buf, pos).map(|()| buf)
+                entry.file().read_exact_at(&mut buf, pos).map(|()| buf)
             })
             .await
             .map_err(std::io::Error::other)??;
