@@ -84,10 +84,11 @@ impl CleanPath {
             if escaped && seg.contains(&b'/') {
                 return Err(PathError::EncodedSlash);
             }
-            match memchr::memchr2(b'\\', 0, seg).map(|i| seg[i]) {
-                Some(b'\\') => return Err(PathError::Backslash),
-                Some(_) => return Err(PathError::Nul),
-                None => {}
+            if memchr::memchr(b'\\', seg).is_some() {
+                return Err(PathError::Backslash);
+            }
+            if memchr::memchr(0, seg).is_some() {
+                return Err(PathError::Nul);
             }
         }
         Ok(CleanPath {
@@ -208,6 +209,8 @@ mod tests {
             ("/a\\..\\b", PathError::Backslash),
             ("/a/%5c..", PathError::Backslash),
             ("/a%00b", PathError::Nul),
+            // Within a segment, the backslash is named first.
+            ("/%00%5c", PathError::Backslash),
             ("a/b", PathError::NotAbsolute),
             ("", PathError::NotAbsolute),
             ("/a%", PathError::BadEscape),
