@@ -70,16 +70,10 @@ impl DiskEntry {
     }
 }
 
-/// A verified entry kept open for its next hits.
-#[derive(Clone)]
-enum Kept {
-    /// A small entry, mapped whole.
-    Mapped(Arc<memmap2::Mmap>),
-    File(Arc<OpenEntry>),
-}
-
-/// An entry kept open. A large one is mapped when it is first sent, and
-/// the mapping stays with it: later sends of a hot entry find its pages
+/// A verified entry kept open for its next hits. A small one the memory
+/// tier will not hold is mapped when it is kept, so its hits are slices of
+/// the mapping; a large one is mapped when it is first sent, and the
+/// mapping stays with it: later sends of a hot entry find its pages
 /// already mapped. A mapping made per response faulted every page in
 /// again (some 1,600 faults for 100 MiB, with the kernel's fault-around),
 /// a tenth of the CPU of a large hit.
@@ -100,6 +94,11 @@ impl OpenEntry {
         &self.file
     }
 
+    /// The mapping, if one was made.
+    fn mapping(&self) -> Option<&Arc<memmap2::Mmap>> {
+        self.map.get()?.as_ref()
+    }
+
     /// The whole entry, mapped at the first call; `None` if it cannot be.
     pub fn mapped(&self) -> Option<&Arc<memmap2::Mmap>> {
         self.map
@@ -113,8 +112,12 @@ impl OpenEntry {
 }
 
 /// Kept entries by sha256 (S3-FIFO, counted).
-type OpenFiles =
-    quick_cache::sync::Cache<Sha256Digest, Kept, quick_cache::UnitWeighter, super::ByDigest>;
+type OpenFiles = quick_cache::sync::Cache<
+    Sha256Digest,
+    Arc<OpenEntry>,
+    quick_cache::UnitWeighter,
+    super::ByDigest,
+>;
 
 /// The entries, weighed by size; evictions go to the deletion thread.
 type Index =
@@ -372,8 +375,8 @@ impl DiskTier {
         if !entry.present.load(Ordering::Acquire) {
             return None; // being committed
         }
-        if let Some(Kept::File(file)) = self.kept(sha) {
-            return Some(file);
+        if let Some(open) = self.kept(sha) {
+            return Some(open);
         }
         let tier = self.clone();
         let sha = *sha;
@@ -393,7 +396,7 @@ impl DiskTier {
                 return None;
             }
             let open = Arc::new(OpenEntry::new(file));
-            tier.keep(sha, Kept::File(open.clone()));
+            tier.keep(sha, open.clone());
             Some(open)
         })
         .await
@@ -417,22 +420,21 @@ impl DiskTier {
         if !entry.present.load(Ordering::Acquire) || entry.size > SMALL {
             return None;
         }
-        match self.kept(sha) {
-            // Verified when it was kept; the mapping is exactly its size.
-            Some(Kept::Mapped(m)) => return Some(super::mapped_bytes(&m, 0..m.len())),
-            Some(Kept::File(open)) => {
-                let mut buf = vec![0u8; entry.size as usize];
-                match open.file().read_exact_at(&mut buf, 0) {
-                    Ok(()) => return Some(Bytes::from(buf)),
-                    Err(e) => {
-                        // Shorter than its size: someone truncated it.
-                        tracing::error!(%sha, "cache entry changed under an open descriptor: {e}");
-                        self.verified(sha, &entry, false);
-                        return None;
-                    }
-                }
+        if let Some(open) = self.kept(sha) {
+            // Verified when it was kept; a mapping is exactly its size.
+            if let Some(m) = open.mapping() {
+                return Some(super::mapped_bytes(m, 0..m.len()));
             }
-            None => {}
+            let mut buf = vec![0u8; entry.size as usize];
+            return match open.file().read_exact_at(&mut buf, 0) {
+                Ok(()) => Some(Bytes::from(buf)),
+                Err(e) => {
+                    // Shorter than its size: someone truncated it.
+                    tracing::error!(%sha, "cache entry changed under an open descriptor: {e}");
+                    self.verified(sha, &entry, false);
+                    None
+                }
+            };
         }
         let path = content_path(&self.dir, sha);
         let mut buf = Vec::with_capacity(entry.size as usize);
@@ -457,24 +459,23 @@ impl DiskTier {
             }
         }
         if self.open_files.is_some() {
-            // SAFETY: a committed entry is never written or truncated (see
-            // `body::file`); the mapping is only read.
-            let kept = match map.then(|| unsafe { memmap2::Mmap::map(&file) }) {
-                Some(Ok(m)) if m.len() as u64 == entry.size => Kept::Mapped(Arc::new(m)),
-                _ => Kept::File(Arc::new(OpenEntry::new(file))),
-            };
-            self.keep(*sha, kept);
+            let mut open = OpenEntry::new(file);
+            if map && open.mapped().is_some_and(|m| m.len() as u64 != entry.size) {
+                // Not the size it was read at: kept open, but not mapped.
+                open.map.take();
+            }
+            self.keep(*sha, Arc::new(open));
         }
         Some(Bytes::from(buf))
     }
 
     /// What is kept open of `sha`, if anything.
-    fn kept(&self, sha: &Sha256Digest) -> Option<Kept> {
+    fn kept(&self, sha: &Sha256Digest) -> Option<Arc<OpenEntry>> {
         self.open_files.as_ref()?.get(sha)
     }
 
     /// Keeps a verified entry open for its next hits.
-    fn keep(&self, sha: Sha256Digest, kept: Kept) {
+    fn keep(&self, sha: Sha256Digest, kept: Arc<OpenEntry>) {
         if let Some(open) = &self.open_files {
             open.insert(sha, kept);
         }
@@ -796,7 +797,7 @@ mod tests {
         let first = vec![1u8; 40 << 10];
         let sha = commit_bytes(&tier, dir.path(), &first);
         assert_eq!(tier.read_small(&sha, true).unwrap(), first);
-        assert!(matches!(tier.kept(&sha), Some(Kept::Mapped(_))));
+        assert!(tier.kept(&sha).is_some_and(|o| o.mapping().is_some()));
         // The second hit is served from the mapping, with the same bytes.
         assert_eq!(tier.read_small(&sha, true).unwrap(), first);
         assert_eq!(tier.open_count(), 1);

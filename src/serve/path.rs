@@ -47,30 +47,13 @@ impl CleanPath {
         let mut decoded = Vec::with_capacity(rest.len());
         // Most paths have no escape, backslash or NUL: one scan says so,
         // and then only `.` and `..` segments remain to refuse.
-        if memchr::memchr3(b'%', b'\\', 0, rest).is_none() {
-            for seg in rest.split(|&b| b == b'/').filter(|s| !s.is_empty()) {
-                if seg == b"." || seg == b".." {
-                    return Err(PathError::DotSegment);
-                }
-                if !decoded.is_empty() {
-                    decoded.push(b'/');
-                }
-                decoded.extend_from_slice(seg);
-            }
-            return Ok(CleanPath {
-                trailing_slash: rest.ends_with(b"/") || rest.is_empty(),
-                decoded,
-            });
-        }
-        for raw_seg in rest.split(|&b| b == b'/') {
-            if raw_seg.is_empty() {
-                continue;
-            }
+        let plain = memchr::memchr3(b'%', b'\\', 0, rest).is_none();
+        for raw_seg in rest.split(|&b| b == b'/').filter(|s| !s.is_empty()) {
             if !decoded.is_empty() {
                 decoded.push(b'/');
             }
             let start = decoded.len();
-            let escaped = memchr::memchr(b'%', raw_seg).is_some();
+            let escaped = !plain && memchr::memchr(b'%', raw_seg).is_some();
             if escaped {
                 decode_into(raw_seg, &mut decoded)?;
             } else {
@@ -79,6 +62,9 @@ impl CleanPath {
             let seg = &decoded[start..];
             if seg == b"." || seg == b".." {
                 return Err(PathError::DotSegment);
+            }
+            if plain {
+                continue;
             }
             // Only an escape can put a slash inside a segment.
             if escaped && seg.contains(&b'/') {

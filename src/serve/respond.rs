@@ -631,7 +631,8 @@ fn header_value(text: String) -> HeaderValue {
     HeaderValue::try_from(text).expect("formatted header values are visible ASCII")
 }
 
-/// The `X-Cache` value of an outcome.
+/// The `X-Cache` value of an outcome: its metrics label (`Outcome::as_str`),
+/// made at compile time; a stale or other answer says `miss`.
 fn x_cache(outcome: Outcome) -> HeaderValue {
     match outcome {
         Outcome::HitMemory => const { HeaderValue::from_static("hit-memory") },
