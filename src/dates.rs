@@ -22,6 +22,12 @@ fn since_epoch(t: SystemTime) -> (u64, u32) {
     }
 }
 
+/// Whole seconds since the epoch of the date `http_date` writes for `t`
+/// (clamped the same way), for comparing a client's date with ours.
+pub fn http_seconds(t: SystemTime) -> u64 {
+    since_epoch(t).0
+}
+
 /// The IMF-fixdate of HTTP, `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub fn http_date(t: SystemTime) -> [u8; 29] {
     const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];

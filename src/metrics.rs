@@ -190,6 +190,8 @@ pub struct Metrics {
     pub cache_write_failures: IntCounterVec,
     /// 1 while fills are held back for want of disk space
     pub cache_disk_full: IntGauge,
+    /// volume, result: loaded (read from the origin and verified), refused
+    pub manifest_loads: IntCounterVec,
     /// volume
     pub release_id: IntGaugeVec,
     /// volume
@@ -288,6 +290,11 @@ impl Metrics {
                     "1 while the cache disk is full and misses are served from the origin uncached",
                 )
                 .expect("valid metric"),
+            ),
+            manifest_loads: counter(
+                "unimirror_manifest_loads_total",
+                "Release manifests read from the origin and verified (loaded), or refused as damaged, by volume",
+                &["volume", "result"],
             ),
             release_id: gauge(
                 "unimirror_release_id",

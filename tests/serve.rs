@@ -293,3 +293,239 @@ fn apt_get_verifies_and_downloads_from_the_demo_archive() {
         );
     }
 }
+
+#[test]
+fn if_range_serves_the_range_only_for_the_version_the_client_has() {
+    let (_env, d) = served();
+    let p = "/vol/packages/pkg-1.0.whl";
+    let whole = d.get(p);
+    let etag = whole.header("etag").unwrap().to_string();
+    let lm = whole.header("last-modified").unwrap().to_string();
+    // The client's partial copy is of this version: the range applies.
+    for validator in [etag.as_str(), lm.as_str()] {
+        let r = d.request("GET", p, &[("Range", "bytes=4-"), ("If-Range", validator)]);
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (206, &b"456789"[..]),
+            "{validator}"
+        );
+    }
+    // Of another version (another tag, a weak tag, another date): the
+    // whole current object with 200, never a tail to stitch onto it.
+    let weak = format!("W/{etag}");
+    for validator in [
+        "\"0000\"",
+        weak.as_str(),
+        "Thu, 01 Jan 1970 00:00:00 GMT",
+        "not a validator",
+    ] {
+        let r = d.request("GET", p, &[("Range", "bytes=4-"), ("If-Range", validator)]);
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &b"0123456789"[..]),
+            "{validator}"
+        );
+        assert_eq!(r.header("content-range"), None);
+        // A start past this version's end is not 416 either: the client's
+        // copy was longer, and it gets the whole new file.
+        let r = d.request("GET", p, &[("Range", "bytes=50-"), ("If-Range", validator)]);
+        assert_eq!((r.status, r.body.len()), (200, 10), "{validator}");
+    }
+}
+
+#[test]
+fn every_response_says_nosniff_and_html_from_a_volume_is_sandboxed() {
+    let (_env, d) = served();
+    for p in [
+        "/",
+        "/healthz",
+        "/metrics",
+        "/vol/packages/pkg-1.0.whl",
+        "/vol/simple/",
+        "/vol/docs/",
+        "/vol/nope",
+        "/vol/%zz",
+        "/vol/simple",
+        "/nowhere/x",
+    ] {
+        let r = d.get(p);
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{p}");
+    }
+    // An upstream's HTML (here an index.html answering for its directory)
+    // is inert in a browser.
+    let r = d.get("/vol/simple/");
+    assert_eq!(r.text(), "<html>root</html>");
+    assert_eq!(
+        r.header("content-security-policy"),
+        Some("default-src 'none'; sandbox")
+    );
+    let r = d.get("/vol/simple/index.html");
+    assert_eq!(
+        r.header("content-security-policy"),
+        Some("default-src 'none'; sandbox")
+    );
+    // The daemon's own pages and listings have their strict policy.
+    for p in ["/", "/vol/docs/", "/plain/"] {
+        let csp = d
+            .get(p)
+            .header("content-security-policy")
+            .map(str::to_string);
+        let csp = csp.unwrap_or_else(|| panic!("{p}: no policy"));
+        assert!(csp.starts_with("default-src 'none'"), "{p}: {csp}");
+        assert!(!csp.contains("script-src"), "{p}: {csp}");
+    }
+    // Not HTML: no policy needed, nosniff is enough.
+    let r = d.get("/vol/packages/pkg-1.0.whl");
+    assert_eq!(r.header("content-security-policy"), None);
+}
+
+#[test]
+fn symlink_chains_resolve_up_to_sixteen_hops_and_loops_are_not_found() {
+    let env = Env::new();
+    env.write("file", b"at the end");
+    env.write("deep/a/b/c/leaf", b"leaf");
+    for i in 0..17 {
+        let to = if i == 16 {
+            "file".to_string()
+        } else {
+            format!("l{}", i + 1)
+        };
+        symlink(to, env.tree().join(format!("l{i}"))).unwrap();
+    }
+    symlink("b", env.tree().join("a")).unwrap();
+    symlink("a", env.tree().join("b")).unwrap();
+    // A link in the middle of a long path, whose target climbs and comes
+    // back down.
+    fs::create_dir_all(env.tree().join("x/y")).unwrap();
+    symlink("../../deep/a", env.tree().join("x/y/to-a")).unwrap();
+    env.release();
+    let d = Daemon::start(&env);
+    // l1 → … → l16 → file is sixteen hops; from l0 it is seventeen.
+    assert_eq!(d.get("/vol/l1").body, b"at the end");
+    assert_eq!(d.get("/vol/l0").status, 404);
+    assert_eq!(d.get("/vol/a").status, 404);
+    assert_eq!(d.get("/vol/b/x").status, 404);
+    assert_eq!(d.get("/vol/x/y/to-a/b/c/leaf").body, b"leaf");
+    assert_eq!(d.get("/vol/x/y/to-a/b/c/leaf/more").status, 404);
+    assert_eq!(d.get("/vol/x/y/to-a/b/c/").status, 200);
+}
+
+#[test]
+fn an_mtime_past_year_9999_is_shown_as_its_last_second() {
+    if !require_root("an_mtime_past_year_9999_is_shown_as_its_last_second") {
+        return;
+    }
+    let env = Env::new();
+    // ext4 stops at year 2446; tmpfs keeps any 64-bit time.
+    let _m = Mount::tmpfs(&env.tree(), "1m");
+    env.write("far/future.txt", b"from the future");
+    run(Command::new("touch")
+        .args(["-d", "@300000000000"])
+        .arg(env.tree().join("far/future.txt")));
+    env.release();
+    let d = Daemon::start(&env);
+    for volume in ["vol", "plain"] {
+        let r = d.get(&format!("/{volume}/far/future.txt"));
+        assert_eq!(r.status, 200, "{volume}");
+        assert_eq!(r.body, b"from the future");
+        assert_eq!(
+            r.header("last-modified"),
+            Some("Fri, 31 Dec 9999 23:59:59 GMT"),
+            "{volume}"
+        );
+        let r = d.get(&format!("/{volume}/far/"));
+        assert_eq!(r.status, 200, "{volume}");
+        assert!(
+            r.text().contains("Fri, 31 Dec 9999 23:59:59 GMT"),
+            "{}",
+            r.text()
+        );
+    }
+    assert!(d.get("/healthz").status == 200, "the daemon is alive");
+}
+
+#[test]
+fn a_manifest_truncated_on_the_origin_never_crashes_the_daemon() {
+    // No grace: only the current release and the two before it are loaded
+    // at start, so release #1 is loaded when first pinned.
+    let env = Env::with_config("[release]\ngrace = \"0s\"\n");
+    for generation in 1..=4 {
+        for i in 0..50 {
+            env.write(&format!("d{i}/f"), format!("{generation}-{i}").as_bytes());
+        }
+        env.release();
+    }
+    let d = Daemon::start(&env);
+    assert_eq!(d.get("/vol/d0/f").body, b"4-0");
+    // The current release's manifest on the shared origin is cut to
+    // nothing (another host, a bad copy): lookups go on from the daemon's
+    // own verified copy, for paths asked before and never asked.
+    let vol = env.vol();
+    for id in [4, 1] {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(vol.manifest_file(id))
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+    }
+    for i in 0..50 {
+        let r = d.get(&format!("/vol/d{i}/f"));
+        assert_eq!((r.status, r.text()), (200, format!("4-{i}")));
+    }
+    // A release not loaded yet whose manifest is damaged: refused, counted,
+    // logged; the others still serve.
+    assert_eq!(d.get("/vol/@1/d0/f").status, 404);
+    assert_eq!(
+        d.metric("unimirror_manifest_loads_total", &[("result", "refused")]),
+        1.0
+    );
+    assert!(
+        d.log_text().contains("damaged or truncated"),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(d.get("/vol/@2/d7/f").body, b"2-7");
+    assert_eq!(d.get("/vol/d9/f").body, b"4-9");
+}
+
+#[test]
+fn random_pinned_ids_load_each_published_manifest_at_most_once() {
+    let env = Env::new();
+    const RELEASES: u64 = 12;
+    for id in 1..=RELEASES {
+        env.write("f", format!("release {id}").as_bytes());
+        env.release();
+    }
+    let d = Daemon::start(&env);
+    let addr = d.addr;
+    // 1,000 requests from 8 clients over ids 0..40 (a third of them
+    // published), beyond the 8 pinned releases kept loaded.
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut x = t * 7919 + 1;
+                for _ in 0..125 {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let id = (x >> 33) % 40;
+                    let r = http(addr, "GET", &format!("/vol/@{id}/f"), &[]).unwrap();
+                    if (1..=RELEASES).contains(&id) {
+                        assert_eq!((r.status, r.text()), (200, format!("release {id}")));
+                    } else {
+                        assert_eq!(r.status, 404, "@{id}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let loads = d.metric("unimirror_manifest_loads_total", &[("result", "loaded")]);
+    assert!(
+        loads >= 1.0 && loads <= RELEASES as f64,
+        "{loads} manifest loads"
+    );
+}

@@ -12,6 +12,7 @@
 pub mod direct;
 pub mod disk;
 pub mod fill;
+pub mod manifests;
 
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;

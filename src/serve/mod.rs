@@ -6,7 +6,7 @@
 //! - `immutable`: which paths never change (`freshness.immutable`).
 //! - `released`, `plain`: the two kinds of volume; `recent`: where a
 //!   release's recently asked-for paths are in its manifest.
-//! - `respond`: one request to one response.
+//! - `respond`: one request to one response; `listing`: directory pages.
 //! - `pages`: the daemon's own pages (`/`, `/metrics`, `/readyz`).
 //! - `body`: the response body type and the access log.
 //! - `conn`: listeners, TLS, connection limits and graceful shutdown;
@@ -16,6 +16,7 @@
 pub mod body;
 pub mod conn;
 pub mod immutable;
+pub mod listing;
 pub mod pages;
 pub mod path;
 pub mod plain;
@@ -34,6 +35,7 @@ use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 
 use crate::cache::Cache;
+use crate::cache::manifests::ManifestCopies;
 use crate::config::{Config, VolumeSource};
 use crate::metrics::{Metrics, Served};
 use crate::volume::VolumeDir;
@@ -72,6 +74,10 @@ pub struct Daemon {
     /// The counters of requests outside any volume (`volume="-"`).
     pub unrouted: Arc<Served>,
     pub max_url_length: usize,
+    /// Rendered listings of released directories.
+    pub listings: listing::Listings,
+    /// The local copies release manifests are mapped from.
+    manifests: Arc<ManifestCopies>,
     pub started: std::time::SystemTime,
     /// The origin root (where released volumes live).
     origin: std::path::PathBuf,
@@ -90,12 +96,21 @@ impl Daemon {
                     config.cache.dir.display()
                 )
             })?;
+        let manifests = ManifestCopies::open(&config.cache.dir).with_context(|| {
+            format!(
+                "{}: cache.dir: cannot keep manifest copies in {}",
+                config.file.display(),
+                config.cache.dir.display()
+            )
+        })?;
         let daemon = Daemon {
+            manifests: Arc::new(manifests),
             volumes: ArcSwap::from_pointee(Vec::new()),
             cache,
             unrouted: Arc::new(Served::new(&metrics, "-".into())),
             metrics,
             max_url_length: config.daemon.max_url_length,
+            listings: listing::Listings::default(),
             started: std::time::SystemTime::now(),
             origin: config.origin.clone(),
         };
@@ -130,7 +145,12 @@ impl Daemon {
                         _ => None,
                     });
                     let r = kept.unwrap_or_else(|| {
-                        let r = Arc::new(ReleasedVolume::new(dir, config.release.grace));
+                        let r = Arc::new(ReleasedVolume::new(
+                            dir,
+                            config.release.grace,
+                            self.manifests.clone(),
+                            &self.metrics,
+                        ));
                         self.refresh(&r);
                         r
                     });

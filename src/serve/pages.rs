@@ -58,6 +58,10 @@ pub fn own_page(
 fn html(page: String) -> Response<Body> {
     Response::builder()
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(
+            header::CONTENT_SECURITY_POLICY,
+            super::respond::OWN_PAGE_POLICY,
+        )
         .header(header::CACHE_CONTROL, "no-cache")
         .header(header::CONTENT_LENGTH, page.len())
         .body(body::bytes(page))

@@ -25,7 +25,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::immutable::Immutable;
-use super::respond::ListEntry;
+use super::listing::{ListEntry, Listed, MAX_LISTED};
 
 use crate::volume::manifest::Sha256Digest;
 
@@ -170,14 +170,27 @@ impl PlainVolume {
         })
     }
 
-    /// A directory's entries: name, whether a directory, size, mtime in
-    /// seconds. Entries that resolve outside the tree are left out.
-    pub fn list(&self, dir: &Seen) -> std::io::Result<Vec<ListEntry>> {
+    /// A directory's entries (name, whether a directory, size, mtime in
+    /// seconds): the first `MAX_LISTED` names in byte order, and how many
+    /// more there were. Only the names shown are stat'ed, and memory holds
+    /// only those, however large the directory. Entries that resolve
+    /// outside the tree are left out.
+    pub fn list(&self, dir: &Seen) -> std::io::Result<Listed> {
         let root = std::fs::canonicalize(&self.root)?;
-        let mut out = Vec::new();
+        // The smallest names seen so far, largest on top to be dropped.
+        let mut first = std::collections::BinaryHeap::new();
+        let mut left_out = 0;
         for e in std::fs::read_dir(&dir.real)? {
-            let e = e?;
-            let Ok(real) = std::fs::canonicalize(e.path()) else {
+            first.push(e?.file_name());
+            if first.len() > MAX_LISTED {
+                first.pop();
+                left_out += 1;
+            }
+        }
+        let mut entries = Vec::with_capacity(first.len());
+        for name in first.into_sorted_vec() {
+            let path = dir.real.join(&name);
+            let Ok(real) = std::fs::canonicalize(&path) else {
                 continue;
             };
             if !real.starts_with(&root) {
@@ -186,15 +199,14 @@ impl PlainVolume {
             let Ok(m) = std::fs::metadata(&real) else {
                 continue;
             };
-            out.push(ListEntry {
-                name: e.file_name().as_bytes().to_vec(),
+            entries.push(ListEntry {
+                name: name.as_bytes().to_vec(),
                 is_dir: m.is_dir(),
                 size: m.len(),
                 mtime: (crate::cache::mtime_ns(&m) / 1_000_000_000) as i64,
             });
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        Ok(Listed { entries, left_out })
     }
 
     /// Whether the tree's root can be read.
@@ -260,10 +272,34 @@ mod tests {
         let listed: Vec<Vec<u8>> = v
             .list(&v.lookup(b"sub").unwrap().seen)
             .unwrap()
+            .entries
             .into_iter()
             .map(|e| e.name)
             .collect();
         assert_eq!(listed, vec![b"in".to_vec(), b"ok".to_vec()]);
+    }
+
+    #[test]
+    fn a_huge_directory_lists_its_first_names_in_order_and_counts_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        std::fs::create_dir_all(root.join("big")).unwrap();
+        let n = MAX_LISTED + 25;
+        // Created in an order unlike the listing's, so the bound must pick.
+        for i in (0..n).rev() {
+            std::fs::write(root.join(format!("big/{i:06}")), b"").unwrap();
+        }
+        let v = volume(&root);
+        let listed = v.list(&v.lookup(b"big").unwrap().seen).unwrap();
+        assert_eq!(listed.left_out, 25);
+        assert_eq!(listed.entries.len(), MAX_LISTED);
+        let names: Vec<String> = listed
+            .entries
+            .iter()
+            .map(|e| String::from_utf8(e.name.clone()).unwrap())
+            .collect();
+        let expected: Vec<String> = (0..MAX_LISTED).map(|i| format!("{i:06}")).collect();
+        assert_eq!(names, expected);
     }
 
     #[test]

@@ -4,6 +4,12 @@
 //! range. A header we do not serve (another unit, several ranges, bad
 //! syntax) is ignored, as the RFC allows, and the whole object is sent with
 //! 200; only a well-formed range that lies outside the object gets 416.
+//!
+//! `If-Range` (§13.1.5) guards a resume: the client names the version its
+//! partial copy came from, and a range is served only if that is still the
+//! version here. Otherwise the whole current object goes out with 200, so a
+//! resumed download never stitches the head of one release to the tail of
+//! another (apt resumes `InRelease` this way across release switches).
 
 /// What to send for a request's `Range` header against an object of `size`
 /// bytes.
@@ -86,6 +92,31 @@ pub fn parse(header: &[u8], size: u64) -> RangeAnswer {
     }
 }
 
+/// Whether a request's `If-Range` value lets its `Range` apply to the
+/// object whose strong ETag is `etag` (quoted, as sent) and whose
+/// `Last-Modified` is `modified_secs` since the epoch (as sent, so already
+/// clamped to the years an HTTP date shows).
+///
+/// An entity tag must match ours exactly and be strong (a weak tag never
+/// matches, RFC 9110 §13.1.5); a date must equal our `Last-Modified` to the
+/// second. Anything else, including a value that is neither, fails: the
+/// range is then ignored and the whole object sent.
+pub fn if_range_holds(value: &[u8], etag: &[u8], modified_secs: u64) -> bool {
+    let value = trim(value);
+    if value.starts_with(b"\"") || value.starts_with(b"W/") {
+        return value == etag && !etag.starts_with(b"W/");
+    }
+    let Ok(text) = std::str::from_utf8(value) else {
+        return false;
+    };
+    match httpdate::parse_http_date(text) {
+        Ok(date) => date
+            .duration_since(std::time::UNIX_EPOCH)
+            .is_ok_and(|d| d.as_secs() == modified_secs),
+        Err(_) => false,
+    }
+}
+
 /// `bytes=...` → `...` (the unit is case-insensitive).
 fn strip_unit(header: &[u8]) -> Option<&[u8]> {
     let h = trim(header);
@@ -126,6 +157,49 @@ mod tests {
 
     fn p(h: &str, size: u64) -> RangeAnswer {
         parse(h.as_bytes(), size)
+    }
+
+    const TAG: &[u8] = b"\"0123abcd\"";
+    /// Sun, 06 Nov 1994 08:49:37 GMT.
+    const MODIFIED: u64 = 784_111_777;
+
+    fn holds(v: &str) -> bool {
+        if_range_holds(v.as_bytes(), TAG, MODIFIED)
+    }
+
+    #[test]
+    fn if_range_with_our_strong_etag_holds() {
+        assert!(holds("\"0123abcd\""));
+        assert!(holds("  \"0123abcd\"\t"));
+    }
+
+    #[test]
+    fn if_range_with_another_or_weak_etag_fails() {
+        assert!(!holds("\"0123abce\""));
+        assert!(!holds("W/\"0123abcd\""));
+        assert!(!holds("\"0123abcd"));
+        assert!(!holds("\"\""));
+        assert!(!holds("*"));
+        // Our own tag is never weak, but a weak one never matches anyway.
+        assert!(!if_range_holds(b"W/\"x\"", b"W/\"x\"", MODIFIED));
+    }
+
+    #[test]
+    fn if_range_with_our_date_holds_in_every_http_date_form() {
+        assert!(holds("Sun, 06 Nov 1994 08:49:37 GMT"));
+        assert!(holds("Sunday, 06-Nov-94 08:49:37 GMT"));
+        assert!(holds("Sun Nov  6 08:49:37 1994"));
+    }
+
+    #[test]
+    fn if_range_with_another_date_fails() {
+        // A second later or earlier: the partial copy is of another version.
+        assert!(!holds("Sun, 06 Nov 1994 08:49:38 GMT"));
+        assert!(!holds("Sun, 06 Nov 1994 08:49:36 GMT"));
+        assert!(!holds("Sun, 06 Nov 1994"));
+        assert!(!holds(""));
+        assert!(!holds("tomorrow"));
+        assert!(!if_range_holds(&[0xff, 0xfe], TAG, MODIFIED));
     }
 
     #[test]

@@ -5,20 +5,34 @@
 //! them, whatever the pointer does meanwhile. The swap itself is a write
 //! lock held for a pointer assignment; loading and verifying a manifest
 //! happens before it, outside any lock.
+//!
+//! Pinned ids (`@<id>`) come from clients, so each costs at most one
+//! manifest load however often it is asked: the ids ever published are read
+//! from `history.jsonl` once per change of that file; an id found never
+//! published is remembered until the pointer next moves; concurrent
+//! requests for one id share one load, and loads run two at a time.
 
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use super::recent::RecentLookups;
-use crate::volume::manifest::{Entry, Manifest};
+use crate::cache::manifests::{Had, ManifestCopies};
+use crate::metrics::Metrics;
+use crate::volume::manifest::{Entry, Manifest, Sha256Digest};
 use crate::volume::{ReleaseMeta, VolumeDir};
 
 /// How many earlier releases always stay loaded, whatever the grace period.
 pub const MIN_PREVIOUS: usize = 2;
 /// How many pinned (`@<id>`) releases stay loaded besides those.
 const PINNED_LOADED: usize = 8;
+/// Pinned releases loaded at once, per volume.
+const PINNED_LOADS_AT_ONCE: usize = 2;
+/// Never-published ids remembered at most (then forgotten all at once).
+const UNKNOWN_IDS: usize = 4096;
 
 /// A release loaded for serving.
 #[derive(Debug)]
@@ -55,21 +69,67 @@ pub struct Snapshot {
     pub previous: Vec<Arc<LoadedRelease>>,
 }
 
+/// Why a pinned release cannot be served.
+#[derive(Debug, Clone)]
+pub enum PinnedError {
+    /// No release of that id was ever published (404).
+    Unknown,
+    /// It was, but cannot be loaded now (logged; 404 too: its files may be
+    /// gone with a gc).
+    Unavailable(String),
+}
+
+/// The ids ever published, as read from `history.jsonl` with this stamp.
+struct Published {
+    stamp: (u64, u64, i64, i64),
+    ids: Arc<HashSet<u64>>,
+}
+
+/// A pinned load under way and its outcome, shared by its waiters.
+type PinnedLoad = tokio::sync::OnceCell<Result<Arc<LoadedRelease>, PinnedError>>;
+
 /// One released volume as the daemon sees it.
 pub struct ReleasedVolume {
     pub dir: VolumeDir,
     pub grace: Duration,
     state: RwLock<Option<(Arc<LoadedRelease>, Vec<Previous>)>>,
     pinned: Mutex<Vec<Arc<LoadedRelease>>>,
+    /// Where manifests are mapped from (local verified copies).
+    manifests: Arc<ManifestCopies>,
+    /// Manifests read from the origin and verified, and ones refused.
+    loaded_from_origin: prometheus::IntCounter,
+    refused: prometheus::IntCounter,
+    published: Mutex<Option<Published>>,
+    unknown: Mutex<HashSet<u64>>,
+    /// Pinned loads under way, one per id, shared by its waiters.
+    loading: Mutex<HashMap<u64, Arc<PinnedLoad>>>,
+    load_slots: tokio::sync::Semaphore,
 }
 
 impl ReleasedVolume {
-    pub fn new(dir: VolumeDir, grace: Duration) -> ReleasedVolume {
+    pub fn new(
+        dir: VolumeDir,
+        grace: Duration,
+        manifests: Arc<ManifestCopies>,
+        metrics: &Metrics,
+    ) -> ReleasedVolume {
+        let loads = |result| {
+            metrics
+                .manifest_loads
+                .with_label_values(&[dir.name.as_str(), result])
+        };
         ReleasedVolume {
-            dir,
+            loaded_from_origin: loads("loaded"),
+            refused: loads("refused"),
             grace,
             state: RwLock::new(None),
             pinned: Mutex::new(Vec::new()),
+            manifests,
+            published: Mutex::new(None),
+            unknown: Mutex::new(HashSet::new()),
+            loading: Mutex::new(HashMap::new()),
+            load_slots: tokio::sync::Semaphore::new(PINNED_LOADS_AT_ONCE),
+            dir,
         }
     }
 
@@ -98,7 +158,6 @@ impl ReleasedVolume {
     fn load(&self, id: u64) -> Result<Arc<LoadedRelease>> {
         let meta = self.dir.meta(id)?;
         let manifest = self
-            .dir
             .manifest(&meta)
             .with_context(|| format!("loading release #{id} of `{}`", self.dir.name))?;
         Ok(Arc::new(LoadedRelease {
@@ -107,6 +166,32 @@ impl ReleasedVolume {
             manifest,
             recent: RecentLookups::default(),
         }))
+    }
+
+    /// A release's manifest, mapped from a verified local copy (never from
+    /// the origin itself: see `cache::manifests`).
+    fn manifest(&self, meta: &ReleaseMeta) -> Result<Manifest> {
+        let digest = Sha256Digest::from_hex(&meta.manifest_sha256).with_context(|| {
+            format!(
+                "{}: bad manifest_sha256",
+                self.dir.meta_file(meta.id).display()
+            )
+        })?;
+        match self
+            .manifests
+            .load(&self.dir.manifest_file(meta.id), digest)
+        {
+            Ok((m, had)) => {
+                if had == Had::FromOrigin {
+                    self.loaded_from_origin.inc();
+                }
+                Ok(m)
+            }
+            Err(e) => {
+                self.refused.inc();
+                Err(e)
+            }
+        }
     }
 
     /// Reads the pointer and, if it names another release, loads and
@@ -146,6 +231,8 @@ impl ReleasedVolume {
                 }
             }
         }
+        // An id asked for before it was published may be this one.
+        self.unknown.lock().expect("not poisoned").clear();
         let mut state = self.state.write().expect("not poisoned");
         match state.take() {
             Some((old, mut previous)) => {
@@ -171,33 +258,93 @@ impl ReleasedVolume {
 
     /// A pinned release (`/<prefix>/@<id>/...`): any published release whose
     /// files are still on the origin.
-    pub fn pinned(&self, id: u64) -> Result<Arc<LoadedRelease>> {
+    pub async fn pinned(self: &Arc<Self>, id: u64) -> Result<Arc<LoadedRelease>, PinnedError> {
+        if let Some(r) = self.loaded(id) {
+            return Ok(r);
+        }
+        if self.unknown.lock().expect("not poisoned").contains(&id) {
+            return Err(PinnedError::Unknown);
+        }
+        let cell = self
+            .loading
+            .lock()
+            .expect("not poisoned")
+            .entry(id)
+            .or_default()
+            .clone();
+        // Errors are shared too, so that waiters on a failing load do not
+        // each try again in turn; the next request after it tries anew.
+        let result = cell
+            .get_or_init(|| async {
+                let _slot = self.load_slots.acquire().await.expect("never closed");
+                let v = self.clone();
+                tokio::task::spawn_blocking(move || v.load_pinned(id))
+                    .await
+                    .unwrap_or_else(|e| Err(PinnedError::Unavailable(e.to_string())))
+            })
+            .await
+            .clone();
+        self.loading.lock().expect("not poisoned").remove(&id);
+        result
+    }
+
+    /// A pinned release already loaded (current, grace-period or pinned).
+    fn loaded(&self, id: u64) -> Option<Arc<LoadedRelease>> {
         if let Some(r) = self.snapshot().and_then(|s| {
             std::iter::once(s.current)
                 .chain(s.previous)
                 .find(|r| r.meta.id == id)
         }) {
+            return Some(r);
+        }
+        let pinned = self.pinned.lock().expect("not poisoned");
+        pinned.iter().find(|r| r.meta.id == id).cloned()
+    }
+
+    /// Loads a pinned release, once it is known to have been published
+    /// (blocking file I/O).
+    fn load_pinned(&self, id: u64) -> Result<Arc<LoadedRelease>, PinnedError> {
+        if let Some(r) = self.loaded(id) {
             return Ok(r);
         }
-        if let Some(r) = self
-            .pinned
-            .lock()
-            .expect("not poisoned")
-            .iter()
-            .find(|r| r.meta.id == id)
-        {
-            return Ok(r.clone());
+        let unavailable = |e: anyhow::Error| PinnedError::Unavailable(format!("{e:#}"));
+        let published = self.published_ids().map_err(unavailable)?;
+        if !published.contains(&id) && self.dir.current().map_err(unavailable)? != Some(id) {
+            let mut unknown = self.unknown.lock().expect("not poisoned");
+            if unknown.len() >= UNKNOWN_IDS {
+                unknown.clear();
+            }
+            unknown.insert(id);
+            return Err(PinnedError::Unknown);
         }
-        let published =
-            self.dir.history()?.iter().any(|h| h.to == id) || self.dir.current()? == Some(id);
-        if !published {
-            bail!("release #{id} of `{}` was never published", self.dir.name);
-        }
-        let r = self.load(id)?;
+        let r = self.load(id).map_err(unavailable)?;
         let mut pinned = self.pinned.lock().expect("not poisoned");
         pinned.insert(0, r.clone());
         pinned.truncate(PINNED_LOADED);
         Ok(r)
+    }
+
+    /// The ids ever made current, read from `history.jsonl` again only
+    /// when the file changed.
+    fn published_ids(&self) -> Result<Arc<HashSet<u64>>> {
+        let path = self.dir.history_file();
+        let stamp = match std::fs::metadata(&path) {
+            Ok(m) => (m.ino(), m.len(), m.mtime(), m.mtime_nsec()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, 0, 0, 0),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let mut published = self.published.lock().expect("not poisoned");
+        if let Some(p) = published.as_ref()
+            && p.stamp == stamp
+        {
+            return Ok(p.ids.clone());
+        }
+        let ids: Arc<HashSet<u64>> = Arc::new(self.dir.history()?.iter().map(|h| h.to).collect());
+        *published = Some(Published {
+            stamp,
+            ids: ids.clone(),
+        });
+        Ok(ids)
     }
 }
 

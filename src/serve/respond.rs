@@ -13,10 +13,11 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::body::{self, Access, Body, Metered};
+use super::listing::{self, ListEntry, Listed};
 use super::path::CleanPath;
 use super::plain::{Looked, PlainVolume, Refusal};
 use super::range::{self, RangeAnswer};
-use super::released::{LoadedRelease, ReleasedVolume};
+use super::released::{LoadedRelease, PinnedError, ReleasedVolume};
 use super::{Daemon, Volume, VolumeKind, pages};
 use crate::cache::direct::Direct;
 use crate::cache::fill::{FillRequest, WaitError};
@@ -78,7 +79,8 @@ pub async fn handle<B>(
 ) -> Response<Metered> {
     let started = Instant::now();
     let a = answer(daemon, &req).await;
-    let (parts, inner) = a.response.into_parts();
+    let (mut parts, inner) = a.response.into_parts();
+    harden(&mut parts.headers);
     let length = if req.method() == Method::HEAD {
         Some(0)
     } else {
@@ -214,16 +216,15 @@ impl Ask<'_> {
         let (first, pinned) = match pinned_id {
             Some(id) => {
                 rel = super::path::rest_after(rel, 1);
-                let v = vol.clone();
-                match tokio::task::spawn_blocking(move || v.pinned(id)).await {
-                    Ok(Ok(r)) => (r, true),
-                    Ok(Err(e)) => {
-                        tracing::info!(volume = %self.volume.name, "pinned release #{id}: {e:#}");
+                match vol.pinned(id).await {
+                    Ok(r) => (r, true),
+                    Err(PinnedError::Unknown) => {
+                        tracing::info!(volume = %self.volume.name, "pinned release #{id} was never published");
                         return self.answer(text(StatusCode::NOT_FOUND, "no such release\n"));
                     }
-                    Err(e) => {
-                        tracing::error!("pinned release lookup: {e}");
-                        return self.answer(text(StatusCode::INTERNAL_SERVER_ERROR, "error\n"));
+                    Err(PinnedError::Unavailable(e)) => {
+                        tracing::warn!(volume = %self.volume.name, "pinned release #{id} cannot be loaded: {e}");
+                        return self.answer(text(StatusCode::NOT_FOUND, "no such release\n"));
                     }
                 }
             }
@@ -286,7 +287,7 @@ impl Ask<'_> {
                         vary_accept(&mut a.response);
                         a
                     }
-                    None => self.answer(self.listing_of_release(&release, &resolved)),
+                    None => self.answer(self.listing_of_release(&release, &resolved).await),
                 }
             }
             _ => self.send(object(&resolved, &entry)).await,
@@ -345,9 +346,13 @@ impl Ask<'_> {
                 None => {
                     let v = vol.clone();
                     let dir = seen.clone();
-                    let entries = tokio::task::spawn_blocking(move || v.list(&dir)).await;
-                    return match entries {
-                        Ok(Ok(entries)) => self.answer(listing(self.path, entries, self.head)),
+                    let (title, root) = (listing::title(self.path), self.path.is_root());
+                    let page = tokio::task::spawn_blocking(move || {
+                        v.list(&dir).map(|l| listing::render(&title, root, l))
+                    })
+                    .await;
+                    return match page {
+                        Ok(Ok(page)) => self.answer(listing::response(page, self.head)),
                         _ if stale => self.answer(text(
                             StatusCode::BAD_GATEWAY,
                             "the origin tree cannot be read\n",
@@ -423,11 +428,21 @@ impl Ask<'_> {
             return self.answer(response(StatusCode::NOT_MODIFIED, head, body::empty()));
         }
         let size = obj.size;
-        let answer = self
-            .headers
-            .get(header::RANGE)
-            .map(|h| range::parse(h.as_bytes(), size))
-            .unwrap_or(RangeAnswer::Whole);
+        // A failed If-Range means the client's partial copy is of another
+        // version: the Range is ignored, whatever it asks (even a start
+        // past the end gets the whole object, not 416).
+        let resumable = match self.headers.get(header::IF_RANGE) {
+            Some(v) => range::if_range_holds(
+                v.as_bytes(),
+                obj.etag.as_bytes(),
+                crate::dates::http_seconds(obj.mtime),
+            ),
+            None => true,
+        };
+        let answer = match self.headers.get(header::RANGE) {
+            Some(h) if resumable => range::parse(h.as_bytes(), size),
+            _ => RangeAnswer::Whole,
+        };
         let (status, start, len) = match answer {
             RangeAnswer::Whole => (StatusCode::OK, 0, size),
             RangeAnswer::Part { start, end } => {
@@ -554,23 +569,32 @@ impl Ask<'_> {
         self.answer(text(status, &format!("{e}\n")))
     }
 
-    fn listing_of_release(&self, release: &LoadedRelease, dir: &[u8]) -> Response<Body> {
-        match release.manifest.list(dir) {
-            Ok(entries) => listing(
-                self.path,
-                entries
-                    .into_iter()
-                    .map(|(name, e)| ListEntry {
-                        name,
-                        is_dir: e.kind == Kind::Dir,
-                        size: e.size,
-                        mtime: e.mtime,
-                    })
-                    .collect(),
-                self.head,
-            ),
+    /// A released directory's listing, from the daemon's cache of them or
+    /// made off the async threads.
+    async fn listing_of_release(&self, release: &Arc<LoadedRelease>, dir: &[u8]) -> Response<Body> {
+        let (r, dir) = (release.clone(), dir.to_vec());
+        let list = move || {
+            let (entries, left_out) = r.manifest.list_first(&dir, listing::MAX_LISTED)?;
+            let entries = entries.into_iter().map(|(name, e)| ListEntry {
+                name,
+                is_dir: e.kind == Kind::Dir,
+                size: e.size,
+                mtime: e.mtime,
+            });
+            Ok(Listed {
+                entries: entries.collect(),
+                left_out,
+            })
+        };
+        let page = self
+            .daemon
+            .listings
+            .release_page(&self.volume.name, release.meta.id, self.path, list)
+            .await;
+        match page {
+            Ok(page) => listing::response(page, self.head),
             Err(e) => {
-                tracing::error!("listing failed: {e:#}");
+                tracing::error!(volume = %self.volume.name, release = release.meta.id, "listing failed: {e:#}");
                 text(StatusCode::INTERNAL_SERVER_ERROR, "manifest error\n")
             }
         }
@@ -582,6 +606,36 @@ impl Volume {
     /// immutable patterns).
     pub fn is_immutable(&self, path: &[u8]) -> bool {
         self.immutable.is_match(path)
+    }
+}
+
+/// The policy of HTML that came from a volume (an upstream's file, such as
+/// a project page or a stray `index.html`): no scripts, no loads, no forms,
+/// a unique origin. pip and the other clients ignore it; a browser shows
+/// an inert page, so an upstream cannot run script under the mirror's
+/// name.
+pub const VOLUME_HTML_POLICY: &str = "default-src 'none'; sandbox";
+/// The policy of the daemon's own pages and listings: they need their
+/// inline styles and nothing else.
+pub const OWN_PAGE_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The headers every response carries, whatever produced it: `nosniff`, so
+/// a browser never reads a file as another type than the one sent (an
+/// upstream `.txt` as HTML, say); and, on an HTML body that set no policy
+/// of its own (the daemon's pages do), the volume HTML policy.
+fn harden(headers: &mut HeaderMap) {
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        const { HeaderValue::from_static("nosniff") },
+    );
+    let html = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| memchr::memmem::find(t.as_bytes(), b"html").is_some());
+    if html && !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            const { HeaderValue::from_static(VOLUME_HTML_POLICY) },
+        );
     }
 }
 
@@ -670,7 +724,10 @@ fn pin_id(seg: &[u8]) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-fn unix(secs: i64) -> SystemTime {
+/// The time of a manifest's or a stat's seconds. Any value is accepted:
+/// an upstream file can carry an mtime past year 9999, which dates (and
+/// `Last-Modified`) clamp when they show it.
+pub fn unix(secs: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
 }
 
@@ -692,65 +749,64 @@ fn resolve<'p>(
     {
         return Ok(Some((Cow::Borrowed(path), entry)));
     }
-    let mut path = path.to_vec();
-    for _ in 0..MAX_LINK_HOPS {
-        // Resolve each parent directory first: a link may sit in the middle.
-        let mut resolved: Vec<u8> = Vec::new();
-        let segments: Vec<Vec<u8>> = path.split(|&b| b == b'/').map(<[u8]>::to_vec).collect();
-        let mut restart = None;
-        for (i, seg) in segments.iter().enumerate() {
-            let candidate = join(&resolved, seg);
-            let Some(entry) = release.entry(&candidate)? else {
-                return Ok(None);
-            };
-            let last = i + 1 == segments.len();
-            match entry.kind {
-                Kind::Symlink => {
-                    let Some(target) = link_target(&resolved, &entry.target) else {
-                        return Ok(None);
-                    };
-                    let mut next = target;
-                    for rest in &segments[i + 1..] {
-                        next = join(&next, rest);
-                    }
-                    restart = Some(next);
-                    break;
-                }
-                Kind::File if last => return Ok(Some((candidate.into(), entry))),
-                Kind::File => return Ok(None),
-                Kind::Dir if last => return Ok(Some((candidate.into(), entry))),
-                Kind::Dir => resolved = candidate,
-            }
-        }
-        match restart {
-            Some(next) if next.is_empty() => return Ok(Some((next.into(), root_entry(release)))),
-            Some(next) => path = next,
-            None => return Ok(None),
-        }
-    }
-    Ok(None)
-}
-
-/// The path a relative symlink target names, from the link's directory;
-/// `None` if it would climb above the root.
-fn link_target(dir: &[u8], target: &[u8]) -> Option<Vec<u8>> {
-    let mut parts: Vec<&[u8]> = dir
-        .split(|&b| b == b'/')
-        .filter(|s| !s.is_empty())
-        .collect();
-    if target.starts_with(b"/") {
-        return None;
-    }
-    for seg in target.split(|&b| b == b'/') {
-        match seg {
-            b"" | b"." => {}
+    // Walk segment by segment from the root. The segments still to walk
+    // are a stack (next on top): a link pushes its target's segments, so
+    // each hop costs the length of its target, never a rebuild of the rest
+    // of the path. `resolved` is always a real directory of the release.
+    let mut todo: Vec<Cow<'_, [u8]>> = path.rsplit(|&b| b == b'/').map(Cow::Borrowed).collect();
+    let mut resolved: Vec<u8> = Vec::new();
+    // What `resolved` is: the root until a directory is entered.
+    let mut here = root_entry(release);
+    let mut hops = 0;
+    while let Some(seg) = todo.pop() {
+        match &*seg {
+            b"" | b"." => continue,
             b".." => {
-                parts.pop()?;
+                // Only a link's target can climb; above the root is outside.
+                if resolved.is_empty() {
+                    return Ok(None);
+                }
+                let cut = resolved.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                resolved.truncate(cut);
+                here = match resolved.is_empty() {
+                    true => root_entry(release),
+                    false => match release.entry(&resolved)? {
+                        Some(e) => e,
+                        None => return Ok(None),
+                    },
+                };
+                continue;
             }
-            s => parts.push(s),
+            _ => {}
+        }
+        let candidate = join(&resolved, &seg);
+        let Some(entry) = release.entry(&candidate)? else {
+            return Ok(None);
+        };
+        match entry.kind {
+            Kind::Symlink => {
+                hops += 1;
+                if hops > MAX_LINK_HOPS || entry.target.starts_with(b"/") {
+                    return Ok(None);
+                }
+                todo.extend(
+                    entry
+                        .target
+                        .rsplit(|&b| b == b'/')
+                        .map(|s| Cow::Owned(s.to_vec())),
+                );
+            }
+            // A file ends the walk; anything after it (even a slash) is
+            // not there.
+            Kind::File if todo.is_empty() => return Ok(Some((candidate.into(), entry))),
+            Kind::File => return Ok(None),
+            Kind::Dir => {
+                resolved = candidate;
+                here = entry;
+            }
         }
     }
-    Some(parts.join(&b'/'))
+    Ok(Some((resolved.into(), here)))
 }
 
 fn root_entry(release: &LoadedRelease) -> Entry {
@@ -861,55 +917,6 @@ pub fn content_type(path: &[u8]) -> HeaderValue {
     }
 }
 
-/// One line of a directory listing.
-pub struct ListEntry {
-    pub name: Vec<u8>,
-    pub is_dir: bool,
-    pub size: u64,
-    /// Seconds since the epoch.
-    pub mtime: i64,
-}
-
-/// An HTML listing of a directory.
-fn listing(path: &CleanPath, entries: Vec<ListEntry>, head: bool) -> Response<Body> {
-    let title = escape(&format!("/{}/", String::from_utf8_lossy(path.as_bytes())));
-    let mut html = format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n<table>\n"
-    );
-    if !path.is_root() {
-        html += "<tr><td><a href=\"../\">../</a></td><td></td><td></td></tr>\n";
-    }
-    for ListEntry {
-        name,
-        is_dir,
-        size,
-        mtime,
-    } in entries
-    {
-        let shown = String::from_utf8_lossy(&name).into_owned();
-        let slash = if is_dir { "/" } else { "" };
-        let href = percent_encode(&name);
-        let when = httpdate::fmt_http_date(unix(mtime));
-        let size = if is_dir { "-".into() } else { size.to_string() };
-        html += &format!(
-            "<tr><td><a href=\"{href}{slash}\">{}{slash}</a></td><td>{size}</td><td>{when}</td></tr>\n",
-            escape(&shown)
-        );
-    }
-    html += "</table></body></html>\n";
-    let len = html.len();
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(header::CACHE_CONTROL, SHORT)
-        .header(header::CONTENT_LENGTH, len)
-        .body(if head {
-            body::empty()
-        } else {
-            body::bytes(html)
-        })
-        .expect("valid response")
-}
-
 /// Escapes text for HTML element content and attribute values.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -927,7 +934,7 @@ pub fn escape(s: &str) -> String {
 }
 
 /// Percent-encodes a name for use in a URL path.
-fn percent_encode(name: &[u8]) -> String {
+pub fn percent_encode(name: &[u8]) -> String {
     let mut out = String::with_capacity(name.len());
     for &b in name {
         if b.is_ascii_alphanumeric() || b"-_.~+".contains(&b) {

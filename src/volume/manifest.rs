@@ -380,6 +380,9 @@ impl AsRef<[u8]> for MappedRange {
     }
 }
 
+/// A directory's first entries (name, entry) and how many more it has.
+pub type FirstEntries = (Vec<(Vec<u8>, Entry)>, u64);
+
 /// Whether to check a manifest's sha256 when opening it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verify {
@@ -528,6 +531,28 @@ impl Manifest {
                 out.push((k[lo.len()..].to_vec(), self.entry_at(off)?));
             }
             Ok(out)
+        })?
+    }
+
+    /// The first `max` entries of a directory (as `list`), and how many
+    /// more it has: memory stays bounded by `max` however large the
+    /// directory.
+    pub fn list_first(&self, dir: &[u8], max: usize) -> Result<FirstEntries> {
+        let mut lo = dir.to_vec();
+        lo.push(0);
+        let mut hi = dir.to_vec();
+        hi.push(1);
+        walk_index(|| {
+            let mut stream = self.index.range().ge(&lo).lt(&hi).into_stream();
+            let (mut out, mut more) = (Vec::new(), 0);
+            while let Some((k, off)) = stream.next() {
+                if out.len() < max {
+                    out.push((k[lo.len()..].to_vec(), self.entry_at(off)?));
+                } else {
+                    more += 1;
+                }
+            }
+            Ok((out, more))
         })?
     }
 
