@@ -449,6 +449,153 @@ fn apt_sync_releases_a_verified_copy_that_apt_get_installs_from() {
     }
 }
 
+/// apt resumes a partial file with `Range: bytes=N-` and `If-Range: <the
+/// partial file's mtime>`. Across a release switch the daemon must answer
+/// with the new file whole: a tail of it after the old head is a file
+/// whose signature no longer splits or verifies.
+#[test]
+fn apt_get_resuming_a_partial_inrelease_across_a_release_switch_gets_the_new_one_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = AptArchive::new(dir.path());
+    // The first state is dated in the past, as an archive published
+    // earlier would be, so its files differ from the next in Last-Modified.
+    run(Command::new("find").arg(archive.archive()).args([
+        "-exec",
+        "touch",
+        "-h",
+        "-d",
+        "2026-01-01 00:00:00Z",
+        "{}",
+        "+",
+    ]));
+    let env = Env::new();
+    let from = archive.archive();
+    let from = from.to_str().unwrap();
+    env.update_ok(&["release", "vol", "--from", from]);
+    let d = Daemon::start(&env);
+    let old = d.get("/vol/dists/stable/InRelease");
+    assert_eq!(old.status, 200);
+    let old_modified = old.header("last-modified").unwrap().to_string();
+
+    // The archive moves on: greet 2.0, indexed and signed again.
+    deb(dir.path(), "greet", "2.0", Some("libgreet (>= 1.0)"));
+    archive.index();
+    env.update_ok(&["release", "vol", "--from", from]);
+    let new = fs::read(archive.archive().join("dists/stable/InRelease")).unwrap();
+    wait_for("the daemon to serve the new release", 10, || {
+        d.get("/vol/dists/stable/InRelease").body == new
+    });
+
+    // A client that was cut off half way through the old InRelease.
+    let apt = env.path().join("apt");
+    let source = apt_source(&d, &archive.keyring);
+    apt_get(&apt, &source, &["--version"]);
+    let partial = apt
+        .join("var/lib/apt/lists/partial")
+        .join(format!("{}_vol_dists_stable_InRelease", d.addr));
+    fs::write(&partial, &old.body[..old.body.len() / 2]).unwrap();
+    run(Command::new("touch")
+        .args(["-d", &old_modified])
+        .arg(&partial));
+
+    let out = apt_get(
+        &apt,
+        &source,
+        &[
+            "-o",
+            "Debug::Acquire::http=true",
+            "-o",
+            "Acquire::By-Hash=no",
+            "update",
+        ],
+    );
+    let log = format!("{}\n{}", stdout(&out), stderr(&out));
+    // apt did resume: the test is about its Range and If-Range.
+    assert!(log.contains("Range: bytes="), "{log}");
+    assert!(log.contains("If-Range:"), "{log}");
+    assert!(out.status.success(), "apt-get update: {log}");
+    for bad in [
+        "Splitting up",
+        "not signed",
+        "NO_PUBKEY",
+        "Hash Sum mismatch",
+        "Err:",
+    ] {
+        assert!(!log.contains(bad), "{bad}: {log}");
+    }
+    let lists = apt.join("var/lib/apt/lists");
+    let got = fs::read(lists.join(format!("{}_vol_dists_stable_InRelease", d.addr))).unwrap();
+    assert!(got == new, "apt kept an InRelease that is not the new one");
+    let out = apt_get(&apt, &source, &["download", "greet=2.0"]);
+    assert!(out.status.success(), "apt-get download: {}", stderr(&out));
+}
+
+/// With by-hash (the archive's default), three apt clients updating and
+/// downloading while the volume switches between two signed states see no
+/// error at all.
+#[test]
+fn apt_clients_see_no_error_while_releases_switch_under_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = AptArchive::new(dir.path());
+    let upstream = Upstream::serve(&archive.archive());
+    // Synced, so that each release has the by-hash copies apt asks for.
+    let env = apt_env(&upstream, &archive.keyring, "");
+    env.update_ok(&["sync", "vol"]);
+    let first = env.current().unwrap();
+    deb(dir.path(), "greet", "2.0", Some("libgreet (>= 1.0)"));
+    archive.index();
+    env.update_ok(&["sync", "vol"]);
+    let second = env.current().unwrap();
+    assert_ne!(first, second);
+    let d = Daemon::start(&env);
+    let source = apt_source(&d, &archive.keyring);
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let done: std::sync::Arc<Vec<AtomicUsize>> =
+        std::sync::Arc::new((0..3).map(|_| AtomicUsize::new(0)).collect());
+    let clients: Vec<_> = (0..3)
+        .map(|i| {
+            let apt = env.path().join(format!("apt-{i}"));
+            let (source, stop, done) = (source.clone(), stop.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut cycles = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    for args in [&["update"][..], &["download", "greet"][..]] {
+                        let out = apt_get(&apt, &source, args);
+                        let log = format!("{}\n{}", stdout(&out), stderr(&out));
+                        assert!(out.status.success(), "apt-get {args:?}: {log}");
+                        for bad in ["Hash Sum mismatch", "not signed", "Splitting up", "Err:"] {
+                            assert!(!log.contains(bad), "{bad}: {log}");
+                        }
+                    }
+                    cycles += 1;
+                    done[i].store(cycles, Ordering::Relaxed);
+                }
+                cycles
+            })
+        })
+        .collect();
+    // At least twenty switches, each waited for until the daemon serves
+    // it, and on until every client has done five update-and-download
+    // cycles across them (bounded).
+    let mut n = 0;
+    while n < 20 || done.iter().any(|c| c.load(Ordering::Relaxed) < 5) {
+        assert!(n < 1000, "the clients made no progress");
+        n += 1;
+        let to = if n % 2 == 1 { first } else { second };
+        env.update_ok(&["rollback", "vol", "--to", &to.to_string()]);
+        wait_for("the daemon to follow the rollback", 10, || {
+            d.get("/vol/dists/stable/InRelease")
+                .header("x-unimirror-release")
+                .is_some_and(|r| r == to.to_string())
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        assert!(c.join().unwrap() >= 5);
+    }
+}
+
 #[test]
 fn a_tampered_package_or_a_bad_signature_releases_nothing_and_a_fixed_upstream_resumes() {
     let dir = tempfile::tempdir().unwrap();
