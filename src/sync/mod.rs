@@ -412,3 +412,65 @@ fn write_metrics(dir: &Path, volume: &str, r: &Report, ok: bool) -> Result<()> {
     crate::durable::write_atomic(&file, dir, text.as_bytes())?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tree left for the release is exactly what the gate names: other
+    /// files go, and so do the directories that leaves empty (an empty one
+    /// would be released and listed as a directory); the root stays.
+    #[test]
+    fn prune_leaves_exactly_the_gate() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("vol");
+        let file = |rel: &str| {
+            let p = tree.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, rel).unwrap();
+            p
+        };
+        let mut gate = Gate::default();
+        for kept in [
+            "dists/stable/InRelease",
+            "dists/stable/main/binary-amd64/Packages",
+        ] {
+            gate.files.insert(file(kept), None);
+        }
+        for gone in [
+            "dists/stable/main/binary-amd64/Packages.gz",
+            "dists/stable/main/source/Sources.gz",
+            "packages/old/old-1.0.tar.gz",
+        ] {
+            file(gone);
+        }
+        assert_eq!(prune(&tree, &gate).unwrap(), 3);
+        let mut left: Vec<String> = Vec::new();
+        let mut stack = vec![tree.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                left.push(p.strip_prefix(&tree).unwrap().display().to_string());
+                if p.is_dir() {
+                    stack.push(p);
+                }
+            }
+        }
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "dists",
+                "dists/stable",
+                "dists/stable/InRelease",
+                "dists/stable/main",
+                "dists/stable/main/binary-amd64",
+                "dists/stable/main/binary-amd64/Packages",
+            ]
+        );
+        // An empty gate empties the tree but keeps its root.
+        assert_eq!(prune(&tree, &Gate::default()).unwrap(), 2);
+        assert!(tree.is_dir());
+        assert_eq!(std::fs::read_dir(&tree).unwrap().count(), 0);
+    }
+}

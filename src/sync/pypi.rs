@@ -432,24 +432,21 @@ impl Pypi<'_> {
                         },
                     )
                     .await?;
-                    match d.core_metadata {
-                        Some(Some(sha)) => {
-                            let url = Url::parse(&format!("{}.metadata", d.url))?;
-                            f.file(
-                                &url,
-                                &meta_path(&dest),
-                                Want {
-                                    sha256: sha,
-                                    size: None,
-                                },
-                            )
-                            .await?;
-                        }
-                        // No hash from the upstream: nothing to check the
-                        // file against, so it is not mirrored (pip then
-                        // reads the metadata from the distribution itself,
-                        // whose hash it checks).
-                        Some(None) | None => {}
+                    // Core metadata only with the upstream's hash: with none,
+                    // there is nothing to check the file against, so it is
+                    // not mirrored (pip then reads the metadata from the
+                    // distribution itself, whose hash it checks).
+                    if let Some(Some(sha)) = d.core_metadata {
+                        let url = Url::parse(&format!("{}.metadata", d.url))?;
+                        f.file(
+                            &url,
+                            &meta_path(&dest),
+                            Want {
+                                sha256: sha,
+                                size: None,
+                            },
+                        )
+                        .await?;
                     }
                     anyhow::Ok(())
                 });
