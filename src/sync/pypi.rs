@@ -5,7 +5,7 @@
 //! PEP 503. Each project page is asked for as PEP 691 JSON first and read
 //! as PEP 503 HTML when that is what comes back. Every file with a sha256
 //! is downloaded and checked, with its PEP 658/714 core-metadata file where
-//! the upstream has one. The mirror's pages (`simple/index.html`,
+//! the upstream gives that file's sha256 (and only there). The mirror's pages (`simple/index.html`,
 //! `simple/<project>/index.html`, and `index.v1_json` beside each) link to
 //! `packages/<project>/<file>` relatively, keeping `#sha256=`,
 //! `data-requires-python`, yanked and core-metadata attributes.
