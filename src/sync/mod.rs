@@ -56,9 +56,7 @@ impl Gate {
         tracing::warn!("{note}");
         self.notes.push(note);
     }
-}
 
-impl Gate {
     /// Every problem that forbids a release: a required file missing, or
     /// not verified with its expected sha256 during this run.
     pub fn check(&self, tree: &Path, fetcher: &Fetcher) -> Vec<String> {
