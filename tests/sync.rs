@@ -1286,3 +1286,609 @@ fn an_upstream_dying_mid_sync_releases_nothing_and_the_rerun_resumes() {
         .unwrap_or_else(|| panic!("no count in {out:?}"));
     assert!(kept >= 2, "{out}");
 }
+
+// Issue #17, items 9, 10, 11 and 15: what a sync releases.
+
+impl AptArchive {
+    /// Rewrites the suite's `Release` with `edit` and signs it again
+    /// (`InRelease` and `Release.gpg`), as an upstream with the key would.
+    fn resign(&self, edit: impl Fn(String) -> String) {
+        let dist = self.archive().join("dists/stable");
+        let text = edit(fs::read_to_string(dist.join("Release")).unwrap());
+        fs::write(dist.join("Release"), text).unwrap();
+        for f in ["InRelease", "Release.gpg"] {
+            let _ = fs::remove_file(dist.join(f));
+        }
+        let d = dist.to_str().unwrap();
+        self.gpg(&[
+            "--clearsign",
+            "-o",
+            &format!("{d}/InRelease"),
+            &format!("{d}/Release"),
+        ]);
+        self.gpg(&[
+            "--detach-sign",
+            "--armor",
+            "-o",
+            &format!("{d}/Release.gpg"),
+            &format!("{d}/Release"),
+        ]);
+    }
+}
+
+/// `text` (a Release) with the field `key` set to `value`.
+fn set_field(text: &str, key: &str, value: &str) -> String {
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{key}:")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    format!("{key}: {value}\n{kept}")
+}
+
+/// The content of `path` in release `id` of volume `vol`, if it has it.
+fn released_file(env: &Env, id: u64, path: &str) -> Option<Vec<u8>> {
+    let vol = env.vol();
+    let m = check_release(&vol, id);
+    m.get(path.as_bytes())
+        .unwrap()
+        .map(|e| fs::read(vol.object_file(&e.sha256)).unwrap())
+}
+
+/// The files of release `id` below `dir/` (relative to it) with their sha256.
+fn released_below(env: &Env, id: u64, dir: &str) -> Vec<(String, String)> {
+    let m = check_release(&env.vol(), id);
+    let mut out = Vec::new();
+    let mut stream = m.stream();
+    while let Some(item) = stream.next_entry() {
+        let (key, e) = item.unwrap();
+        let path = String::from_utf8(unimirror::volume::manifest::path_for_key(&key)).unwrap();
+        if e.kind == unimirror::volume::manifest::Kind::File
+            && let Some(rel) = path.strip_prefix(&format!("{dir}/"))
+        {
+            out.push((rel.to_string(), e.sha256.hex()));
+        }
+    }
+    out
+}
+
+/// Checks that everything release `id` has under `dists/stable/` is what
+/// its InRelease names, with the hash it names: the signed files, the
+/// indexes (with their SHA256) and their by-hash copies (by SHA256 and
+/// SHA512 of a listed index in the same directory). Returns the indexes.
+fn assert_dists_as_listed(env: &Env, id: u64) -> Vec<String> {
+    let inrelease = released_file(env, id, "dists/stable/InRelease").expect("an InRelease");
+    let text = String::from_utf8(inrelease).unwrap();
+    let (mut sha256, mut sha512) = (Vec::new(), Vec::new());
+    let mut section = "";
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix(' ') {
+            let p: Vec<&str> = rest.split_whitespace().collect();
+            match section {
+                "SHA256" => sha256.push((p[2].to_string(), p[0].to_string())),
+                "SHA512" => sha512.push((p[2].to_string(), p[0].to_string())),
+                _ => {}
+            }
+        } else {
+            section = line.split(':').next().unwrap_or("");
+        }
+    }
+    let in_dir = |list: &[(String, String)], dir: &str, hex: &str| {
+        list.iter()
+            .any(|(p, h)| h == hex && Path::new(p).parent().unwrap() == Path::new(dir))
+    };
+    let mut indexes = Vec::new();
+    for (rel, hex) in released_below(env, id, "dists/stable") {
+        if ["InRelease", "Release", "Release.gpg"].contains(&rel.as_str()) {
+            continue;
+        }
+        if let Some((dir, h)) = rel.split_once("/by-hash/SHA256/") {
+            assert_eq!(h, hex, "release #{id}: {rel} holds other content");
+            assert!(
+                in_dir(&sha256, dir, h),
+                "release #{id}: {rel} is not listed"
+            );
+        } else if let Some((dir, h)) = rel.split_once("/by-hash/SHA512/") {
+            assert!(
+                in_dir(&sha512, dir, h),
+                "release #{id}: {rel} is not listed"
+            );
+        } else {
+            let listed = sha256.iter().find(|(p, _)| *p == rel).map(|(_, h)| h);
+            assert_eq!(
+                listed,
+                Some(&hex),
+                "release #{id}: {rel} is not listed in InRelease with its sha256"
+            );
+            indexes.push(rel);
+        }
+    }
+    indexes
+}
+
+#[test]
+fn an_expired_older_or_foreign_inrelease_releases_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = AptArchive::new(dir.path());
+    let upstream = Upstream::serve(&archive.archive());
+    let env = apt_env(&upstream, &archive.keyring, "");
+    env.update_ok(&["sync", "vol"]);
+    assert_eq!(env.current(), Some(1));
+    let refused = |what: &str, args: &[&str], says: &[&str]| {
+        let out = env.update(args);
+        assert!(!out.status.success(), "{what}: {}", stdout(&out));
+        let err = stderr(&out);
+        for s in says {
+            assert!(err.contains(s), "{what}: no {s:?} in {err}");
+        }
+        assert!(err.contains("nothing was released"), "{what}: {err}");
+        assert_eq!(env.current(), Some(1), "{what}: nothing released");
+    };
+
+    // Validly signed, but its Valid-Until has passed.
+    archive.resign(|t| set_field(&t, "Valid-Until", "Wed, 01 Jan 2020 00:00:00 UTC"));
+    refused(
+        "expired",
+        &["sync", "vol"],
+        &["dists/stable/InRelease: Valid-Until Wed, 01 Jan 2020 00:00:00 UTC has passed"],
+    );
+    // --allow-older is about Date, not expiry.
+    refused(
+        "expired, --allow-older",
+        &["sync", "vol", "--allow-older"],
+        &["Valid-Until"],
+    );
+
+    // Validly signed, but older than what is released.
+    archive.index();
+    archive.resign(|t| set_field(&t, "Date", "Thu, 01 Jan 2026 00:00:00 UTC"));
+    refused(
+        "older",
+        &["sync", "vol"],
+        &[
+            "Date Thu, 01 Jan 2026 00:00:00 UTC is older than that of the current release #1",
+            "--allow-older",
+        ],
+    );
+    // The operator says the upstream went back on purpose.
+    let out = env.update_ok(&["sync", "vol", "--allow-older"]);
+    assert!(out.contains("released vol #2"), "{out}");
+    assert_eq!(env.current(), Some(2));
+
+    // Validly signed, but for another suite.
+    archive.index();
+    archive.resign(|t| set_field(&set_field(&t, "Suite", "testing"), "Codename", "trixie"));
+    let out = env.update(&["sync", "vol"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "Suite `testing` and Codename `trixie` do not name the configured suite `stable`"
+        ),
+        "{err}"
+    );
+    assert_eq!(env.current(), Some(2), "nothing released");
+    // Either field naming the suite is enough (Debian's `stable` is
+    // Codename `bookworm`).
+    archive.index();
+    archive.resign(|t| set_field(&t, "Suite", "testing"));
+    env.update_ok(&["sync", "vol"]);
+    assert_eq!(env.current(), Some(3));
+}
+
+/// Signs `repo`'s repomd.xml again with the key `yum_upstream` made in `dir`.
+fn yum_resign(dir: &Path, repo: &Path) {
+    let repomd = repo.join("repodata/repomd.xml");
+    run(Command::new("gpg")
+        .env("GNUPGHOME", dir.join("gnupg"))
+        .args(["--batch", "--quiet", "--yes", "--passphrase", ""])
+        .args(["--detach-sign", "--armor", "-o"])
+        .arg(format!("{}.asc", repomd.display()))
+        .arg(&repomd));
+}
+
+/// Indexes `repo` again with createrepo_c (`args` added) and signs it.
+fn yum_reindex(dir: &Path, repo: &Path, args: &[&str]) {
+    run(Command::new("createrepo_c").arg("-q").args(args).arg(repo));
+    yum_resign(dir, repo);
+}
+
+#[test]
+fn a_repomd_whose_revision_goes_backwards_releases_nothing_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, key) = yum_upstream(dir.path());
+    yum_reindex(dir.path(), &repo, &["--revision", "2000"]);
+    let upstream = Upstream::serve(&repo);
+    let env = yum_env(&upstream, &key);
+    env.update_ok(&["sync", "vol"]);
+    assert_eq!(env.current(), Some(1));
+
+    yum_reindex(dir.path(), &repo, &["--revision", "1000"]);
+    let out = env.update(&["sync", "vol"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "repodata/repomd.xml: revision 1000 is older than that of the current release #1 (2000)"
+        ) && err.contains("--allow-older")
+            && err.contains("nothing was released"),
+        "{err}"
+    );
+    assert_eq!(env.current(), Some(1), "nothing released");
+    env.update_ok(&["sync", "vol", "--allow-older"]);
+    assert_eq!(env.current(), Some(2));
+    assert!(
+        String::from_utf8(released_file(&env, 2, "repodata/repomd.xml").unwrap())
+            .unwrap()
+            .contains("<revision>1000</revision>")
+    );
+}
+
+#[test]
+fn release_and_release_gpg_beside_inrelease_are_published_only_when_they_verify_and_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = AptArchive::new(dir.path());
+    let dist = archive.archive().join("dists/stable");
+    let upstream = Upstream::serve(&archive.archive());
+    let env = apt_env(&upstream, &archive.keyring, "");
+    let staged = env.path().join("staging/vol/dists/stable");
+
+    // A Release that is not what InRelease signed (nor what Release.gpg did).
+    fs::write(dist.join("Release"), "GARBAGE\n").unwrap();
+    let out = env.update_ok(&["sync", "vol"]);
+    assert!(
+        out.contains("not published: dists/stable/Release and dists/stable/Release.gpg: Release differs from the text InRelease signed"),
+        "{out}"
+    );
+    assert_eq!(env.current(), Some(1));
+    for f in ["Release", "Release.gpg"] {
+        assert!(
+            released_file(&env, 1, &format!("dists/stable/{f}")).is_none(),
+            "{f}"
+        );
+        assert!(!staged.join(f).exists(), "{f}");
+    }
+    let d = Daemon::start(&env);
+    assert_eq!(d.get("/vol/dists/stable/Release").status, 404);
+    assert_eq!(d.get("/vol/dists/stable/Release.gpg").status, 404);
+    assert_eq!(d.get("/vol/dists/stable/InRelease").status, 200);
+    // Clients of InRelease are not affected.
+    let apt = env.path().join("apt");
+    let source = apt_source(&d, &archive.keyring);
+    let o = apt_get(&apt, &source, &["update"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+
+    // The text InRelease signed, with a Release.gpg that is a signature of
+    // something else (what gpgv calls a BAD signature).
+    archive.index();
+    let other = dir.path().join("other");
+    fs::write(&other, "something else\n").unwrap();
+    archive.gpg(&[
+        "--detach-sign",
+        "--armor",
+        "-o",
+        dist.join("Release.gpg").to_str().unwrap(),
+        other.to_str().unwrap(),
+    ]);
+    let out = env.update_ok(&["sync", "vol"]);
+    assert!(
+        out.contains("not published: dists/stable/Release and dists/stable/Release.gpg: Release.gpg does not verify over Release with the keyring"),
+        "{out}"
+    );
+    assert_eq!(env.current(), Some(2));
+    for f in ["Release", "Release.gpg"] {
+        assert!(
+            released_file(&env, 2, &format!("dists/stable/{f}")).is_none(),
+            "{f}"
+        );
+    }
+
+    // A pair that verifies and matches: published, byte for byte.
+    archive.index();
+    let out = env.update_ok(&["sync", "vol"]);
+    assert!(!out.contains("not published"), "{out}");
+    assert_eq!(env.current(), Some(3));
+    for f in ["Release", "Release.gpg"] {
+        assert_eq!(
+            released_file(&env, 3, &format!("dists/stable/{f}")).unwrap(),
+            fs::read(dist.join(f)).unwrap(),
+            "{f}"
+        );
+        let r = d.get(&format!("/vol/@3/dists/stable/{f}"));
+        assert_eq!(r.status, 200, "{f}");
+        assert_eq!(r.body, fs::read(dist.join(f)).unwrap(), "{f}");
+    }
+}
+
+#[test]
+fn core_metadata_without_an_upstream_hash_is_neither_mirrored_nor_advertised() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = pypi_upstream(dir.path());
+    // greet-lib's wheel: core metadata announced without a hash.
+    let page = root.join("simple/greet-lib/index.html");
+    let html = fs::read_to_string(&page).unwrap();
+    let start = html.find("data-dist-info-metadata=\"sha256=").unwrap();
+    let end = start + html[start..].find("\">").unwrap() + 1;
+    fs::write(
+        &page,
+        format!(
+            "{}data-dist-info-metadata=\"true\"{}",
+            &html[..start],
+            &html[end..]
+        ),
+    )
+    .unwrap();
+    let upstream = Upstream::serve(&root);
+    let env = Env::new();
+    set_upstream(
+        &env,
+        &format!(
+            "type = \"pypi\"\nurl = \"{}simple/\"\nprojects = [\"greet\", \"greet-lib\"]",
+            upstream.url()
+        ),
+    );
+    let out = env.update_ok(&["sync", "vol"]);
+    assert!(
+        out.contains("not published: packages/greet-lib/greet_lib-1.0-py3-none-any.whl.metadata: the upstream gives no sha256"),
+        "{out}"
+    );
+    let d = Daemon::start(&env);
+    let unhashed = "/vol/packages/greet-lib/greet_lib-1.0-py3-none-any.whl.metadata";
+    assert_eq!(d.get(unhashed).status, 404);
+    assert!(!env.path().join("staging").join(&unhashed[5..]).exists());
+    let page = d.get("/vol/simple/greet-lib/").text();
+    assert!(page.contains("greet_lib-1.0-py3-none-any.whl"), "{page}");
+    assert!(
+        !page.contains("core-metadata") && !page.contains("dist-info-metadata"),
+        "{page}"
+    );
+    let json = d.request(
+        "GET",
+        "/vol/simple/greet-lib/",
+        &[("Accept", "application/vnd.pypi.simple.v1+json")],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
+    for f in v["files"].as_array().unwrap() {
+        assert!(f.get("core-metadata").is_none(), "{f}");
+        assert!(f.get("dist-info-metadata").is_none(), "{f}");
+    }
+
+    // With the upstream's hash: mirrored and advertised with that hash.
+    let meta = fs::read(root.join("files/greet-1.0-py3-none-any.whl.metadata")).unwrap();
+    let sha = unimirror::volume::manifest::Sha256Digest::of(&meta);
+    let page = d.get("/vol/simple/greet/").text();
+    assert!(
+        page.contains(&format!("data-core-metadata=\"sha256={sha}\"")),
+        "{page}"
+    );
+    let r = d.get("/vol/packages/greet/greet-1.0-py3-none-any.whl.metadata");
+    assert_eq!((r.status, r.body), (200, meta));
+
+    // pip resolves both (reading greet-lib's metadata from its wheel).
+    let target = env.path().join("site");
+    let o = pip(&[
+        "install",
+        "--index-url",
+        &format!("http://{}/vol/simple/", d.addr),
+        "--target",
+        target.to_str().unwrap(),
+        "greet",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(target.join("greet_lib/__init__.py").exists());
+}
+
+#[test]
+fn an_index_form_the_upstream_drops_leaves_the_release_and_apt_still_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = AptArchive::new(dir.path());
+    let upstream = Upstream::serve(&archive.archive());
+    let env = apt_env(&upstream, &archive.keyring, "");
+    env.update_ok(&["sync", "vol"]);
+    let gz = "main/binary-amd64/Packages.gz";
+    assert!(assert_dists_as_listed(&env, 1).contains(&gz.to_string()));
+    let staged = env.path().join("staging/vol/dists/stable").join(gz);
+    let old_gz = fs::read(&staged).unwrap();
+
+    // A new package; the upstream lists Packages.gz with its new hash but
+    // no longer serves it (a 404 for one listed form).
+    deb(dir.path(), "extra", "2.0", None);
+    archive.index();
+    let dist = archive.archive().join("dists/stable");
+    fs::remove_file(dist.join(gz)).unwrap();
+    env.update_ok(&["sync", "vol"]);
+    assert_eq!(env.current(), Some(2));
+    let indexes = assert_dists_as_listed(&env, 2);
+    assert!(!indexes.contains(&gz.to_string()), "{indexes:?}");
+    assert!(indexes.contains(&"main/binary-amd64/Packages".to_string()));
+    assert!(
+        !staged.exists(),
+        "the stale Packages.gz is gone from staging too"
+    );
+    let old_sha = unimirror::volume::manifest::Sha256Digest::of(&old_gz).hex();
+    assert!(
+        !released_below(&env, 2, "dists/stable")
+            .iter()
+            .any(|(_, h)| *h == old_sha),
+        "the old Packages.gz under no name"
+    );
+
+    // Then it no longer lists it either.
+    archive.resign(|t| {
+        t.lines()
+            .filter(|l| !l.ends_with(gz))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    });
+    env.update_ok(&["sync", "vol"]);
+    assert_eq!(env.current(), Some(3));
+    let indexes = assert_dists_as_listed(&env, 3);
+    assert!(!indexes.contains(&gz.to_string()), "{indexes:?}");
+
+    // apt, signatures checked, through the daemon.
+    let d = Daemon::start(&env);
+    let apt = env.path().join("apt");
+    let source = apt_source(&d, &archive.keyring);
+    let o = apt_get(&apt, &source, &["update"]);
+    let log = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        o.status.success() && !log.contains("Ign:") && !log.contains("W:"),
+        "{log}"
+    );
+    let o = apt_get(
+        &apt,
+        &source,
+        &["install", "--download-only", "-y", "extra"],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}
+
+#[test]
+fn repodata_files_repomd_no_longer_lists_leave_the_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, key) = yum_upstream(dir.path());
+    let upstream = Upstream::serve(&repo);
+    let env = yum_env(&upstream, &key);
+    env.update_ok(&["sync", "vol"]);
+    let listed = |id: u64| -> Vec<String> {
+        let repomd = released_file(&env, id, "repodata/repomd.xml").unwrap();
+        unimirror::sync::yum::parse_repomd(&repomd)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.href.strip_prefix("repodata/").unwrap().to_string())
+            .collect()
+    };
+    let first = listed(1);
+
+    // The same packages, indexed again with another compression: every
+    // metadata file has a new name, and the old ones are gone upstream.
+    yum_reindex(dir.path(), &repo, &["--general-compress-type", "xz"]);
+    env.update_ok(&["sync", "vol"]);
+    assert_eq!(env.current(), Some(2));
+    let now = listed(2);
+    assert!(first.iter().all(|f| !now.contains(f)), "{first:?} {now:?}");
+    let mut released: Vec<String> = released_below(&env, 2, "repodata")
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    released.sort();
+    let mut expected = now.clone();
+    expected.extend(["repomd.xml".to_string(), "repomd.xml.asc".to_string()]);
+    expected.sort();
+    assert_eq!(
+        released, expected,
+        "release #2's repodata is what repomd.xml lists"
+    );
+
+    let d = Daemon::start(&env);
+    let o = dnf(
+        &env.path().join("dnf"),
+        &format!("http://{}/vol/", d.addr),
+        &key,
+        &["makecache"],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}
+
+/// A PyPI-style upstream with `greet-lib` 1.0, 2.0 and 3.0 as wheels (made
+/// with zipfile: pip reads them, no build needed), each with core metadata.
+fn pypi_versions_upstream(dir: &Path) -> PathBuf {
+    let files = dir.join("upstream/files");
+    fs::create_dir_all(&files).unwrap();
+    let script = r#"
+import base64, hashlib, sys, zipfile
+out, version = sys.argv[1], sys.argv[2]
+info = f"greet_lib-{version}.dist-info"
+content = {
+    "greet_lib/__init__.py": f"VERSION = {version!r}\n",
+    f"{info}/METADATA": f"Metadata-Version: 2.1\nName: greet-lib\nVersion: {version}\n",
+    f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+record = "".join(
+    f"{n},sha256={base64.urlsafe_b64encode(hashlib.sha256(c.encode()).digest()).rstrip(b'=').decode()},{len(c.encode())}\n"
+    for n, c in content.items()
+) + f"{info}/RECORD,,\n"
+name = f"greet_lib-{version}-py3-none-any.whl"
+with zipfile.ZipFile(f"{out}/{name}", "w") as z:
+    for n, c in content.items():
+        z.writestr(n, c)
+    z.writestr(f"{info}/RECORD", record)
+with open(f"{out}/{name}.metadata", "w") as f:
+    f.write(content[f"{info}/METADATA"])
+"#;
+    let mut html = String::from("<!DOCTYPE html><html><body>\n");
+    for version in ["1.0", "2.0", "3.0"] {
+        run(Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&files)
+            .arg(version));
+        let f = format!("greet_lib-{version}-py3-none-any.whl");
+        let sha = unimirror::volume::manifest::Sha256Digest::of(&fs::read(files.join(&f)).unwrap());
+        let msha = unimirror::volume::manifest::Sha256Digest::of(
+            &fs::read(files.join(format!("{f}.metadata"))).unwrap(),
+        );
+        html += &format!(
+            "<a href=\"../../files/{f}#sha256={sha}\" data-core-metadata=\"sha256={msha}\">{f}</a><br>\n"
+        );
+    }
+    html += "</body></html>\n";
+    let simple = dir.join("upstream/simple/greet-lib");
+    fs::create_dir_all(&simple).unwrap();
+    fs::write(simple.join("index.html"), html).unwrap();
+    dir.join("upstream")
+}
+
+#[test]
+fn a_filter_change_makes_one_release_without_the_dropped_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = pypi_versions_upstream(dir.path());
+    let upstream = Upstream::serve(&root);
+    let env = Env::new();
+    set_upstream(
+        &env,
+        &format!(
+            "type = \"pypi\"\nurl = \"{}simple/\"\nprojects = [\"greet-lib\"]\nlatest = 3",
+            upstream.url()
+        ),
+    );
+    env.update_ok(&["sync", "vol"]);
+    assert_eq!(env.current(), Some(1));
+    let dropped = "packages/greet-lib/greet_lib-1.0-py3-none-any.whl";
+    assert!(released_file(&env, 1, dropped).is_some());
+
+    let config = fs::read_to_string(env.config()).unwrap();
+    fs::write(env.config(), config.replace("latest = 3", "latest = 2")).unwrap();
+    let out = env.update_ok(&["sync", "vol"]);
+    assert!(
+        out.contains("2 pruned"),
+        "the wheel and its metadata: {out}"
+    );
+    assert!(out.contains("released vol #2"), "{out}");
+    assert_eq!(env.current(), Some(2));
+    for f in [dropped.to_string(), format!("{dropped}.metadata")] {
+        assert!(released_file(&env, 2, &f).is_none(), "{f} is in release #2");
+    }
+    for kept in ["2.0", "3.0"] {
+        let f = format!("packages/greet-lib/greet_lib-{kept}-py3-none-any.whl");
+        assert!(released_file(&env, 2, &f).is_some(), "{f}");
+    }
+    let d = Daemon::start(&env);
+    // The new release has neither the file nor a link to it. (Unpinned
+    // paths that only an earlier release has are still answered from it
+    // during the grace period, by design: clients holding the old page.)
+    assert_eq!(d.get(&format!("/vol/@2/{dropped}")).status, 404);
+    assert_eq!(d.get(&format!("/vol/@2/{dropped}.metadata")).status, 404);
+    let page = d.get("/vol/simple/greet-lib/");
+    assert_eq!(page.header("x-unimirror-release"), Some("2"));
+    assert!(!page.text().contains("greet_lib-1.0"), "{}", page.text());
+    assert!(page.text().contains("greet_lib-2.0"), "{}", page.text());
+
+    // Nothing changed: no release.
+    let out = env.update_ok(&["sync", "vol"]);
+    assert!(
+        out.contains("0 pruned") && out.contains("nothing released"),
+        "{out}"
+    );
+    assert_eq!(env.current(), Some(2));
+}

@@ -45,6 +45,10 @@ enum Command {
         /// Wheel volumes: drop wheels the build output no longer has.
         #[arg(long)]
         prune: bool,
+        /// Accept an apt `Date` or a yum `revision` older than the current
+        /// release's (an upstream that rolled back on purpose).
+        #[arg(long)]
+        allow_older: bool,
     },
     /// Publish the volume's staging tree (or --from DIR) as a new release.
     Release {
@@ -123,12 +127,14 @@ fn run(cli: Cli) -> Result<()> {
             dry_run,
             wait,
             prune,
+            allow_older,
         } => {
             let opts = crate::sync::SyncOptions {
                 no_release,
                 dry_run,
                 wait,
                 prune,
+                allow_older,
             };
             let report = crate::sync::sync(&config, &volume, &opts)?;
             println!("{}", report.summary(&volume));

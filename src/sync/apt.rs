@@ -2,7 +2,10 @@
 //! upstream's own keys.
 //!
 //! Per suite: `InRelease` (or `Release` + `Release.gpg`) is fetched and its
-//! signature verified against the configured keyring. `Release`'s SHA256
+//! signature verified against the configured keyring, then held against the
+//! current release (see `replay`: suite, `Valid-Until`, `Date`). Beside an
+//! `InRelease`, `Release` and `Release.gpg` are published only when they
+//! verify and say what `InRelease` signed. `Release`'s SHA256
 //! list then names every index; those of the selected components and
 //! architectures are fetched in every compression the upstream has, checked,
 //! and also placed under `by-hash/SHA256/<digest>` when the suite says
@@ -20,6 +23,7 @@ use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, S
 use reqwest::Url;
 
 use super::fetch::{Fetcher, Want, is_not_found};
+use super::replay::{Freshness, same_release_text};
 use super::{Gate, safe_relative};
 use crate::volume::manifest::Sha256Digest;
 
@@ -32,6 +36,8 @@ pub struct Apt<'a> {
     pub keyring: &'a Path,
     /// Mirror `Sources` and the source packages they name too.
     pub sources: bool,
+    /// What the signed metadata is held against.
+    pub freshness: &'a Freshness<'a>,
 }
 
 /// One file a `Release` lists.
@@ -162,6 +168,8 @@ struct Suite {
     signed_files: Vec<&'static str>,
     /// Selected indexes the upstream has.
     present: Vec<Listed>,
+    /// Signed files the upstream has but that are not published, and why.
+    dropped: Vec<String>,
 }
 
 impl Apt<'_> {
@@ -195,6 +203,9 @@ impl Apt<'_> {
         for suite in self.suites {
             let s = self.suite(fetcher, &base, tree, suite, &keys).await?;
             let dir = format!("dists/{}", s.name);
+            for d in s.dropped {
+                gate.note(d);
+            }
             for f in &s.signed_files {
                 gate.files.insert(tree.join(&dir).join(f), None);
             }
@@ -272,17 +283,51 @@ impl Apt<'_> {
             }
             Err(e) => return Err(e),
         };
+        // Before anything it lists is fetched: is this the suite asked
+        // for, still valid, and not older than what is released?
+        let source = format!("{dist}{}", signed[0].0);
+        self.freshness
+            .check_apt(suite, &source, &release_text)
+            .context("nothing was released")?;
         let release = parse_release(&release_text).with_context(|| format!("{dist}: Release"))?;
         // With InRelease, also keep Release and Release.gpg if the upstream
-        // has them: older clients ask for them.
+        // has them (older clients and tools such as debmirror read that
+        // pair instead), but only when they hold up on their own: Release.gpg
+        // verifies over Release, and Release says what InRelease signed.
+        // Otherwise neither is published: a pair that fails gpgv breaks every
+        // client that reads it, and one that verifies but differs from
+        // InRelease would show those clients another archive.
         let mut signed = signed;
+        let mut dropped = Vec::new();
         if signed[0].0 == "InRelease" {
+            let mut pair = Vec::new();
             for extra in ["Release", "Release.gpg"] {
                 match fetcher.bytes(&dist.join(extra)?).await {
-                    Ok(b) => signed.push((extra, b)),
+                    Ok(b) => pair.push((extra, b)),
                     Err(e) if is_not_found(&e) => {}
                     Err(e) => return Err(e),
                 }
+            }
+            let shown = format!("dists/{suite}/Release and dists/{suite}/Release.gpg");
+            match &pair[..] {
+                [] => {}
+                [("Release", release), ("Release.gpg", sig)] => {
+                    if !same_release_text(release, &release_text) {
+                        dropped.push(format!(
+                            "{shown}: Release differs from the text InRelease signed"
+                        ));
+                    } else if let Err(e) = verify_detached(release, sig, keys) {
+                        dropped.push(format!(
+                            "{shown}: Release.gpg does not verify over Release with the keyring ({e:#})"
+                        ));
+                    } else {
+                        signed.extend(pair);
+                    }
+                }
+                [(only, _)] => dropped.push(format!(
+                    "{shown}: the upstream has only {only}, and one without the other verifies nothing"
+                )),
+                _ => unreachable!("at most the two files asked for, in order"),
             }
         }
 
@@ -350,6 +395,7 @@ impl Apt<'_> {
             release,
             signed_files: signed.iter().map(|(n, _)| *n).collect(),
             present,
+            dropped,
         })
     }
 }
@@ -508,6 +554,10 @@ mod tests {
             architectures: &a,
             keyring: Path::new(""),
             sources: false,
+            freshness: &Freshness {
+                released: &crate::sync::replay::Released::new(Path::new("/nonexistent"), "v"),
+                allow_older: false,
+            },
         };
         let selected = |apt: &Apt, p| apt.selects(p);
         assert!(selected(&apt, "main/binary-amd64/Packages.xz"));

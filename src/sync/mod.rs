@@ -1,12 +1,15 @@
 //! `unimirror-update sync <volume>`: fetch the volume's upstream into its
-//! staging tree, verify it, pass the consistency gate, release it, and only
-//! then drop what the upstream no longer has.
+//! staging tree, verify it, pass the consistency gate, drop what the
+//! upstream (or the filters) no longer name, and release exactly that.
 //!
 //! - `fetch`: the HTTP side (retries, concurrency, verified durable writes).
 //! - `apt`: apt archives.
 //! - `pypi`: PyPI-style simple indexes.
 //! - `wheel`: a build job's wheels, imported into platform trees.
 //! - `yum`: yum/dnf repositories.
+//! - `replay`: what the current release says, so that an upstream cannot
+//!   take the mirror back in time (older `Date`, lower `revision`) or hand
+//!   it an expired or foreign suite.
 //!
 //! Staging layout: `<staging>/<volume>/` is the tree that gets released;
 //! `<staging>/.tmp-<volume>/` holds downloads in progress (same filesystem,
@@ -16,6 +19,7 @@
 pub mod apt;
 pub mod fetch;
 pub mod pypi;
+pub mod replay;
 pub mod wheel;
 pub mod yum;
 
@@ -35,13 +39,24 @@ use fetch::Fetcher;
 
 /// What must be in the tree for a release: each file, with its sha256 when
 /// the upstream's signed metadata gives one; and problems already found.
+/// The tree released is exactly `files`: anything else is pruned first.
 #[derive(Default)]
 pub struct Gate {
     pub files: BTreeMap<PathBuf, Option<Sha256Digest>>,
     pub problems: Vec<String>,
+    /// What the sync chose not to publish, and why (printed with the
+    /// summary, so an operator sees it without reading logs).
+    pub notes: Vec<String>,
 }
 
 impl Gate {
+    /// Records something left out of the release, in the log now and in the
+    /// summary at the end.
+    pub fn note(&mut self, note: String) {
+        tracing::warn!("{note}");
+        self.notes.push(note);
+    }
+
     /// Every problem that forbids a release: a required file missing, or
     /// not verified with its expected sha256 during this run.
     pub fn check(&self, tree: &Path, fetcher: &Fetcher) -> Vec<String> {
@@ -109,6 +124,10 @@ pub struct SyncOptions {
     pub wait: bool,
     /// Wheel volumes: drop wheels the build output no longer has.
     pub prune: bool,
+    /// Accept signed metadata older than the current release's (an apt
+    /// `Date` or a yum `revision` that goes backwards): for a deliberate
+    /// rollback upstream.
+    pub allow_older: bool,
 }
 
 /// What a sync did.
@@ -120,6 +139,8 @@ pub struct Report {
     pub release: Option<release::Outcome>,
     pub pruned: u64,
     pub seconds: f64,
+    /// What was left out of the release, and why.
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -132,6 +153,10 @@ impl Report {
             self.pruned,
             self.seconds
         );
+        for n in &self.notes {
+            s += "\nnot published: ";
+            s += n;
+        }
         if let Some(r) = &self.release {
             s += "\n";
             s += &r.summary(volume);
@@ -162,6 +187,13 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
         .enable_all()
         .build()?;
     let fetcher = Arc::new(Fetcher::new(&config.sync, &tmp, opts.dry_run)?);
+    // Signed metadata is compared with what is released now (not with the
+    // staging tree, which a failed or refused run may have left behind).
+    let released = replay::Released::new(&config.origin, volume);
+    let freshness = replay::Freshness {
+        released: &released,
+        allow_older: opts.allow_older,
+    };
     let result = runtime.block_on(async {
         let counts = fetcher.clone();
         let _ticker = crate::progress::Ticker::start(format!("sync {volume}"), move || {
@@ -184,6 +216,7 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
                     architectures,
                     keyring,
                     sources: *sources,
+                    freshness: &freshness,
                 }
                 .sync(&fetcher, &tree)
                 .await
@@ -220,6 +253,7 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
                 yum::Yum {
                     urls,
                     key: key.as_deref(),
+                    freshness: &freshness,
                 }
                 .sync(&fetcher, &tree)
                 .await
@@ -234,7 +268,7 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
     };
     let outcome = result.and_then(|gate| {
         if opts.dry_run {
-            return Ok(None);
+            return Ok(());
         }
         let problems = gate.check(&tree, &fetcher);
         if !problems.is_empty() {
@@ -247,10 +281,15 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
                 tree.display()
             );
         }
-        Ok(Some(gate))
-    });
-    let outcome = outcome.and_then(|gate| {
-        let Some(gate) = gate else { return Ok(()) };
+        // The tree becomes exactly what the gate names before anything is
+        // released: an index form the upstream stopped serving, a file the
+        // new metadata no longer lists (or lists with another hash), a
+        // version a filter now drops. Releasing first and pruning after
+        // published all of those once more, and made the next sync, with
+        // nothing changed upstream, release again. Older releases keep
+        // their own copies, so nothing a client still holds goes missing.
+        report.pruned = prune(&tree, &gate)?;
+        report.notes = gate.notes;
         if opts.no_release {
             return Ok(());
         }
@@ -264,9 +303,6 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
             },
         )?;
         report.release = Some(r);
-        // Only now, with the new release out, may what it no longer has
-        // leave the staging tree (older releases keep their copies).
-        report.pruned = prune(&tree, &gate)?;
         Ok(())
     });
     report.seconds = started.elapsed().as_secs_f64();
@@ -278,23 +314,36 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
     outcome.map(|()| report)
 }
 
-/// Removes files of the tree that the gate does not name; returns how many.
+/// Removes files (and symlinks) of the tree that the gate does not name,
+/// and the directories that leaves empty; returns how many files went.
 fn prune(tree: &Path, gate: &Gate) -> Result<u64> {
     let mut removed = 0;
-    let mut stack = vec![tree.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir)? {
-            let e = e?;
-            let p = e.path();
-            if e.file_type()?.is_dir() {
-                stack.push(p);
-            } else if !gate.files.contains_key(&p) {
-                std::fs::remove_file(&p).with_context(|| format!("pruning {}", p.display()))?;
-                removed += 1;
+    prune_dir(tree, gate, &mut removed)?;
+    Ok(removed)
+}
+
+/// Prunes `dir`; returns whether it is empty now.
+fn prune_dir(dir: &Path, gate: &Gate, removed: &mut u64) -> Result<bool> {
+    let mut empty = true;
+    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let e = e?;
+        let p = e.path();
+        if e.file_type()?.is_dir() {
+            if prune_dir(&p, gate, removed)? {
+                // An empty directory would be released as one (and listed
+                // by the daemon), although the upstream has nothing there.
+                std::fs::remove_dir(&p).with_context(|| format!("pruning {}", p.display()))?;
+            } else {
+                empty = false;
             }
+        } else if gate.files.contains_key(&p) {
+            empty = false;
+        } else {
+            std::fs::remove_file(&p).with_context(|| format!("pruning {}", p.display()))?;
+            *removed += 1;
         }
     }
-    Ok(removed)
+    Ok(empty)
 }
 
 /// Writes `<dir>/unimirror_update_<volume>.prom` for node_exporter's
@@ -360,4 +409,66 @@ fn write_metrics(dir: &Path, volume: &str, r: &Report, ok: bool) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     crate::durable::write_atomic(&file, dir, text.as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tree left for the release is exactly what the gate names: other
+    /// files go, and so do the directories that leaves empty (an empty one
+    /// would be released and listed as a directory); the root stays.
+    #[test]
+    fn prune_leaves_exactly_the_gate() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("vol");
+        let file = |rel: &str| {
+            let p = tree.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, rel).unwrap();
+            p
+        };
+        let mut gate = Gate::default();
+        for kept in [
+            "dists/stable/InRelease",
+            "dists/stable/main/binary-amd64/Packages",
+        ] {
+            gate.files.insert(file(kept), None);
+        }
+        for gone in [
+            "dists/stable/main/binary-amd64/Packages.gz",
+            "dists/stable/main/source/Sources.gz",
+            "packages/old/old-1.0.tar.gz",
+        ] {
+            file(gone);
+        }
+        assert_eq!(prune(&tree, &gate).unwrap(), 3);
+        let mut left: Vec<String> = Vec::new();
+        let mut stack = vec![tree.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                left.push(p.strip_prefix(&tree).unwrap().display().to_string());
+                if p.is_dir() {
+                    stack.push(p);
+                }
+            }
+        }
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "dists",
+                "dists/stable",
+                "dists/stable/InRelease",
+                "dists/stable/main",
+                "dists/stable/main/binary-amd64",
+                "dists/stable/main/binary-amd64/Packages",
+            ]
+        );
+        // An empty gate empties the tree but keeps its root.
+        assert_eq!(prune(&tree, &Gate::default()).unwrap(), 2);
+        assert!(tree.is_dir());
+        assert_eq!(std::fs::read_dir(&tree).unwrap().count(), 0);
+    }
 }

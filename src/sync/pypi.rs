@@ -5,7 +5,7 @@
 //! PEP 503. Each project page is asked for as PEP 691 JSON first and read
 //! as PEP 503 HTML when that is what comes back. Every file with a sha256
 //! is downloaded and checked, with its PEP 658/714 core-metadata file where
-//! the upstream has one. The mirror's pages (`simple/index.html`,
+//! the upstream gives that file's sha256 (and only there). The mirror's pages (`simple/index.html`,
 //! `simple/<project>/index.html`, and `index.v1_json` beside each) link to
 //! `packages/<project>/<file>` relatively, keeping `#sha256=`,
 //! `data-requires-python`, yanked and core-metadata attributes.
@@ -394,6 +394,24 @@ impl Pypi<'_> {
             pages.push((name.clone(), dists));
         }
 
+        let unhashed: Vec<String> = pages
+            .iter()
+            .flat_map(|(name, dists)| {
+                dists
+                    .iter()
+                    .filter(|d| d.core_metadata == Some(None))
+                    .map(move |d| format!("packages/{name}/{}.metadata", d.filename))
+            })
+            .collect();
+        if let Some(first) = unhashed.first() {
+            gate.note(format!(
+                "{first}{}: the upstream gives no sha256 for this core metadata, so it is neither mirrored nor advertised",
+                match unhashed.len() {
+                    1 => String::new(),
+                    n => format!(" and {} more", n - 1),
+                }
+            ));
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for (name, dists) in &pages {
             for d in dists {
@@ -414,27 +432,21 @@ impl Pypi<'_> {
                         },
                     )
                     .await?;
-                    match d.core_metadata {
-                        Some(Some(sha)) => {
-                            let url = Url::parse(&format!("{}.metadata", d.url))?;
-                            f.file(
-                                &url,
-                                &meta_path(&dest),
-                                Want {
-                                    sha256: sha,
-                                    size: None,
-                                },
-                            )
-                            .await?;
-                        }
-                        Some(None) => {
-                            // No hash to check against: keep what the
-                            // upstream serves, and advertise its hash.
-                            let url = Url::parse(&format!("{}.metadata", d.url))?;
-                            let bytes = f.bytes(&url).await?;
-                            f.write(&meta_path(&dest), &bytes)?;
-                        }
-                        None => {}
+                    // Core metadata only with the upstream's hash: with none,
+                    // there is nothing to check the file against, so it is
+                    // not mirrored (pip then reads the metadata from the
+                    // distribution itself, whose hash it checks).
+                    if let Some(Some(sha)) = d.core_metadata {
+                        let url = Url::parse(&format!("{}.metadata", d.url))?;
+                        f.file(
+                            &url,
+                            &meta_path(&dest),
+                            Want {
+                                sha256: sha,
+                                size: None,
+                            },
+                        )
+                        .await?;
                     }
                     anyhow::Ok(())
                 });
@@ -445,7 +457,7 @@ impl Pypi<'_> {
         // The mirror's own pages.
         let simple = tree.join("simple");
         for (name, dists) in &pages {
-            let p = self.project_page(name, dists, tree)?;
+            let p = self.project_page(name, dists)?;
             write_pages(fetcher, &mut gate, &simple.join(name), p)?;
         }
         let names: Vec<String> = pages.iter().map(|(n, _)| n.clone()).collect();
@@ -454,18 +466,15 @@ impl Pypi<'_> {
     }
 
     /// One project's pages, from what the sync fetched.
-    fn project_page(&self, name: &str, dists: &[Dist], tree: &Path) -> Result<(String, String)> {
+    fn project_page(&self, name: &str, dists: &[Dist]) -> Result<(String, String)> {
         let files: Vec<PageFile> = dists
             .iter()
             .map(|d| {
-                // Advertise core metadata only when the file is here: pip
-                // treats a 404 on it as fatal.
-                let meta_file = meta_path(&tree.join("packages").join(name).join(&d.filename));
-                let metadata_sha = match d.core_metadata {
-                    Some(Some(sha)) => Some(sha),
-                    Some(None) => std::fs::read(&meta_file).ok().map(|b| Sha256Digest::of(&b)),
-                    None => None,
-                };
+                // Core metadata is advertised with the upstream's hash, and
+                // only where it gives one: that is the only case the file
+                // was fetched (and checked), and pip treats a 404 on an
+                // advertised one as fatal.
+                let metadata_sha = d.core_metadata.flatten();
                 PageFile {
                     filename: d.filename.clone(),
                     sha256: d.sha256,

@@ -5,7 +5,9 @@
 //! `repo_gpgcheck=1` although `repomd.xml` does not name it), every
 //! metadata file `repomd.xml` names (sha256 and size checked), then every
 //! package `primary` names (read as a stream, gz, xz or zstd), checked
-//! against its sha256 and size. `repomd.xml` is written last.
+//! against its sha256 and size. `repomd.xml` is written last. A
+//! `repomd.xml` whose `revision` is lower than the current release's is
+//! refused (see `replay`) unless `sync --allow-older`.
 //!
 //! One base URL is mirrored at the volume's root; several each go under
 //! the part of their URL path that differs from the others.
@@ -20,12 +22,15 @@ use reqwest::Url;
 
 use super::apt::{load_keyring, verify_detached};
 use super::fetch::{Fetcher, Want, is_not_found};
+use super::replay::Freshness;
 use super::{Gate, safe_relative};
 use crate::volume::manifest::Sha256Digest;
 
 pub struct Yum<'a> {
     pub urls: &'a [String],
     pub key: Option<&'a Path>,
+    /// What `repomd.xml` is held against.
+    pub freshness: &'a Freshness<'a>,
 }
 
 /// A file `repomd.xml` or `primary` names.
@@ -196,7 +201,7 @@ impl Yum<'_> {
         for (url, sub) in urls.iter().zip(subdirs(&urls)) {
             fetcher.check_url(url)?;
             let root = tree.join(&sub);
-            self.repo(fetcher, url, &root, keys.as_deref(), &mut gate)
+            self.repo(fetcher, url, &root, &sub, keys.as_deref(), &mut gate)
                 .await
                 .with_context(|| format!("repository {url}"))?;
         }
@@ -208,6 +213,7 @@ impl Yum<'_> {
         fetcher: &Arc<Fetcher>,
         base: &Url,
         root: &Path,
+        sub: &Path,
         keys: Option<&[pgp::composed::SignedPublicKey]>,
         gate: &mut Gate,
     ) -> Result<()> {
@@ -223,6 +229,10 @@ impl Yum<'_> {
             })?;
             verify_detached(&repomd, sig, keys).context("repomd.xml.asc")?;
         }
+        // Before anything it names is fetched.
+        self.freshness
+            .check_yum(&sub.join("repodata/repomd.xml"), &repomd)
+            .context("nothing was released")?;
         let metadata = parse_repomd(&repomd).context("repomd.xml")?;
         let mut tasks = tokio::task::JoinSet::new();
         for m in &metadata {
