@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
-use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey};
 use reqwest::Url;
 
 use super::fetch::{Fetcher, Want, is_not_found};
+use super::openpgp::Keyring;
 use super::{Gate, safe_relative};
 use crate::volume::manifest::Sha256Digest;
 
@@ -101,48 +101,6 @@ pub fn parse_release(text: &str) -> Result<Release> {
     Ok(r)
 }
 
-/// The keys of an OpenPGP keyring file (binary or armored).
-pub fn load_keyring(path: &Path) -> Result<Vec<SignedPublicKey>> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("reading keyring {}", path.display()))?;
-    let (keys, _) = SignedPublicKey::from_reader_many(std::io::Cursor::new(bytes))
-        .with_context(|| format!("parsing keyring {}", path.display()))?;
-    let keys: Vec<SignedPublicKey> = keys.filter_map(|k| k.ok()).collect();
-    if keys.is_empty() {
-        bail!("keyring {} holds no public key", path.display());
-    }
-    Ok(keys)
-}
-
-/// Checks a clearsigned `InRelease` and returns the text that was signed.
-pub fn verify_inrelease(text: &str, keys: &[SignedPublicKey]) -> Result<String> {
-    let (msg, _) = CleartextSignedMessage::from_string(text)
-        .context("InRelease is not a clearsigned message")?;
-    let signed = keys
-        .iter()
-        .any(|k| msg.verify(k).is_ok() || k.public_subkeys.iter().any(|s| msg.verify(s).is_ok()));
-    if !signed {
-        bail!("InRelease is not signed by a key in the keyring");
-    }
-    Ok(msg.signed_text())
-}
-
-/// Checks a detached `Release.gpg` over `Release`.
-pub fn verify_detached(release: &[u8], signature: &[u8], keys: &[SignedPublicKey]) -> Result<()> {
-    let (sig, _) = DetachedSignature::from_reader_single(std::io::Cursor::new(signature))
-        .context("Release.gpg is not an OpenPGP signature")?;
-    let signed = keys.iter().any(|k| {
-        sig.verify(k, release).is_ok()
-            || k.public_subkeys
-                .iter()
-                .any(|s| sig.verify(s, release).is_ok())
-    });
-    if !signed {
-        bail!("Release.gpg is not a signature by a key in the keyring");
-    }
-    Ok(())
-}
-
 const COMPRESSIONS: &[&str] = &[".gz", ".xz", ".bz2", ".lzma", ".zst"];
 
 /// An index's name without its compression suffix.
@@ -189,7 +147,7 @@ impl Apt<'_> {
         let base = Url::parse(&format!("{}/", self.url.trim_end_matches('/')))
             .with_context(|| format!("upstream url `{}`", self.url))?;
         fetcher.check_url(&base)?;
-        let keys = load_keyring(self.keyring)?;
+        let keys = Keyring::load(self.keyring)?;
         let mut gate = Gate::default();
         let mut pool: BTreeMap<String, Want> = BTreeMap::new();
         for suite in self.suites {
@@ -250,7 +208,7 @@ impl Apt<'_> {
         base: &Url,
         tree: &Path,
         suite: &str,
-        keys: &[SignedPublicKey],
+        keys: &Keyring,
     ) -> Result<Suite> {
         let dist = base.join(&format!("dists/{suite}/"))?;
         let dir = tree.join("dists").join(safe_relative(suite)?);
@@ -258,15 +216,13 @@ impl Apt<'_> {
         let (release_text, signed) = match fetcher.bytes(&dist.join("InRelease")?).await {
             Ok(inrelease) => {
                 let text = std::str::from_utf8(&inrelease).context("InRelease is not UTF-8")?;
-                let signed =
-                    verify_inrelease(text, keys).with_context(|| format!("{dist}InRelease"))?;
+                let signed = keys.verify_cleartext(&format!("{dist}InRelease"), text)?;
                 (signed, vec![("InRelease", inrelease)])
             }
             Err(e) if is_not_found(&e) => {
                 let release = fetcher.bytes(&dist.join("Release")?).await?;
                 let sig = fetcher.bytes(&dist.join("Release.gpg")?).await?;
-                verify_detached(&release, &sig, keys)
-                    .with_context(|| format!("{dist}Release.gpg"))?;
+                keys.verify_detached(&format!("{dist}Release.gpg"), &release, &sig)?;
                 let text = String::from_utf8(release.to_vec()).context("Release is not UTF-8")?;
                 (text, vec![("Release", release), ("Release.gpg", sig)])
             }

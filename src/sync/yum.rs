@@ -18,7 +18,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use quick_xml::events::Event;
 use reqwest::Url;
 
-use super::apt::{load_keyring, verify_detached};
+use super::openpgp::Keyring;
 use super::fetch::{Fetcher, Want, is_not_found};
 use super::{Gate, safe_relative};
 use crate::volume::manifest::Sha256Digest;
@@ -191,12 +191,12 @@ impl Yum<'_> {
         if urls.is_empty() {
             bail!("no repository urls");
         }
-        let keys = self.key.map(load_keyring).transpose()?;
+        let keys = self.key.map(Keyring::load).transpose()?;
         let mut gate = Gate::default();
         for (url, sub) in urls.iter().zip(subdirs(&urls)) {
             fetcher.check_url(url)?;
             let root = tree.join(&sub);
-            self.repo(fetcher, url, &root, keys.as_deref(), &mut gate)
+            self.repo(fetcher, url, &root, keys.as_ref(), &mut gate)
                 .await
                 .with_context(|| format!("repository {url}"))?;
         }
@@ -208,7 +208,7 @@ impl Yum<'_> {
         fetcher: &Arc<Fetcher>,
         base: &Url,
         root: &Path,
-        keys: Option<&[pgp::composed::SignedPublicKey]>,
+        keys: Option<&Keyring>,
         gate: &mut Gate,
     ) -> Result<()> {
         let repomd = fetcher.bytes(&base.join("repodata/repomd.xml")?).await?;
@@ -221,7 +221,7 @@ impl Yum<'_> {
             let sig = asc.as_ref().ok_or_else(|| {
                 anyhow!("a key is configured but the repository has no repomd.xml.asc")
             })?;
-            verify_detached(&repomd, sig, keys).context("repomd.xml.asc")?;
+            keys.verify_detached(&format!("{base}repodata/repomd.xml.asc"), &repomd, sig)?;
         }
         let metadata = parse_repomd(&repomd).context("repomd.xml")?;
         let mut tasks = tokio::task::JoinSet::new();
