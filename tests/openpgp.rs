@@ -438,3 +438,31 @@ fn a_keyring_that_is_not_one_is_refused_naming_the_file() {
     let e = format!("{:#}", Keyring::load(&text).err().expect("refused"));
     assert!(e.contains("text.gpg"), "{e}");
 }
+
+/// Debian's own files: `InRelease` of bookworm-security (2 December 2026),
+/// signed by two RSA subkeys of two keys with SHA-512, and
+/// debian-archive-keyring 2025.1, which holds eight more keys and subkeys.
+/// (Its keys expire from 2029 on; gpgv and apt will then refuse it, and so
+/// must we: the comparison holds either way.)
+#[test]
+fn a_real_debian_inrelease_signed_twice_gets_gpgvs_verdict() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openpgp");
+    let keyring = fixtures.join("debian-archive-keyring.gpg");
+    let inrelease = fixtures.join("debian-bookworm-security-InRelease");
+    let g = gpgv(&keyring, &[&inrelease]);
+    let text = fs::read_to_string(&inrelease).unwrap();
+    let keys = Keyring::load(&keyring).unwrap();
+    let ours = keys.verify_cleartext("InRelease", &text);
+    assert_eq!(ours.is_ok(), apt_accepts(&g.status), "{ours:?}\n{}", g.status);
+    assert_eq!(
+        g.status.lines().filter(|l| l.contains(" VALIDSIG ")).count(),
+        2,
+        "{}",
+        g.status
+    );
+    // One byte changed in the signed text: both signatures are bad.
+    let changed = text.replacen("Suite: oldstable-security", "Suite: oldstable-securitz", 1);
+    let e = format!("{:#}", keys.verify_cleartext("InRelease", &changed).unwrap_err());
+    assert!(e.contains("does not verify"), "{e}");
+    assert_eq!(e.matches("does not verify (").count(), 2, "{e}");
+}
