@@ -110,7 +110,10 @@ impl Gpg {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let release = self.path("Release").display().to_string();
-        for (out, mode) in [("InRelease", "--clearsign"), ("Release.gpg", "--detach-sign")] {
+        for (out, mode) in [
+            ("InRelease", "--clearsign"),
+            ("Release.gpg", "--detach-sign"),
+        ] {
             let mut a = args.clone();
             a.extend([
                 "--armor".into(),
@@ -260,7 +263,11 @@ fn a_key_that_expired_in_2020_is_refused_though_gpgv_exits_0() {
         "1y",
     );
     g.sign(Some("20190601T000000"), &[&k], &[]);
-    for (v, file) in g.verdicts(&g.export(&k)).iter().zip(["InRelease", "Release.gpg"]) {
+    for (v, file) in g
+        .verdicts(&g.export(&k))
+        .iter()
+        .zip(["InRelease", "Release.gpg"])
+    {
         assert_eq!(v.gpgv.exit, 0, "gpgv accepts it by its exit status");
         assert!(said(v, "EXPKEYSIG"), "{}", v.gpgv.status);
         v.refused(file, &[&k], "the key expired on 2020-01-01");
@@ -277,7 +284,11 @@ fn a_revoked_key_is_refused_though_gpgv_exits_0() {
     let rev = fs::read_to_string(g.home().join(format!("openpgp-revocs.d/{k}.rev"))).unwrap();
     fs::write(g.path("rev.asc"), rev.replace(":-----BEGIN", "-----BEGIN")).unwrap();
     g.run(None, &["--import", g.path("rev.asc").to_str().unwrap()]);
-    for (v, file) in g.verdicts(&g.export(&k)).iter().zip(["InRelease", "Release.gpg"]) {
+    for (v, file) in g
+        .verdicts(&g.export(&k))
+        .iter()
+        .zip(["InRelease", "Release.gpg"])
+    {
         assert_eq!(v.gpgv.exit, 0, "gpgv accepts it by its exit status");
         assert!(said(v, "REVKEYSIG"), "{}", v.gpgv.status);
         v.refused(file, &[&k], "the key was revoked");
@@ -295,15 +306,24 @@ fn a_foreign_signing_subkey_grafted_onto_a_trusted_primary_is_refused() {
     // signature (made by the foreign primary), as if it were the trusted
     // key's own.
     let mut keyring = g.export(&trusted);
-    let foreign_key = <pgp::composed::SignedPublicKey as pgp::composed::Deserializable>::from_bytes(
-        &g.export(&foreign)[..],
-    )
-    .unwrap();
+    let foreign_key =
+        <pgp::composed::SignedPublicKey as pgp::composed::Deserializable>::from_bytes(
+            &g.export(&foreign)[..],
+        )
+        .unwrap();
     pgp::ser::Serialize::to_writer(&foreign_key.public_subkeys[0], &mut keyring).unwrap();
-    for (v, file) in g.verdicts(&keyring).iter().zip(["InRelease", "Release.gpg"]) {
+    for (v, file) in g
+        .verdicts(&keyring)
+        .iter()
+        .zip(["InRelease", "Release.gpg"])
+    {
         assert_eq!(v.gpgv.exit, 2);
         assert!(said(v, "ERRSIG"), "{}", v.gpgv.status);
-        v.refused(file, &[&sub, &trusted], "no binding signature from its primary key");
+        v.refused(
+            file,
+            &[&sub, &trusted],
+            "no binding signature from its primary key",
+        );
     }
 }
 
@@ -312,7 +332,11 @@ fn a_sha1_signature_is_refused_though_gpgv_exits_0() {
     let g = Gpg::new();
     let k = g.key(None, "sha1 <s@example.invalid>", "sign", "never");
     g.sign(None, &[&k], &["--digest-algo", "SHA1"]);
-    for (v, file) in g.verdicts(&g.export(&k)).iter().zip(["InRelease", "Release.gpg"]) {
+    for (v, file) in g
+        .verdicts(&g.export(&k))
+        .iter()
+        .zip(["InRelease", "Release.gpg"])
+    {
         assert_eq!(v.gpgv.exit, 0, "gpgv accepts SHA-1");
         assert!(said(v, "GOODSIG"), "{}", v.gpgv.status);
         v.refused(file, &[&k], "SHA1 digest, which is refused");
@@ -325,7 +349,11 @@ fn an_md5_signature_is_refused_as_gpgv_refuses_it() {
     let k = g.key(None, "md5 <m@example.invalid>", "sign", "never");
     // gpg 2.2 still makes them (with a warning).
     g.sign(None, &[&k], &["--digest-algo", "MD5"]);
-    for (v, file) in g.verdicts(&g.export(&k)).iter().zip(["InRelease", "Release.gpg"]) {
+    for (v, file) in g
+        .verdicts(&g.export(&k))
+        .iter()
+        .zip(["InRelease", "Release.gpg"])
+    {
         assert_eq!(v.gpgv.exit, 2);
         v.refused(file, &[&k], "MD5 digest, which is refused");
     }
@@ -355,9 +383,17 @@ fn two_signatures_of_which_the_first_is_by_an_unknown_key_are_accepted() {
     }
     // Alone, the stranger's signature is refused, naming its key.
     g.sign(None, &[&stranger], &[]);
-    for (v, file) in g.verdicts(&g.export(&k)).iter().zip(["InRelease", "Release.gpg"]) {
+    for (v, file) in g
+        .verdicts(&g.export(&k))
+        .iter()
+        .zip(["InRelease", "Release.gpg"])
+    {
         assert!(said(v, "NO_PUBKEY"));
-        v.refused(file, &[&stranger[24..]], "is not signed by a key in the keyring");
+        v.refused(
+            file,
+            &[&stranger[24..]],
+            "is not signed by a key in the keyring",
+        );
     }
 }
 
@@ -368,10 +404,14 @@ fn a_subkey_that_expired_under_a_valid_primary_is_refused() {
     let primary = g.key(Some("20190101T000000"), uid, "cert", "never");
     let sub = g.signing_subkey(Some("20200101T000000"), uid, &primary, "1d");
     g.sign(Some("20200101T120000"), &[&sub], &[]);
-    for (v, file) in g.verdicts(&g.export(&primary)).iter().zip(["InRelease", "Release.gpg"]) {
+    for (v, file) in g
+        .verdicts(&g.export(&primary))
+        .iter()
+        .zip(["InRelease", "Release.gpg"])
+    {
         assert_eq!(v.gpgv.exit, 0, "gpgv accepts it by its exit status");
         assert!(said(v, "EXPKEYSIG"), "{}", v.gpgv.status);
-        v.refused(file, &[&sub, &primary], "the key expired on 2020-01-02");
+        v.refused(file, &[&sub, &primary], "the subkey expired on 2020-01-02");
     }
 }
 
@@ -392,13 +432,13 @@ fn a_key_whose_flags_no_longer_allow_signing_is_refused() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::io::Write::write_all(
-        edit.stdin.as_mut().unwrap(),
-        b"change-usage\nS\nQ\nsave\n",
-    )
-    .unwrap();
+    std::io::Write::write_all(edit.stdin.as_mut().unwrap(), b"change-usage\nS\nQ\nsave\n").unwrap();
     assert!(edit.wait().unwrap().success());
-    for (v, file) in g.verdicts(&g.export(&k)).iter().zip(["InRelease", "Release.gpg"]) {
+    for (v, file) in g
+        .verdicts(&g.export(&k))
+        .iter()
+        .zip(["InRelease", "Release.gpg"])
+    {
         assert_eq!(v.gpgv.exit, 2);
         assert!(said(v, "ERRSIG"), "{}", v.gpgv.status);
         v.refused(file, &[&k], "key flags do not allow signing");
@@ -411,18 +451,38 @@ fn a_bad_signature_from_the_keyring_beside_a_good_one_is_refused_as_apt_does() {
     let a = g.key(None, "first <a@example.invalid>", "sign", "never");
     let b = g.key(None, "second <b@example.invalid>", "sign", "never");
     g.sign(None, &[&a], &[]);
-    let good = g.run(None, &["--dearmor", "-o", "-", g.path("Release.gpg").to_str().unwrap()]);
+    let good = g.run(
+        None,
+        &[
+            "--dearmor",
+            "-o",
+            "-",
+            g.path("Release.gpg").to_str().unwrap(),
+        ],
+    );
     // The second key's signature over other bytes.
     fs::write(g.path("Release"), "something else\n").unwrap();
     g.sign(None, &[&b], &[]);
-    let other = g.run(None, &["--dearmor", "-o", "-", g.path("Release.gpg").to_str().unwrap()]);
+    let other = g.run(
+        None,
+        &[
+            "--dearmor",
+            "-o",
+            "-",
+            g.path("Release.gpg").to_str().unwrap(),
+        ],
+    );
     fs::write(g.path("Release"), RELEASE).unwrap();
     fs::write(g.path("Release.gpg"), [good, other].concat()).unwrap();
     let mut keyring = g.export(&a);
     keyring.extend(g.export(&b));
     let [_, v] = g.verdicts(&keyring);
     assert_eq!(v.gpgv.exit, 1);
-    assert!(said(&v, "GOODSIG") && said(&v, "BADSIG"), "{}", v.gpgv.status);
+    assert!(
+        said(&v, "GOODSIG") && said(&v, "BADSIG"),
+        "{}",
+        v.gpgv.status
+    );
     v.refused("Release.gpg", &[&b], "does not verify");
 }
 
@@ -434,7 +494,11 @@ fn a_keyring_that_is_not_one_is_refused_naming_the_file() {
     let e = format!("{:#}", Keyring::load(&empty).err().expect("refused"));
     assert!(e.contains("empty.gpg") && e.contains("empty"), "{e}");
     let text = dir.path().join("text.gpg");
-    fs::write(&text, b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nnot base64\n").unwrap();
+    fs::write(
+        &text,
+        b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nnot base64\n",
+    )
+    .unwrap();
     let e = format!("{:#}", Keyring::load(&text).err().expect("refused"));
     assert!(e.contains("text.gpg"), "{e}");
 }
@@ -453,16 +517,27 @@ fn a_real_debian_inrelease_signed_twice_gets_gpgvs_verdict() {
     let text = fs::read_to_string(&inrelease).unwrap();
     let keys = Keyring::load(&keyring).unwrap();
     let ours = keys.verify_cleartext("InRelease", &text);
-    assert_eq!(ours.is_ok(), apt_accepts(&g.status), "{ours:?}\n{}", g.status);
     assert_eq!(
-        g.status.lines().filter(|l| l.contains(" VALIDSIG ")).count(),
+        ours.is_ok(),
+        apt_accepts(&g.status),
+        "{ours:?}\n{}",
+        g.status
+    );
+    assert_eq!(
+        g.status
+            .lines()
+            .filter(|l| l.contains(" VALIDSIG "))
+            .count(),
         2,
         "{}",
         g.status
     );
     // One byte changed in the signed text: both signatures are bad.
     let changed = text.replacen("Suite: oldstable-security", "Suite: oldstable-securitz", 1);
-    let e = format!("{:#}", keys.verify_cleartext("InRelease", &changed).unwrap_err());
+    let e = format!(
+        "{:#}",
+        keys.verify_cleartext("InRelease", &changed).unwrap_err()
+    );
     assert!(e.contains("does not verify"), "{e}");
     assert_eq!(e.matches("does not verify (").count(), 2, "{e}");
 }

@@ -183,7 +183,11 @@ impl Keyring {
         for s in &signers {
             match &s.refused {
                 Some(Refusal::Unusable(why) | Refusal::Unbound(why)) => {
-                    tracing::info!("keyring {}: key {} can not sign: {why}", path.display(), s.name)
+                    tracing::info!(
+                        "keyring {}: key {} can not sign: {why}",
+                        path.display(),
+                        s.name
+                    )
                 }
                 None if s.expires.or(s.primary_expires).is_some_and(|e| e <= now) => {
                     tracing::info!("keyring {}: key {} has expired", path.display(), s.name)
@@ -230,8 +234,8 @@ impl Keyring {
         if signature.is_empty() {
             bail!("{file} is empty, not an OpenPGP signature");
         }
-        let (sigs, _) =
-            DetachedSignature::from_reader_many(std::io::Cursor::new(signature)).map_err(not_sig)?;
+        let (sigs, _) = DetachedSignature::from_reader_many(std::io::Cursor::new(signature))
+            .map_err(not_sig)?;
         let sigs = sigs
             .map(|s| s.map(|s| s.signature))
             .collect::<Result<Vec<_>, _>>()
@@ -360,7 +364,12 @@ impl Keyring {
             ));
         }
         if let Some(e) = signer.expires.filter(|&e| e <= now) {
-            return Outcome::Refused(format!("by key {name}: the key expired on {}", date(e)));
+            let what = if signer.subkey.is_some() {
+                "subkey"
+            } else {
+                "key"
+            };
+            return Outcome::Refused(format!("by key {name}: the {what} expired on {}", date(e)));
         }
         let made = created(sig);
         if made < signer.created {
@@ -426,9 +435,8 @@ fn evaluate(i: usize, cert: &SignedPublicKey, now: u64, signers: &mut Vec<Signer
 
     // The newest valid self-signature: direct-key signatures and the
     // certifications of user ids that are not revoked.
-    let usable_self = |s: &&Signature| {
-        !s.hash_alg().is_some_and(broken_digest) && in_time(s, p_created, now)
-    };
+    let usable_self =
+        |s: &&Signature| !s.hash_alg().is_some_and(broken_digest) && in_time(s, p_created, now);
     let mut selfsigs: Vec<&Signature> = cert
         .details
         .direct_signatures
@@ -598,7 +606,11 @@ mod tests {
             .unwrap();
         // 2019-01-01, for 10 days: expires 2019-01-11 00:00:00.
         let uid = "ten days <t@example.invalid>";
-        gpg(&home, "20190101T000000", &["--quick-gen-key", uid, "ed25519", "sign", "10d"]);
+        gpg(
+            &home,
+            "20190101T000000",
+            &["--quick-gen-key", uid, "ed25519", "sign", "10d"],
+        );
         let release = dir.path().join("Release");
         std::fs::write(&release, "Origin: test\n").unwrap();
         let r = release.to_str().unwrap();
@@ -609,13 +621,22 @@ mod tests {
         let path = Path::new("test.gpg");
         let keys = Keyring::from_bytes(path, &keyring, at("1546646400")).unwrap();
         let (last_second, expired) = (at("1547164799"), at("1547164800"));
-        assert!(keys.verify_cleartext_at("InRelease", &signed, last_second).is_ok());
-        assert!(keys
-            .verify_detached_at("Release.gpg", b"Origin: test\n", &sig, last_second)
-            .is_ok());
-        let e = keys.verify_cleartext_at("InRelease", &signed, expired).unwrap_err();
+        assert!(
+            keys.verify_cleartext_at("InRelease", &signed, last_second)
+                .is_ok()
+        );
+        assert!(
+            keys.verify_detached_at("Release.gpg", b"Origin: test\n", &sig, last_second)
+                .is_ok()
+        );
+        let e = keys
+            .verify_cleartext_at("InRelease", &signed, expired)
+            .unwrap_err();
         let e = format!("{e:#}");
-        assert!(e.contains("the key expired on 2019-01-11 00:00:00 UTC"), "{e}");
+        assert!(
+            e.contains("the key expired on 2019-01-11 00:00:00 UTC"),
+            "{e}"
+        );
         assert!(e.contains("test.gpg") && e.contains("InRelease"), "{e}");
         let e = keys
             .verify_detached_at("Release.gpg", b"Origin: test\n", &sig, expired)

@@ -18,8 +18,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use quick_xml::events::Event;
 use reqwest::Url;
 
-use super::openpgp::Keyring;
 use super::fetch::{Fetcher, Want, is_not_found};
+use super::openpgp::Keyring;
 use super::{Gate, safe_relative};
 use crate::volume::manifest::Sha256Digest;
 
