@@ -433,17 +433,14 @@ fn evaluate(i: usize, cert: &SignedPublicKey, now: u64, signers: &mut Vec<Signer
         .filter(|s| s.typ() == Some(SignatureType::KeyRevocation))
         .find(|s| s.verify_key(primary).is_ok());
 
-    // The newest valid self-signature: direct-key signatures and the
-    // certifications of user ids that are not revoked.
+    // The self-signature that says what the key is: the newest valid one
+    // on a user id that is not revoked, as GnuPG takes expiry and flags
+    // from the user id self-signatures; a direct-key signature only when
+    // there is none (keys with no user id). A newer direct-key signature
+    // without an expiry must not revive a key its user ids let expire.
     let usable_self =
         |s: &&Signature| !s.hash_alg().is_some_and(broken_digest) && in_time(s, p_created, now);
-    let mut selfsigs: Vec<&Signature> = cert
-        .details
-        .direct_signatures
-        .iter()
-        .filter(usable_self)
-        .filter(|s| s.typ() == Some(SignatureType::Key) && s.verify_key(primary).is_ok())
-        .collect();
+    let mut on_users: Vec<&Signature> = Vec::new();
     for u in &cert.details.users {
         let latest = u
             .signatures
@@ -455,10 +452,17 @@ fn evaluate(i: usize, cert: &SignedPublicKey, now: u64, signers: &mut Vec<Signer
         if let Some(l) = latest
             && l.typ() != Some(SignatureType::CertRevocation)
         {
-            selfsigs.push(l);
+            on_users.push(l);
         }
     }
-    let newest = selfsigs.into_iter().max_by_key(|s| created(s));
+    let newest = on_users.into_iter().max_by_key(|s| created(s)).or_else(|| {
+        cert.details
+            .direct_signatures
+            .iter()
+            .filter(usable_self)
+            .filter(|s| s.typ() == Some(SignatureType::Key) && s.verify_key(primary).is_ok())
+            .max_by_key(|s| created(s))
+    });
 
     let p_expires = newest.and_then(|s| expiry(s, p_created));
     let p_refused = if let Some(r) = revoked {
