@@ -97,6 +97,23 @@ impl Gpg {
         self.fingerprints(uid).pop().unwrap()
     }
 
+    /// Runs gpg's `--edit-key` on `key` with the answers `commands`.
+    fn edit(&self, key: &str, commands: &str) {
+        let mut edit = Command::new("gpg")
+            .env("GNUPGHOME", self.home())
+            .args(["--batch", "--yes", "--expert", "--command-fd", "0"])
+            // Options after the command would be taken as its arguments.
+            .args(["--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(["--edit-key", key])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(edit.stdin.as_mut().unwrap(), commands.as_bytes()).unwrap();
+        assert!(edit.wait().unwrap().success(), "gpg --edit-key {key}");
+    }
+
     fn export(&self, uid: &str) -> Vec<u8> {
         self.run(None, &["--export", uid])
     }
@@ -421,19 +438,7 @@ fn a_key_whose_flags_no_longer_allow_signing_is_refused() {
     let k = g.key(None, "usage <u@example.invalid>", "sign", "never");
     g.sign(None, &[&k], &[]);
     // A newer self-signature drops the signing flag (certify only).
-    let mut edit = Command::new("gpg")
-        .env("GNUPGHOME", g.home())
-        .args(["--batch", "--yes", "--expert", "--command-fd", "0"])
-        // Options after the command would be taken as its arguments.
-        .args(["--pinentry-mode", "loopback", "--passphrase", ""])
-        .args(["--edit-key", &k])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(edit.stdin.as_mut().unwrap(), b"change-usage\nS\nQ\nsave\n").unwrap();
-    assert!(edit.wait().unwrap().success());
+    g.edit(&k, "change-usage\nS\nQ\nsave\n");
     for (v, file) in g
         .verdicts(&g.export(&k))
         .iter()
@@ -540,4 +545,43 @@ fn a_real_debian_inrelease_signed_twice_gets_gpgvs_verdict() {
     );
     assert!(e.contains("does not verify"), "{e}");
     assert_eq!(e.matches("does not verify (").count(), 2, "{e}");
+}
+
+#[test]
+fn a_live_subkey_under_a_primary_that_expired_is_refused() {
+    let g = Gpg::new();
+    let uid = "primary expired <pe@example.invalid>";
+    let primary = g.key(Some("20190101T000000"), uid, "cert", "1y");
+    // The subkey itself never expires; its primary did, on 2020-01-01.
+    let sub = g.signing_subkey(Some("20190102T000000"), uid, &primary, "never");
+    g.sign(Some("20190601T000000"), &[&sub], &[]);
+    for (v, file) in g
+        .verdicts(&g.export(&primary))
+        .iter()
+        .zip(["InRelease", "Release.gpg"])
+    {
+        assert_eq!(v.gpgv.exit, 0, "gpgv accepts it by its exit status");
+        assert!(said(v, "EXPKEYSIG"), "{}", v.gpgv.status);
+        v.refused(file, &[&sub], "its primary key expired on 2020-01-01");
+    }
+}
+
+#[test]
+fn a_revoked_subkey_under_a_valid_primary_is_refused() {
+    let g = Gpg::new();
+    let uid = "subkey revoked <sr@example.invalid>";
+    let primary = g.key(None, uid, "cert", "never");
+    let sub = g.signing_subkey(None, uid, &primary, "never");
+    g.sign(None, &[&sub], &[]);
+    // Select subkey 1, revoke it (reason 0, no text), confirm, save.
+    g.edit(&primary, "key 1\nrevkey\ny\n0\n\ny\nsave\n");
+    for (v, file) in g
+        .verdicts(&g.export(&primary))
+        .iter()
+        .zip(["InRelease", "Release.gpg"])
+    {
+        assert_eq!(v.gpgv.exit, 0, "gpgv accepts it by its exit status");
+        assert!(said(v, "REVKEYSIG"), "{}", v.gpgv.status);
+        v.refused(file, &[&sub], "the subkey was revoked");
+    }
 }
