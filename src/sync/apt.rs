@@ -101,6 +101,22 @@ pub fn parse_release(text: &str) -> Result<Release> {
     Ok(r)
 }
 
+/// The keys of an OpenPGP keyring file (binary or armored), evaluated by
+/// `openpgp` (self-signatures, bindings, expiry, revocation, key flags).
+pub fn load_keyring(path: &Path) -> Result<Keyring> {
+    Keyring::load(path)
+}
+
+/// Checks a clearsigned `InRelease` and returns the text that was signed.
+pub fn verify_inrelease(text: &str, keys: &Keyring) -> Result<String> {
+    keys.verify_cleartext("InRelease", text)
+}
+
+/// Checks a detached `Release.gpg` (every signature in it) over `Release`.
+pub fn verify_detached(release: &[u8], signature: &[u8], keys: &Keyring) -> Result<()> {
+    keys.verify_detached("Release.gpg", release, signature)
+}
+
 const COMPRESSIONS: &[&str] = &[".gz", ".xz", ".bz2", ".lzma", ".zst"];
 
 /// An index's name without its compression suffix.
@@ -147,7 +163,7 @@ impl Apt<'_> {
         let base = Url::parse(&format!("{}/", self.url.trim_end_matches('/')))
             .with_context(|| format!("upstream url `{}`", self.url))?;
         fetcher.check_url(&base)?;
-        let keys = Keyring::load(self.keyring)?;
+        let keys = load_keyring(self.keyring)?;
         let mut gate = Gate::default();
         let mut pool: BTreeMap<String, Want> = BTreeMap::new();
         for suite in self.suites {
@@ -216,13 +232,15 @@ impl Apt<'_> {
         let (release_text, signed) = match fetcher.bytes(&dist.join("InRelease")?).await {
             Ok(inrelease) => {
                 let text = std::str::from_utf8(&inrelease).context("InRelease is not UTF-8")?;
-                let signed = keys.verify_cleartext(&format!("{dist}InRelease"), text)?;
+                let signed =
+                    verify_inrelease(text, keys).with_context(|| format!("{dist}InRelease"))?;
                 (signed, vec![("InRelease", inrelease)])
             }
             Err(e) if is_not_found(&e) => {
                 let release = fetcher.bytes(&dist.join("Release")?).await?;
                 let sig = fetcher.bytes(&dist.join("Release.gpg")?).await?;
-                keys.verify_detached(&format!("{dist}Release.gpg"), &release, &sig)?;
+                verify_detached(&release, &sig, keys)
+                    .with_context(|| format!("{dist}Release.gpg"))?;
                 let text = String::from_utf8(release.to_vec()).context("Release is not UTF-8")?;
                 (text, vec![("Release", release), ("Release.gpg", sig)])
             }
