@@ -1892,3 +1892,57 @@ fn a_filter_change_makes_one_release_without_the_dropped_files() {
     );
     assert_eq!(env.current(), Some(2));
 }
+
+/// An archive signed while its key was valid, by a key that expired in
+/// 2020: gpgv exits 0 on it (EXPKEYSIG), apt refuses it, and so does the
+/// sync, through `InRelease` and through `Release.gpg` alike.
+#[test]
+fn an_upstream_signed_by_an_expired_key_releases_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = AptArchive::new(dir.path());
+    let uid = "expired archive <old@example.invalid>";
+    let in_2019 = |args: &[&str]| {
+        let mut all = vec!["--faked-system-time", "20190601T000000"];
+        all.extend(args);
+        archive.gpg(&all);
+    };
+    archive.gpg(
+        &["--faked-system-time", "20190101T000000"]
+            .iter()
+            .chain(&["--quick-gen-key", uid, "ed25519", "sign", "1y"])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    let keyring = dir.path().join("expired.gpg");
+    fs::write(&keyring, archive.gpg_output(&["--export", uid])).unwrap();
+    let dist = archive.archive().join("dists/stable");
+    let (inrelease, release, release_gpg) = (
+        dist.join("InRelease"),
+        dist.join("Release"),
+        dist.join("Release.gpg"),
+    );
+    let [i, r, g] = [&inrelease, &release, &release_gpg].map(|p| p.to_str().unwrap());
+    in_2019(&["--local-user", uid, "--clearsign", "-o", i, r]);
+    in_2019(&["--local-user", uid, "--armor", "--detach-sign", "-o", g, r]);
+    let upstream = Upstream::serve(&archive.archive());
+    let env = apt_env(&upstream, &keyring, "");
+
+    let out = env.update(&["sync", "vol"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("InRelease") && err.contains("the key expired on 2020-01-01"),
+        "{err}"
+    );
+    assert_eq!(env.current(), None, "nothing released");
+
+    fs::remove_file(&inrelease).unwrap();
+    let out = env.update(&["sync", "vol"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("Release.gpg") && err.contains("the key expired on 2020-01-01"),
+        "{err}"
+    );
+    assert_eq!(env.current(), None, "nothing released");
+}

@@ -119,7 +119,7 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
                 name = v.name,
             ),
             Some(Upstream::Yum { .. }) => format!(
-                "# /etc/yum.repos.d/{name}.repo\n[{name}]\nname={name} (unimirror)\nbaseurl={url}\ngpgcheck=1",
+                "# /etc/yum.repos.d/{name}.repo (gpgkey: the upstream's own signing key)\n[{name}]\nname={name} (unimirror)\nbaseurl={url}\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-{name}",
                 name = v.name
             ),
             None => url.clone(),

@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
-use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey};
 use reqwest::Url;
 
 use super::fetch::{Fetcher, Want, is_not_found};
+use super::openpgp::Keyring;
 use super::replay::{Freshness, same_release_text};
 use super::{Gate, safe_relative};
 use crate::volume::manifest::Sha256Digest;
@@ -107,46 +107,20 @@ pub fn parse_release(text: &str) -> Result<Release> {
     Ok(r)
 }
 
-/// The keys of an OpenPGP keyring file (binary or armored).
-pub fn load_keyring(path: &Path) -> Result<Vec<SignedPublicKey>> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("reading keyring {}", path.display()))?;
-    let (keys, _) = SignedPublicKey::from_reader_many(std::io::Cursor::new(bytes))
-        .with_context(|| format!("parsing keyring {}", path.display()))?;
-    let keys: Vec<SignedPublicKey> = keys.filter_map(|k| k.ok()).collect();
-    if keys.is_empty() {
-        bail!("keyring {} holds no public key", path.display());
-    }
-    Ok(keys)
+/// The keys of an OpenPGP keyring file (binary or armored), evaluated by
+/// `openpgp` (self-signatures, bindings, expiry, revocation, key flags).
+pub fn load_keyring(path: &Path) -> Result<Keyring> {
+    Keyring::load(path)
 }
 
 /// Checks a clearsigned `InRelease` and returns the text that was signed.
-pub fn verify_inrelease(text: &str, keys: &[SignedPublicKey]) -> Result<String> {
-    let (msg, _) = CleartextSignedMessage::from_string(text)
-        .context("InRelease is not a clearsigned message")?;
-    let signed = keys
-        .iter()
-        .any(|k| msg.verify(k).is_ok() || k.public_subkeys.iter().any(|s| msg.verify(s).is_ok()));
-    if !signed {
-        bail!("InRelease is not signed by a key in the keyring");
-    }
-    Ok(msg.signed_text())
+pub fn verify_inrelease(text: &str, keys: &Keyring) -> Result<String> {
+    keys.verify_cleartext("InRelease", text)
 }
 
-/// Checks a detached `Release.gpg` over `Release`.
-pub fn verify_detached(release: &[u8], signature: &[u8], keys: &[SignedPublicKey]) -> Result<()> {
-    let (sig, _) = DetachedSignature::from_reader_single(std::io::Cursor::new(signature))
-        .context("Release.gpg is not an OpenPGP signature")?;
-    let signed = keys.iter().any(|k| {
-        sig.verify(k, release).is_ok()
-            || k.public_subkeys
-                .iter()
-                .any(|s| sig.verify(s, release).is_ok())
-    });
-    if !signed {
-        bail!("Release.gpg is not a signature by a key in the keyring");
-    }
-    Ok(())
+/// Checks a detached `Release.gpg` (every signature in it) over `Release`.
+pub fn verify_detached(release: &[u8], signature: &[u8], keys: &Keyring) -> Result<()> {
+    keys.verify_detached("Release.gpg", release, signature)
 }
 
 const COMPRESSIONS: &[&str] = &[".gz", ".xz", ".bz2", ".lzma", ".zst"];
@@ -261,7 +235,7 @@ impl Apt<'_> {
         base: &Url,
         tree: &Path,
         suite: &str,
-        keys: &[SignedPublicKey],
+        keys: &Keyring,
     ) -> Result<Suite> {
         let dist = base.join(&format!("dists/{suite}/"))?;
         let dir = tree.join("dists").join(safe_relative(suite)?);

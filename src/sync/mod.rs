@@ -4,6 +4,7 @@
 //!
 //! - `fetch`: the HTTP side (retries, concurrency, verified durable writes).
 //! - `apt`: apt archives.
+//! - `openpgp`: keyrings and the signatures of upstream metadata.
 //! - `pypi`: PyPI-style simple indexes.
 //! - `wheel`: a build job's wheels, imported into platform trees.
 //! - `yum`: yum/dnf repositories.
@@ -18,6 +19,7 @@
 
 pub mod apt;
 pub mod fetch;
+pub mod openpgp;
 pub mod pypi;
 pub mod replay;
 pub mod wheel;

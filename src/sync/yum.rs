@@ -20,8 +20,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use quick_xml::events::Event;
 use reqwest::Url;
 
-use super::apt::{load_keyring, verify_detached};
 use super::fetch::{Fetcher, Want, is_not_found};
+use super::openpgp::Keyring;
 use super::replay::Freshness;
 use super::{Gate, safe_relative};
 use crate::volume::manifest::Sha256Digest;
@@ -196,12 +196,12 @@ impl Yum<'_> {
         if urls.is_empty() {
             bail!("no repository urls");
         }
-        let keys = self.key.map(load_keyring).transpose()?;
+        let keys = self.key.map(Keyring::load).transpose()?;
         let mut gate = Gate::default();
         for (url, sub) in urls.iter().zip(subdirs(&urls)) {
             fetcher.check_url(url)?;
             let root = tree.join(&sub);
-            self.repo(fetcher, url, &root, &sub, keys.as_deref(), &mut gate)
+            self.repo(fetcher, url, &root, &sub, keys.as_ref(), &mut gate)
                 .await
                 .with_context(|| format!("repository {url}"))?;
         }
@@ -214,7 +214,7 @@ impl Yum<'_> {
         base: &Url,
         root: &Path,
         sub: &Path,
-        keys: Option<&[pgp::composed::SignedPublicKey]>,
+        keys: Option<&Keyring>,
         gate: &mut Gate,
     ) -> Result<()> {
         let repomd = fetcher.bytes(&base.join("repodata/repomd.xml")?).await?;
@@ -227,7 +227,7 @@ impl Yum<'_> {
             let sig = asc.as_ref().ok_or_else(|| {
                 anyhow!("a key is configured but the repository has no repomd.xml.asc")
             })?;
-            verify_detached(&repomd, sig, keys).context("repomd.xml.asc")?;
+            keys.verify_detached(&format!("{base}repodata/repomd.xml.asc"), &repomd, sig)?;
         }
         // Before anything it names is fetched.
         self.freshness
