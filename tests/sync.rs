@@ -301,6 +301,15 @@ impl AptArchive {
             .unwrap();
         assert!(release.status.success());
         fs::write(dist.join("Release"), &release.stdout).unwrap();
+        self.sign();
+    }
+
+    /// Signs the suite's `Release` as `InRelease` and `Release.gpg`.
+    fn sign(&self) {
+        let dist = self.archive().join("dists/stable");
+        for f in ["InRelease", "Release.gpg"] {
+            let _ = fs::remove_file(dist.join(f));
+        }
         let d = dist.to_str().unwrap();
         self.gpg(&[
             "--clearsign",
@@ -1296,23 +1305,7 @@ impl AptArchive {
         let dist = self.archive().join("dists/stable");
         let text = edit(fs::read_to_string(dist.join("Release")).unwrap());
         fs::write(dist.join("Release"), text).unwrap();
-        for f in ["InRelease", "Release.gpg"] {
-            let _ = fs::remove_file(dist.join(f));
-        }
-        let d = dist.to_str().unwrap();
-        self.gpg(&[
-            "--clearsign",
-            "-o",
-            &format!("{d}/InRelease"),
-            &format!("{d}/Release"),
-        ]);
-        self.gpg(&[
-            "--detach-sign",
-            "--armor",
-            "-o",
-            &format!("{d}/Release.gpg"),
-            &format!("{d}/Release"),
-        ]);
+        self.sign();
     }
 }
 

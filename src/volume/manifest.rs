@@ -520,18 +520,7 @@ impl Manifest {
     /// The direct children of directory `dir` (relative, empty for the root),
     /// in name order.
     pub fn list(&self, dir: &[u8]) -> Result<Vec<(Vec<u8>, Entry)>> {
-        let mut lo = dir.to_vec();
-        lo.push(0);
-        let mut hi = dir.to_vec();
-        hi.push(1);
-        walk_index(|| {
-            let mut stream = self.index.range().ge(&lo).lt(&hi).into_stream();
-            let mut out = Vec::new();
-            while let Some((k, off)) = stream.next() {
-                out.push((k[lo.len()..].to_vec(), self.entry_at(off)?));
-            }
-            Ok(out)
-        })?
+        Ok(self.list_first(dir, usize::MAX)?.0)
     }
 
     /// The first `max` entries of a directory (as `list`), and how many
