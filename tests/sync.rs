@@ -1467,6 +1467,8 @@ fn a_dripping_upstream_fails_by_the_whole_file_deadline() {
 
 /// Runs the updater and returns its output and its peak resident memory
 /// in KiB (from `wait4`, for this child alone).
+// `wait4` reaps the child (std's `wait` cannot report its rusage).
+#[allow(clippy::zombie_processes)]
 fn update_with_peak_rss(env: &Env, args: &[&str]) -> (std::process::ExitStatus, String, i64) {
     use std::io::Read;
     use std::os::unix::process::ExitStatusExt;
