@@ -9,6 +9,11 @@
 //!
 //! Wheels imported earlier stay, even when the build output no longer has
 //! them (build jobs clean their output); `--prune` drops those.
+//!
+//! Only regular files are imported. A symlink in the build output (as a
+//! wheel or as a platform directory) would publish any zip the updater can
+//! read, and a FIFO would hang the sync: both are refused, naming the
+//! path, and never followed or opened.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -116,7 +121,10 @@ fn subdirs(dir: &Path, strict: bool) -> Result<Vec<String>> {
             if kind.is_dir() {
                 out.push(name);
             } else if strict && kind.is_symlink() {
-                bail!("refusing {}: {}", e.path().display(), not_regular(kind));
+                bail!(
+                    "refusing {}: a symlink where a platform directory may be (the wheel import never follows links)",
+                    e.path().display()
+                );
             }
         }
     }
