@@ -697,10 +697,11 @@ mod tests {
         let page = Url::parse("https://up.example/simple/pkg/").unwrap();
         let sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         let html = format!(
-            "<html><body>\n<a href=\"../../files/pkg-1.0-py3-none-any.whl#sha256={sha}\" data-requires-python=\"&gt;=3.8\" data-core-metadata=\"sha256={sha}\">pkg-1.0-py3-none-any.whl</a>\n<A HREF='/f/pkg-0.9.tar.gz#sha256={sha}' data-yanked>pkg-0.9.tar.gz</A>\n<a href=\"nohash.whl\">nohash.whl</a></body></html>"
+            "<html><body>\n<a href=\"../../files/pkg-1.0-py3-none-any.whl#sha256={sha}\" data-requires-python=\"&gt;=3.8\" data-core-metadata=\"sha256={sha}\">pkg-1.0-py3-none-any.whl</a>\n<A HREF='/f/pkg-0.9.tar.gz#sha256={sha}' data-yanked>pkg-0.9.tar.gz</A>\n<a href=\"nohash.whl\">nohash.whl</a>\n<a\n  href=\"/f/pkg-0.8.tar.gz#sha256={sha}\">pkg-0.8.tar.gz</a></body></html>"
         );
         let d = parse_html(&html, &page).unwrap();
-        assert_eq!(d.len(), 2);
+        assert_eq!(d.len(), 3);
+        assert_eq!(d[2].filename, "pkg-0.8.tar.gz", "`<a` then a newline");
         assert_eq!(
             d[0].url.as_str(),
             "https://up.example/files/pkg-1.0-py3-none-any.whl"
@@ -872,15 +873,18 @@ mod tests {
         steps
     }
 
-    /// Pages that made the earlier parser quadratic (it lowercased the
-    /// rest of the page for each anchor): their cost stays proportional to
-    /// their size, by the parser's own count of bytes examined, and
-    /// doubling the page doubles it.
+    /// Pages of many anchors (the earlier parser lowercased the rest of
+    /// the page for each one: quadratic) and broken ones: their cost stays
+    /// proportional to their size, by the parser's own count of bytes
+    /// examined, and doubling the page doubles it.
     #[test]
     fn html_parsing_is_linear_in_the_page_size() {
         let sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         let hashed = format!("<a href=\"x.whl#sha256={sha}\">x.whl");
-        let shapes: [(&str, &str); 6] = [
+        let complete = format!("<A\nhref='x.whl#sha256={sha}'>x.whl</A><br>\n");
+        let shapes: [(&str, &str); 8] = [
+            ("complete anchors", &complete),
+            ("links without a hash", "<a href=\"x.whl\">x.whl</a>\n"),
             ("unclosed <a", "<a "),
             ("anchors without </a>", "<a href=\"x.whl\">x"),
             ("hashed anchors without </a>", &hashed),
