@@ -129,6 +129,17 @@ pub struct SyncSettings {
     pub timeout: Duration,
     /// Plain-HTTP upstreams are refused unless this is set.
     pub allow_http: bool,
+    /// Hosts a redirect may lead to besides the scheme, host and port the
+    /// request was made to.
+    pub allow_redirect_hosts: Vec<AllowedHost>,
+    /// A download whose index gives no size is cut off past this many bytes.
+    pub max_download_size: u64,
+    /// Metadata held in memory (signed files, index pages) and metadata
+    /// decompressed for parsing is refused past this many bytes.
+    pub max_metadata_size: u64,
+    /// One download attempt (headers and body) that has not finished after
+    /// this long fails, however steadily the bytes trickle in.
+    pub download_deadline: Duration,
     /// Where to write `<volume>.prom` for node_exporter's textfile
     /// collector after each sync, if anywhere.
     pub metrics_dir: Option<PathBuf>,
@@ -190,6 +201,11 @@ pub enum Upstream {
         /// Skip files larger than this, when the upstream gives sizes.
         #[serde(default)]
         max_file_size: Option<String>,
+        /// Hosts (`host` or `host:port`) the project pages may link files
+        /// on besides the index's own (PyPI's file host is implied for
+        /// pypi.org).
+        #[serde(default)]
+        allow_file_hosts: Vec<String>,
     },
     /// A directory of built wheels to import.
     Wheel { directory: PathBuf },
@@ -284,6 +300,10 @@ struct RawSync {
     retries: Option<i64>,
     timeout: Option<String>,
     allow_http: Option<bool>,
+    allow_redirect_hosts: Option<Vec<String>>,
+    max_download_size: Option<String>,
+    max_metadata_size: Option<String>,
+    download_deadline: Option<String>,
     metrics_dir: Option<PathBuf>,
 }
 
@@ -320,6 +340,17 @@ pub const DEFAULT_IMMUTABLE: &[&str] = &[
     "**/*.rpm",
     "**/by-hash/**",
 ];
+
+/// Above the largest files PyPI hosts (CUDA wheels of a few GiB); apt and
+/// yum indexes give every package's size, so this bounds only what comes
+/// without one.
+pub const DEFAULT_MAX_DOWNLOAD_SIZE: u64 = 8 << 30;
+/// About four times the largest metadata known upstream (a Fedora
+/// `primary.xml` decompresses to a few hundred MiB), and far below what a
+/// compression bomb expands to.
+pub const DEFAULT_MAX_METADATA_SIZE: u64 = 1 << 30;
+/// Enough for a file of `DEFAULT_MAX_DOWNLOAD_SIZE` at about 2.3 MB/s.
+pub const DEFAULT_DOWNLOAD_DEADLINE: Duration = Duration::from_secs(3600);
 
 /// URL paths the daemon answers itself; no volume may take them.
 const RESERVED_PREFIXES: &[&str] = &["/metrics", "/healthz", "/readyz"];
@@ -383,6 +414,33 @@ impl Config {
                 &err,
             )?,
             allow_http: raw.sync.allow_http.unwrap_or(false),
+            allow_redirect_hosts: raw
+                .sync
+                .allow_redirect_hosts
+                .unwrap_or_default()
+                .iter()
+                .map(|h| AllowedHost::parse(h))
+                .collect::<Result<_, _>>()
+                .map_err(|r| err("sync.allow_redirect_hosts", r))?,
+            max_download_size: at_least_1kib(
+                raw.sync.max_download_size,
+                "sync.max_download_size",
+                DEFAULT_MAX_DOWNLOAD_SIZE,
+                &err,
+            )?,
+            max_metadata_size: at_least_1kib(
+                raw.sync.max_metadata_size,
+                "sync.max_metadata_size",
+                DEFAULT_MAX_METADATA_SIZE,
+                &err,
+            )?,
+            download_deadline: duration(
+                raw.sync.download_deadline,
+                "sync.download_deadline",
+                DEFAULT_DOWNLOAD_DEADLINE,
+                Duration::from_secs(1)..=Duration::from_secs(7 * 24 * 3600),
+                &err,
+            )?,
             metrics_dir: raw.sync.metrics_dir.as_deref().map(resolve),
         };
 
@@ -519,6 +577,61 @@ fn size(value: Option<String>, key: &str, default: u64, err: &ErrFn) -> Result<u
     match value {
         None => Ok(default),
         Some(s) => parse_size(&s).map_err(|r| err(key, r)),
+    }
+}
+
+/// A size key that must be at least 1 KiB: a smaller bound is a typo
+/// (`1024` meant as KiB), and would refuse every file.
+fn at_least_1kib(
+    value: Option<String>,
+    key: &str,
+    default: u64,
+    err: &ErrFn,
+) -> Result<u64, ConfigError> {
+    let n = size(value, key, default, err)?;
+    if n < 1024 {
+        return Err(err(key, format!("{n} bytes is too small (at least 1KiB)")));
+    }
+    Ok(n)
+}
+
+/// A host that URLs may point at: `host` (on its scheme's default port)
+/// or `host:port`. Comparing the port too keeps another service on the
+/// same machine out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedHost {
+    /// As the URL parser writes it (lowercase; IPv6 in brackets).
+    pub host: String,
+    /// `None`: the default port of whichever scheme the URL has.
+    pub port: Option<u16>,
+}
+
+impl AllowedHost {
+    pub fn parse(entry: &str) -> Result<AllowedHost, String> {
+        let bad = |why: &str| format!("`{entry}` is not a host or host:port ({why})");
+        if entry.is_empty()
+            || entry.contains(['/', '@', '?', '#', '\\'])
+            || entry.contains(char::is_whitespace)
+        {
+            return Err(bad("no scheme, path or user part"));
+        }
+        let url =
+            reqwest::Url::parse(&format!("https://{entry}/")).map_err(|e| bad(&e.to_string()))?;
+        let host = url.host_str().ok_or_else(|| bad("no host"))?.to_string();
+        Ok(AllowedHost {
+            host,
+            // The parser drops an explicit 443: that is the default anyway.
+            port: url.port().or(entry.ends_with(":443").then_some(443)),
+        })
+    }
+
+    /// Whether `url` is on this host and port.
+    pub fn allows(&self, url: &reqwest::Url) -> bool {
+        url.host_str() == Some(self.host.as_str())
+            && match self.port {
+                None => url.port().is_none(),
+                Some(p) => url.port_or_known_default() == Some(p),
+            }
     }
 }
 
@@ -710,9 +823,13 @@ fn check_upstream(u: &Upstream) -> Result<(), (String, String)> {
         latest,
         platforms,
         max_file_size,
+        allow_file_hosts,
         ..
     } = u
     {
+        for h in allow_file_hosts {
+            AllowedHost::parse(h).map_err(|r| ("allow_file_hosts".to_string(), r))?;
+        }
         if let Some(s) = max_file_size {
             parse_size(s).map_err(|r| ("max_file_size".to_string(), r))?;
         }
@@ -745,6 +862,7 @@ fn resolve_upstream(u: Upstream, resolve: &dyn Fn(&Path) -> PathBuf) -> Upstream
             latest,
             platforms,
             max_file_size,
+            allow_file_hosts,
         } => Upstream::Pypi {
             url,
             projects,
@@ -753,6 +871,7 @@ fn resolve_upstream(u: Upstream, resolve: &dyn Fn(&Path) -> PathBuf) -> Upstream
             latest,
             platforms,
             max_file_size,
+            allow_file_hosts,
         },
         Upstream::Wheel { directory } => Upstream::Wheel {
             directory: resolve(&directory),
@@ -1004,6 +1123,34 @@ mod tests {
                 "[volumes.a]\nprefix = \"/x\"\n[volumes.b]\nprefix = \"/x/y\"\n",
                 "volumes.b.prefix",
             ),
+            (
+                "[sync]\nallow_redirect_hosts = [\"https://cdn.example\"]\n",
+                "sync.allow_redirect_hosts",
+            ),
+            (
+                "[sync]\nallow_redirect_hosts = [\"cdn.example:http\"]\n",
+                "sync.allow_redirect_hosts",
+            ),
+            (
+                "[sync]\nmax_download_size = \"1000\"\n",
+                "sync.max_download_size",
+            ),
+            (
+                "[sync]\nmax_metadata_size = \"lots\"\n",
+                "sync.max_metadata_size",
+            ),
+            (
+                "[sync]\ndownload_deadline = \"0s\"\n",
+                "sync.download_deadline",
+            ),
+            (
+                "[sync]\ndownload_deadline = \"30d\"\n",
+                "sync.download_deadline",
+            ),
+            (
+                "[volumes.p.upstream]\ntype = \"pypi\"\nurl = \"u\"\nallow_file_hosts = [\"files.example/x\"]\n",
+                "volumes.p.upstream.allow_file_hosts",
+            ),
         ] {
             let e = parse(&format!("{MINIMAL}{text}")).unwrap_err();
             assert_eq!(e.key, key, "for {text:?}: {e}");
@@ -1032,6 +1179,68 @@ mod tests {
         assert_eq!(tls.key, Path::new("/k.pem"));
         assert!(c.freshness.immutable.is_empty());
         assert_eq!(c.freshness.revalidate_after, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn sync_bounds_defaults_and_values() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(c.sync.allow_redirect_hosts.is_empty());
+        assert_eq!(c.sync.max_download_size, DEFAULT_MAX_DOWNLOAD_SIZE);
+        assert_eq!(c.sync.max_metadata_size, DEFAULT_MAX_METADATA_SIZE);
+        assert_eq!(c.sync.download_deadline, DEFAULT_DOWNLOAD_DEADLINE);
+        let c = parse(&format!(
+            "{MINIMAL}[sync]\nallow_redirect_hosts = [\"CDN.example\", \"127.0.0.1:8443\", \"[::1]:80\"]\n\
+             max_download_size = \"1KiB\"\nmax_metadata_size = \"64MiB\"\ndownload_deadline = \"10m\"\n"
+        ))
+        .unwrap();
+        let hosts: Vec<(&str, Option<u16>)> = c
+            .sync
+            .allow_redirect_hosts
+            .iter()
+            .map(|h| (h.host.as_str(), h.port))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("cdn.example", None),
+                ("127.0.0.1", Some(8443)),
+                ("[::1]", Some(80))
+            ]
+        );
+        assert_eq!(c.sync.max_download_size, 1024);
+        assert_eq!(c.sync.max_metadata_size, 64 << 20);
+        assert_eq!(c.sync.download_deadline, Duration::from_secs(600));
+        let e = parse(&format!("{MINIMAL}[sync]\nmax_metadata_size = \"512\"\n")).unwrap_err();
+        assert_eq!(e.reason, "512 bytes is too small (at least 1KiB)");
+    }
+
+    #[test]
+    fn allowed_hosts_compare_the_port() {
+        let url = |s: &str| reqwest::Url::parse(s).unwrap();
+        let plain = AllowedHost::parse("cdn.example").unwrap();
+        assert!(plain.allows(&url("https://cdn.example/x")));
+        assert!(plain.allows(&url("https://CDN.example:443/x")));
+        assert!(plain.allows(&url("http://cdn.example/x")));
+        assert!(!plain.allows(&url("https://cdn.example:8443/x")));
+        assert!(!plain.allows(&url("https://cdn.example.evil/x")));
+        assert!(!plain.allows(&url("https://evil.example/cdn.example")));
+        let port = AllowedHost::parse("cdn.example:8443").unwrap();
+        assert!(port.allows(&url("https://cdn.example:8443/x")));
+        assert!(!port.allows(&url("https://cdn.example/x")));
+        let explicit = AllowedHost::parse("cdn.example:443").unwrap();
+        assert!(explicit.allows(&url("https://cdn.example/x")));
+        assert!(!explicit.allows(&url("http://cdn.example/x")));
+        for bad in [
+            "",
+            "https://cdn.example",
+            "cdn.example/x",
+            "u@cdn.example",
+            "a b",
+            "cdn.example:99999",
+        ] {
+            let e = AllowedHost::parse(bad).unwrap_err();
+            assert!(e.contains("is not a host or host:port"), "{bad}: {e}");
+        }
     }
 
     #[test]

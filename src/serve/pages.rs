@@ -172,6 +172,7 @@ fn guess_upstream(v: &Volume) -> Option<Upstream> {
             latest: None,
             platforms: vec![],
             max_file_size: None,
+            allow_file_hosts: vec![],
         })
     } else if has("dists") {
         let suites = match &v.kind {

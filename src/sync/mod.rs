@@ -18,6 +18,7 @@
 //! syncs of one volume apart.
 
 pub mod apt;
+pub mod bounded;
 pub mod fetch;
 pub mod openpgp;
 pub mod pypi;
@@ -103,17 +104,42 @@ pub async fn all_done<T: 'static>(
 }
 
 /// A relative path from upstream metadata, refused if it could leave the
-/// tree (absolute, `..`, empty).
+/// tree (absolute, `..`, empty) or, joined onto the upstream's URL, lead
+/// elsewhere: a scheme (`https://other.example/x.deb`, `a:b`), a
+/// backslash (`\\host\x` is `//host/x` to a URL parser), `..` spelt
+/// `%2e%2e`, a query or a fragment.
 pub fn safe_relative(p: &str) -> Result<PathBuf> {
     let path = Path::new(p);
-    let ok = !p.is_empty()
-        && path
+    let leaves = p.is_empty()
+        || !path
             .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    if !ok {
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        || p.split('/').any(|s| {
+            let lower = s.to_ascii_lowercase();
+            lower.contains("%2e") && matches!(lower.replace("%2e", ".").as_str(), "." | "..")
+        });
+    if leaves {
         bail!("refusing the path `{p}` from upstream metadata: it leaves the tree");
     }
+    // A URL scheme is what comes before the first `:` when no `/` does.
+    let scheme = p.split_once(':').is_some_and(|(s, _)| !s.contains('/'));
+    if scheme || p.contains(['\\', '?', '#']) {
+        bail!(
+            "refusing the path `{p}` from upstream metadata: a URL or URL syntax where a relative path belongs"
+        );
+    }
     Ok(path.to_path_buf())
+}
+
+/// `rel` (already through [`safe_relative`]) joined onto `base`, checked
+/// to stay under it: a file an index lists is fetched from the upstream
+/// that signed the index, never from another host.
+pub fn join_under(base: &reqwest::Url, rel: &str) -> Result<reqwest::Url> {
+    let url = base.join(rel)?;
+    if !url.as_str().starts_with(base.as_str()) || url.query().is_some() {
+        bail!("refusing `{rel}` from upstream metadata: it resolves to {url}, outside {base}");
+    }
+    Ok(url)
 }
 
 #[derive(Debug, Default, Clone)]
@@ -231,11 +257,13 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
                 latest,
                 platforms,
                 max_file_size,
+                allow_file_hosts,
             } => {
                 pypi::Pypi {
                     url,
                     projects,
                     requirements,
+                    allow_file_hosts,
                     filters: pypi::Filters::new(
                         versions,
                         *latest,
@@ -472,5 +500,47 @@ mod tests {
         assert_eq!(prune(&tree, &Gate::default()).unwrap(), 2);
         assert!(tree.is_dir());
         assert_eq!(std::fs::read_dir(&tree).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn upstream_paths_that_are_urls_are_refused() {
+        for ok in [
+            "pool/main/a/a_1.0_all.deb",
+            "./a.deb",
+            "Packages/a-1:2.rpm",
+            "a%2eb/c",
+        ] {
+            assert!(safe_relative(ok).is_ok(), "{ok}");
+        }
+        for url in [
+            "https://other.example/x.deb",
+            "http:x.deb",
+            "a:b.deb",
+            "\\\\other.example\\x.deb",
+            "pool/a.deb?x=1",
+            "pool/a.deb#frag",
+        ] {
+            let e = safe_relative(url).unwrap_err().to_string();
+            assert!(e.contains(url) && e.contains("a URL"), "{url}: {e}");
+        }
+        for climbing in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "pool/%2e%2e/%2E%2e/x",
+            "pool/%2e/x",
+        ] {
+            let e = safe_relative(climbing).unwrap_err().to_string();
+            assert!(e.contains("leaves the tree"), "{climbing}: {e}");
+        }
+        let base = reqwest::Url::parse("http://127.0.0.1:8000/debian/").unwrap();
+        assert_eq!(
+            join_under(&base, "pool/a.deb").unwrap().as_str(),
+            "http://127.0.0.1:8000/debian/pool/a.deb"
+        );
+        // What safe_relative lets through cannot leave the base either;
+        // join_under is the second line.
+        assert!(join_under(&base, "//other.example/x").is_err());
+        assert!(join_under(&base, "https://other.example/x").is_err());
     }
 }
