@@ -190,6 +190,15 @@ pub struct Metrics {
     pub cache_write_failures: IntCounterVec,
     /// 1 while fills are held back for want of disk space
     pub cache_disk_full: IntGauge,
+    /// Fills reading the origin now.
+    pub fills_running: IntGauge,
+    /// Fills waiting for a free one (`cache.max_fills`) or for room in the
+    /// disk budget.
+    pub fills_waiting: IntGauge,
+    /// Disk budget held by fills in flight for their temporary files.
+    pub cache_reserved_bytes: IntGauge,
+    /// reason: per_ip, first_byte, idle, stalled (see `ClosedBecause`)
+    pub connections_closed: IntCounterVec,
     /// volume
     pub release_id: IntGaugeVec,
     /// volume
@@ -288,6 +297,35 @@ impl Metrics {
                     "1 while the cache disk is full and misses are served from the origin uncached",
                 )
                 .expect("valid metric"),
+            ),
+            fills_running: reg(
+                &registry,
+                IntGauge::new(
+                    "unimirror_fills_running",
+                    "Origin reads into the cache in flight",
+                )
+                .expect("valid metric"),
+            ),
+            fills_waiting: reg(
+                &registry,
+                IntGauge::new(
+                    "unimirror_fills_waiting",
+                    "Origin reads into the cache waiting for a free slot (cache.max_fills) or disk budget",
+                )
+                .expect("valid metric"),
+            ),
+            cache_reserved_bytes: reg(
+                &registry,
+                IntGauge::new(
+                    "unimirror_cache_reserved_bytes",
+                    "Disk budget reserved for the temporary files of fills in flight",
+                )
+                .expect("valid metric"),
+            ),
+            connections_closed: counter(
+                "unimirror_connections_closed_total",
+                "Connections the daemon closed itself, by reason (per_ip: over daemon.max_connections_per_ip; first_byte: silent past daemon.first_byte_timeout; idle: no request or stream in time; stalled: a response the client stopped taking)",
+                &["reason"],
             ),
             release_id: gauge(
                 "unimirror_release_id",
