@@ -317,10 +317,10 @@ impl Server {
                     self.closed(peer, why);
                     if why == ClosedBecause::Idle && activity.protocol() == Protocol::Http2 {
                         // GOAWAY first, so a well-behaved client knows
-                        // not to start a stream; a bounded wait for it.
+                        // not to start a stream; only as long as it takes
+                        // to write it (a silent client answers nothing).
                         conn.as_mut().graceful_shutdown();
-                        let grace = self.limits.h2_keep_alive_timeout;
-                        let _ = tokio::time::timeout(grace, conn.as_mut()).await;
+                        let _ = tokio::time::timeout(GOAWAY_GRACE, conn.as_mut()).await;
                     }
                     return;
                 }
@@ -348,6 +348,11 @@ impl Server {
         }
     }
 }
+
+/// How long an idle HTTP/2 connection being closed gets to send its
+/// GOAWAY (hyper's graceful shutdown would wait for the PING it sends
+/// with it to be answered, which a hostile client never does).
+const GOAWAY_GRACE: Duration = Duration::from_millis(200);
 
 /// Completes once the daemon is stopping.
 async fn stopped(rx: &mut watch::Receiver<bool>) {
