@@ -527,3 +527,111 @@ fn an_http2_response_behind_a_shut_flow_control_window_counts_against_write_time
             .any(|l| l.contains("/vol/big.whl") && l.contains("complete=false"))
     });
 }
+
+#[test]
+fn a_flood_of_distinct_cold_objects_that_hang_up_stays_within_memory_and_the_disk_budget() {
+    raise_fd_limit();
+    const OBJECTS: usize = 2000;
+    const SIZE: u64 = 5 << 20;
+    const DISK: u64 = 64 << 20;
+    let env = Env::new();
+    // Plain-tree files, sparse past their first bytes: 10 GiB of distinct
+    // objects that take a few MiB of the test's disk.
+    for i in 0..OBJECTS {
+        let path = env.tree().join(format!("flood/{i}.whl"));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut f = fs::File::create(&path).unwrap();
+        f.write_all(format!("object {i}").as_bytes()).unwrap();
+        f.set_len(SIZE).unwrap();
+    }
+    env.write("hot.whl", b"a file clients keep asking for");
+    let opts = DaemonOpts {
+        // Every request reaches a fill (one address sends them all).
+        daemon: "max_connections_per_ip = 10000\n".into(),
+        cache: format!("disk_size = \"{DISK}\"\n"),
+        ..Default::default()
+    };
+    let d = Daemon::start_with(&env, &opts);
+    assert_eq!(d.get("/plain/hot.whl").status, 200);
+    let idle = rss_kib(&d);
+    let cache = env.path().join("cache");
+
+    // Samples the daemon's memory and the cache directory (its `tmp/`
+    // included) until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (stop, cache, pid) = (stop.clone(), cache.clone(), d.child.id());
+        std::thread::spawn(move || {
+            let (mut peak_rss, mut peak_disk, mut samples) = (0u64, 0u64, 0u32);
+            let mut over = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let rss: u64 = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+                    .unwrap_or(0);
+                let disk = du(&cache);
+                if disk > DISK {
+                    over.push(disk);
+                }
+                peak_rss = peak_rss.max(rss);
+                peak_disk = peak_disk.max(disk);
+                samples += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (peak_rss, peak_disk, samples, over)
+        })
+    };
+
+    // Four clients send 500 requests each and hang up at once; a normal
+    // request goes in the middle.
+    let addr = d.addr;
+    let senders: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in (t..OBJECTS).step_by(4) {
+                    if let Ok(mut s) = TcpStream::connect(addr) {
+                        let _ = s.write_all(
+                            format!("GET /plain/flood/{i}.whl HTTP/1.1\r\nHost: x\r\n\r\n")
+                                .as_bytes(),
+                        );
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_for("half the flood to be under way", 60, || {
+        d.metric("unimirror_requests_total", &[("volume", "plain")]) >= (OBJECTS / 2) as f64
+            || d.metric("unimirror_fills_waiting", &[]) > 0.0
+    });
+    let asked = std::time::Instant::now();
+    let status = get_within(d.addr, "/plain/hot.whl", Duration::from_secs(1));
+    let latency = asked.elapsed();
+    assert_eq!(status, Ok(200), "a normal request during the flood");
+    for s in senders {
+        s.join().unwrap();
+    }
+    // Until every fill has started and ended, or was dropped.
+    wait_for("the fills to settle", 300, || {
+        d.metric("unimirror_fills_running", &[]) == 0.0
+            && d.metric("unimirror_fills_waiting", &[]) == 0.0
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (peak_rss, peak_disk, samples, over) = sampler.join().unwrap();
+    let read = d.metric("unimirror_origin_read_bytes_total", &[]) as u64;
+    eprintln!(
+        "flood of {OBJECTS} x 5 MiB: RSS {idle} KiB idle, {peak_rss} KiB at peak; cache dir at most {} KiB of {} KiB ({samples} samples); normal GET in {latency:?}; {} MiB read from the origin",
+        peak_disk >> 10,
+        DISK >> 10,
+        read >> 20,
+    );
+    assert!(over.is_empty(), "the cache directory went over disk_size: {over:?}");
+    assert!(
+        peak_rss <= idle + 100 * 1024,
+        "RSS went from {idle} KiB to {peak_rss} KiB"
+    );
+    assert!(samples > 10, "only {samples} samples");
+    // The daemon still fills and serves.
+    assert_eq!(d.get("/plain/flood/7.whl").body.len() as u64, SIZE);
+}
