@@ -934,6 +934,74 @@ mod tests {
     }
 
     #[test]
+    fn a_reservation_makes_room_before_its_file_exists_and_commits_within_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let tier = Arc::new(DiskTier::load(dir.path(), 1 << 20, 16, metrics.clone()).unwrap());
+        // 900 KiB committed of a 1 MiB budget.
+        let old: Vec<_> = (0..3u8)
+            .map(|i| commit_bytes(&tier, dir.path(), &vec![i; 300 << 10]))
+            .collect();
+        let on_disk = || du(dir.path());
+
+        // A fill of 500 KiB: committed entries make room first, and their
+        // files are gone before the temporary file is created.
+        let mut r = tier.reserve(500 << 10);
+        assert_eq!(metrics.cache_reserved_bytes.get(), 500 << 10);
+        assert!(tier.bytes() + (500 << 10) <= 1 << 20, "{}", tier.bytes());
+        let (temp, file) = r.create_temp().unwrap();
+        file.set_len(500 << 10).unwrap();
+        assert!(on_disk() <= 1 << 20, "{} bytes on disk", on_disk());
+        let data = vec![9u8; 500 << 10];
+        file.write_all_at(&data, 0).unwrap();
+        let sha = Sha256Digest::of(&data);
+        tier.commit(&temp, &sha, data.len() as u64, Some(&mut r)).unwrap();
+        drop(r);
+        tier.flush();
+        assert!(tier.contains(&sha), "the filled entry was admitted");
+        assert!(old.iter().filter(|s| tier.contains(s)).count() <= 1);
+        assert!(on_disk() <= 1 << 20, "{} bytes on disk", on_disk());
+        assert_eq!(metrics.cache_reserved_bytes.get(), 0);
+        // The whole budget is the index's again.
+        assert_eq!(tier.index.capacity(), 1 << 20);
+        let s = tier.space.lock().unwrap();
+        assert_eq!((s.reserved, s.temps), (0, 0));
+    }
+
+    #[test]
+    fn a_reservation_given_back_unused_frees_its_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier =
+            Arc::new(DiskTier::load(dir.path(), 1 << 20, 16, Arc::new(Metrics::new())).unwrap());
+        let mut r = tier.reserve(600 << 10);
+        assert_eq!(tier.index.capacity(), 424 << 10);
+        let (temp, _) = r.create_temp().unwrap();
+        std::fs::remove_file(temp).unwrap();
+        drop(r);
+        assert_eq!(tier.index.capacity(), 1 << 20);
+        let s = tier.space.lock().unwrap();
+        assert_eq!((s.reserved, s.temps), (0, 0));
+    }
+
+    /// Total size of the files under `dir` (the cache's `tmp/` included).
+    fn du(dir: &Path) -> u64 {
+        let mut total = 0;
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                let m = e.metadata().unwrap();
+                if m.is_dir() {
+                    stack.push(e.path());
+                } else {
+                    total += m.len();
+                }
+            }
+        }
+        total
+    }
+
+    #[test]
     fn a_large_entry_keeps_the_mapping_it_was_first_sent_from() {
         let dir = tempfile::tempdir().unwrap();
         let tier =

@@ -648,6 +648,77 @@ mod tests {
         }
     }
 
+    /// A cache with one fill slot and a short origin timeout, and a
+    /// 100 KiB origin file.
+    fn one_slot_cache(dir: &std::path::Path) -> (Arc<Cache>, FillRequest) {
+        let text = format!(
+            "origin = \"/o\"\nstaging = \"/s\"\n[cache]\ndir = {:?}\nmax_fills = 1\n",
+            dir.join("cache").display().to_string()
+        );
+        let config = crate::config::Config::parse(&dir.join("t.toml"), &text).unwrap();
+        let cache = Cache::open(
+            &config.cache,
+            Duration::from_millis(300),
+            Arc::new(crate::metrics::Metrics::new()),
+        )
+        .unwrap();
+        let data = vec![5u8; 100 << 10];
+        let origin = dir.join("object");
+        std::fs::write(&origin, &data).unwrap();
+        let sha = Sha256Digest::of(&data);
+        let req = FillRequest {
+            key: ObjectKey::Content(sha),
+            volume: "t".into(),
+            origin,
+            size: data.len() as u64,
+            mtime_ns: None,
+        };
+        (cache, req)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_queued_fill_whose_clients_left_reads_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, req) = one_slot_cache(dir.path());
+        let sha = match req.key {
+            ObjectKey::Content(s) => s,
+            _ => unreachable!(),
+        };
+        // The one slot is taken, so the fill queues; its client leaves.
+        let slot = cache.fill_slots.clone().acquire_owned().await.unwrap();
+        let (fill, coalesced) = cache.fills.join_or_start(&cache, req.clone());
+        assert!(!coalesced);
+        drop(fill);
+        drop(slot);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cache.fills.is_empty() {
+            assert!(Instant::now() < deadline, "the fill never ended");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let read = cache.metrics.origin_read_bytes.with_label_values(&["t"]).get();
+        assert_eq!(read, 0, "a fill nobody waits for read the origin");
+        assert!(!cache.disk.contains(&sha));
+        // Asked again, it is filled as usual.
+        let (fill, _) = cache.fills.join_or_start(&cache, req);
+        fill.started().await.unwrap();
+        let mut got = 0;
+        while got < 100 << 10 {
+            got += fill.read(got, 100 << 10, 1 << 20).await.unwrap().len() as u64;
+        }
+        assert!(cache.metrics.origin_read_bytes.with_label_values(&["t"]).get() >= 100 << 10);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fill_that_gets_no_slot_in_time_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, req) = one_slot_cache(dir.path());
+        let _slot = cache.fill_slots.clone().acquire_owned().await.unwrap();
+        let (fill, _) = cache.fills.join_or_start(&cache, req);
+        // Waits out the origin timeout (300 ms), then says so.
+        assert_eq!(fill.started().await, Err(WaitError::Busy));
+        assert_eq!(cache.metrics.fills_waiting.get(), 0);
+    }
+
     #[tokio::test]
     async fn a_fill_whose_task_vanishes_is_abandoned() {
         let (tx, rx) = watch::channel(Progress::Waiting);
