@@ -1183,7 +1183,10 @@ mod tests {
         assert_eq!(e.key, "daemon.max_connections_per_ip");
         assert!(e.reason.contains("1 to 10"), "{e}");
         assert!(e.reason.contains("daemon.max_connections"), "{e}");
-        assert!(e.to_string().starts_with("/etc/unimirror/test.toml: "), "{e}");
+        assert!(
+            e.to_string().starts_with("/etc/unimirror/test.toml: "),
+            "{e}"
+        );
     }
 
     #[test]

@@ -564,7 +564,8 @@ fn a_hung_origin_makes_readyz_answer_503_in_time_and_a_reload_goes_on() {
         d.log_text().contains("configuration reloaded")
     });
     assert!(
-        d.log_text().contains("origin not responding: the release is still loading"),
+        d.log_text()
+            .contains("origin not responding: the release is still loading"),
         "{}",
         d.log_text()
     );
@@ -578,7 +579,10 @@ fn a_hung_origin_makes_readyz_answer_503_in_time_and_a_reload_goes_on() {
             assert!(status.success(), "{status}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "still running after SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after SIGTERM"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     drop(hung);

@@ -189,8 +189,9 @@ fn a_thousand_keep_alive_clients_are_served_beside_slow_ones_in_bounded_memory()
     env.release();
     let opts = DaemonOpts {
         // One address plays all 1,201 clients here.
-        daemon: "header_read_timeout = \"5s\"\nwrite_timeout = \"2s\"\nmax_connections_per_ip = 10000\n"
-            .into(),
+        daemon:
+            "header_read_timeout = \"5s\"\nwrite_timeout = \"2s\"\nmax_connections_per_ip = 10000\n"
+                .into(),
         ..Default::default()
     };
     let d = Daemon::start_with(&env, &opts);
@@ -299,7 +300,8 @@ fn h2_get(path: &str) -> Vec<u8> {
 /// `within`.
 fn closed_within(s: &mut TcpStream, within: Duration) -> Option<Duration> {
     let started = std::time::Instant::now();
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let mut buf = [0u8; 4096];
     while started.elapsed() < within {
         match s.read(&mut buf) {
@@ -318,11 +320,7 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> Option<Duration> {
 
 /// `GET <path>` on a new connection, with the whole exchange bounded by
 /// `deadline` (a client read timeout): the status, or why there was none.
-fn get_within(
-    addr: std::net::SocketAddr,
-    path: &str,
-    deadline: Duration,
-) -> Result<u16, String> {
+fn get_within(addr: std::net::SocketAddr, path: &str, deadline: Duration) -> Result<u16, String> {
     let started = std::time::Instant::now();
     let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
@@ -376,7 +374,11 @@ fn connections_that_never_speak_give_their_slots_back_in_time() {
                 s
             })
             .collect();
-        let status = get_within(d.addr, "/vol/a.whl", header_read_timeout + Duration::from_secs(1));
+        let status = get_within(
+            d.addr,
+            "/vol/a.whl",
+            header_read_timeout + Duration::from_secs(1),
+        );
         assert_eq!(status, Ok(200), "a GET behind three sockets that {what}");
         for s in &mut hostile {
             assert!(
@@ -387,14 +389,20 @@ fn connections_that_never_speak_give_their_slots_back_in_time() {
     }
     // Each closing was the daemon's doing, and said so.
     assert_eq!(
-        d.metric("unimirror_connections_closed_total", &[("reason", "first_byte")]),
+        d.metric(
+            "unimirror_connections_closed_total",
+            &[("reason", "first_byte")]
+        ),
         3.0
     );
     assert_eq!(
         d.metric("unimirror_connections_closed_total", &[("reason", "idle")]),
         6.0
     );
-    assert!(d.log_text().contains("connection closed: nothing sent within daemon.first_byte_timeout"));
+    assert!(
+        d.log_text()
+            .contains("connection closed: nothing sent within daemon.first_byte_timeout")
+    );
 }
 
 /// A TCP connection to `addr` from the loopback address `from`.
@@ -418,9 +426,17 @@ fn connect_from(from: std::net::Ipv4Addr, addr: std::net::SocketAddr) -> TcpStre
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         assert!(fd >= 0, "socket");
         let local = sockaddr(from, 0);
-        assert_eq!(libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len), 0, "bind {from}");
+        assert_eq!(
+            libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len),
+            0,
+            "bind {from}"
+        );
         let remote = sockaddr(*to.ip(), to.port());
-        assert_eq!(libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len), 0, "connect");
+        assert_eq!(
+            libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len),
+            0,
+            "connect"
+        );
         TcpStream::from_raw_fd(fd)
     }
 }
@@ -450,7 +466,9 @@ fn one_address_cannot_take_every_slot() {
     other
         .write_all(b"GET /vol/a.whl HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    other.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let (head, body) = read_response(&mut other);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(body, b"the public file");
@@ -517,9 +535,15 @@ fn an_http2_response_behind_a_shut_flow_control_window_counts_against_write_time
     s.write_all(&[H2_PREFACE, &h2_settings(&[(4, 0)]), &h2_get("/vol/big.whl")].concat())
         .unwrap();
     let closed = closed_within(&mut s, Duration::from_secs(20));
-    assert!(closed.is_some(), "a stream with a shut window held its connection");
+    assert!(
+        closed.is_some(),
+        "a stream with a shut window held its connection"
+    );
     assert_eq!(
-        d.metric("unimirror_connections_closed_total", &[("reason", "stalled")]),
+        d.metric(
+            "unimirror_connections_closed_total",
+            &[("reason", "stalled")]
+        ),
         1.0
     );
     // Its access line says the response did not complete.
@@ -628,7 +652,10 @@ fn a_flood_of_distinct_cold_objects_that_hang_up_stays_within_memory_and_the_dis
         DISK >> 10,
         read >> 20,
     );
-    assert!(over.is_empty(), "the cache directory went over disk_size: {over:?}");
+    assert!(
+        over.is_empty(),
+        "the cache directory went over disk_size: {over:?}"
+    );
     assert!(
         peak_rss <= idle + 100 * 1024,
         "RSS went from {idle} KiB to {peak_rss} KiB"

@@ -786,7 +786,7 @@ impl DiskTier {
             // One step, so that `bytes + temps` never misses the file.
             let mut s = self.space.lock().expect("not poisoned");
             self.bytes.fetch_add(size, Ordering::Relaxed);
-            if let Some(r) = reservation.as_deref_mut()
+            if let Some(r) = reservation
                 && r.temp
             {
                 r.temp = false;
@@ -955,7 +955,8 @@ mod tests {
         let data = vec![9u8; 500 << 10];
         file.write_all_at(&data, 0).unwrap();
         let sha = Sha256Digest::of(&data);
-        tier.commit(&temp, &sha, data.len() as u64, Some(&mut r)).unwrap();
+        tier.commit(&temp, &sha, data.len() as u64, Some(&mut r))
+            .unwrap();
         drop(r);
         tier.flush();
         assert!(tier.contains(&sha), "the filled entry was admitted");

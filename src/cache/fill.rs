@@ -66,7 +66,9 @@ use crate::volume::manifest::Sha256Digest;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {
     Waiting,
-    Streaming { ready: u64 },
+    Streaming {
+        ready: u64,
+    },
     Done,
     Failed(OriginError),
     Uncached,
@@ -695,7 +697,11 @@ mod tests {
             assert!(Instant::now() < deadline, "the fill never ended");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let read = cache.metrics.origin_read_bytes.with_label_values(&["t"]).get();
+        let read = cache
+            .metrics
+            .origin_read_bytes
+            .with_label_values(&["t"])
+            .get();
         assert_eq!(read, 0, "a fill nobody waits for read the origin");
         assert!(!cache.disk.contains(&sha));
         // Asked again, it is filled as usual.
@@ -705,7 +711,14 @@ mod tests {
         while got < 100 << 10 {
             got += fill.read(got, 100 << 10, 1 << 20).await.unwrap().len() as u64;
         }
-        assert!(cache.metrics.origin_read_bytes.with_label_values(&["t"]).get() >= 100 << 10);
+        assert!(
+            cache
+                .metrics
+                .origin_read_bytes
+                .with_label_values(&["t"])
+                .get()
+                >= 100 << 10
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

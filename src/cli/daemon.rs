@@ -190,12 +190,7 @@ async fn bind(addr: &std::net::SocketAddr) -> Result<tokio::net::TcpListener> {
 /// SIGHUP: reads the config again and applies what can change while
 /// running (volumes, freshness, the TLS certificate). A bad file keeps the
 /// old config in service.
-async fn reload(
-    file: &std::path::Path,
-    config: &mut Config,
-    daemon: &Daemon,
-    tls: Option<&Tls>,
-) {
+async fn reload(file: &std::path::Path, config: &mut Config, daemon: &Daemon, tls: Option<&Tls>) {
     let new = match Config::load(file) {
         Ok(c) => c,
         Err(e) => {

@@ -243,8 +243,12 @@ impl Server {
         let reason = match why {
             ClosedBecause::PerIp => "the address holds daemon.max_connections_per_ip connections",
             ClosedBecause::FirstByte => "nothing sent within daemon.first_byte_timeout",
-            ClosedBecause::Idle => "no request in time (daemon.header_read_timeout, or daemon.http2_idle_timeout)",
-            ClosedBecause::Stalled => "an HTTP/2 response made no progress for daemon.write_timeout",
+            ClosedBecause::Idle => {
+                "no request in time (daemon.header_read_timeout, or daemon.http2_idle_timeout)"
+            }
+            ClosedBecause::Stalled => {
+                "an HTTP/2 response made no progress for daemon.write_timeout"
+            }
         };
         tracing::info!(%peer, reason = why.as_str(), "connection closed: {reason}");
     }
@@ -837,7 +841,10 @@ mod tests {
         // The same client through a dual-stack listener is the same address.
         let second = l.per_ip.take(mapped).unwrap();
         assert!(l.per_ip.take(a).is_none());
-        assert!(l.per_ip.take(b).is_some(), "another address is not held back");
+        assert!(
+            l.per_ip.take(b).is_some(),
+            "another address is not held back"
+        );
         drop(first);
         let third = l.per_ip.take(a).expect("a slot given back is free again");
         drop((second, third));

@@ -237,8 +237,10 @@ impl Daemon {
         // Checks still running, by volume directory: a volume whose origin
         // hangs is skipped (one blocked thread, not one per tick) while the
         // others go on being followed.
-        let mut running: std::collections::HashMap<std::path::PathBuf, tokio::task::JoinHandle<()>> =
-            Default::default();
+        let mut running: std::collections::HashMap<
+            std::path::PathBuf,
+            tokio::task::JoinHandle<()>,
+        > = Default::default();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
