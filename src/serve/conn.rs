@@ -330,6 +330,9 @@ impl Server {
                 }
             };
             tokio::select! {
+                // The connection first: it is what wakes the task nearly
+                // every time.
+                biased;
                 r = conn.as_mut() => break r,
                 () = stopped(&mut stopping) => {
                     // Finish the request in flight, then close.

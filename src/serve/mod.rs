@@ -234,38 +234,41 @@ impl Daemon {
         );
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Checks still running, by volume directory: a volume whose origin
-        // hangs is skipped (one blocked thread, not one per tick) while the
-        // others go on being followed.
+        // Checks still running, by volume directory (and whether the hang
+        // was logged): a volume whose origin hangs is skipped (one blocked
+        // thread, not one per tick) while the others go on being followed.
         let mut running: std::collections::HashMap<
             std::path::PathBuf,
-            tokio::task::JoinHandle<()>,
+            (tokio::task::JoinHandle<()>, bool),
         > = Default::default();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 () = wake.notified() => {}
             }
-            running.retain(|_, check| !check.is_finished());
+            running.retain(|_, (check, _)| !check.is_finished());
             let mut started = Vec::new();
             for v in self.volumes().iter() {
                 if let VolumeKind::Released(r) = &v.kind {
-                    if running.contains_key(&r.dir.root) {
-                        tracing::warn!(volume = %v.name, "origin not responding: the previous check of the release pointer is still running");
+                    if let Some((_, logged)) = running.get_mut(&r.dir.root) {
+                        if !*logged {
+                            *logged = true;
+                            tracing::warn!(volume = %v.name, "origin not responding: the previous check of the release pointer is still running; skipping the volume until it ends");
+                        }
                         continue;
                     }
                     let (metrics, r) = (self.metrics.clone(), r.clone());
                     let root = r.dir.root.clone();
                     // Reading a manifest is blocking file I/O.
                     let check = tokio::task::spawn_blocking(move || refresh(&metrics, &r));
-                    running.insert(root.clone(), check);
+                    running.insert(root.clone(), (check, false));
                     started.push(root);
                 }
             }
             // Waited for (a tick at a time) so that checks do not pile up
             // on a slow but live origin.
             for root in started {
-                if let Some(check) = running.get_mut(&root) {
+                if let Some((check, _)) = running.get_mut(&root) {
                     let _ = tokio::time::timeout(interval.max(Duration::from_secs(1)), check).await;
                 }
             }
