@@ -188,10 +188,12 @@ fn a_thousand_keep_alive_clients_are_served_beside_slow_ones_in_bounded_memory()
     env.write("big.whl", &big);
     env.release();
     let opts = DaemonOpts {
-        // One address plays all 1,201 clients here.
-        daemon:
-            "header_read_timeout = \"5s\"\nwrite_timeout = \"2s\"\nmax_connections_per_ip = 10000\n"
-                .into(),
+        // One address plays all 1,201 clients here, and they all connect
+        // before the first one sends a byte: on a loaded machine that may
+        // take longer than the 5 s the first byte would get by default.
+        daemon: "header_read_timeout = \"5s\"\nwrite_timeout = \"2s\"\n\
+                 max_connections_per_ip = 10000\nfirst_byte_timeout = \"60s\"\n"
+            .into(),
         ..Default::default()
     };
     let d = Daemon::start_with(&env, &opts);
