@@ -16,7 +16,9 @@
 //! time its turn comes is dropped without reading anything: nobody is
 //! left to serve, and a flood of requests that hang up at once then costs
 //! no origin reads. Once a fill has started it runs to the end, whoever
-//! leaves. It copies the origin object into a
+//! leaves.
+//!
+//! A fill copies the origin object into a
 //! temporary file in the cache directory while hashing it, and publishes
 //! its progress on a `watch` channel. Every client — the first one too —
 //! is a *waiter*: it reads the temporary file through a shared read handle,
