@@ -250,7 +250,12 @@ impl Server {
                 "an HTTP/2 response made no progress for daemon.write_timeout"
             }
         };
-        tracing::info!(%peer, reason = why.as_str(), "connection closed: {reason}");
+        if why == ClosedBecause::Idle {
+            // Housekeeping, as hyper closing an idle HTTP/1 connection is.
+            tracing::debug!(%peer, reason = why.as_str(), "connection closed: {reason}");
+        } else {
+            tracing::info!(%peer, reason = why.as_str(), "connection closed: {reason}");
+        }
     }
 
     /// Waits up to `first_byte_timeout` for the client's first byte, before
