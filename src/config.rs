@@ -66,9 +66,21 @@ pub struct DaemonSettings {
     pub log_format: LogFormat,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Connections served at once from one client address (at most
+    /// `max_connections`); more are closed as soon as they are accepted.
+    pub max_connections_per_ip: usize,
+    /// Time a new connection has to send its first byte (a TLS
+    /// ClientHello, a request line or the HTTP/2 preface).
+    pub first_byte_timeout: Duration,
     /// Time a client has to send a request's headers (and how long an idle
     /// keep-alive connection stays open).
     pub header_read_timeout: Duration,
+    /// How often an HTTP/2 connection that sent nothing is pinged.
+    pub http2_keep_alive_interval: Duration,
+    /// An HTTP/2 ping not answered within this ends the connection.
+    pub http2_keep_alive_timeout: Duration,
+    /// An HTTP/2 connection with no open stream for this long is closed.
+    pub http2_idle_timeout: Duration,
     /// A response write that makes no progress for this long ends the
     /// connection, so a stalled client cannot hold it forever.
     pub write_timeout: Duration,
@@ -116,6 +128,9 @@ pub struct CacheSettings {
     /// Disk entries whose descriptors are kept open (0 keeps none): a hit
     /// on one is a single `pread`, without opening the file again.
     pub open_files: usize,
+    /// Origin reads into the cache (fills) in flight at once; more wait
+    /// for a free one.
+    pub max_fills: usize,
 }
 
 /// How `unimirror-update sync` downloads.
@@ -264,7 +279,12 @@ struct RawDaemon {
     poll_interval: Option<String>,
     log_format: Option<String>,
     max_connections: Option<i64>,
+    max_connections_per_ip: Option<i64>,
+    first_byte_timeout: Option<String>,
     header_read_timeout: Option<String>,
+    http2_keep_alive_interval: Option<String>,
+    http2_keep_alive_timeout: Option<String>,
+    http2_idle_timeout: Option<String>,
     write_timeout: Option<String>,
     max_url_length: Option<i64>,
     drain_timeout: Option<String>,
@@ -291,6 +311,7 @@ struct RawCache {
     scrub_interval: Option<String>,
     scrub_rate: Option<String>,
     open_files: Option<i64>,
+    max_fills: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -331,6 +352,13 @@ pub const DEFAULT_CACHE_DIR: &str = "/var/cache/unimirror";
 /// Enough for the hot set of a busy index (nginx's open_file_cache is
 /// usually sized alike); the daemon raises its descriptor limit for them.
 pub const DEFAULT_OPEN_FILES: usize = 16384;
+/// One host may hold a tenth of the default connection limit: a build
+/// node needs a handful, a NAT gateway in front of many of them more.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1000;
+/// Each fill holds a 1 MiB read buffer, so this keeps fills under 32 MiB
+/// of memory; it is also as many concurrent reads as a busy network
+/// filesystem gives its best throughput at.
+pub const DEFAULT_MAX_FILLS: usize = 32;
 /// Plain-tree files that never change under their name.
 pub const DEFAULT_IMMUTABLE: &[&str] = &[
     "**/*.whl",
@@ -672,6 +700,38 @@ fn daemon_settings(
             ));
         }
     };
+    let max_connections = count(
+        raw.max_connections,
+        "daemon.max_connections",
+        10_000,
+        1..=1_000_000,
+        err,
+    )?;
+    let max_connections_per_ip = match raw.max_connections_per_ip {
+        // The default never exceeds a smaller `max_connections`.
+        None => DEFAULT_MAX_CONNECTIONS_PER_IP.min(max_connections),
+        Some(n) => count(
+            Some(n),
+            "daemon.max_connections_per_ip",
+            0,
+            1..=max_connections as i64,
+            err,
+        )
+        .map_err(|e| ConfigError {
+            reason: format!("{} (it cannot exceed daemon.max_connections)", e.reason),
+            ..e
+        })?,
+    };
+    // Both default to it: a connection gets as long for its first byte,
+    // and an HTTP/2 connection as long between streams, as an HTTP/1
+    // client gets for its next request head.
+    let header_read_timeout = duration(
+        raw.header_read_timeout,
+        "daemon.header_read_timeout",
+        secs(30),
+        Duration::from_millis(100)..=secs(3600),
+        err,
+    )?;
     Ok(DaemonSettings {
         listen,
         tls,
@@ -683,17 +743,34 @@ fn daemon_settings(
             err,
         )?,
         log_format,
-        max_connections: count(
-            raw.max_connections,
-            "daemon.max_connections",
-            10_000,
-            1..=1_000_000,
+        max_connections,
+        max_connections_per_ip,
+        first_byte_timeout: duration(
+            raw.first_byte_timeout,
+            "daemon.first_byte_timeout",
+            header_read_timeout,
+            Duration::from_millis(100)..=secs(3600),
             err,
         )?,
-        header_read_timeout: duration(
-            raw.header_read_timeout,
-            "daemon.header_read_timeout",
-            secs(30),
+        header_read_timeout,
+        http2_keep_alive_interval: duration(
+            raw.http2_keep_alive_interval,
+            "daemon.http2_keep_alive_interval",
+            secs(20),
+            Duration::from_millis(100)..=secs(3600),
+            err,
+        )?,
+        http2_keep_alive_timeout: duration(
+            raw.http2_keep_alive_timeout,
+            "daemon.http2_keep_alive_timeout",
+            secs(10),
+            Duration::from_millis(100)..=secs(3600),
+            err,
+        )?,
+        http2_idle_timeout: duration(
+            raw.http2_idle_timeout,
+            "daemon.http2_idle_timeout",
+            header_read_timeout,
             Duration::from_millis(100)..=secs(3600),
             err,
         )?,
@@ -761,6 +838,13 @@ fn cache_settings(
             "cache.open_files",
             DEFAULT_OPEN_FILES,
             0..=1_000_000,
+            err,
+        )?,
+        max_fills: count(
+            raw.max_fills,
+            "cache.max_fills",
+            DEFAULT_MAX_FILLS,
+            1..=4096,
             err,
         )?,
     })
@@ -1098,6 +1182,28 @@ mod tests {
             ("[daemon]\nmax_url_length = 10\n", "daemon.max_url_length"),
             ("[daemon]\nwrite_timeout = \"0s\"\n", "daemon.write_timeout"),
             (
+                "[daemon]\nmax_connections_per_ip = 0\n",
+                "daemon.max_connections_per_ip",
+            ),
+            (
+                "[daemon]\nfirst_byte_timeout = \"1ms\"\n",
+                "daemon.first_byte_timeout",
+            ),
+            (
+                "[daemon]\nhttp2_keep_alive_interval = \"often\"\n",
+                "daemon.http2_keep_alive_interval",
+            ),
+            (
+                "[daemon]\nhttp2_keep_alive_timeout = \"2h\"\n",
+                "daemon.http2_keep_alive_timeout",
+            ),
+            (
+                "[daemon]\nhttp2_idle_timeout = \"0s\"\n",
+                "daemon.http2_idle_timeout",
+            ),
+            ("[cache]\nmax_fills = 0\n", "cache.max_fills"),
+            ("[cache]\nmax_fills = 5000\n", "cache.max_fills"),
+            (
                 "[daemon.tls]\nlisten = [\"x\"]\ncert = \"c\"\nkey = \"k\"\n",
                 "daemon.tls.listen",
             ),
@@ -1241,6 +1347,55 @@ mod tests {
             let e = AllowedHost::parse(bad).unwrap_err();
             assert!(e.contains("is not a host or host:port"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn connection_and_fill_limits_defaults_and_values() {
+        let c = parse(MINIMAL).unwrap();
+        let d = &c.daemon;
+        assert_eq!(d.max_connections_per_ip, DEFAULT_MAX_CONNECTIONS_PER_IP);
+        assert_eq!(d.first_byte_timeout, d.header_read_timeout);
+        assert_eq!(d.http2_idle_timeout, d.header_read_timeout);
+        assert_eq!(d.http2_keep_alive_interval, Duration::from_secs(20));
+        assert_eq!(d.http2_keep_alive_timeout, Duration::from_secs(10));
+        assert_eq!(c.cache.max_fills, DEFAULT_MAX_FILLS);
+
+        // The timeouts that default to header_read_timeout follow it.
+        let c = parse(&format!(
+            "{MINIMAL}[daemon]\nheader_read_timeout = \"5s\"\nmax_connections = 100\n"
+        ))
+        .unwrap();
+        assert_eq!(c.daemon.first_byte_timeout, Duration::from_secs(5));
+        assert_eq!(c.daemon.http2_idle_timeout, Duration::from_secs(5));
+        // The per-address default never exceeds a smaller limit.
+        assert_eq!(c.daemon.max_connections_per_ip, 100);
+
+        let c = parse(&format!(
+            "{MINIMAL}[daemon]\nmax_connections_per_ip = 8\nfirst_byte_timeout = \"2s\"\n\
+             http2_keep_alive_interval = \"15s\"\nhttp2_keep_alive_timeout = \"3s\"\n\
+             http2_idle_timeout = \"1m\"\n[cache]\nmax_fills = 4\n"
+        ))
+        .unwrap();
+        let d = &c.daemon;
+        assert_eq!(d.max_connections_per_ip, 8);
+        assert_eq!(d.first_byte_timeout, Duration::from_secs(2));
+        assert_eq!(d.http2_keep_alive_interval, Duration::from_secs(15));
+        assert_eq!(d.http2_keep_alive_timeout, Duration::from_secs(3));
+        assert_eq!(d.http2_idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.cache.max_fills, 4);
+
+        // More per address than in all is named as such.
+        let e = parse(&format!(
+            "{MINIMAL}[daemon]\nmax_connections = 10\nmax_connections_per_ip = 11\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "daemon.max_connections_per_ip");
+        assert!(e.reason.contains("1 to 10"), "{e}");
+        assert!(e.reason.contains("daemon.max_connections"), "{e}");
+        assert!(
+            e.to_string().starts_with("/etc/unimirror/test.toml: "),
+            "{e}"
+        );
     }
 
     #[test]

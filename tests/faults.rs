@@ -492,3 +492,98 @@ fn the_daemon_never_writes_to_the_origin() {
     drop(d);
     assert_eq!(snapshot(), before);
 }
+
+/// `GET <path>` with the whole exchange bounded by `deadline` (a client
+/// read timeout): the status and body, or why there was none.
+fn get_within(
+    addr: std::net::SocketAddr,
+    path: &str,
+    deadline: std::time::Duration,
+) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let started = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline
+            .checked_sub(started.elapsed())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("no answer within {deadline:?}"))?;
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("no answer within {deadline:?}: {e}")),
+        }
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("not a response: {text:?}"))?;
+    Ok((status, text))
+}
+
+#[test]
+fn a_hung_origin_makes_readyz_answer_503_in_time_and_a_reload_goes_on() {
+    let env = Env::new();
+    env.write("a.whl", b"cached before the origin hung");
+    env.release();
+    let mut d = Daemon::start(&env);
+    assert_eq!(d.get("/vol/a.whl").status, 200);
+    assert_eq!(d.get("/readyz").status, 200);
+
+    // The volume's pointer becomes a FIFO that nobody writes: opening and
+    // reading it blocks, as a read on a dead NFS server does.
+    let hung = Feeder::start(&env.vol().pointer_file(), Vec::new(), true);
+    hung.wait_written();
+    let two_seconds = std::time::Duration::from_secs(2);
+    for attempt in 0..2 {
+        let (status, text) = get_within(d.addr, "/readyz", two_seconds)
+            .unwrap_or_else(|e| panic!("readyz #{attempt}: {e}"));
+        assert_eq!(status, 503, "readyz #{attempt}: {text}");
+        assert!(text.contains("origin not responding"), "{text}");
+    }
+    // What is cached keeps being served, and the daemon is alive.
+    assert_eq!(d.get("/vol/a.whl").body, b"cached before the origin hung");
+    assert_eq!(d.get("/healthz").status, 200);
+
+    // A reload that adds a volume whose pointer hangs too is applied
+    // anyway, within its deadline, and says why the volume is not loaded.
+    let more = unimirror::volume::VolumeDir::new(&env.origin(), "more");
+    fs::create_dir_all(&more.root).unwrap();
+    let _hung_too = Feeder::start(&more.pointer_file(), Vec::new(), true);
+    let serve_config = env.path().join("serve.toml");
+    let text = fs::read_to_string(&serve_config).unwrap();
+    fs::write(&serve_config, format!("{text}\n[volumes.more]\n")).unwrap();
+    signal(&d.child, libc::SIGHUP);
+    wait_for("the reload", 10, || {
+        d.log_text().contains("configuration reloaded")
+    });
+    assert!(
+        d.log_text()
+            .contains("origin not responding: the release is still loading"),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(d.get("/vol/a.whl").status, 200);
+
+    // And it still stops on SIGTERM, blocked reads or not.
+    signal(&d.child, libc::SIGTERM);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(status) = d.child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(hung);
+}

@@ -185,6 +185,45 @@ fn sigterm_finishes_requests_in_flight_then_exits() {
 }
 
 #[test]
+fn a_silent_connection_to_the_tls_listener_is_closed_after_the_first_byte_timeout() {
+    let env = Env::new();
+    env.write("a.whl", b"a");
+    env.release();
+    make_cert(env.path());
+    // The handshake timeout alone would keep a silent socket for a minute.
+    let opts = DaemonOpts {
+        daemon: "first_byte_timeout = \"1s\"\n[daemon.tls]\nlisten = [\"127.0.0.1:0\"]\n\
+                 cert = \"cert.pem\"\nkey = \"key.pem\"\nhandshake_timeout = \"60s\"\n"
+            .into(),
+        ..Default::default()
+    };
+    let mut d = Daemon::start_with(&env, &opts);
+    let https = d.next_line();
+    let addr: std::net::SocketAddr = https
+        .strip_prefix("listening on https://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut silent = TcpStream::connect(addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    // Closed by the daemon (EOF, or a reset), without a byte sent.
+    assert!(matches!(silent.read(&mut buf), Ok(0) | Err(_)));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "closed after {took:?}");
+    assert_eq!(
+        d.metric(
+            "unimirror_connections_closed_total",
+            &[("reason", "first_byte")]
+        ),
+        1.0
+    );
+}
+
+#[test]
 fn slow_and_silent_clients_are_cut_off() {
     let env = Env::new();
     let big = vec![7u8; 32 << 20];

@@ -98,7 +98,7 @@ fn serve(file: PathBuf, config: Config) -> Result<()> {
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        let daemon = Arc::new(Daemon::new(&config)?);
+        let daemon = Arc::new(Daemon::new(&config).await?);
         tokio::spawn(daemon.clone().follow_releases(config.daemon.poll_interval));
         spawn_scrub(&daemon, &config);
         let tls = match &config.daemon.tls {
@@ -148,7 +148,7 @@ fn serve(file: PathBuf, config: Config) -> Result<()> {
                     let mut states = vec![NotifyState::Reloading];
                     states.extend(NotifyState::monotonic_usec_now().ok());
                     notify(&states);
-                    reload(&file, &mut config, &daemon, tls.as_deref());
+                    reload(&file, &mut config, &daemon, tls.as_deref()).await;
                     notify(&[NotifyState::Ready]);
                 }
                 _ = term.recv() => break,
@@ -190,7 +190,7 @@ async fn bind(addr: &std::net::SocketAddr) -> Result<tokio::net::TcpListener> {
 /// SIGHUP: reads the config again and applies what can change while
 /// running (volumes, freshness, the TLS certificate). A bad file keeps the
 /// old config in service.
-fn reload(file: &std::path::Path, config: &mut Config, daemon: &Daemon, tls: Option<&Tls>) {
+async fn reload(file: &std::path::Path, config: &mut Config, daemon: &Daemon, tls: Option<&Tls>) {
     let new = match Config::load(file) {
         Ok(c) => c,
         Err(e) => {
@@ -198,7 +198,7 @@ fn reload(file: &std::path::Path, config: &mut Config, daemon: &Daemon, tls: Opt
             return;
         }
     };
-    daemon.set_volumes(&new);
+    daemon.reload_volumes(&new).await;
     if let (Some(tls), Some(t)) = (tls, &new.daemon.tls) {
         match tls.reload(&t.cert, &t.key) {
             Ok(()) => tracing::info!("TLS certificate reloaded"),

@@ -81,12 +81,32 @@ pub struct Daemon {
     pub started: std::time::SystemTime,
     /// The origin root (where released volumes live).
     origin: std::path::PathBuf,
+    /// The readiness probe in flight, if one is: later `/readyz` requests
+    /// wait for it rather than start another (on a hung origin each would
+    /// hold a blocking thread for good).
+    probe: Arc<std::sync::Mutex<Option<Probe>>>,
+    /// How long a first load of a volume's release may take before start
+    /// goes on without it (it then answers 503 until the load completes).
+    origin_timeout: Duration,
 }
+
+/// The outcome of a readiness probe, once it has one.
+type Probe = tokio::sync::watch::Receiver<Option<Option<String>>>;
+
+/// How long `/readyz` waits for its probe: a hung origin answers 503
+/// within 2 s, as load balancers expect.
+const READY_DEADLINE: Duration = Duration::from_millis(1500);
+
+/// How long a reload waits for the releases of new volumes to load before
+/// it applies the config anyway: the signal loop must not stall on a hung
+/// origin.
+const RELOAD_DEADLINE: Duration = Duration::from_secs(2);
 
 impl Daemon {
     /// Opens the cache and sets up the configured volumes, loading the
-    /// current release of each released one.
-    pub fn new(config: &Config) -> Result<Daemon> {
+    /// current release of each released one (waiting at most
+    /// `origin_timeout` for them).
+    pub async fn new(config: &Config) -> Result<Daemon> {
         let metrics = Arc::new(Metrics::new());
         let cache = Cache::open(&config.cache, config.daemon.origin_timeout, metrics.clone())
             .with_context(|| {
@@ -113,15 +133,27 @@ impl Daemon {
             listings: listing::Listings::default(),
             started: std::time::SystemTime::now(),
             origin: config.origin.clone(),
+            probe: Arc::default(),
+            origin_timeout: config.daemon.origin_timeout,
         };
-        daemon.set_volumes(config);
+        daemon.set_volumes(config, daemon.origin_timeout).await;
         Ok(daemon)
     }
 
+    /// Applies the volumes of a reloaded config; see [`Daemon::set_volumes`].
+    pub async fn reload_volumes(&self, config: &Config) {
+        self.set_volumes(config, RELOAD_DEADLINE).await;
+    }
+
     /// Applies the volumes of a (re)loaded config. Released volumes already
-    /// served keep their loaded releases.
-    pub fn set_volumes(&self, config: &Config) {
+    /// served keep their loaded releases; new ones are loaded on the
+    /// blocking pool (manifests are files on the origin), waiting at most
+    /// `deadline` for them. A volume whose origin does not answer by then
+    /// is served anyway, as a volume with no release yet (503), until its
+    /// load completes; the load is logged either way.
+    async fn set_volumes(&self, config: &Config, deadline: Duration) {
         let old = self.volumes.load();
+        let mut loads = Vec::new();
         // Checked when the config was loaded.
         let immutable = Arc::new(Immutable::new(&config.freshness.immutable).expect("valid globs"));
         let mut volumes = Vec::new();
@@ -151,7 +183,11 @@ impl Daemon {
                             self.manifests.clone(),
                             &self.metrics,
                         ));
-                        self.refresh(&r);
+                        let (metrics, vol) = (self.metrics.clone(), r.clone());
+                        loads.push((
+                            v.name.clone(),
+                            tokio::task::spawn_blocking(move || refresh(&metrics, &vol)),
+                        ));
                         r
                     });
                     VolumeKind::Released(r)
@@ -171,6 +207,12 @@ impl Daemon {
                 upstream: v.upstream.clone(),
                 immutable: immutable.clone(),
             }));
+        }
+        let waited = tokio::time::Instant::now() + deadline;
+        for (name, load) in loads {
+            if tokio::time::timeout_at(waited, load).await.is_err() {
+                tracing::error!(volume = %name, "origin not responding: the release is still loading after {}; the volume answers 503 until it has loaded", humantime::format_duration(deadline));
+            }
         }
         self.volumes.store(Arc::new(volumes));
     }
@@ -212,71 +254,137 @@ impl Daemon {
         );
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Checks still running, by volume directory (and whether the hang
+        // was logged): a volume whose origin hangs is skipped (one blocked
+        // thread, not one per tick) while the others go on being followed.
+        let mut running: std::collections::HashMap<
+            std::path::PathBuf,
+            (tokio::task::JoinHandle<()>, bool),
+        > = Default::default();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 () = wake.notified() => {}
             }
+            running.retain(|_, (check, _)| !check.is_finished());
+            let mut started = Vec::new();
             for v in self.volumes().iter() {
                 if let VolumeKind::Released(r) = &v.kind {
-                    let (daemon, r) = (self.clone(), r.clone());
+                    if let Some((_, logged)) = running.get_mut(&r.dir.root) {
+                        if !*logged {
+                            *logged = true;
+                            tracing::warn!(volume = %v.name, "origin not responding: the previous check of the release pointer is still running; skipping the volume until it ends");
+                        }
+                        continue;
+                    }
+                    let (metrics, r) = (self.metrics.clone(), r.clone());
+                    let root = r.dir.root.clone();
                     // Reading a manifest is blocking file I/O.
-                    let _ = tokio::task::spawn_blocking(move || daemon.refresh(&r)).await;
+                    let check = tokio::task::spawn_blocking(move || refresh(&metrics, &r));
+                    running.insert(root.clone(), (check, false));
+                    started.push(root);
+                }
+            }
+            // Waited for (a tick at a time) so that checks do not pile up
+            // on a slow but live origin.
+            for root in started {
+                if let Some((check, _)) = running.get_mut(&root) {
+                    let _ = tokio::time::timeout(interval.max(Duration::from_secs(1)), check).await;
                 }
             }
         }
     }
 
-    fn refresh(&self, vol: &ReleasedVolume) {
-        match vol.refresh() {
-            Ok(Some(id)) => tracing::info!(volume = %vol.dir.name, release = id, "serving release"),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(volume = %vol.dir.name, "cannot load the current release: {e:#}")
+    /// Why the daemon should not get traffic, if it should not (see
+    /// [`probe`]). The probe touches the origin and the cache directory,
+    /// so it runs on the blocking pool, one at a time; if it has not
+    /// answered within [`READY_DEADLINE`], the origin is reported as not
+    /// responding (the probe goes on, and the next request waits for the
+    /// same one).
+    pub async fn unready(&self) -> Option<String> {
+        let mut outcome = {
+            let mut slot = self.probe.lock().unwrap_or_else(|e| e.into_inner());
+            match &*slot {
+                Some(running) => running.clone(),
+                None => {
+                    let (tx, rx) = tokio::sync::watch::channel(None);
+                    *slot = Some(rx.clone());
+                    let (origin, volumes, cache) =
+                        (self.origin.clone(), self.volumes(), self.cache.clone());
+                    let done = self.probe.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let why = probe(&origin, &volumes, &cache);
+                        *done.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                        let _ = tx.send(Some(why));
+                    });
+                    rx
+                }
             }
-        }
-        if let Some(s) = vol.snapshot() {
-            let name = vol.dir.name.as_str();
-            self.metrics
-                .release_id
-                .with_label_values(&[name])
-                .set(s.current.meta.id as i64);
-            self.metrics
-                .release_created
-                .with_label_values(&[name])
-                .set(s.current.meta.created_unix as i64);
+        };
+        match tokio::time::timeout(READY_DEADLINE, outcome.wait_for(Option::is_some)).await {
+            Ok(Ok(why)) => why.clone().flatten(),
+            Ok(Err(_)) => Some("the readiness probe was abandoned".into()),
+            Err(_) => Some(format!(
+                "origin not responding (no answer to the readiness probe within {})",
+                humantime::format_duration(READY_DEADLINE)
+            )),
         }
     }
+}
 
-    /// Why the daemon should not get traffic, if it should not: the
-    /// origin or a served volume on it is unreadable, or the cache is not
-    /// writable. A volume never released yet is not a reason: it answers
-    /// 503 itself while the others serve.
-    pub fn unready(&self) -> Option<String> {
-        let volumes = self.volumes();
-        let released = volumes
-            .iter()
-            .any(|v| matches!(v.kind, VolumeKind::Released(_)));
-        if released && std::fs::read_dir(&self.origin).is_err() {
-            return Some(format!("origin {} not readable", self.origin.display()));
+/// Loads a released volume's current release if the pointer moved, and
+/// updates its gauges. Blocking: reads the origin.
+fn refresh(metrics: &Metrics, vol: &ReleasedVolume) {
+    match vol.refresh() {
+        Ok(Some(id)) => tracing::info!(volume = %vol.dir.name, release = id, "serving release"),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(volume = %vol.dir.name, "cannot load the current release: {e:#}")
         }
-        for v in volumes.iter() {
-            let ok = match &v.kind {
-                VolumeKind::Released(r) => {
-                    r.snapshot().is_none() || std::fs::read_dir(&r.dir.root).is_ok()
-                }
-                VolumeKind::Plain(p) => p.readable(),
-            };
-            if !ok {
-                return Some(format!("volume `{}`: origin not readable", v.name));
+    }
+    if let Some(s) = vol.snapshot() {
+        let name = vol.dir.name.as_str();
+        metrics
+            .release_id
+            .with_label_values(&[name])
+            .set(s.current.meta.id as i64);
+        metrics
+            .release_created
+            .with_label_values(&[name])
+            .set(s.current.meta.created_unix as i64);
+    }
+}
+
+/// Why the daemon should not get traffic, if it should not: the origin or
+/// a served volume on it is unreadable (its directory, and for a released
+/// volume its pointer, which a network filesystem cannot answer from its
+/// directory cache), or the cache is not writable. A volume never released
+/// yet is not a reason: it answers 503 itself while the others serve.
+/// Blocking: may hang as long as the origin does.
+fn probe(origin: &std::path::Path, volumes: &[Arc<Volume>], cache: &Cache) -> Option<String> {
+    let released = volumes
+        .iter()
+        .any(|v| matches!(v.kind, VolumeKind::Released(_)));
+    if released && std::fs::read_dir(origin).is_err() {
+        return Some(format!("origin {} not readable", origin.display()));
+    }
+    for v in volumes.iter() {
+        let ok = match &v.kind {
+            VolumeKind::Released(r) => {
+                r.snapshot().is_none()
+                    || (std::fs::read_dir(&r.dir.root).is_ok() && r.dir.current().is_ok())
             }
+            VolumeKind::Plain(p) => p.readable(),
+        };
+        if !ok {
+            return Some(format!("volume `{}`: origin not readable", v.name));
         }
-        match self.cache.disk.create_temp() {
-            Ok((probe, _)) => {
-                let _ = std::fs::remove_file(&probe);
-                None
-            }
-            Err(e) => Some(format!("cache not writable: {e}")),
+    }
+    match cache.disk.create_temp() {
+        Ok((probe, _)) => {
+            let _ = std::fs::remove_file(&probe);
+            None
         }
+        Err(e) => Some(format!("cache not writable: {e}")),
     }
 }

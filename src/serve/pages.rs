@@ -13,7 +13,7 @@ use super::{Daemon, Volume, VolumeKind};
 use crate::config::Upstream;
 
 /// The response for one of the daemon's own paths, if `path` is one.
-pub fn own_page(
+pub async fn own_page(
     daemon: &Daemon,
     path: &CleanPath,
     headers: &HeaderMap,
@@ -23,7 +23,7 @@ pub fn own_page(
     let page = match path.as_bytes() {
         b"" => html(home(daemon, headers)),
         b"healthz" => text(StatusCode::OK, "ok\n"),
-        b"readyz" => match daemon.unready() {
+        b"readyz" => match daemon.unready().await {
             None => text(StatusCode::OK, "ready\n"),
             Some(why) => {
                 tracing::warn!("not ready: {why}");

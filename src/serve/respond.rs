@@ -145,7 +145,7 @@ async fn answer<B>(daemon: &Arc<Daemon>, req: &Request<B>) -> Answer {
         }
     };
     let head = method == Method::HEAD;
-    if let Some(r) = pages::own_page(daemon, &path, req.headers(), head) {
+    if let Some(r) = pages::own_page(daemon, &path, req.headers(), head).await {
         return Answer::plain(r);
     }
     let Some((volume, skip)) = daemon.route(&path) else {
@@ -557,13 +557,14 @@ impl Ask<'_> {
 
     /// The answer to an origin read that failed before the response began:
     /// 404 for a plain-tree file gone since its `stat`, 504 for a timeout,
-    /// 502 otherwise.
+    /// 503 when the fill never got a slot, 502 otherwise.
     fn origin_failed(&self, e: WaitError, plain: bool) -> Answer {
         let status = match e {
             WaitError::Failed(OriginError::Missing) if plain => StatusCode::NOT_FOUND,
             WaitError::Failed(OriginError::Timeout) | WaitError::TimedOut => {
                 StatusCode::GATEWAY_TIMEOUT
             }
+            WaitError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         };
         self.answer(text(status, &format!("{e}\n")))
