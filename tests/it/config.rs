@@ -1,11 +1,9 @@
 //! `unimirror check-config` and config errors as operators see them.
 
-mod common;
-
 use std::fs;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn check(path: &std::path::Path) -> std::process::Output {
     Command::new(DAEMON)

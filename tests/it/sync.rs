@@ -1,14 +1,12 @@
 //! `unimirror-update sync` against upstreams built with the real tools and
 //! served over HTTP, then checked with the real clients through the daemon.
 
-mod common;
-
 use std::fs;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 /// A directory served over HTTP by Python's `http.server`, stopped on drop.
 struct Upstream {
@@ -113,28 +111,6 @@ s.serve_forever()
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.port)
     }
-}
-
-/// A CA (`ca.pem`) and a certificate for `localhost` it signed
-/// (`cert.pem`, `key.pem`), in `dir`.
-fn make_ca_and_cert(dir: &Path) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::from_params(&ca, &ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-    fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
-    fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
 }
 
 impl Drop for Upstream {
@@ -793,19 +769,6 @@ fn pypi_upstream(dir: &Path) -> PathBuf {
     dir.join("upstream")
 }
 
-fn pip(args: &[&str]) -> std::process::Output {
-    // Only the mirror: no site or user pip configuration, no find-links.
-    Command::new("python3")
-        .env("PIP_CONFIG_FILE", "/dev/null")
-        .env_remove("PIP_FIND_LINKS")
-        .env_remove("PIP_INDEX_URL")
-        .env_remove("PIP_EXTRA_INDEX_URL")
-        .args(["-m", "pip", "--disable-pip-version-check", "--no-cache-dir"])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn pypi_sync_mirrors_projects_that_pip_installs_with_hashes() {
     let dir = tempfile::tempdir().unwrap();
@@ -863,33 +826,17 @@ fn pypi_sync_mirrors_projects_that_pip_installs_with_hashes() {
     // --require-hashes with both pinned.
     let index = format!("http://{}/vol/simple/", d.addr);
     let files = root.join("files");
-    let hash = |f: &str| {
-        unimirror::volume::manifest::Sha256Digest::of(&fs::read(files.join(f)).unwrap()).hex()
-    };
-    let req = env.path().join("req.txt");
-    fs::write(
-        &req,
-        format!(
-            "greet==1.0 --hash=sha256:{}\ngreet-lib==1.0 --hash=sha256:{}\n",
-            hash("greet-1.0-py3-none-any.whl"),
-            hash("greet_lib-1.0-py3-none-any.whl")
-        ),
-    )
-    .unwrap();
-    let target = env.path().join("site");
-    let o = pip(&[
-        "install",
-        "--require-hashes",
-        "--only-binary",
-        ":all:",
-        "--index-url",
+    let target = pip_install_with_hashes(
+        env.path(),
         &index,
-        "--target",
-        target.to_str().unwrap(),
-        "-r",
-        req.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+        &[
+            ("greet==1.0", &files.join("greet-1.0-py3-none-any.whl")),
+            (
+                "greet-lib==1.0",
+                &files.join("greet_lib-1.0-py3-none-any.whl"),
+            ),
+        ],
+    );
     assert!(
         target.join("greet/__init__.py").exists() && target.join("greet_lib/__init__.py").exists()
     );
@@ -928,7 +875,7 @@ fn pypi_sync_mirrors_projects_that_pip_installs_with_hashes() {
 fn an_https_upstream_is_verified_and_never_downgraded_to_plain_http() {
     let dir = tempfile::tempdir().unwrap();
     let root = pypi_upstream(dir.path());
-    make_ca_and_cert(dir.path());
+    make_cert(dir.path());
     let (cert, key, ca) = (
         dir.path().join("cert.pem"),
         dir.path().join("key.pem"),
@@ -1048,31 +995,20 @@ fn wheel_sync_imports_platform_trees_that_pip_installs_from_and_keeps_old_wheels
     assert!(meta.text().contains("Name: greet-lib"), "{}", meta.text());
 
     let index = format!("http://{}/vol/ubuntu-jammy-x86_64/simple/", d.addr);
-    let hash = |f: &str| {
-        unimirror::volume::manifest::Sha256Digest::of(&fs::read(built.join(f)).unwrap()).hex()
-    };
-    let req = env.path().join("req.txt");
-    fs::write(
-        &req,
-        format!(
-            "greet==1.0 --hash=sha256:{}\ngreet-lib==1.0 --hash=sha256:{}\n",
-            hash("greet-1.0-py3-none-any.whl"),
-            hash("greet_lib-1.0-py3-none-any.whl")
-        ),
-    )
-    .unwrap();
-    let target = env.path().join("site");
-    let o = pip(&[
-        "install",
-        "--require-hashes",
-        "--index-url",
+    let target = pip_install_with_hashes(
+        env.path(),
         &index,
-        "--target",
-        target.to_str().unwrap(),
-        "-r",
-        req.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+        &[
+            ("greet==1.0", &built.join("greet-1.0-py3-none-any.whl")),
+            (
+                "greet-lib==1.0",
+                &built.join("greet_lib-1.0-py3-none-any.whl"),
+            ),
+        ],
+    );
+    assert!(
+        target.join("greet/__init__.py").exists() && target.join("greet_lib/__init__.py").exists()
+    );
     let target = env.path().join("site2");
     let o = pip(&[
         "install",
