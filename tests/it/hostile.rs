@@ -368,6 +368,7 @@ fn connections_that_never_speak_give_their_slots_back_in_time() {
 }
 
 /// A TCP connection to `addr` from the loopback address `from`.
+/// Like [`connect`], its reads and writes time out.
 fn connect_from(from: std::net::Ipv4Addr, addr: std::net::SocketAddr) -> TcpStream {
     use std::os::fd::FromRawFd;
     let std::net::SocketAddr::V4(to) = addr else {
@@ -399,7 +400,10 @@ fn connect_from(from: std::net::Ipv4Addr, addr: std::net::SocketAddr) -> TcpStre
             0,
             "connect"
         );
-        TcpStream::from_raw_fd(fd)
+        let s = TcpStream::from_raw_fd(fd);
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        s
     }
 }
 

@@ -2201,36 +2201,41 @@ fn a_dripping_upstream_fails_by_the_whole_file_deadline() {
     assert_no_partial_download(&env);
 }
 
-/// Runs the updater and returns its output and its peak resident memory
-/// in KiB (from `wait4`, for this child alone).
-// `wait4` reaps the child (std's `wait` cannot report its rusage).
-#[allow(clippy::zombie_processes)]
+/// Runs `unimirror-update <args>` and returns its exit status, stderr and
+/// peak RSS in KiB. A python3 parent forks it from its own small image and
+/// reports its `ru_maxrss`: a child spawned by this process would carry
+/// this process's memory in its own peak (Linux records the spawning
+/// image's high-water mark at exec), and in the one integration binary
+/// that is every test's memory.
 fn update_with_peak_rss(env: &Env, args: &[&str]) -> (std::process::ExitStatus, String, i64) {
-    use std::io::Read;
     use std::os::unix::process::ExitStatusExt;
-    let mut child = env
-        .update_cmd(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+    let script = r#"
+import os, sys
+pid = os.fork()
+if pid == 0:
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(usage.ru_maxrss, status, flush=True)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, UPDATE, "--config"])
+        .arg(env.config())
+        .args(args)
+        .env_remove("UNIMIRROR_FAULT")
+        .stdin(Stdio::null())
+        .output()
         .unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    // SAFETY: waits for our own child, whose pid std has not reaped.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid);
+    let report = stdout(&out);
+    let (rss, status) = report
+        .trim()
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("no report from the wrapper: {report:?} {}", stderr(&out)));
     (
-        std::process::ExitStatus::from_raw(status),
-        err,
-        usage.ru_maxrss,
+        std::process::ExitStatus::from_raw(status.parse().unwrap()),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        rss.parse().unwrap(),
     )
 }
 

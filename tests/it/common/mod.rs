@@ -386,8 +386,6 @@ impl Feeder {
     }
 }
 
-/// Counts opens of one file through inotify: an independent count of the
-
 /// Polls `cond` every 20 ms until it holds, for at most `secs` seconds:
 /// waiting on a state the daemon exposes, never on a guess of time.
 pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
