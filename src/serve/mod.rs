@@ -1,5 +1,5 @@
 //! The daemon's HTTP side: what it serves, how one request becomes one
-//! response, and the listeners that serve it.
+//! response, and the server that runs it all ([`run`]).
 //!
 //! Modules by concern, each importing only those listed before it (no
 //! import circles; `mod.rs` itself only declares and re-exports):
@@ -30,6 +30,7 @@
 //!   access record, the headers every response carries.
 //! - `timer`, `tls`, `conn`: listeners, TLS, connection limits and their
 //!   timeouts.
+//! - `server`: the daemon's life: bind, signals, reload, scrub, drain.
 
 pub mod answer;
 pub mod body;
@@ -50,9 +51,11 @@ pub mod released;
 pub mod reply;
 pub mod respond;
 pub mod send;
+pub mod server;
 pub mod timer;
 pub mod tls;
 pub mod watch;
 
 pub use body::Body;
 pub use daemon::{Daemon, Volume, VolumeKind};
+pub use server::{Control, run, run_with};
