@@ -18,6 +18,7 @@ pub mod config;
 pub mod dates;
 pub mod durable;
 pub mod fault;
+pub mod html;
 pub mod metrics;
 pub mod progress;
 pub mod release;

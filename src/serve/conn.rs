@@ -61,8 +61,8 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use super::Daemon;
 use super::body::Metered;
+use super::daemon::Daemon;
 use super::respond;
 use super::timer::ConnectionTimer;
 use crate::config::DaemonSettings;

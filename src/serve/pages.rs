@@ -7,10 +7,11 @@ use hyper::header::{self, HeaderMap};
 use hyper::{Response, StatusCode};
 
 use super::body::{self, Body};
+use super::daemon::{Daemon, Volume, VolumeKind};
 use super::path::CleanPath;
-use super::respond::{escape, text};
-use super::{Daemon, Volume, VolumeKind};
+use super::reply::{OWN_PAGE_POLICY, text};
 use crate::config::Upstream;
+use crate::html::escape;
 
 /// The response for one of the daemon's own paths, if `path` is one.
 pub async fn own_page(
@@ -58,10 +59,7 @@ pub async fn own_page(
 fn html(page: String) -> Response<Body> {
     Response::builder()
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(
-            header::CONTENT_SECURITY_POLICY,
-            super::respond::OWN_PAGE_POLICY,
-        )
+        .header(header::CONTENT_SECURITY_POLICY, OWN_PAGE_POLICY)
         .header(header::CACHE_CONTROL, "no-cache")
         .header(header::CONTENT_LENGTH, page.len())
         .body(body::bytes(page))

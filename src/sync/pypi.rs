@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use super::Gate;
 use super::fetch::{Fetcher, Want};
 use crate::config::AllowedHost;
+use crate::html::{escape, href_encode};
 use crate::volume::manifest::Sha256Digest;
 
 pub struct Pypi<'a> {
@@ -408,28 +409,12 @@ fn unescape(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
-fn escape(s: &str) -> String {
-    crate::serve::respond::escape(s)
-}
-
 /// A distribution file name that is safe as one path segment.
 fn safe_filename(name: &str) -> Result<&str> {
     if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
         bail!("refusing the file name `{name}` from the upstream");
     }
     Ok(name)
-}
-
-fn href_encode(name: &str) -> String {
-    let mut out = String::new();
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 impl Pypi<'_> {
