@@ -332,6 +332,41 @@ fn ensure_ends_with_newline(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Why a symlink's target would leave its tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SymlinkEscape {
+    #[error("empty target")]
+    Empty,
+    #[error("absolute target")]
+    Absolute,
+    #[error("climbs above the root")]
+    AboveRoot,
+}
+
+/// The one containment rule for symlinks in a released tree, applied by the
+/// release walk (a link that breaks it fails the release) and by the
+/// daemon at every hop it follows: a symlink in directory `dir` (relative
+/// to the root, `/`-separated, empty for the root) may only name something
+/// inside the tree. Its target is relative, resolved from `dir`, and never
+/// climbs above the root.
+pub fn check_symlink(dir: &[u8], target: &[u8]) -> Result<(), SymlinkEscape> {
+    if target.is_empty() {
+        return Err(SymlinkEscape::Empty);
+    }
+    if target.starts_with(b"/") {
+        return Err(SymlinkEscape::Absolute);
+    }
+    let mut depth = dir.split(|&b| b == b'/').filter(|s| !s.is_empty()).count();
+    for seg in target.split(|&b| b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => depth = depth.checked_sub(1).ok_or(SymlinkEscape::AboveRoot)?,
+            _ => depth += 1,
+        }
+    }
+    Ok(())
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -498,5 +533,19 @@ mod tests {
         v.init().unwrap();
         fs::write(v.format_file(), "unimirror-volume 2\n").unwrap();
         assert!(v.init().is_err());
+    }
+
+    #[test]
+    fn symlink_containment() {
+        assert_eq!(check_symlink(b"", b"a"), Ok(()));
+        assert_eq!(check_symlink(b"a/b", b"../../c"), Ok(()));
+        assert_eq!(check_symlink(b"a", b"./x/../y"), Ok(()));
+        assert_eq!(check_symlink(b"a", b"x//y/"), Ok(()));
+        assert_eq!(check_symlink(b"", b"../x"), Err(SymlinkEscape::AboveRoot));
+        assert_eq!(check_symlink(b"a", b"../../x"), Err(SymlinkEscape::AboveRoot));
+        // Climbing out and back in is still out.
+        assert_eq!(check_symlink(b"a", b"../../a/x"), Err(SymlinkEscape::AboveRoot));
+        assert_eq!(check_symlink(b"a", b"/etc/passwd"), Err(SymlinkEscape::Absolute));
+        assert_eq!(check_symlink(b"a", b""), Err(SymlinkEscape::Empty));
     }
 }
