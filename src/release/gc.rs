@@ -11,12 +11,12 @@ use std::collections::HashMap;
 use std::fs;
 use std::time::SystemTime;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::config::Config;
 use crate::progress::bytes;
 use crate::volume::manifest::{Kind, Sha256Digest};
-use crate::volume::{VolumeDir, VolumeLock, unix};
+use crate::volume::{VolumeDir, unix};
 
 /// The current release and the two before it.
 pub const MIN_KEEP: usize = 3;
@@ -67,13 +67,8 @@ pub fn gc(
     dry_run: bool,
     wait: bool,
 ) -> Result<GcReport> {
-    let (vol, _) = super::released_volume(config, volume)?;
-    if !vol.exists() {
-        bail!("volume `{volume}` has never been released");
-    }
-    vol.check_format()?;
-    let _lock = VolumeLock::acquire(&vol, wait, "gc")?;
-    vol.repair_history()?;
+    let (dir, _) = super::released_volume(config, volume)?;
+    let vol = super::lock(&dir, super::Need::Existing, wait, "gc")?;
     let keep = keep.unwrap_or(config.release.retain).max(MIN_KEEP);
     let now = unix(SystemTime::now());
     let grace = config.release.grace.as_secs();

@@ -30,7 +30,7 @@ use crate::durable;
 use crate::fault;
 use crate::progress::{self, Progress};
 use crate::volume::manifest::{Entry, Kind, Manifest, ManifestWriter, Sha256Digest, key, lossy};
-use crate::volume::{Action, ReleaseMeta, VolumeDir, VolumeLock};
+use crate::volume::{Action, LockedVolume, ReleaseMeta, VolumeDir, VolumeLock};
 
 /// Options of `unimirror-update release`.
 #[derive(Debug, Clone, Default)]
@@ -102,10 +102,39 @@ pub fn released_volume<'c>(
     Ok((VolumeDir::new(&config.origin, name), vc))
 }
 
-/// Publishes a tree as the volume's next release.
+/// What a writer needs of the volume before it takes the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The volume must have been released before, in this build's format
+    /// (`rollback`, `gc`); its history is repaired once locked.
+    Existing,
+    /// The volume may not exist yet (`release`, `sync`): [`publish`]
+    /// creates it and repairs its history.
+    AnyState,
+}
+
+/// The writers' preamble, the same for every command that changes a
+/// volume (resolved once, by [`released_volume`]): check it, take its
+/// lock. `what` names the holder in a busy writer's message.
+pub fn lock(dir: &VolumeDir, need: Need, wait: bool, what: &str) -> Result<LockedVolume> {
+    if need == Need::Existing {
+        if !dir.exists() {
+            bail!("volume `{}` has never been released", dir.name);
+        }
+        dir.check_format()?;
+    }
+    let vol = VolumeLock::acquire(dir, wait, what)?;
+    fault::point("locked");
+    if need == Need::Existing {
+        vol.repair_history()?;
+    }
+    Ok(vol)
+}
+
+/// `unimirror-update release`: publishes a tree (the staging tree, or
+/// `--from`) as the volume's next release.
 pub fn release(config: &Config, volume: &str, opts: &ReleaseOptions) -> Result<Outcome> {
-    let started = Instant::now();
-    let (vol, _) = released_volume(config, volume)?;
+    let (dir, _) = released_volume(config, volume)?;
     let source = opts
         .from
         .clone()
@@ -121,9 +150,16 @@ pub fn release(config: &Config, volume: &str, opts: &ReleaseOptions) -> Result<O
             }
         );
     }
+    let vol = lock(&dir, Need::AnyState, opts.wait, "release")?;
+    publish(&vol, &source, opts.verify)
+}
 
-    let _lock = VolumeLock::acquire(&vol, opts.wait, "release")?;
-    fault::point("locked");
+/// Publishes `source` as the next release of the locked volume, creating
+/// the volume if it is new; `verify` rehashes every file. What `release`
+/// and `sync` both end with.
+pub fn publish(vol: &LockedVolume, source: &Path, verify: bool) -> Result<Outcome> {
+    let started = Instant::now();
+    let volume = vol.name.as_str();
     vol.init()?;
     vol.repair_history()?;
 
@@ -157,11 +193,11 @@ pub fn release(config: &Config, volume: &str, opts: &ReleaseOptions) -> Result<O
         .tmp_dir()
         .join(durable::temp_name(&format!("{id}.manifest")));
     let mut writer = ManifestWriter::create(&manifest_tmp)?;
-    let mut store = ObjectStore::new(&vol);
+    let mut store = ObjectStore::new(vol.dir());
     let built = build(
-        &source,
+        source,
         previous.as_ref(),
-        opts.verify,
+        verify,
         &mut writer,
         &mut store,
         &mut progress,

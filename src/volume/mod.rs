@@ -167,28 +167,6 @@ impl VolumeDir {
         Ok(())
     }
 
-    /// Creates the volume's directories and format marker if missing.
-    pub fn init(&self) -> Result<()> {
-        for d in [
-            self.root.clone(),
-            self.releases_dir(),
-            self.objects_dir(),
-            self.tmp_dir(),
-        ] {
-            durable::create_dir_all_durable(&d)
-                .with_context(|| format!("creating {}", d.display()))?;
-        }
-        if self.exists() {
-            return self.check_format();
-        }
-        durable::write_atomic(
-            &self.format_file(),
-            &self.tmp_dir(),
-            format!("{FORMAT_LINE}\n").as_bytes(),
-        )
-        .with_context(|| format!("writing {}", self.format_file().display()))
-    }
-
     /// The current release id, or `None` for a volume never released.
     pub fn current(&self) -> Result<Option<u64>> {
         let path = self.pointer_file();
@@ -203,17 +181,6 @@ impl VolumeDir {
             bail!("{}: pointer format {} unknown", path.display(), p.format);
         }
         Ok(Some(p.release))
-    }
-
-    /// Points the volume at release `id`, atomically and durably.
-    pub fn set_current(&self, id: u64) -> Result<()> {
-        let bytes = serde_json::to_vec(&Pointer {
-            format: FORMAT,
-            release: id,
-        })?;
-        crate::fault::point("pointer-before-rename");
-        durable::write_atomic(&self.pointer_file(), &self.tmp_dir(), &bytes)
-            .with_context(|| format!("writing {}", self.pointer_file().display()))
     }
 
     /// Reads one release's metadata.
@@ -264,51 +231,6 @@ impl VolumeDir {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect())
-    }
-
-    /// Appends a history line for a pointer change.
-    pub fn record(
-        &self,
-        action: Action,
-        from: Option<u64>,
-        to: u64,
-        reason: Option<String>,
-    ) -> Result<()> {
-        let now = SystemTime::now();
-        let entry = HistoryEntry {
-            time_unix: unix(now),
-            time: humantime::format_rfc3339_seconds(now).to_string(),
-            action,
-            from,
-            to,
-            user: whoami(),
-            host: hostname(),
-            reason,
-        };
-        let path = self.history_file();
-        // A torn line from an earlier crash must not swallow this one.
-        ensure_ends_with_newline(&path)?;
-        durable::append_line(&path, &serde_json::to_string(&entry)?)
-            .with_context(|| format!("appending to {}", path.display()))
-    }
-
-    /// Brings the history in line with the pointer after a crash between
-    /// the pointer flip and the history append. Call with the lock held.
-    pub fn repair_history(&self) -> Result<()> {
-        let Some(current) = self.current()? else {
-            return Ok(());
-        };
-        let history = self.history()?;
-        let last = history.last().map(|h| h.to);
-        if last != Some(current) {
-            self.record(
-                Action::Recovered,
-                last,
-                current,
-                Some("pointer changed without a history line (interrupted writer)".into()),
-            )?;
-        }
-        Ok(())
     }
 }
 
@@ -400,7 +322,109 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// The exclusive writer lock of a volume, released on drop.
+/// A volume whose writers' lock this process holds: the only way to
+/// change its pointer, its history or its format marker. Everything a
+/// [`VolumeDir`] reads is there too (through `Deref`). The lock is released
+/// when it is dropped.
+pub struct LockedVolume {
+    dir: VolumeDir,
+    _lock: VolumeLock,
+}
+
+impl std::ops::Deref for LockedVolume {
+    type Target = VolumeDir;
+    fn deref(&self) -> &VolumeDir {
+        &self.dir
+    }
+}
+
+impl LockedVolume {
+    /// The volume's paths, for what outlives a borrow of the lock.
+    pub fn dir(&self) -> &VolumeDir {
+        &self.dir
+    }
+
+    /// Creates the volume's directories and format marker if missing.
+    pub fn init(&self) -> Result<()> {
+        for d in [
+            self.root.clone(),
+            self.releases_dir(),
+            self.objects_dir(),
+            self.tmp_dir(),
+        ] {
+            durable::create_dir_all_durable(&d)
+                .with_context(|| format!("creating {}", d.display()))?;
+        }
+        if self.exists() {
+            return self.check_format();
+        }
+        durable::write_atomic(
+            &self.format_file(),
+            &self.tmp_dir(),
+            format!("{FORMAT_LINE}\n").as_bytes(),
+        )
+        .with_context(|| format!("writing {}", self.format_file().display()))
+    }
+
+    /// Points the volume at release `id`, atomically and durably.
+    pub fn set_current(&self, id: u64) -> Result<()> {
+        let bytes = serde_json::to_vec(&Pointer {
+            format: FORMAT,
+            release: id,
+        })?;
+        crate::fault::point("pointer-before-rename");
+        durable::write_atomic(&self.pointer_file(), &self.tmp_dir(), &bytes)
+            .with_context(|| format!("writing {}", self.pointer_file().display()))
+    }
+
+    /// Appends a history line for a pointer change.
+    pub fn record(
+        &self,
+        action: Action,
+        from: Option<u64>,
+        to: u64,
+        reason: Option<String>,
+    ) -> Result<()> {
+        let now = SystemTime::now();
+        let entry = HistoryEntry {
+            time_unix: unix(now),
+            time: humantime::format_rfc3339_seconds(now).to_string(),
+            action,
+            from,
+            to,
+            user: whoami(),
+            host: hostname(),
+            reason,
+        };
+        let path = self.history_file();
+        // A torn line from an earlier crash must not swallow this one.
+        ensure_ends_with_newline(&path)?;
+        durable::append_line(&path, &serde_json::to_string(&entry)?)
+            .with_context(|| format!("appending to {}", path.display()))
+    }
+
+    /// Brings the history in line with the pointer after a crash between
+    /// the pointer flip and the history append. Call with the lock held.
+    pub fn repair_history(&self) -> Result<()> {
+        let Some(current) = self.current()? else {
+            return Ok(());
+        };
+        let history = self.history()?;
+        let last = history.last().map(|h| h.to);
+        if last != Some(current) {
+            self.record(
+                Action::Recovered,
+                last,
+                current,
+                Some("pointer changed without a history line (interrupted writer)".into()),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The exclusive writer lock of a volume, released on drop; held inside the
+/// [`LockedVolume`] that [`VolumeLock::acquire`] returns.
 pub struct VolumeLock {
     _file: File,
 }
@@ -415,8 +439,9 @@ pub struct Busy {
 
 impl VolumeLock {
     /// Takes the lock; with `wait`, blocks until it is free, otherwise fails
-    /// at once with [`Busy`] naming the holder.
-    pub fn acquire(vol: &VolumeDir, wait: bool, what: &str) -> Result<VolumeLock> {
+    /// at once with [`Busy`] naming the holder. `what` names the holder in
+    /// the next writer's message.
+    pub fn acquire(vol: &VolumeDir, wait: bool, what: &str) -> Result<LockedVolume> {
         durable::create_dir_all_durable(&vol.root)
             .with_context(|| format!("creating {}", vol.root.display()))?;
         let path = vol.lock_file();
@@ -468,7 +493,10 @@ impl VolumeLock {
         use std::io::Seek;
         file.seek(io::SeekFrom::Start(0))?;
         file.write_all(info.as_bytes())?;
-        Ok(VolumeLock { _file: file })
+        Ok(LockedVolume {
+            dir: vol.clone(),
+            _lock: VolumeLock { _file: file },
+        })
     }
 }
 
@@ -490,7 +518,7 @@ mod tests {
     #[test]
     fn pointer_history_and_torn_lines() {
         let dir = tempfile::tempdir().unwrap();
-        let v = VolumeDir::new(dir.path(), "v");
+        let v = VolumeLock::acquire(&VolumeDir::new(dir.path(), "v"), false, "test").unwrap();
         v.init().unwrap();
         assert_eq!(v.current().unwrap(), None);
         v.set_current(3).unwrap();
@@ -529,10 +557,11 @@ mod tests {
     #[test]
     fn foreign_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let v = VolumeDir::new(dir.path(), "v");
+        let v = VolumeLock::acquire(&VolumeDir::new(dir.path(), "v"), false, "test").unwrap();
         v.init().unwrap();
         fs::write(v.format_file(), "unimirror-volume 2\n").unwrap();
         assert!(v.init().is_err());
+        assert!(v.check_format().is_err());
     }
 
     #[test]
