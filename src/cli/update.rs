@@ -168,6 +168,9 @@ fn run(cli: Cli) -> Result<()> {
             wait,
         } => {
             let r = gc::gc(&config, &volume, keep, dry_run, wait)?;
+            if dry_run {
+                print!("{}", r.plan.render());
+            }
             println!("{}", r.summary(&volume));
         }
     }
