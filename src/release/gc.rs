@@ -23,8 +23,9 @@ use anyhow::{Context, Result};
 
 use super::Need;
 use crate::config::Config;
+use crate::digest::Sha256Digest;
 use crate::progress::bytes;
-use crate::volume::manifest::{Kind, Sha256Digest};
+use crate::volume::manifest::Kind;
 use crate::volume::{HistoryEntry, LockedVolume, VolumeDir, unix};
 
 /// The current release and the two before it.
@@ -425,7 +426,10 @@ mod tests {
             ]
         );
         let text = plan.render();
-        assert!(text.contains("#3      keep: current 5m ago, within the grace period (6m)"), "{text}");
+        assert!(
+            text.contains("#3      keep: current 5m ago, within the grace period (6m)"),
+            "{text}"
+        );
         assert!(text.contains("#7      remove: never published"), "{text}");
     }
 }

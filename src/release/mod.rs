@@ -17,19 +17,19 @@ pub mod status;
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use sha2::{Digest, Sha256};
 
 use crate::config::{Config, VolumeConfig, VolumeSource};
+use crate::digest::{Sha256Digest, copy_hashing};
 use crate::durable;
 use crate::fault;
 use crate::progress::{self, Progress};
-use crate::volume::manifest::{Entry, Kind, Manifest, ManifestWriter, Sha256Digest, key, lossy};
+use crate::volume::manifest::{Entry, Kind, Manifest, ManifestWriter, key, lossy};
 use crate::volume::{Action, LockedVolume, ReleaseMeta, VolumeDir, VolumeLock};
 
 /// Options of `unimirror-update release`.
@@ -373,8 +373,7 @@ fn entry_for(
 /// sha256 of a file, checking that it still has the size it was listed with.
 fn hash_file(path: &Path, size: u64) -> Result<Sha256Digest> {
     let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let n = copy_hashing(file, io::sink(), &mut hasher)
+    let (digest, n) = copy_hashing(file, io::sink())
         .with_context(|| format!("cannot read {}", path.display()))?;
     if n != size {
         bail!(
@@ -382,24 +381,7 @@ fn hash_file(path: &Path, size: u64) -> Result<Sha256Digest> {
             path.display()
         );
     }
-    Ok(Sha256Digest(hasher.finalize().into()))
-}
-
-/// Copies `from` to `to`, feeding every byte to `hasher`.
-fn copy_hashing(mut from: impl Read, mut to: impl Write, hasher: &mut Sha256) -> io::Result<u64> {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        to.write_all(&buf[..n])?;
-        total += n as u64;
-    }
+    Ok(digest)
 }
 
 /// Adds content to the volume's object store in durable batches.
@@ -446,9 +428,8 @@ impl ObjectStore {
                 File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
             let dst = durable::create_new(&tmp)
                 .with_context(|| format!("creating {} on the origin", tmp.display()))?;
-            let mut hasher = Sha256::new();
             let mut out = io::BufWriter::with_capacity(256 * 1024, dst);
-            let n = copy_hashing(src, &mut out, &mut hasher).with_context(|| {
+            let (actual, n) = copy_hashing(src, &mut out).with_context(|| {
                 format!(
                     "copying {} to the origin at {}",
                     path.display(),
@@ -457,7 +438,6 @@ impl ObjectStore {
             })?;
             out.flush()
                 .with_context(|| format!("writing {} on the origin", tmp.display()))?;
-            let actual = Sha256Digest(hasher.finalize().into());
             if actual != digest || n != size {
                 bail!(
                     "{} changed while it was being released (hashed {digest}, copied {actual}); run the release again",

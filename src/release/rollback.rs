@@ -2,9 +2,9 @@
 
 use anyhow::{Context, Result, bail};
 
+use super::Need;
 use crate::config::Config;
 use crate::volume::manifest::Kind;
-use super::Need;
 use crate::volume::{Action, VolumeDir};
 
 /// Points the volume at release `to` (default: the newest published release

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use super::immutable::Immutable;
 use super::listing::{ListEntry, Listed, MAX_LISTED};
 
-use crate::volume::manifest::Sha256Digest;
+use crate::digest::Sha256Digest;
 
 /// What `stat` said about a path, and when.
 #[derive(Debug)]

@@ -38,8 +38,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 
 use crate::config::{Config, Upstream};
+use crate::digest::Sha256Digest;
 use crate::release::{self, Need};
-use crate::volume::manifest::Sha256Digest;
 use fetch::Fetcher;
 
 /// What must be in the tree for a release: each file, with its sha256 when

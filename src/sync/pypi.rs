@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use super::Gate;
 use super::fetch::{Fetcher, Want};
 use crate::config::AllowedHost;
-use crate::volume::manifest::Sha256Digest;
+use crate::digest::Sha256Digest;
 
 pub struct Pypi<'a> {
     pub url: &'a str,

@@ -26,8 +26,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::digest::Sha256Digest;
 use crate::durable;
-use manifest::{Manifest, Sha256Digest, Verify};
+use manifest::{Manifest, Verify};
 
 /// The volume format this build reads and writes.
 pub const FORMAT: u32 = 1;
@@ -571,10 +572,19 @@ mod tests {
         assert_eq!(check_symlink(b"a", b"./x/../y"), Ok(()));
         assert_eq!(check_symlink(b"a", b"x//y/"), Ok(()));
         assert_eq!(check_symlink(b"", b"../x"), Err(SymlinkEscape::AboveRoot));
-        assert_eq!(check_symlink(b"a", b"../../x"), Err(SymlinkEscape::AboveRoot));
+        assert_eq!(
+            check_symlink(b"a", b"../../x"),
+            Err(SymlinkEscape::AboveRoot)
+        );
         // Climbing out and back in is still out.
-        assert_eq!(check_symlink(b"a", b"../../a/x"), Err(SymlinkEscape::AboveRoot));
-        assert_eq!(check_symlink(b"a", b"/etc/passwd"), Err(SymlinkEscape::Absolute));
+        assert_eq!(
+            check_symlink(b"a", b"../../a/x"),
+            Err(SymlinkEscape::AboveRoot)
+        );
+        assert_eq!(
+            check_symlink(b"a", b"/etc/passwd"),
+            Err(SymlinkEscape::Absolute)
+        );
         assert_eq!(check_symlink(b"a", b""), Err(SymlinkEscape::Empty));
     }
 }
