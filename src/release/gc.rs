@@ -146,8 +146,7 @@ impl GcPlan {
             let why = match fate {
                 Fate::Current => "keep: current".to_string(),
                 Fate::Recent { rank } => format!(
-                    "keep: current {} before the current one (keeping the {} most recent)",
-                    times(rank),
+                    "keep: among the {} most recently current ({rank} back)",
                     self.keep
                 ),
                 Fate::Grace { ago } => format!(
@@ -156,8 +155,9 @@ impl GcPlan {
                     super::status::age(self.grace)
                 ),
                 Fate::Remove { published: true } => format!(
-                    "remove: not among the {} most recent, and out of the grace period",
-                    self.keep
+                    "remove: not among the {} most recently current, out of the grace period ({})",
+                    self.keep,
+                    super::status::age(self.grace)
                 ),
                 Fate::Remove { published: false } => {
                     "remove: never published (left by an interrupted run)".to_string()
@@ -166,14 +166,6 @@ impl GcPlan {
             s += &format!("  #{id:<6} {why}\n");
         }
         s
-    }
-}
-
-/// "1 release", "2 releases".
-fn times(rank: usize) -> String {
-    match rank {
-        1 => "1 release".into(),
-        n => format!("{n} releases"),
     }
 }
 
@@ -431,5 +423,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("#7      remove: never published"), "{text}");
+        assert!(
+            text.contains("#4      keep: among the 3 most recently current (2 back)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("#1      remove: not among the 3 most recently current, out of the grace period (6m)"),
+            "{text}"
+        );
     }
 }
