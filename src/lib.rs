@@ -16,6 +16,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod dates;
+pub mod digest;
 pub mod durable;
 pub mod fault;
 pub mod html;

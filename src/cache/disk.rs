@@ -43,8 +43,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::digest::{Sha256Digest, sha256_of_reader};
 use crate::metrics::Metrics;
-use crate::volume::manifest::{Sha256Digest, sha256_of_reader};
 
 /// One object in the disk tier.
 /// Entries up to this size are read whole by [`DiskTier::read_small`].

@@ -61,8 +61,8 @@ use tokio::sync::watch;
 
 use super::disk::Reservation;
 use super::{Cache, ObjectKey};
+use crate::digest::Sha256Digest;
 use crate::metrics::OriginError;
-use crate::volume::manifest::Sha256Digest;
 
 /// What a fill has published so far.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

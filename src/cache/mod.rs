@@ -21,8 +21,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::config::CacheSettings;
+use crate::digest::Sha256Digest;
 use crate::metrics::Metrics;
-use crate::volume::manifest::Sha256Digest;
 use disk::{DiskTier, OpenEntry};
 use fill::{Fill, FillRequest, Fills};
 

@@ -322,7 +322,8 @@ fn resolve<'p>(
         match entry.kind {
             Kind::Symlink => {
                 hops += 1;
-                if hops > MAX_LINK_HOPS || entry.target.starts_with(b"/") {
+                let escapes = crate::volume::check_symlink(&resolved, &entry.target).is_err();
+                if hops > MAX_LINK_HOPS || escapes {
                     return Ok(None);
                 }
                 todo.extend(

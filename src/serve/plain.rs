@@ -28,7 +28,7 @@ use super::immutable::Immutable;
 use super::listing::{ListEntry, Listed, MAX_LISTED};
 use super::refusal::Refusal;
 
-use crate::volume::manifest::Sha256Digest;
+use crate::digest::Sha256Digest;
 
 /// What `stat` said about a path, and when.
 #[derive(Debug)]

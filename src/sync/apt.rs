@@ -25,7 +25,7 @@ use super::fetch::{Fetcher, Want, is_not_found};
 use super::openpgp::Keyring;
 use super::replay::{Freshness, same_release_text};
 use super::{Gate, safe_relative};
-use crate::volume::manifest::Sha256Digest;
+use crate::digest::Sha256Digest;
 
 /// What a sync of one apt upstream needs.
 pub struct Apt<'a> {

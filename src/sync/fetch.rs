@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::config::SyncSettings;
-use crate::volume::manifest::{Sha256Digest, sha256_of_reader};
+use crate::digest::{Sha256Digest, sha256_of_reader};
 
 /// What a downloaded file must be.
 #[derive(Clone, Copy, Debug)]

@@ -14,8 +14,11 @@
 //!
 //! Staging layout: `<staging>/<volume>/` is the tree that gets released;
 //! `<staging>/.tmp-<volume>/` holds downloads in progress (same filesystem,
-//! outside the tree); `<staging>/.locks/<volume>/` the lock that keeps two
-//! syncs of one volume apart.
+//! outside the tree). A sync holds the volume's one writers' lock (on the
+//! origin) from start to end: two syncs of one volume, or a sync and a
+//! `release`, `rollback` or `gc`, never overlap, and the release the
+//! signed metadata is held against (`replay`) is the one the sync's
+//! release follows.
 
 pub mod apt;
 pub mod bounded;
@@ -35,9 +38,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 
 use crate::config::{Config, Upstream};
-use crate::release::{self, ReleaseOptions};
-use crate::volume::manifest::Sha256Digest;
-use crate::volume::{VolumeDir, VolumeLock};
+use crate::digest::Sha256Digest;
+use crate::release::{self, Need};
 use fetch::Fetcher;
 
 /// What must be in the tree for a release: each file, with its sha256 when
@@ -196,7 +198,7 @@ impl Report {
 /// Syncs one volume from its upstream.
 pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report> {
     let started = Instant::now();
-    let (_, vc) = release::released_volume(config, volume)?;
+    let (dir, vc) = release::released_volume(config, volume)?;
     let Some(upstream) = vc.upstream.clone() else {
         bail!(
             "volume `{volume}` has no [volumes.{volume}.upstream] in {}",
@@ -206,11 +208,7 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
     let tree = config.staging.join(volume);
     let tmp = config.staging.join(format!(".tmp-{volume}"));
     std::fs::create_dir_all(&tree).with_context(|| format!("creating {}", tree.display()))?;
-    let _lock = VolumeLock::acquire(
-        &VolumeDir::new(&config.staging.join(".locks"), volume),
-        opts.wait,
-        "sync",
-    )?;
+    let vol = release::lock(&dir, Need::AnyState, opts.wait, "sync")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -323,16 +321,7 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
         if opts.no_release {
             return Ok(());
         }
-        let r = release::release(
-            config,
-            volume,
-            &ReleaseOptions {
-                from: None,
-                verify: false,
-                wait: true,
-            },
-        )?;
-        report.release = Some(r);
+        report.release = Some(release::publish(&vol, &tree, false)?);
         Ok(())
     });
     report.seconds = started.elapsed().as_secs_f64();

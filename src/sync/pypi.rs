@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 use super::Gate;
 use super::fetch::{Fetcher, Want};
 use crate::config::AllowedHost;
+use crate::digest::Sha256Digest;
 use crate::html::{escape, href_encode};
-use crate::volume::manifest::Sha256Digest;
 
 pub struct Pypi<'a> {
     pub url: &'a str,
@@ -188,11 +188,42 @@ pub struct Dist {
     pub requires_python: Option<String>,
     /// `Some("")` when yanked without a reason.
     pub yanked: Option<String>,
-    /// Core metadata (`<file>.metadata`) is available; with its sha256
-    /// when the upstream gives one.
-    pub core_metadata: Option<Option<Sha256Digest>>,
+    /// What the upstream says of the file's core metadata.
+    pub core_metadata: CoreMetadata,
     /// Its size, when the upstream gives one (PEP 700 JSON).
     pub size: Option<u64>,
+}
+
+/// What an upstream page says of a file's core metadata (`<file>.metadata`,
+/// PEP 658/714).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CoreMetadata {
+    /// Not advertised.
+    #[default]
+    Absent,
+    /// Advertised without a sha256: nothing to check it against, so it is
+    /// neither mirrored nor advertised by the mirror.
+    Unhashed,
+    /// Advertised with its sha256: mirrored, verified, and advertised.
+    Hashed(Sha256Digest),
+}
+
+impl CoreMetadata {
+    /// From an advertisement that may or may not carry a sha256.
+    fn advertised(sha256: Option<Sha256Digest>) -> CoreMetadata {
+        match sha256 {
+            Some(sha) => CoreMetadata::Hashed(sha),
+            None => CoreMetadata::Unhashed,
+        }
+    }
+
+    /// The sha256, for the one case the file is mirrored.
+    pub fn sha256(self) -> Option<Sha256Digest> {
+        match self {
+            CoreMetadata::Hashed(sha) => Some(sha),
+            CoreMetadata::Absent | CoreMetadata::Unhashed => None,
+        }
+    }
 }
 
 /// PEP 503 normalization: lowercase, runs of `-`, `_`, `.` become `-`.
@@ -259,13 +290,13 @@ pub fn parse_json(body: &[u8], page: &Url) -> Result<Vec<Dist>> {
             &f["core-metadata"]
         };
         let core_metadata = match meta {
-            Value::Bool(true) => Some(None),
-            Value::Object(h) => Some(
+            Value::Bool(true) => CoreMetadata::Unhashed,
+            Value::Object(h) => CoreMetadata::advertised(
                 h.get("sha256")
                     .and_then(|s| s.as_str())
                     .and_then(Sha256Digest::from_hex),
             ),
-            _ => None,
+            _ => CoreMetadata::Absent,
         };
         out.push(Dist {
             filename: filename.to_string(),
@@ -355,7 +386,9 @@ pub fn parse_html_counting(body: &str, page: &Url, steps: &mut u64) -> Result<Ve
             sha256,
             requires_python: attr("data-requires-python"),
             yanked: attr("data-yanked"),
-            core_metadata: core.map(|v| v.strip_prefix("sha256=").and_then(Sha256Digest::from_hex)),
+            core_metadata: core.map_or(CoreMetadata::Absent, |v| {
+                CoreMetadata::advertised(v.strip_prefix("sha256=").and_then(Sha256Digest::from_hex))
+            }),
             size: None,
         });
     }
@@ -469,7 +502,7 @@ impl Pypi<'_> {
             .flat_map(|(name, dists)| {
                 dists
                     .iter()
-                    .filter(|d| d.core_metadata == Some(None))
+                    .filter(|d| d.core_metadata == CoreMetadata::Unhashed)
                     .map(move |d| format!("packages/{name}/{}.metadata", d.filename))
             })
             .collect();
@@ -489,7 +522,7 @@ impl Pypi<'_> {
                 let dest = dir.join(safe_filename(&d.filename)?);
                 gate.files.insert(dest.clone(), Some(d.sha256));
                 let (f, d) = (fetcher.clone(), d.clone());
-                if let Some(Some(sha)) = d.core_metadata {
+                if let CoreMetadata::Hashed(sha) = d.core_metadata {
                     gate.files.insert(meta_path(&dest), Some(sha));
                 }
                 tasks.spawn(async move {
@@ -508,7 +541,7 @@ impl Pypi<'_> {
                     // there is nothing to check the file against, so it is
                     // not mirrored (pip then reads the metadata from the
                     // distribution itself, whose hash it checks).
-                    if let Some(Some(sha)) = d.core_metadata {
+                    if let CoreMetadata::Hashed(sha) = d.core_metadata {
                         let url = Url::parse(&format!("{}.metadata", d.url))?;
                         f.file(
                             &url,
@@ -546,7 +579,7 @@ impl Pypi<'_> {
                 // only where it gives one: that is the only case the file
                 // was fetched (and checked), and pip treats a 404 on an
                 // advertised one as fatal.
-                let metadata_sha = d.core_metadata.flatten();
+                let metadata_sha = d.core_metadata.sha256();
                 PageFile {
                     filename: d.filename.clone(),
                     sha256: d.sha256,
@@ -701,7 +734,7 @@ mod tests {
             "https://up.example/files/pkg-1.0-py3-none-any.whl"
         );
         assert_eq!(d[0].requires_python.as_deref(), Some(">=3.8"));
-        assert!(matches!(d[0].core_metadata, Some(Some(_))));
+        assert!(matches!(d[0].core_metadata, CoreMetadata::Hashed(_)));
         assert_eq!(d[1].filename, "pkg-0.9.tar.gz");
         assert_eq!(d[1].yanked.as_deref(), Some(""));
         assert_eq!(d[1].url.as_str(), "https://up.example/f/pkg-0.9.tar.gz");
@@ -714,7 +747,7 @@ mod tests {
             sha256: Sha256Digest::default(),
             requires_python: None,
             yanked: None,
-            core_metadata: None,
+            core_metadata: CoreMetadata::Absent,
             size,
         }
     }
@@ -794,7 +827,7 @@ mod tests {
         let d = parse_json(body.as_bytes(), &page).unwrap();
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].yanked.as_deref(), Some("broken"));
-        assert_eq!(d[0].core_metadata, Some(None));
+        assert_eq!(d[0].core_metadata, CoreMetadata::Unhashed);
         assert_eq!(d[0].requires_python.as_deref(), Some(">=3.8"));
     }
 

@@ -27,8 +27,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow, bail};
 use quick_xml::events::Event;
 
+use crate::digest::sha256_of_reader;
 use crate::volume::VolumeDir;
-use crate::volume::manifest::{Kind, Manifest, sha256_of_reader};
+use crate::volume::manifest::{Kind, Manifest};
 
 /// The volume's current release, opened on first use (a sync that never
 /// asks for it does not read the manifest).

@@ -24,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use super::Gate;
 use super::fetch::Fetcher;
 use super::pypi::{PageFile, normalize, project_pages, root_pages, write_pages};
-use crate::volume::manifest::{Sha256Digest, sha256_of_reader};
+use crate::digest::{Sha256Digest, sha256_of_reader};
 
 pub struct Wheels<'a> {
     pub directory: &'a Path,

@@ -25,7 +25,7 @@ use super::fetch::{Fetcher, Want, is_not_found};
 use super::openpgp::Keyring;
 use super::replay::Freshness;
 use super::{Gate, safe_relative};
-use crate::volume::manifest::Sha256Digest;
+use crate::digest::Sha256Digest;
 
 pub struct Yum<'a> {
     pub urls: &'a [String],
