@@ -39,11 +39,11 @@ impl Ask<'_> {
     ) -> Result<Answer, Refusal> {
         let mut rel = self.path.rest(skip);
         let pinned_id = rel.split(|&b| b == b'/').next().and_then(pin_id);
-        let (first, pinned) = match pinned_id {
+        let (first, snapshot) = match pinned_id {
             Some(id) => {
                 rel = super::path::rest_after(rel, 1);
                 match vol.pinned(id).await {
-                    Ok(r) => (r, true),
+                    Ok(r) => (r, None),
                     Err(PinnedError::Unknown) => {
                         tracing::info!(volume = %self.volume.name, "pinned release #{id} was never published");
                         return Err(Refusal::NoSuchRelease);
@@ -54,19 +54,17 @@ impl Ask<'_> {
                     }
                 }
             }
-            None => match vol.current() {
-                Some(r) => (r, false),
+            None => match vol.snapshot() {
+                Some(s) => (s.current.clone(), Some(s)),
                 None => return Err(Refusal::NoRelease),
             },
         };
         // The current (or pinned) release first; then, for a path the
-        // current one lacks, the recent ones still in their grace period
-        // (looked up only then: most requests never need them).
-        let previous = || match pinned {
-            true => Vec::new(),
-            false => vol.snapshot().map(|s| s.previous).unwrap_or_default(),
-        };
-        let candidates = std::iter::once(first).chain(std::iter::once_with(previous).flatten());
+        // current one lacks, the recent ones still in their grace period,
+        // from the same snapshot (a pinned release has none).
+        let pinned = snapshot.is_none();
+        let previous = snapshot.iter().flat_map(|s| s.previous().cloned());
+        let candidates = std::iter::once(first).chain(previous);
         let mut found = None;
         for (i, r) in candidates.enumerate() {
             match resolve(&r, rel) {

@@ -57,17 +57,32 @@ impl LoadedRelease {
 }
 
 /// An earlier release still answering, and since when it is not current.
+#[derive(Clone)]
 struct Previous {
     release: Arc<LoadedRelease>,
     until: SystemTime,
 }
 
-/// The releases a request may be answered from: the current one first, then
-/// the recent ones, newest first.
-#[derive(Clone)]
+/// The releases a request may be answered from, taken as one snapshot: the
+/// current one, then the recent ones, newest first. A request holds its
+/// snapshot (one reference count) to the end, whatever the pointer does.
 pub struct Snapshot {
     pub current: Arc<LoadedRelease>,
-    pub previous: Vec<Arc<LoadedRelease>>,
+    previous: Vec<Previous>,
+    grace: Duration,
+}
+
+impl Snapshot {
+    /// The earlier releases still answering now: always the
+    /// `MIN_PREVIOUS` newest, the others while within the grace period.
+    pub fn previous(&self) -> impl Iterator<Item = &Arc<LoadedRelease>> {
+        let now = SystemTime::now();
+        self.previous
+            .iter()
+            .enumerate()
+            .filter(move |(i, p)| *i < MIN_PREVIOUS || within(now, p.until, self.grace))
+            .map(|(_, p)| &p.release)
+    }
 }
 
 /// Why a pinned release cannot be served.
@@ -93,7 +108,7 @@ type PinnedLoad = tokio::sync::OnceCell<Result<Arc<LoadedRelease>, PinnedError>>
 pub struct ReleasedVolume {
     pub dir: VolumeDir,
     pub grace: Duration,
-    state: RwLock<Option<(Arc<LoadedRelease>, Vec<Previous>)>>,
+    state: RwLock<Option<Arc<Snapshot>>>,
     pinned: Mutex<Vec<Arc<LoadedRelease>>>,
     /// Where manifests are mapped from (local verified copies).
     manifests: Arc<ManifestCopies>,
@@ -136,24 +151,12 @@ impl ReleasedVolume {
 
     /// The current release, if the volume has one.
     pub fn current(&self) -> Option<Arc<LoadedRelease>> {
-        let state = self.state.read().expect("not poisoned");
-        state.as_ref().map(|(current, _)| current.clone())
+        self.snapshot().map(|s| s.current.clone())
     }
 
     /// The releases requests should use now, if the volume has any.
-    pub fn snapshot(&self) -> Option<Snapshot> {
-        let state = self.state.read().expect("not poisoned");
-        let (current, previous) = state.as_ref()?;
-        let now = SystemTime::now();
-        Some(Snapshot {
-            current: current.clone(),
-            previous: previous
-                .iter()
-                .enumerate()
-                .filter(|(i, p)| *i < MIN_PREVIOUS || within(now, p.until, self.grace))
-                .map(|(_, p)| p.release.clone())
-                .collect(),
-        })
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.state.read().expect("not poisoned").clone()
     }
 
     fn load(&self, id: u64) -> Result<Arc<LoadedRelease>> {
@@ -204,13 +207,10 @@ impl ReleasedVolume {
             return Ok(None);
         };
         let now = SystemTime::now();
-        let first_load = {
-            let state = self.state.read().expect("not poisoned");
-            match state.as_ref() {
-                Some((cur, _)) if cur.meta.id == id => return Ok(None),
-                Some(_) => false,
-                None => true,
-            }
+        let first_load = match self.snapshot() {
+            Some(s) if s.current.meta.id == id => return Ok(None),
+            Some(_) => false,
+            None => true,
         };
         let release = self.load(id)?;
         // At start, the releases current just before this one answer too,
@@ -235,13 +235,14 @@ impl ReleasedVolume {
         // An id asked for before it was published may be this one.
         self.unknown.lock().expect("not poisoned").clear();
         let mut state = self.state.write().expect("not poisoned");
-        match state.take() {
-            Some((old, mut previous)) => {
+        let previous = match state.as_deref() {
+            Some(old) => {
+                let mut previous = old.previous.clone();
                 previous.retain(|p| p.release.meta.id != id);
                 previous.insert(
                     0,
                     Previous {
-                        release: old,
+                        release: old.current.clone(),
                         until: now,
                     },
                 );
@@ -250,10 +251,15 @@ impl ReleasedVolume {
                     i += 1;
                     i <= MIN_PREVIOUS || within(now, p.until, self.grace)
                 });
-                *state = Some((release, previous));
+                previous
             }
-            None => *state = Some((release, earlier)),
-        }
+            None => earlier,
+        };
+        *state = Some(Arc::new(Snapshot {
+            current: release,
+            previous,
+            grace: self.grace,
+        }));
         Ok(Some(id))
     }
 
@@ -291,12 +297,12 @@ impl ReleasedVolume {
 
     /// A pinned release already loaded (current, grace-period or pinned).
     fn loaded(&self, id: u64) -> Option<Arc<LoadedRelease>> {
-        if let Some(r) = self.snapshot().and_then(|s| {
-            std::iter::once(s.current)
-                .chain(s.previous)
+        if let Some(s) = self.snapshot()
+            && let Some(r) = std::iter::once(&s.current)
+                .chain(s.previous())
                 .find(|r| r.meta.id == id)
-        }) {
-            return Some(r);
+        {
+            return Some(r.clone());
         }
         let pinned = self.pinned.lock().expect("not poisoned");
         pinned.iter().find(|r| r.meta.id == id).cloned()
