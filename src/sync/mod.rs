@@ -229,60 +229,39 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
             (line, Some(bytes))
         });
         match &upstream {
-            Upstream::Apt {
-                url,
-                suites,
-                components,
-                architectures,
-                keyring,
-                sources,
-            } => {
+            Upstream::Apt(u) => {
                 apt::Apt {
-                    url,
-                    suites,
-                    components,
-                    architectures,
-                    keyring,
-                    sources: *sources,
+                    url: &u.url,
+                    suites: &u.suites,
+                    components: &u.components,
+                    architectures: &u.architectures,
+                    keyring: &u.keyring,
+                    sources: u.sources,
                     freshness: &freshness,
                 }
                 .sync(&fetcher, &tree)
                 .await
             }
-            Upstream::Pypi {
-                url,
-                projects,
-                requirements,
-                versions,
-                latest,
-                platforms,
-                max_file_size,
-                allow_file_hosts,
-            } => {
+            Upstream::Pypi(u) => {
                 pypi::Pypi {
-                    url,
-                    projects,
-                    requirements,
-                    allow_file_hosts,
-                    filters: pypi::Filters::new(
-                        versions,
-                        *latest,
-                        platforms,
-                        max_file_size.as_deref(),
-                    )?,
+                    url: &u.url,
+                    projects: &u.projects,
+                    requirements: &u.requirements,
+                    allow_file_hosts: &u.allow_file_hosts,
+                    filters: pypi::Filters::new(u),
                 }
                 .sync(&fetcher, &tree)
                 .await
             }
-            Upstream::Wheel { directory } => wheel::Wheels {
-                directory,
+            Upstream::Wheel(u) => wheel::Wheels {
+                directory: &u.directory,
                 prune: opts.prune,
             }
             .sync(&fetcher, &tree),
-            Upstream::Yum { urls, key } => {
+            Upstream::Yum(u) => {
                 yum::Yum {
-                    urls,
-                    key: key.as_deref(),
+                    urls: &u.urls,
+                    key: u.key.as_deref(),
                     freshness: &freshness,
                 }
                 .sync(&fetcher, &tree)

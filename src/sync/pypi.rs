@@ -20,16 +20,15 @@ use serde_json::{Value, json};
 
 use super::Gate;
 use super::fetch::{Fetcher, Want};
-use crate::config::AllowedHost;
+use crate::config::{AllowedHost, PypiUpstream};
 use crate::volume::manifest::Sha256Digest;
 
 pub struct Pypi<'a> {
     pub url: &'a str,
     pub projects: &'a [String],
     pub requirements: &'a [PathBuf],
-    /// Hosts besides the index's own that its pages may link files on
-    /// (`host` or `host:port`, checked by the config).
-    pub allow_file_hosts: &'a [String],
+    /// Hosts besides the index's own that its pages may link files on.
+    pub allow_file_hosts: &'a [AllowedHost],
     pub filters: Filters,
 }
 
@@ -44,11 +43,8 @@ pub struct FileHosts {
 }
 
 impl FileHosts {
-    pub fn new(index: &Url, configured: &[String]) -> Result<FileHosts> {
-        let mut allowed = configured
-            .iter()
-            .map(|h| AllowedHost::parse(h).map_err(anyhow::Error::msg))
-            .collect::<Result<Vec<_>>>()?;
+    pub fn new(index: &Url, configured: &[AllowedHost]) -> Result<FileHosts> {
+        let mut allowed = configured.to_vec();
         let implied = match index.host_str() {
             Some("pypi.org") => Some("files.pythonhosted.org"),
             Some("test.pypi.org") => Some("test-files.pythonhosted.org"),
@@ -91,34 +87,18 @@ pub struct Filters {
 }
 
 impl Filters {
-    pub fn new(
-        versions: &std::collections::BTreeMap<String, String>,
-        latest: Option<usize>,
-        platforms: &[String],
-        max_file_size: Option<&str>,
-    ) -> Result<Filters> {
-        let mut f = Filters {
-            latest,
-            ..Filters::default()
-        };
-        for (project, spec) in versions {
-            f.versions.insert(
-                normalize(project),
-                spec.parse()
-                    .map_err(|e| anyhow::anyhow!("versions.{project}: {e}"))?,
-            );
+    /// The filters of a PyPI upstream, as the config checked them.
+    pub fn new(u: &PypiUpstream) -> Filters {
+        Filters {
+            versions: u
+                .versions
+                .iter()
+                .map(|(project, spec)| (normalize(project), spec.clone()))
+                .collect(),
+            latest: u.latest,
+            platforms: u.platforms.set.clone(),
+            max_file_size: u.max_file_size,
         }
-        if !platforms.is_empty() {
-            let mut set = globset::GlobSetBuilder::new();
-            for p in platforms {
-                set.add(globset::Glob::new(p)?);
-            }
-            f.platforms = Some(set.build()?);
-        }
-        if let Some(s) = max_file_size {
-            f.max_file_size = Some(crate::config::parse_size(s).map_err(anyhow::Error::msg)?);
-        }
-        Ok(f)
     }
 
     /// The files of `project` to mirror.
@@ -682,6 +662,7 @@ pub fn meta_path(dest: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Platforms;
 
     #[test]
     fn pep503_normalization() {
@@ -752,8 +733,10 @@ mod tests {
         let names = |v: Vec<Dist>| v.into_iter().map(|d| d.filename).collect::<Vec<_>>();
         let all = Filters::default().apply("pkg", files());
         assert_eq!(all.len(), 6);
-        let versions = [("PKG".to_string(), ">=1.1,<10".to_string())].into();
-        let f = Filters::new(&versions, None, &[], None).unwrap();
+        let f = Filters::new(&PypiUpstream {
+            versions: [("PKG".to_string(), ">=1.1,<10".parse().unwrap())].into(),
+            ..Default::default()
+        });
         assert_eq!(
             names(f.apply("pkg", files())),
             vec![
@@ -763,18 +746,19 @@ mod tests {
             ],
             "pre-releases in range are kept: clients choose them or not (pip --pre)"
         );
-        let f = Filters::new(&Default::default(), Some(2), &[], None).unwrap();
+        let f = Filters::new(&PypiUpstream {
+            latest: Some(2),
+            ..Default::default()
+        });
         assert_eq!(
             names(f.apply("pkg", files())),
             vec!["pkg-2.0rc1.tar.gz", "pkg-10.0.tar.gz"]
         );
-        let f = Filters::new(
-            &Default::default(),
-            None,
-            &["manylinux*_x86_64".into()],
-            Some("1KiB"),
-        )
-        .unwrap();
+        let f = Filters::new(&PypiUpstream {
+            platforms: Platforms::new(vec!["manylinux*_x86_64".into()]).unwrap(),
+            max_file_size: Some(1024),
+            ..Default::default()
+        });
         assert_eq!(
             names(f.apply("pkg", files())),
             vec![
@@ -859,7 +843,7 @@ mod tests {
         assert!(local.check(&url("file:///etc/passwd")).is_err());
         let allowed = FileHosts::new(
             &url("http://127.0.0.1:8000/simple/"),
-            &["127.0.0.1:8001".into()],
+            &[AllowedHost::parse("127.0.0.1:8001").unwrap()],
         )
         .unwrap();
         assert!(
