@@ -231,28 +231,13 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
         match &upstream {
             Upstream::Apt(u) => {
                 apt::Apt {
-                    url: &u.url,
-                    suites: &u.suites,
-                    components: &u.components,
-                    architectures: &u.architectures,
-                    keyring: &u.keyring,
-                    sources: u.sources,
+                    upstream: u,
                     freshness: &freshness,
                 }
                 .sync(&fetcher, &tree)
                 .await
             }
-            Upstream::Pypi(u) => {
-                pypi::Pypi {
-                    url: &u.url,
-                    projects: &u.projects,
-                    requirements: &u.requirements,
-                    allow_file_hosts: &u.allow_file_hosts,
-                    filters: pypi::Filters::new(u),
-                }
-                .sync(&fetcher, &tree)
-                .await
-            }
+            Upstream::Pypi(u) => pypi::Pypi::new(u).sync(&fetcher, &tree).await,
             Upstream::Wheel(u) => wheel::Wheels {
                 directory: &u.directory,
                 prune: opts.prune,
@@ -260,8 +245,7 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
             .sync(&fetcher, &tree),
             Upstream::Yum(u) => {
                 yum::Yum {
-                    urls: &u.urls,
-                    key: u.key.as_deref(),
+                    upstream: u,
                     freshness: &freshness,
                 }
                 .sync(&fetcher, &tree)

@@ -24,12 +24,18 @@ use crate::config::{AllowedHost, PypiUpstream};
 use crate::volume::manifest::Sha256Digest;
 
 pub struct Pypi<'a> {
-    pub url: &'a str,
-    pub projects: &'a [String],
-    pub requirements: &'a [PathBuf],
-    /// Hosts besides the index's own that its pages may link files on.
-    pub allow_file_hosts: &'a [AllowedHost],
+    pub upstream: &'a PypiUpstream,
+    /// Built from `upstream`.
     pub filters: Filters,
+}
+
+impl<'a> Pypi<'a> {
+    pub fn new(upstream: &'a PypiUpstream) -> Pypi<'a> {
+        Pypi {
+            upstream,
+            filters: Filters::new(upstream),
+        }
+    }
 }
 
 /// Where a project page's file links may point: the index's own scheme,
@@ -414,8 +420,13 @@ fn href_encode(name: &str) -> String {
 
 impl Pypi<'_> {
     fn project_names(&self) -> Result<BTreeSet<String>> {
-        let mut names: BTreeSet<String> = self.projects.iter().map(|p| normalize(p)).collect();
-        for r in self.requirements {
+        let mut names: BTreeSet<String> = self
+            .upstream
+            .projects
+            .iter()
+            .map(|p| normalize(p))
+            .collect();
+        for r in &self.upstream.requirements {
             let text = std::fs::read_to_string(r)
                 .with_context(|| format!("reading requirements file {}", r.display()))?;
             names.extend(requirement_names(&text));
@@ -428,10 +439,11 @@ impl Pypi<'_> {
     }
 
     pub async fn sync(&self, fetcher: &Arc<Fetcher>, tree: &Path) -> Result<Gate> {
-        let base = Url::parse(&format!("{}/", self.url.trim_end_matches('/')))
-            .with_context(|| format!("upstream url `{}`", self.url))?;
+        let url = &self.upstream.url;
+        let base = Url::parse(&format!("{}/", url.trim_end_matches('/')))
+            .with_context(|| format!("upstream url `{url}`"))?;
         fetcher.check_url(&base)?;
-        let hosts = FileHosts::new(&base, self.allow_file_hosts)?;
+        let hosts = FileHosts::new(&base, &self.upstream.allow_file_hosts)?;
         let mut gate = Gate::default();
         let names = self.project_names()?;
         let mut pages = Vec::new();
