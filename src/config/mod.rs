@@ -641,7 +641,10 @@ fn toml_error(file: &Path, text: &str, e: toml::de::Error) -> ConfigError {
     // An error inside an upstream names its key below the table toml saw,
     // and is found on that key's line when it is written there.
     if let Some((sub, r)) = values::split_key(reason) {
-        key = format!("{key}.{sub}");
+        key = match at {
+            Some(_) => format!("{key}.{sub}"),
+            None => sub.to_string(),
+        };
         reason = r;
         let name = sub.split('.').next().unwrap_or(sub);
         at = at.map(|table| key_in_table(text, table, name).unwrap_or(table));
