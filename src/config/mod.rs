@@ -44,7 +44,9 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-/// The whole validated configuration.
+/// The whole validated configuration. Read it with [`Config::load`] or
+/// [`Config::parse`]: serde alone leaves the keys that follow another key,
+/// the volumes' names and default prefixes, and relative paths unsettled.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
