@@ -10,8 +10,12 @@ use super::body::{self, Body};
 use super::daemon::{Daemon, Volume, VolumeKind};
 use super::path::CleanPath;
 use super::reply::{OWN_PAGE_POLICY, text};
-use crate::config::Upstream;
+use crate::config::{AptUpstream, Upstream};
 use crate::html::escape;
+
+/// URL paths the daemon answers itself (besides `/`, the volume list); no
+/// volume's prefix may take them.
+pub const OWN_PATHS: &[&str] = &["/metrics", "/healthz", "/readyz"];
 
 /// The response for one of the daemon's own paths, if `path` is one.
 pub async fn own_page(
@@ -102,21 +106,21 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
             escape(&release)
         );
         let hint = match v.upstream.clone().or_else(|| guess_upstream(v)) {
-            Some(Upstream::Pypi { .. }) => format!(
+            Some(Upstream::Pypi(_)) => format!(
                 "pip config set global.index-url {url}simple/\n# or: pip install --index-url {url}simple/ PACKAGE"
             ),
-            Some(Upstream::Wheel { .. }) => {
+            Some(Upstream::Wheel(_)) => {
                 format!("pip install --find-links {url} --prefer-binary PACKAGE")
             }
-            Some(Upstream::Apt {
+            Some(Upstream::Apt(AptUpstream {
                 suites, components, ..
-            }) => format!(
+            })) => format!(
                 "# /etc/apt/sources.list.d/{name}.list (keep the archive's signing key)\ndeb {url} {} {}",
                 suites.first().map(String::as_str).unwrap_or("SUITE"),
                 components.join(" "),
                 name = v.name,
             ),
-            Some(Upstream::Yum { .. }) => format!(
+            Some(Upstream::Yum(_)) => format!(
                 "# /etc/yum.repos.d/{name}.repo (gpgkey: the upstream's own signing key)\n[{name}]\nname={name} (unimirror)\nbaseurl={url}\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-{name}",
                 name = v.name
             ),
@@ -160,18 +164,8 @@ fn guess_upstream(v: &Volume) -> Option<Upstream> {
             VolumeKind::Plain(p) => p.root.join(name).is_dir(),
         }
     };
-    let none = || String::new();
     if has("simple") {
-        Some(Upstream::Pypi {
-            url: none(),
-            projects: vec![],
-            requirements: vec![],
-            versions: Default::default(),
-            latest: None,
-            platforms: vec![],
-            max_file_size: None,
-            allow_file_hosts: vec![],
-        })
+        Some(Upstream::Pypi(Default::default()))
     } else if has("dists") {
         let suites = match &v.kind {
             VolumeKind::Released(r) => r
@@ -191,19 +185,13 @@ fn guess_upstream(v: &Volume) -> Option<Upstream> {
                 })
                 .unwrap_or_default(),
         };
-        Some(Upstream::Apt {
-            url: none(),
+        Some(Upstream::Apt(AptUpstream {
             suites,
             components: vec!["main".into()],
-            architectures: vec![],
-            keyring: Default::default(),
-            sources: false,
-        })
+            ..Default::default()
+        }))
     } else if has("repodata") {
-        Some(Upstream::Yum {
-            urls: vec![],
-            key: None,
-        })
+        Some(Upstream::Yum(Default::default()))
     } else {
         None
     }

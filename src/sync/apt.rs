@@ -25,17 +25,14 @@ use super::fetch::{Fetcher, Want, is_not_found};
 use super::openpgp::Keyring;
 use super::replay::{Freshness, same_release_text};
 use super::{Gate, safe_relative};
+use crate::config::AptUpstream;
 use crate::digest::Sha256Digest;
 
 /// What a sync of one apt upstream needs.
 pub struct Apt<'a> {
-    pub url: &'a str,
-    pub suites: &'a [String],
-    pub components: &'a [String],
-    pub architectures: &'a [String],
-    pub keyring: &'a Path,
-    /// Mirror `Sources` and the source packages they name too.
-    pub sources: bool,
+    /// The archive, suites, components, architectures, keyring, and
+    /// whether `Sources` and the source packages they name are mirrored.
+    pub upstream: &'a AptUpstream,
     /// What the signed metadata is held against.
     pub freshness: &'a Freshness<'a>,
 }
@@ -153,14 +150,15 @@ impl Apt<'_> {
         let Some((component, rest)) = path.split_once('/') else {
             return false;
         };
-        if !self.components.iter().any(|c| c == component) {
+        if !self.upstream.components.iter().any(|c| c == component) {
             return false;
         }
         let dir = rest.split('/').next().unwrap_or("");
         dir == "i18n"
             || dir == "binary-all"
-            || (self.sources && dir == "source")
+            || (self.upstream.sources && dir == "source")
             || self
+                .upstream
                 .architectures
                 .iter()
                 .any(|a| dir.strip_prefix("binary-") == Some(a))
@@ -168,13 +166,14 @@ impl Apt<'_> {
 
     /// Fetches everything into `tree`, returning what the gate must check.
     pub async fn sync(&self, fetcher: &Arc<Fetcher>, tree: &Path) -> Result<Gate> {
-        let base = Url::parse(&format!("{}/", self.url.trim_end_matches('/')))
-            .with_context(|| format!("upstream url `{}`", self.url))?;
+        let url = &self.upstream.url;
+        let base = Url::parse(&format!("{}/", url.trim_end_matches('/')))
+            .with_context(|| format!("upstream url `{url}`"))?;
         fetcher.check_url(&base)?;
-        let keys = load_keyring(self.keyring)?;
+        let keys = load_keyring(&self.upstream.keyring)?;
         let mut gate = Gate::default();
         let mut pool: BTreeMap<String, Want> = BTreeMap::new();
-        for suite in self.suites {
+        for suite in &self.upstream.suites {
             let s = self.suite(fetcher, &base, tree, suite, &keys).await?;
             let dir = format!("dists/{}", s.name);
             for d in s.dropped {
@@ -560,18 +559,19 @@ mod tests {
 
     #[test]
     fn selection_and_compression_groups() {
-        let (c, a) = (vec!["main".to_string()], vec!["amd64".to_string()]);
-        let mut apt = Apt {
-            url: "",
-            suites: &[],
-            components: &c,
-            architectures: &a,
-            keyring: Path::new(""),
-            sources: false,
-            freshness: &Freshness {
-                released: &crate::sync::replay::Released::new(Path::new("/nonexistent"), "v"),
-                allow_older: false,
-            },
+        let mut upstream = AptUpstream {
+            components: vec!["main".to_string()],
+            architectures: vec!["amd64".to_string()],
+            ..Default::default()
+        };
+        let released = crate::sync::replay::Released::new(Path::new("/nonexistent"), "v");
+        let freshness = Freshness {
+            released: &released,
+            allow_older: false,
+        };
+        let apt = Apt {
+            upstream: &upstream,
+            freshness: &freshness,
         };
         let selected = |apt: &Apt, p| apt.selects(p);
         assert!(selected(&apt, "main/binary-amd64/Packages.xz"));
@@ -582,7 +582,11 @@ mod tests {
         assert!(!selected(&apt, "universe/binary-amd64/Packages"));
         assert!(!selected(&apt, "main/source/Sources.gz"));
         assert!(!selected(&apt, "Contents-amd64.gz"));
-        apt.sources = true;
+        upstream.sources = true;
+        let apt = Apt {
+            upstream: &upstream,
+            freshness: &freshness,
+        };
         assert!(selected(&apt, "main/source/Sources.gz"));
         assert!(!selected(&apt, "universe/source/Sources.gz"));
         assert_eq!(

@@ -227,60 +227,23 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
             (line, Some(bytes))
         });
         match &upstream {
-            Upstream::Apt {
-                url,
-                suites,
-                components,
-                architectures,
-                keyring,
-                sources,
-            } => {
+            Upstream::Apt(u) => {
                 apt::Apt {
-                    url,
-                    suites,
-                    components,
-                    architectures,
-                    keyring,
-                    sources: *sources,
+                    upstream: u,
                     freshness: &freshness,
                 }
                 .sync(&fetcher, &tree)
                 .await
             }
-            Upstream::Pypi {
-                url,
-                projects,
-                requirements,
-                versions,
-                latest,
-                platforms,
-                max_file_size,
-                allow_file_hosts,
-            } => {
-                pypi::Pypi {
-                    url,
-                    projects,
-                    requirements,
-                    allow_file_hosts,
-                    filters: pypi::Filters::new(
-                        versions,
-                        *latest,
-                        platforms,
-                        max_file_size.as_deref(),
-                    )?,
-                }
-                .sync(&fetcher, &tree)
-                .await
-            }
-            Upstream::Wheel { directory } => wheel::Wheels {
-                directory,
+            Upstream::Pypi(u) => pypi::Pypi::new(u).sync(&fetcher, &tree).await,
+            Upstream::Wheel(u) => wheel::Wheels {
+                directory: &u.directory,
                 prune: opts.prune,
             }
             .sync(&fetcher, &tree),
-            Upstream::Yum { urls, key } => {
+            Upstream::Yum(u) => {
                 yum::Yum {
-                    urls,
-                    key: key.as_deref(),
+                    upstream: u,
                     freshness: &freshness,
                 }
                 .sync(&fetcher, &tree)

@@ -20,18 +20,23 @@ use serde_json::{Value, json};
 
 use super::Gate;
 use super::fetch::{Fetcher, Want};
-use crate::config::AllowedHost;
+use crate::config::{AllowedHost, PypiUpstream};
 use crate::digest::Sha256Digest;
 use crate::html::{escape, href_encode};
 
 pub struct Pypi<'a> {
-    pub url: &'a str,
-    pub projects: &'a [String],
-    pub requirements: &'a [PathBuf],
-    /// Hosts besides the index's own that its pages may link files on
-    /// (`host` or `host:port`, checked by the config).
-    pub allow_file_hosts: &'a [String],
+    pub upstream: &'a PypiUpstream,
+    /// Built from `upstream`.
     pub filters: Filters,
+}
+
+impl<'a> Pypi<'a> {
+    pub fn new(upstream: &'a PypiUpstream) -> Pypi<'a> {
+        Pypi {
+            upstream,
+            filters: Filters::new(upstream),
+        }
+    }
 }
 
 /// Where a project page's file links may point: the index's own scheme,
@@ -45,11 +50,8 @@ pub struct FileHosts {
 }
 
 impl FileHosts {
-    pub fn new(index: &Url, configured: &[String]) -> Result<FileHosts> {
-        let mut allowed = configured
-            .iter()
-            .map(|h| AllowedHost::parse(h).map_err(anyhow::Error::msg))
-            .collect::<Result<Vec<_>>>()?;
+    pub fn new(index: &Url, configured: &[AllowedHost]) -> Result<FileHosts> {
+        let mut allowed = configured.to_vec();
         let implied = match index.host_str() {
             Some("pypi.org") => Some("files.pythonhosted.org"),
             Some("test.pypi.org") => Some("test-files.pythonhosted.org"),
@@ -92,34 +94,18 @@ pub struct Filters {
 }
 
 impl Filters {
-    pub fn new(
-        versions: &std::collections::BTreeMap<String, String>,
-        latest: Option<usize>,
-        platforms: &[String],
-        max_file_size: Option<&str>,
-    ) -> Result<Filters> {
-        let mut f = Filters {
-            latest,
-            ..Filters::default()
-        };
-        for (project, spec) in versions {
-            f.versions.insert(
-                normalize(project),
-                spec.parse()
-                    .map_err(|e| anyhow::anyhow!("versions.{project}: {e}"))?,
-            );
+    /// The filters of a PyPI upstream, as the config checked them.
+    pub fn new(u: &PypiUpstream) -> Filters {
+        Filters {
+            versions: u
+                .versions
+                .iter()
+                .map(|(project, spec)| (normalize(project), spec.clone()))
+                .collect(),
+            latest: u.latest,
+            platforms: u.platforms.set.clone(),
+            max_file_size: u.max_file_size,
         }
-        if !platforms.is_empty() {
-            let mut set = globset::GlobSetBuilder::new();
-            for p in platforms {
-                set.add(globset::Glob::new(p)?);
-            }
-            f.platforms = Some(set.build()?);
-        }
-        if let Some(s) = max_file_size {
-            f.max_file_size = Some(crate::config::parse_size(s).map_err(anyhow::Error::msg)?);
-        }
-        Ok(f)
     }
 
     /// The files of `project` to mirror.
@@ -452,8 +438,13 @@ fn safe_filename(name: &str) -> Result<&str> {
 
 impl Pypi<'_> {
     fn project_names(&self) -> Result<BTreeSet<String>> {
-        let mut names: BTreeSet<String> = self.projects.iter().map(|p| normalize(p)).collect();
-        for r in self.requirements {
+        let mut names: BTreeSet<String> = self
+            .upstream
+            .projects
+            .iter()
+            .map(|p| normalize(p))
+            .collect();
+        for r in &self.upstream.requirements {
             let text = std::fs::read_to_string(r)
                 .with_context(|| format!("reading requirements file {}", r.display()))?;
             names.extend(requirement_names(&text));
@@ -466,10 +457,11 @@ impl Pypi<'_> {
     }
 
     pub async fn sync(&self, fetcher: &Arc<Fetcher>, tree: &Path) -> Result<Gate> {
-        let base = Url::parse(&format!("{}/", self.url.trim_end_matches('/')))
-            .with_context(|| format!("upstream url `{}`", self.url))?;
+        let url = &self.upstream.url;
+        let base = Url::parse(&format!("{}/", url.trim_end_matches('/')))
+            .with_context(|| format!("upstream url `{url}`"))?;
         fetcher.check_url(&base)?;
-        let hosts = FileHosts::new(&base, self.allow_file_hosts)?;
+        let hosts = FileHosts::new(&base, &self.upstream.allow_file_hosts)?;
         let mut gate = Gate::default();
         let names = self.project_names()?;
         let mut pages = Vec::new();
@@ -700,6 +692,7 @@ pub fn meta_path(dest: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Platforms;
 
     #[test]
     fn pep503_normalization() {
@@ -770,8 +763,10 @@ mod tests {
         let names = |v: Vec<Dist>| v.into_iter().map(|d| d.filename).collect::<Vec<_>>();
         let all = Filters::default().apply("pkg", files());
         assert_eq!(all.len(), 6);
-        let versions = [("PKG".to_string(), ">=1.1,<10".to_string())].into();
-        let f = Filters::new(&versions, None, &[], None).unwrap();
+        let f = Filters::new(&PypiUpstream {
+            versions: [("PKG".to_string(), ">=1.1,<10".parse().unwrap())].into(),
+            ..Default::default()
+        });
         assert_eq!(
             names(f.apply("pkg", files())),
             vec![
@@ -781,18 +776,19 @@ mod tests {
             ],
             "pre-releases in range are kept: clients choose them or not (pip --pre)"
         );
-        let f = Filters::new(&Default::default(), Some(2), &[], None).unwrap();
+        let f = Filters::new(&PypiUpstream {
+            latest: Some(2),
+            ..Default::default()
+        });
         assert_eq!(
             names(f.apply("pkg", files())),
             vec!["pkg-2.0rc1.tar.gz", "pkg-10.0.tar.gz"]
         );
-        let f = Filters::new(
-            &Default::default(),
-            None,
-            &["manylinux*_x86_64".into()],
-            Some("1KiB"),
-        )
-        .unwrap();
+        let f = Filters::new(&PypiUpstream {
+            platforms: Platforms::new(vec!["manylinux*_x86_64".into()]).unwrap(),
+            max_file_size: Some(1024),
+            ..Default::default()
+        });
         assert_eq!(
             names(f.apply("pkg", files())),
             vec![
@@ -877,7 +873,7 @@ mod tests {
         assert!(local.check(&url("file:///etc/passwd")).is_err());
         let allowed = FileHosts::new(
             &url("http://127.0.0.1:8000/simple/"),
-            &["127.0.0.1:8001".into()],
+            &[AllowedHost::parse("127.0.0.1:8001").unwrap()],
         )
         .unwrap();
         assert!(

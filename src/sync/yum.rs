@@ -25,11 +25,12 @@ use super::fetch::{Fetcher, Want, is_not_found};
 use super::openpgp::Keyring;
 use super::replay::Freshness;
 use super::{Gate, safe_relative};
+use crate::config::YumUpstream;
 use crate::digest::Sha256Digest;
 
 pub struct Yum<'a> {
-    pub urls: &'a [String],
-    pub key: Option<&'a Path>,
+    /// The repository URLs and the signing key, if any.
+    pub upstream: &'a YumUpstream,
     /// What `repomd.xml` is held against.
     pub freshness: &'a Freshness<'a>,
 }
@@ -176,6 +177,7 @@ fn subdirs(urls: &[Url]) -> Vec<PathBuf> {
 impl Yum<'_> {
     pub async fn sync(&self, fetcher: &Arc<Fetcher>, tree: &Path) -> Result<Gate> {
         let urls = self
+            .upstream
             .urls
             .iter()
             .map(|u| {
@@ -186,7 +188,12 @@ impl Yum<'_> {
         if urls.is_empty() {
             bail!("no repository urls");
         }
-        let keys = self.key.map(Keyring::load).transpose()?;
+        let keys = self
+            .upstream
+            .key
+            .as_deref()
+            .map(Keyring::load)
+            .transpose()?;
         let mut gate = Gate::default();
         for (url, sub) in urls.iter().zip(subdirs(&urls)) {
             fetcher.check_url(url)?;

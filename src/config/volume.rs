@@ -1,0 +1,291 @@
+//! `[volumes.<name>]`: where a volume is served and what it is synced from.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use super::values::{AllowedHost, Bytes, at_key, check_glob};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeConfig {
+    /// Its key under `[volumes]`.
+    #[serde(skip)]
+    pub name: String,
+    /// URL prefix, starting with `/` and without a trailing slash
+    /// (`/<name>` when not given).
+    #[serde(default, deserialize_with = "prefix")]
+    pub prefix: String,
+    #[serde(rename = "tree", default, deserialize_with = "tree")]
+    pub source: VolumeSource,
+    #[serde(default)]
+    pub upstream: Option<Upstream>,
+}
+
+/// Where a volume's files come from when it is served.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum VolumeSource {
+    /// Content-addressed releases under `<origin>/<name>/`.
+    #[default]
+    Released,
+    /// A plain directory tree, served as it is.
+    Tree(PathBuf),
+}
+
+fn prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let p = String::deserialize(d)?;
+    check_prefix(&p).map_err(de::Error::custom)?;
+    Ok(p)
+}
+
+fn tree<'de, D: Deserializer<'de>>(d: D) -> Result<VolumeSource, D::Error> {
+    PathBuf::deserialize(d).map(VolumeSource::Tree)
+}
+
+impl fmt::Display for VolumeSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VolumeSource::Released => f.write_str("released"),
+            VolumeSource::Tree(p) => write!(f, "tree {}", p.display()),
+        }
+    }
+}
+
+/// What `unimirror-update sync` fetches a volume from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Upstream {
+    /// A PyPI-style simple index.
+    Pypi(PypiUpstream),
+    /// A directory of built wheels to import.
+    Wheel(WheelUpstream),
+    /// An apt archive.
+    Apt(AptUpstream),
+    /// A yum repository.
+    Yum(YumUpstream),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PypiUpstream {
+    pub url: String,
+    #[serde(default)]
+    pub projects: Vec<String>,
+    #[serde(default)]
+    pub requirements: Vec<PathBuf>,
+    /// PEP 440 specifiers per project (`requests = ">=2.30,<3"`), by the
+    /// project's name as written.
+    #[serde(default, deserialize_with = "versions")]
+    pub versions: BTreeMap<String, pep440_rs::VersionSpecifiers>,
+    /// Keep only the newest N versions of each project (N ≥ 1).
+    #[serde(default, deserialize_with = "latest")]
+    pub latest: Option<usize>,
+    /// Wheel platform tags to keep (globs such as `manylinux*_x86_64`);
+    /// pure-Python wheels and sdists are always kept. Empty: all.
+    #[serde(default)]
+    pub platforms: Platforms,
+    /// Skip files larger than this many bytes, when the upstream gives sizes.
+    #[serde(default, deserialize_with = "max_file_size")]
+    pub max_file_size: Option<u64>,
+    /// Hosts the project pages may link files on besides the index's own
+    /// (PyPI's file host is implied for pypi.org).
+    #[serde(default, deserialize_with = "allow_file_hosts")]
+    pub allow_file_hosts: Vec<AllowedHost>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WheelUpstream {
+    pub directory: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AptUpstream {
+    pub url: String,
+    pub suites: Vec<String>,
+    pub components: Vec<String>,
+    pub architectures: Vec<String>,
+    pub keyring: PathBuf,
+    /// Also mirror source packages (`Sources` and the files they name).
+    #[serde(default)]
+    pub sources: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct YumUpstream {
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+/// Wheel platform tags to keep: the patterns as written, and compiled.
+#[derive(Debug, Clone, Default)]
+pub struct Platforms {
+    pub patterns: Vec<String>,
+    /// `None` when there are no patterns (every platform is kept).
+    pub set: Option<globset::GlobSet>,
+}
+
+impl Platforms {
+    pub fn new(patterns: Vec<String>) -> Result<Platforms, String> {
+        if patterns.is_empty() {
+            return Ok(Platforms::default());
+        }
+        let mut set = globset::GlobSetBuilder::new();
+        for p in &patterns {
+            set.add(check_glob(p)?);
+        }
+        let set = set.build().map_err(|e| e.to_string())?;
+        Ok(Platforms {
+            patterns,
+            set: Some(set),
+        })
+    }
+}
+
+// The upstream's keys are read from what serde buffered to find `type`, so
+// their errors name their key themselves (`at_key`).
+
+impl<'de> Deserialize<'de> for Platforms {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Platforms::new(Vec::deserialize(d)?).map_err(|r| at_key("platforms", r))
+    }
+}
+
+fn versions<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, pep440_rs::VersionSpecifiers>, D::Error> {
+    BTreeMap::<String, String>::deserialize(d)?
+        .into_iter()
+        .map(|(project, spec)| match spec.parse() {
+            Ok(s) => Ok((project, s)),
+            Err(e) => Err(at_key(
+                format_args!("versions.{project}"),
+                format_args!("`{spec}` is not a PEP 440 version specifier: {e}"),
+            )),
+        })
+        .collect()
+}
+
+fn latest<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    match usize::deserialize(d)? {
+        0 => Err(at_key("latest", "must be at least 1")),
+        n => Ok(Some(n)),
+    }
+}
+
+fn max_file_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Bytes::parse(&String::deserialize(d)?)
+        .map(Some)
+        .map_err(|r| at_key("max_file_size", r))
+}
+
+fn allow_file_hosts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<AllowedHost>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|h| AllowedHost::parse(h).map_err(|r| at_key("allow_file_hosts", r)))
+        .collect()
+}
+
+impl Upstream {
+    /// Takes relative paths relative to the config file's directory.
+    pub(super) fn resolve_paths(&mut self, resolve: &dyn Fn(&mut PathBuf)) {
+        match self {
+            Upstream::Pypi(u) => u.requirements.iter_mut().for_each(resolve),
+            Upstream::Wheel(u) => resolve(&mut u.directory),
+            Upstream::Apt(u) => resolve(&mut u.keyring),
+            Upstream::Yum(u) => u.key.iter_mut().for_each(resolve),
+        }
+    }
+}
+
+pub(super) fn check_volume_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "volume name `{name}` must be 1-64 characters of a-z, 0-9, '-', '_' or '.', starting with a letter or digit"
+        ))
+    }
+}
+
+pub(super) fn check_prefix(prefix: &str) -> Result<(), String> {
+    if !prefix.starts_with('/') {
+        return Err(format!("`{prefix}` must start with '/'"));
+    }
+    if prefix == "/" {
+        return Err("`/` is the volume list; give each volume its own prefix".into());
+    }
+    if prefix.ends_with('/') {
+        return Err(format!("`{prefix}` must not end with '/'"));
+    }
+    for seg in prefix[1..].split('/') {
+        let ok = !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && !seg.starts_with('@')
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
+        if !ok {
+            return Err(format!(
+                "`{prefix}`: segment `{seg}` must be non-empty letters, digits, '-', '_', '.' or '~', not start with '@', and not be . or .."
+            ));
+        }
+    }
+    let own = crate::serve::pages::OWN_PATHS;
+    if let Some(r) = own.iter().find(|r| overlaps(prefix, r)) {
+        return Err(format!("`{prefix}` collides with the daemon's own `{r}`"));
+    }
+    Ok(())
+}
+
+/// Two prefixes overlap when one is the other or a path-segment prefix of it.
+pub(super) fn overlaps(a: &str, b: &str) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    long == short || (long.starts_with(short) && long.as_bytes()[short.len()] == b'/')
+}
+
+/// Gives each volume its name and default prefix and checks that no two
+/// prefixes overlap: what needs the volume's key, or all volumes.
+pub(super) fn settle(volumes: &mut BTreeMap<String, VolumeConfig>) -> Result<(), (String, String)> {
+    let mut prefixes: Vec<(&str, &str)> = Vec::new();
+    for (name, v) in volumes.iter_mut() {
+        let key = |k: &str| format!("volumes.{name}.{k}");
+        check_volume_name(name).map_err(|reason| (format!("volumes.{name}"), reason))?;
+        v.name.clone_from(name);
+        if v.prefix.is_empty() {
+            v.prefix = format!("/{name}");
+            check_prefix(&v.prefix).map_err(|reason| (key("prefix"), reason))?;
+        }
+    }
+    for (name, v) in volumes.iter() {
+        for (other, other_prefix) in &prefixes {
+            if overlaps(&v.prefix, other_prefix) {
+                return Err((
+                    format!("volumes.{name}.prefix"),
+                    format!(
+                        "`{}` overlaps `{other_prefix}` of volume `{other}`",
+                        v.prefix
+                    ),
+                ));
+            }
+        }
+        prefixes.push((name, &v.prefix));
+    }
+    Ok(())
+}
