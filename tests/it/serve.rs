@@ -49,6 +49,13 @@ fn streamed_bodies_carry_their_length_not_chunks() {
     env.release();
     let d = Daemon::start(&env);
     for (round, x_cache) in [(1, "miss"), (2, "hit-disk")] {
+        if round == 2 {
+            // The fill stays registered (and joinable) until the cache
+            // writer has committed it; HEAD says where a GET would go.
+            wait_for("the fill to be committed", 30, || {
+                d.request("HEAD", "/vol/big.bin", &[]).header("x-cache") == Some("hit-disk")
+            });
+        }
         let r = d.get("/vol/big.bin");
         assert_eq!(r.status, 200);
         assert_eq!(r.header("x-cache"), Some(x_cache), "round {round}");
