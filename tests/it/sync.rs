@@ -1488,8 +1488,11 @@ fn release_and_release_gpg_beside_inrelease_are_published_only_when_they_verify_
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 
     // The text InRelease signed, with a Release.gpg that is a signature of
-    // something else (what gpgv calls a BAD signature).
+    // something else (what gpgv calls a BAD signature). A field of its own
+    // makes this a new upstream state even within the same second (the
+    // Date and the ed25519 signatures would otherwise come out the same).
     archive.index();
+    archive.resign(|t| format!("Label: round two\n{t}"));
     let other = dir.path().join("other");
     fs::write(&other, "something else\n").unwrap();
     archive.gpg(&[
