@@ -12,7 +12,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use unimirror::serve::path::CleanPath;
 use unimirror::serve::range;
 use unimirror::serve::recent::RecentLookups;
-use unimirror::serve::respond::{cache_control_value, etag_of_digest, object_head};
+use unimirror::serve::reply::cache_control_value;
+use unimirror::serve::send::{etag_of_digest, object_head};
 use unimirror::volume::manifest::{
     Entry, Kind, Manifest, ManifestWriter, Sha256Digest, Verify, key,
 };

@@ -66,9 +66,21 @@ pub struct DaemonSettings {
     pub log_format: LogFormat,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Connections served at once from one client address (at most
+    /// `max_connections`); more are closed as soon as they are accepted.
+    pub max_connections_per_ip: usize,
+    /// Time a new connection has to send its first byte (a TLS
+    /// ClientHello, a request line or the HTTP/2 preface).
+    pub first_byte_timeout: Duration,
     /// Time a client has to send a request's headers (and how long an idle
     /// keep-alive connection stays open).
     pub header_read_timeout: Duration,
+    /// How often an HTTP/2 connection that sent nothing is pinged.
+    pub http2_keep_alive_interval: Duration,
+    /// An HTTP/2 ping not answered within this ends the connection.
+    pub http2_keep_alive_timeout: Duration,
+    /// An HTTP/2 connection with no open stream for this long is closed.
+    pub http2_idle_timeout: Duration,
     /// A response write that makes no progress for this long ends the
     /// connection, so a stalled client cannot hold it forever.
     pub write_timeout: Duration,
@@ -116,6 +128,9 @@ pub struct CacheSettings {
     /// Disk entries whose descriptors are kept open (0 keeps none): a hit
     /// on one is a single `pread`, without opening the file again.
     pub open_files: usize,
+    /// Origin reads into the cache (fills) in flight at once; more wait
+    /// for a free one.
+    pub max_fills: usize,
 }
 
 /// How `unimirror-update sync` downloads.
@@ -129,6 +144,17 @@ pub struct SyncSettings {
     pub timeout: Duration,
     /// Plain-HTTP upstreams are refused unless this is set.
     pub allow_http: bool,
+    /// Hosts a redirect may lead to besides the scheme, host and port the
+    /// request was made to.
+    pub allow_redirect_hosts: Vec<AllowedHost>,
+    /// A download whose index gives no size is cut off past this many bytes.
+    pub max_download_size: u64,
+    /// Metadata held in memory (signed files, index pages) and metadata
+    /// decompressed for parsing is refused past this many bytes.
+    pub max_metadata_size: u64,
+    /// One download attempt (headers and body) that has not finished after
+    /// this long fails, however steadily the bytes trickle in.
+    pub download_deadline: Duration,
     /// Where to write `<volume>.prom` for node_exporter's textfile
     /// collector after each sync, if anywhere.
     pub metrics_dir: Option<PathBuf>,
@@ -190,6 +216,11 @@ pub enum Upstream {
         /// Skip files larger than this, when the upstream gives sizes.
         #[serde(default)]
         max_file_size: Option<String>,
+        /// Hosts (`host` or `host:port`) the project pages may link files
+        /// on besides the index's own (PyPI's file host is implied for
+        /// pypi.org).
+        #[serde(default)]
+        allow_file_hosts: Vec<String>,
     },
     /// A directory of built wheels to import.
     Wheel { directory: PathBuf },
@@ -248,7 +279,12 @@ struct RawDaemon {
     poll_interval: Option<String>,
     log_format: Option<String>,
     max_connections: Option<i64>,
+    max_connections_per_ip: Option<i64>,
+    first_byte_timeout: Option<String>,
     header_read_timeout: Option<String>,
+    http2_keep_alive_interval: Option<String>,
+    http2_keep_alive_timeout: Option<String>,
+    http2_idle_timeout: Option<String>,
     write_timeout: Option<String>,
     max_url_length: Option<i64>,
     drain_timeout: Option<String>,
@@ -275,6 +311,7 @@ struct RawCache {
     scrub_interval: Option<String>,
     scrub_rate: Option<String>,
     open_files: Option<i64>,
+    max_fills: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -284,6 +321,10 @@ struct RawSync {
     retries: Option<i64>,
     timeout: Option<String>,
     allow_http: Option<bool>,
+    allow_redirect_hosts: Option<Vec<String>>,
+    max_download_size: Option<String>,
+    max_metadata_size: Option<String>,
+    download_deadline: Option<String>,
     metrics_dir: Option<PathBuf>,
 }
 
@@ -311,6 +352,13 @@ pub const DEFAULT_CACHE_DIR: &str = "/var/cache/unimirror";
 /// Enough for the hot set of a busy index (nginx's open_file_cache is
 /// usually sized alike); the daemon raises its descriptor limit for them.
 pub const DEFAULT_OPEN_FILES: usize = 16384;
+/// One host may hold a tenth of the default connection limit: a build
+/// node needs a handful, a NAT gateway in front of many of them more.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1000;
+/// Each fill holds a 1 MiB read buffer, so this keeps fills under 32 MiB
+/// of memory; it is also as many concurrent reads as a busy network
+/// filesystem gives its best throughput at.
+pub const DEFAULT_MAX_FILLS: usize = 32;
 /// Plain-tree files that never change under their name.
 pub const DEFAULT_IMMUTABLE: &[&str] = &[
     "**/*.whl",
@@ -320,6 +368,17 @@ pub const DEFAULT_IMMUTABLE: &[&str] = &[
     "**/*.rpm",
     "**/by-hash/**",
 ];
+
+/// Above the largest files PyPI hosts (CUDA wheels of a few GiB); apt and
+/// yum indexes give every package's size, so this bounds only what comes
+/// without one.
+pub const DEFAULT_MAX_DOWNLOAD_SIZE: u64 = 8 << 30;
+/// About four times the largest metadata known upstream (a Fedora
+/// `primary.xml` decompresses to a few hundred MiB), and far below what a
+/// compression bomb expands to.
+pub const DEFAULT_MAX_METADATA_SIZE: u64 = 1 << 30;
+/// Enough for a file of `DEFAULT_MAX_DOWNLOAD_SIZE` at about 2.3 MB/s.
+pub const DEFAULT_DOWNLOAD_DEADLINE: Duration = Duration::from_secs(3600);
 
 /// URL paths the daemon answers itself; no volume may take them.
 const RESERVED_PREFIXES: &[&str] = &["/metrics", "/healthz", "/readyz"];
@@ -383,6 +442,33 @@ impl Config {
                 &err,
             )?,
             allow_http: raw.sync.allow_http.unwrap_or(false),
+            allow_redirect_hosts: raw
+                .sync
+                .allow_redirect_hosts
+                .unwrap_or_default()
+                .iter()
+                .map(|h| AllowedHost::parse(h))
+                .collect::<Result<_, _>>()
+                .map_err(|r| err("sync.allow_redirect_hosts", r))?,
+            max_download_size: at_least_1kib(
+                raw.sync.max_download_size,
+                "sync.max_download_size",
+                DEFAULT_MAX_DOWNLOAD_SIZE,
+                &err,
+            )?,
+            max_metadata_size: at_least_1kib(
+                raw.sync.max_metadata_size,
+                "sync.max_metadata_size",
+                DEFAULT_MAX_METADATA_SIZE,
+                &err,
+            )?,
+            download_deadline: duration(
+                raw.sync.download_deadline,
+                "sync.download_deadline",
+                DEFAULT_DOWNLOAD_DEADLINE,
+                Duration::from_secs(1)..=Duration::from_secs(7 * 24 * 3600),
+                &err,
+            )?,
             metrics_dir: raw.sync.metrics_dir.as_deref().map(resolve),
         };
 
@@ -522,6 +608,61 @@ fn size(value: Option<String>, key: &str, default: u64, err: &ErrFn) -> Result<u
     }
 }
 
+/// A size key that must be at least 1 KiB: a smaller bound is a typo
+/// (`1024` meant as KiB), and would refuse every file.
+fn at_least_1kib(
+    value: Option<String>,
+    key: &str,
+    default: u64,
+    err: &ErrFn,
+) -> Result<u64, ConfigError> {
+    let n = size(value, key, default, err)?;
+    if n < 1024 {
+        return Err(err(key, format!("{n} bytes is too small (at least 1KiB)")));
+    }
+    Ok(n)
+}
+
+/// A host that URLs may point at: `host` (on its scheme's default port)
+/// or `host:port`. Comparing the port too keeps another service on the
+/// same machine out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedHost {
+    /// As the URL parser writes it (lowercase; IPv6 in brackets).
+    pub host: String,
+    /// `None`: the default port of whichever scheme the URL has.
+    pub port: Option<u16>,
+}
+
+impl AllowedHost {
+    pub fn parse(entry: &str) -> Result<AllowedHost, String> {
+        let bad = |why: &str| format!("`{entry}` is not a host or host:port ({why})");
+        if entry.is_empty()
+            || entry.contains(['/', '@', '?', '#', '\\'])
+            || entry.contains(char::is_whitespace)
+        {
+            return Err(bad("no scheme, path or user part"));
+        }
+        let url =
+            reqwest::Url::parse(&format!("https://{entry}/")).map_err(|e| bad(&e.to_string()))?;
+        let host = url.host_str().ok_or_else(|| bad("no host"))?.to_string();
+        Ok(AllowedHost {
+            host,
+            // The parser drops an explicit 443: that is the default anyway.
+            port: url.port().or(entry.ends_with(":443").then_some(443)),
+        })
+    }
+
+    /// Whether `url` is on this host and port.
+    pub fn allows(&self, url: &reqwest::Url) -> bool {
+        url.host_str() == Some(self.host.as_str())
+            && match self.port {
+                None => url.port().is_none(),
+                Some(p) => url.port_or_known_default() == Some(p),
+            }
+    }
+}
+
 fn daemon_settings(
     raw: RawDaemon,
     err: &ErrFn,
@@ -559,6 +700,38 @@ fn daemon_settings(
             ));
         }
     };
+    let max_connections = count(
+        raw.max_connections,
+        "daemon.max_connections",
+        10_000,
+        1..=1_000_000,
+        err,
+    )?;
+    let max_connections_per_ip = match raw.max_connections_per_ip {
+        // The default never exceeds a smaller `max_connections`.
+        None => DEFAULT_MAX_CONNECTIONS_PER_IP.min(max_connections),
+        Some(n) => count(
+            Some(n),
+            "daemon.max_connections_per_ip",
+            0,
+            1..=max_connections as i64,
+            err,
+        )
+        .map_err(|e| ConfigError {
+            reason: format!("{} (it cannot exceed daemon.max_connections)", e.reason),
+            ..e
+        })?,
+    };
+    // Both default to it: a connection gets as long for its first byte,
+    // and an HTTP/2 connection as long between streams, as an HTTP/1
+    // client gets for its next request head.
+    let header_read_timeout = duration(
+        raw.header_read_timeout,
+        "daemon.header_read_timeout",
+        secs(30),
+        Duration::from_millis(100)..=secs(3600),
+        err,
+    )?;
     Ok(DaemonSettings {
         listen,
         tls,
@@ -570,17 +743,34 @@ fn daemon_settings(
             err,
         )?,
         log_format,
-        max_connections: count(
-            raw.max_connections,
-            "daemon.max_connections",
-            10_000,
-            1..=1_000_000,
+        max_connections,
+        max_connections_per_ip,
+        first_byte_timeout: duration(
+            raw.first_byte_timeout,
+            "daemon.first_byte_timeout",
+            header_read_timeout,
+            Duration::from_millis(100)..=secs(3600),
             err,
         )?,
-        header_read_timeout: duration(
-            raw.header_read_timeout,
-            "daemon.header_read_timeout",
-            secs(30),
+        header_read_timeout,
+        http2_keep_alive_interval: duration(
+            raw.http2_keep_alive_interval,
+            "daemon.http2_keep_alive_interval",
+            secs(20),
+            Duration::from_millis(100)..=secs(3600),
+            err,
+        )?,
+        http2_keep_alive_timeout: duration(
+            raw.http2_keep_alive_timeout,
+            "daemon.http2_keep_alive_timeout",
+            secs(10),
+            Duration::from_millis(100)..=secs(3600),
+            err,
+        )?,
+        http2_idle_timeout: duration(
+            raw.http2_idle_timeout,
+            "daemon.http2_idle_timeout",
+            header_read_timeout,
             Duration::from_millis(100)..=secs(3600),
             err,
         )?,
@@ -650,6 +840,13 @@ fn cache_settings(
             0..=1_000_000,
             err,
         )?,
+        max_fills: count(
+            raw.max_fills,
+            "cache.max_fills",
+            DEFAULT_MAX_FILLS,
+            1..=4096,
+            err,
+        )?,
     })
 }
 
@@ -710,9 +907,13 @@ fn check_upstream(u: &Upstream) -> Result<(), (String, String)> {
         latest,
         platforms,
         max_file_size,
+        allow_file_hosts,
         ..
     } = u
     {
+        for h in allow_file_hosts {
+            AllowedHost::parse(h).map_err(|r| ("allow_file_hosts".to_string(), r))?;
+        }
         if let Some(s) = max_file_size {
             parse_size(s).map_err(|r| ("max_file_size".to_string(), r))?;
         }
@@ -745,6 +946,7 @@ fn resolve_upstream(u: Upstream, resolve: &dyn Fn(&Path) -> PathBuf) -> Upstream
             latest,
             platforms,
             max_file_size,
+            allow_file_hosts,
         } => Upstream::Pypi {
             url,
             projects,
@@ -753,6 +955,7 @@ fn resolve_upstream(u: Upstream, resolve: &dyn Fn(&Path) -> PathBuf) -> Upstream
             latest,
             platforms,
             max_file_size,
+            allow_file_hosts,
         },
         Upstream::Wheel { directory } => Upstream::Wheel {
             directory: resolve(&directory),
@@ -979,6 +1182,28 @@ mod tests {
             ("[daemon]\nmax_url_length = 10\n", "daemon.max_url_length"),
             ("[daemon]\nwrite_timeout = \"0s\"\n", "daemon.write_timeout"),
             (
+                "[daemon]\nmax_connections_per_ip = 0\n",
+                "daemon.max_connections_per_ip",
+            ),
+            (
+                "[daemon]\nfirst_byte_timeout = \"1ms\"\n",
+                "daemon.first_byte_timeout",
+            ),
+            (
+                "[daemon]\nhttp2_keep_alive_interval = \"often\"\n",
+                "daemon.http2_keep_alive_interval",
+            ),
+            (
+                "[daemon]\nhttp2_keep_alive_timeout = \"2h\"\n",
+                "daemon.http2_keep_alive_timeout",
+            ),
+            (
+                "[daemon]\nhttp2_idle_timeout = \"0s\"\n",
+                "daemon.http2_idle_timeout",
+            ),
+            ("[cache]\nmax_fills = 0\n", "cache.max_fills"),
+            ("[cache]\nmax_fills = 5000\n", "cache.max_fills"),
+            (
                 "[daemon.tls]\nlisten = [\"x\"]\ncert = \"c\"\nkey = \"k\"\n",
                 "daemon.tls.listen",
             ),
@@ -1003,6 +1228,34 @@ mod tests {
             (
                 "[volumes.a]\nprefix = \"/x\"\n[volumes.b]\nprefix = \"/x/y\"\n",
                 "volumes.b.prefix",
+            ),
+            (
+                "[sync]\nallow_redirect_hosts = [\"https://cdn.example\"]\n",
+                "sync.allow_redirect_hosts",
+            ),
+            (
+                "[sync]\nallow_redirect_hosts = [\"cdn.example:http\"]\n",
+                "sync.allow_redirect_hosts",
+            ),
+            (
+                "[sync]\nmax_download_size = \"1000\"\n",
+                "sync.max_download_size",
+            ),
+            (
+                "[sync]\nmax_metadata_size = \"lots\"\n",
+                "sync.max_metadata_size",
+            ),
+            (
+                "[sync]\ndownload_deadline = \"0s\"\n",
+                "sync.download_deadline",
+            ),
+            (
+                "[sync]\ndownload_deadline = \"30d\"\n",
+                "sync.download_deadline",
+            ),
+            (
+                "[volumes.p.upstream]\ntype = \"pypi\"\nurl = \"u\"\nallow_file_hosts = [\"files.example/x\"]\n",
+                "volumes.p.upstream.allow_file_hosts",
             ),
         ] {
             let e = parse(&format!("{MINIMAL}{text}")).unwrap_err();
@@ -1032,6 +1285,117 @@ mod tests {
         assert_eq!(tls.key, Path::new("/k.pem"));
         assert!(c.freshness.immutable.is_empty());
         assert_eq!(c.freshness.revalidate_after, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn sync_bounds_defaults_and_values() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(c.sync.allow_redirect_hosts.is_empty());
+        assert_eq!(c.sync.max_download_size, DEFAULT_MAX_DOWNLOAD_SIZE);
+        assert_eq!(c.sync.max_metadata_size, DEFAULT_MAX_METADATA_SIZE);
+        assert_eq!(c.sync.download_deadline, DEFAULT_DOWNLOAD_DEADLINE);
+        let c = parse(&format!(
+            "{MINIMAL}[sync]\nallow_redirect_hosts = [\"CDN.example\", \"127.0.0.1:8443\", \"[::1]:80\"]\n\
+             max_download_size = \"1KiB\"\nmax_metadata_size = \"64MiB\"\ndownload_deadline = \"10m\"\n"
+        ))
+        .unwrap();
+        let hosts: Vec<(&str, Option<u16>)> = c
+            .sync
+            .allow_redirect_hosts
+            .iter()
+            .map(|h| (h.host.as_str(), h.port))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("cdn.example", None),
+                ("127.0.0.1", Some(8443)),
+                ("[::1]", Some(80))
+            ]
+        );
+        assert_eq!(c.sync.max_download_size, 1024);
+        assert_eq!(c.sync.max_metadata_size, 64 << 20);
+        assert_eq!(c.sync.download_deadline, Duration::from_secs(600));
+        let e = parse(&format!("{MINIMAL}[sync]\nmax_metadata_size = \"512\"\n")).unwrap_err();
+        assert_eq!(e.reason, "512 bytes is too small (at least 1KiB)");
+    }
+
+    #[test]
+    fn allowed_hosts_compare_the_port() {
+        let url = |s: &str| reqwest::Url::parse(s).unwrap();
+        let plain = AllowedHost::parse("cdn.example").unwrap();
+        assert!(plain.allows(&url("https://cdn.example/x")));
+        assert!(plain.allows(&url("https://CDN.example:443/x")));
+        assert!(plain.allows(&url("http://cdn.example/x")));
+        assert!(!plain.allows(&url("https://cdn.example:8443/x")));
+        assert!(!plain.allows(&url("https://cdn.example.evil/x")));
+        assert!(!plain.allows(&url("https://evil.example/cdn.example")));
+        let port = AllowedHost::parse("cdn.example:8443").unwrap();
+        assert!(port.allows(&url("https://cdn.example:8443/x")));
+        assert!(!port.allows(&url("https://cdn.example/x")));
+        let explicit = AllowedHost::parse("cdn.example:443").unwrap();
+        assert!(explicit.allows(&url("https://cdn.example/x")));
+        assert!(!explicit.allows(&url("http://cdn.example/x")));
+        for bad in [
+            "",
+            "https://cdn.example",
+            "cdn.example/x",
+            "u@cdn.example",
+            "a b",
+            "cdn.example:99999",
+        ] {
+            let e = AllowedHost::parse(bad).unwrap_err();
+            assert!(e.contains("is not a host or host:port"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn connection_and_fill_limits_defaults_and_values() {
+        let c = parse(MINIMAL).unwrap();
+        let d = &c.daemon;
+        assert_eq!(d.max_connections_per_ip, DEFAULT_MAX_CONNECTIONS_PER_IP);
+        assert_eq!(d.first_byte_timeout, d.header_read_timeout);
+        assert_eq!(d.http2_idle_timeout, d.header_read_timeout);
+        assert_eq!(d.http2_keep_alive_interval, Duration::from_secs(20));
+        assert_eq!(d.http2_keep_alive_timeout, Duration::from_secs(10));
+        assert_eq!(c.cache.max_fills, DEFAULT_MAX_FILLS);
+
+        // The timeouts that default to header_read_timeout follow it.
+        let c = parse(&format!(
+            "{MINIMAL}[daemon]\nheader_read_timeout = \"5s\"\nmax_connections = 100\n"
+        ))
+        .unwrap();
+        assert_eq!(c.daemon.first_byte_timeout, Duration::from_secs(5));
+        assert_eq!(c.daemon.http2_idle_timeout, Duration::from_secs(5));
+        // The per-address default never exceeds a smaller limit.
+        assert_eq!(c.daemon.max_connections_per_ip, 100);
+
+        let c = parse(&format!(
+            "{MINIMAL}[daemon]\nmax_connections_per_ip = 8\nfirst_byte_timeout = \"2s\"\n\
+             http2_keep_alive_interval = \"15s\"\nhttp2_keep_alive_timeout = \"3s\"\n\
+             http2_idle_timeout = \"1m\"\n[cache]\nmax_fills = 4\n"
+        ))
+        .unwrap();
+        let d = &c.daemon;
+        assert_eq!(d.max_connections_per_ip, 8);
+        assert_eq!(d.first_byte_timeout, Duration::from_secs(2));
+        assert_eq!(d.http2_keep_alive_interval, Duration::from_secs(15));
+        assert_eq!(d.http2_keep_alive_timeout, Duration::from_secs(3));
+        assert_eq!(d.http2_idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.cache.max_fills, 4);
+
+        // More per address than in all is named as such.
+        let e = parse(&format!(
+            "{MINIMAL}[daemon]\nmax_connections = 10\nmax_connections_per_ip = 11\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "daemon.max_connections_per_ip");
+        assert!(e.reason.contains("1 to 10"), "{e}");
+        assert!(e.reason.contains("daemon.max_connections"), "{e}");
+        assert!(
+            e.to_string().starts_with("/etc/unimirror/test.toml: "),
+            "{e}"
+        );
     }
 
     #[test]

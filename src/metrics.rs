@@ -192,6 +192,15 @@ pub struct Metrics {
     pub cache_disk_full: IntGauge,
     /// volume, result: loaded (read from the origin and verified), refused
     pub manifest_loads: IntCounterVec,
+    /// Fills reading the origin now.
+    pub fills_running: IntGauge,
+    /// Fills waiting for a free one (`cache.max_fills`) or for room in the
+    /// disk budget.
+    pub fills_waiting: IntGauge,
+    /// Disk budget held by fills in flight for their temporary files.
+    pub cache_reserved_bytes: IntGauge,
+    /// reason: per_ip, first_byte, idle, stalled (see `ClosedBecause`)
+    pub connections_closed: IntCounterVec,
     /// volume
     pub release_id: IntGaugeVec,
     /// volume
@@ -295,6 +304,35 @@ impl Metrics {
                 "unimirror_manifest_loads_total",
                 "Release manifests read from the origin and verified (loaded), or refused as damaged, by volume",
                 &["volume", "result"],
+            ),
+            fills_running: reg(
+                &registry,
+                IntGauge::new(
+                    "unimirror_fills_running",
+                    "Origin reads into the cache in flight",
+                )
+                .expect("valid metric"),
+            ),
+            fills_waiting: reg(
+                &registry,
+                IntGauge::new(
+                    "unimirror_fills_waiting",
+                    "Origin reads into the cache waiting for a free slot (cache.max_fills) or disk budget",
+                )
+                .expect("valid metric"),
+            ),
+            cache_reserved_bytes: reg(
+                &registry,
+                IntGauge::new(
+                    "unimirror_cache_reserved_bytes",
+                    "Disk budget reserved for the temporary files of fills in flight",
+                )
+                .expect("valid metric"),
+            ),
+            connections_closed: counter(
+                "unimirror_connections_closed_total",
+                "Connections the daemon closed itself, by reason (per_ip: over daemon.max_connections_per_ip; first_byte: silent past daemon.first_byte_timeout; idle: no request or stream in time; stalled: a response the client stopped taking)",
+                &["reason"],
             ),
             release_id: gauge(
                 "unimirror_release_id",

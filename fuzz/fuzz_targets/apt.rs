@@ -14,6 +14,9 @@ fuzz_target!(|bytes: &[u8]| {
                 // never climbing.
                 assert!(!path.starts_with('/'), "{path}");
                 assert!(!path.split('/').any(|s| s == ".."), "{path}");
+                // Nor a URL: joined onto the archive's URL it would lead
+                // to another host.
+                assert!(!path.contains("://") && !path.contains('\\'), "{path}");
             }
         }
     }

@@ -25,8 +25,8 @@ use sha2::{Digest, Sha256};
 
 use super::fill::{FillRequest, WaitError, check};
 use super::{Cache, ObjectKey};
+use crate::digest::Sha256Digest;
 use crate::metrics::{Metrics, OriginError};
-use crate::volume::manifest::Sha256Digest;
 
 /// Bytes read from the origin per blocking step.
 const STEP: usize = 1 << 20;

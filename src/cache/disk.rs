@@ -43,8 +43,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::digest::{Sha256Digest, sha256_of_reader};
 use crate::metrics::Metrics;
-use crate::volume::manifest::{Sha256Digest, sha256_of_reader};
 
 /// One object in the disk tier.
 /// Entries up to this size are read whole by [`DiskTier::read_small`].
@@ -169,6 +169,100 @@ pub struct DiskTier {
     /// filesystem has room again, and misses are read straight from the
     /// origin meanwhile.
     full: AtomicBool,
+    /// The budget held by fills in flight (see [`Reservation`]).
+    space: Mutex<Space>,
+}
+
+/// The part of the budget fills in flight hold, beside the committed
+/// entries (`bytes`). What is on disk is `bytes + temps`; the index's
+/// capacity is `budget - reserved`, so committed entries make room for
+/// fills before those write anything.
+#[derive(Default)]
+struct Space {
+    /// Held by reservations: the sizes of the objects being filled.
+    reserved: u64,
+    /// Of those, the ones whose temporary file exists (sized in full when
+    /// created).
+    temps: u64,
+}
+
+/// Room in the disk budget for one fill's temporary file, held from before
+/// the file exists until the file is committed or deleted. Taken by
+/// [`DiskTier::reserve`]; given back on drop.
+pub struct Reservation {
+    tier: Arc<DiskTier>,
+    size: u64,
+    /// `reserved` still counts it (a commit hands it to the index).
+    held: bool,
+    /// Its temporary file exists and `temps` counts it. Whoever drops the
+    /// reservation has deleted the file first.
+    temp: bool,
+}
+
+impl Reservation {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Creates the fill's temporary file once the files on disk leave room
+    /// for it whole: evictions the reservation caused may still be queued
+    /// for the deletion thread (waited for here, so this may block).
+    pub fn create_temp(&mut self) -> io::Result<(PathBuf, File)> {
+        let tier = self.tier.clone();
+        for attempt in 0..3 {
+            {
+                let mut s = tier.space.lock().expect("not poisoned");
+                if tier.bytes() + s.temps + self.size <= tier.budget {
+                    s.temps += self.size;
+                    self.temp = true;
+                    break;
+                }
+            }
+            if attempt < 2 {
+                tier.flush();
+            }
+        }
+        if !self.temp {
+            // Reserved room is made before a fill starts; this is an
+            // accounting error, not a full disk: refuse rather than overrun.
+            return Err(io::Error::other(
+                "no room in the disk budget for the fill's temporary file",
+            ));
+        }
+        match tier.create_temp() {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                self.temp_gone();
+                Err(e)
+            }
+        }
+    }
+
+    /// The temporary file was deleted or renamed away.
+    fn temp_gone(&mut self) {
+        if self.temp {
+            self.temp = false;
+            let mut s = self.tier.space.lock().expect("not poisoned");
+            s.temps -= self.size;
+        }
+    }
+
+    /// Gives the reserved room to the index, for the commit of this fill.
+    fn hand_over(&mut self) {
+        if self.held {
+            self.held = false;
+            let mut s = self.tier.space.lock().expect("not poisoned");
+            s.reserved -= self.size;
+            self.tier.resize(&s);
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.temp_gone();
+        self.hand_over();
+    }
 }
 
 /// Room asked for beyond an object's size before fills resume on a disk
@@ -259,6 +353,7 @@ impl DiskTier {
             metrics,
             deleter,
             full: AtomicBool::new(false),
+            space: Mutex::new(Space::default()),
         };
         tier.metrics.cache_disk_full.set(0);
         tier.spawn_deleter(deletions);
@@ -545,6 +640,40 @@ impl DiskTier {
         }
     }
 
+    /// Holds `size` bytes of the budget for a fill, before it writes
+    /// anything: the index shrinks by as much, evicting what no longer
+    /// fits, and when the files on disk could then exceed the budget, the
+    /// evicted ones are deleted before this returns (so it may block).
+    /// The caller keeps the sum of reservations within the budget.
+    pub fn reserve(self: &Arc<Self>, size: u64) -> Reservation {
+        let over = {
+            let mut s = self.space.lock().expect("not poisoned");
+            s.reserved += size;
+            self.resize(&s);
+            self.bytes() + s.reserved > self.budget
+        };
+        // While the cache is still filling up, no round trip.
+        if over {
+            self.flush();
+        }
+        Reservation {
+            tier: self.clone(),
+            size,
+            held: true,
+            temp: false,
+        }
+    }
+
+    /// Sets the index's capacity to what reservations leave of the budget.
+    fn resize(&self, s: &Space) {
+        // Never 0: quick_cache takes a capacity of 0 as a fresh start.
+        let capacity = self.budget.saturating_sub(s.reserved).max(1);
+        if self.index.capacity() != capacity {
+            self.index.set_capacity(capacity);
+        }
+        self.metrics.cache_reserved_bytes.set(s.reserved as i64);
+    }
+
     /// Counts a failed write to the cache directory. A full disk (or
     /// quota) holds new fills back until [`DiskTier::has_room`] sees space
     /// again; the first such failure is logged, not every one.
@@ -584,16 +713,35 @@ impl DiskTier {
     /// Moves a complete and verified temporary file into place as
     /// `sha` and admits it (possibly evicting others, or itself).
     ///
-    /// The entry is admitted first and what it displaces deleted, and only
-    /// then is the file moved in: the files on disk never exceed the budget.
-    /// If the policy rejects the new entry, the file is discarded.
-    pub fn commit(&self, temp: &Path, sha: &Sha256Digest, size: u64) -> io::Result<()> {
+    /// With a fill's reservation, the file was counted (in `temps`) since
+    /// it was created, within the budget; its room is handed to the index
+    /// first, so the entry fits beside the other fills' reservations.
+    /// Without one (tests), the entry is admitted first and what it
+    /// displaces deleted before the file moves in. Either way the files on
+    /// disk never exceed the budget. If the policy rejects the new entry,
+    /// the file is discarded.
+    pub fn commit(
+        &self,
+        temp: &Path,
+        sha: &Sha256Digest,
+        size: u64,
+        mut reservation: Option<&mut Reservation>,
+    ) -> io::Result<()> {
         let path = content_path(&self.dir, sha);
         let entry = DiskEntry::new(size, true, false);
+        let discard = |reservation: &mut Option<&mut Reservation>| {
+            let _ = std::fs::remove_file(temp);
+            if let Some(r) = reservation {
+                r.temp_gone();
+            }
+        };
+        if let Some(r) = reservation.as_deref_mut() {
+            r.hand_over();
+        }
         {
             let _guard = self.files.lock().expect("not poisoned");
             if self.index.contains_key(sha) {
-                let _ = std::fs::remove_file(temp);
+                discard(&mut reservation);
                 return Ok(());
             }
             self.index.insert(*sha, entry.clone());
@@ -602,7 +750,12 @@ impl DiskTier {
         // file moves in, unless the files on disk, this one included, fit
         // the budget anyway. Skipping the round trip then spares every fill
         // of a cache that is still filling up.
-        if self.bytes() + size > self.budget {
+        let on_disk = {
+            let s = self.space.lock().expect("not poisoned");
+            let uncounted = if reservation.is_some() { 0 } else { size };
+            self.bytes() + s.temps + uncounted
+        };
+        if on_disk > self.budget {
             self.flush();
         }
         let _guard = self.files.lock().expect("not poisoned");
@@ -612,7 +765,7 @@ impl DiskTier {
             .peek(sha)
             .is_some_and(|e| Arc::ptr_eq(&e, &entry));
         if !admitted {
-            let _ = std::fs::remove_file(temp);
+            discard(&mut reservation);
             return Ok(());
         }
         // Renamed first, and the directories made only when missing: a
@@ -626,9 +779,20 @@ impl DiskTier {
         });
         if let Err(e) = moved {
             self.drop_entry(sha);
+            discard(&mut reservation);
             return Err(e);
         }
-        self.bytes.fetch_add(size, Ordering::Relaxed);
+        {
+            // One step, so that `bytes + temps` never misses the file.
+            let mut s = self.space.lock().expect("not poisoned");
+            self.bytes.fetch_add(size, Ordering::Relaxed);
+            if let Some(r) = reservation
+                && r.temp
+            {
+                r.temp = false;
+                s.temps -= r.size;
+            }
+        }
         entry.present.store(true, Ordering::Release);
         drop(_guard);
         self.update_gauges();
@@ -746,7 +910,7 @@ mod tests {
             let sha = Sha256Digest::of(&data);
             let temp = tmp_dir(dir.path()).join(format!("t{i}"));
             std::fs::write(&temp, &data).unwrap();
-            tier.commit(&temp, &sha, data.len() as u64).unwrap();
+            tier.commit(&temp, &sha, data.len() as u64, None).unwrap();
             shas.push(sha);
         }
         let sri = cacache::Integrity::from_hex(shas[3].hex(), cacache::Algorithm::Sha256).unwrap();
@@ -765,8 +929,77 @@ mod tests {
         let sha = Sha256Digest::of(data);
         let temp = tmp_dir(dir).join(sha.hex());
         std::fs::write(&temp, data).unwrap();
-        tier.commit(&temp, &sha, data.len() as u64).unwrap();
+        tier.commit(&temp, &sha, data.len() as u64, None).unwrap();
         sha
+    }
+
+    #[test]
+    fn a_reservation_makes_room_before_its_file_exists_and_commits_within_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let tier = Arc::new(DiskTier::load(dir.path(), 1 << 20, 16, metrics.clone()).unwrap());
+        // 900 KiB committed of a 1 MiB budget.
+        let old: Vec<_> = (0..3u8)
+            .map(|i| commit_bytes(&tier, dir.path(), &vec![i; 300 << 10]))
+            .collect();
+        let on_disk = || du(dir.path());
+
+        // A fill of 500 KiB: committed entries make room first, and their
+        // files are gone before the temporary file is created.
+        let mut r = tier.reserve(500 << 10);
+        assert_eq!(metrics.cache_reserved_bytes.get(), 500 << 10);
+        assert!(tier.bytes() + (500 << 10) <= 1 << 20, "{}", tier.bytes());
+        let (temp, file) = r.create_temp().unwrap();
+        file.set_len(500 << 10).unwrap();
+        assert!(on_disk() <= 1 << 20, "{} bytes on disk", on_disk());
+        let data = vec![9u8; 500 << 10];
+        file.write_all_at(&data, 0).unwrap();
+        let sha = Sha256Digest::of(&data);
+        tier.commit(&temp, &sha, data.len() as u64, Some(&mut r))
+            .unwrap();
+        drop(r);
+        tier.flush();
+        assert!(tier.contains(&sha), "the filled entry was admitted");
+        assert!(old.iter().filter(|s| tier.contains(s)).count() <= 1);
+        assert!(on_disk() <= 1 << 20, "{} bytes on disk", on_disk());
+        assert_eq!(metrics.cache_reserved_bytes.get(), 0);
+        // The whole budget is the index's again.
+        assert_eq!(tier.index.capacity(), 1 << 20);
+        let s = tier.space.lock().unwrap();
+        assert_eq!((s.reserved, s.temps), (0, 0));
+    }
+
+    #[test]
+    fn a_reservation_given_back_unused_frees_its_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier =
+            Arc::new(DiskTier::load(dir.path(), 1 << 20, 16, Arc::new(Metrics::new())).unwrap());
+        let mut r = tier.reserve(600 << 10);
+        assert_eq!(tier.index.capacity(), 424 << 10);
+        let (temp, _) = r.create_temp().unwrap();
+        std::fs::remove_file(temp).unwrap();
+        drop(r);
+        assert_eq!(tier.index.capacity(), 1 << 20);
+        let s = tier.space.lock().unwrap();
+        assert_eq!((s.reserved, s.temps), (0, 0));
+    }
+
+    /// Total size of the files under `dir` (the cache's `tmp/` included).
+    fn du(dir: &Path) -> u64 {
+        let mut total = 0;
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                let m = e.metadata().unwrap();
+                if m.is_dir() {
+                    stack.push(e.path());
+                } else {
+                    total += m.len();
+                }
+            }
+        }
+        total
     }
 
     #[test]
@@ -856,7 +1089,7 @@ mod tests {
             let tier = DiskTier::load(dir.path(), 1 << 30, 16, Arc::new(Metrics::new())).unwrap();
             let temp = tmp_dir(dir.path()).join("t");
             std::fs::write(&temp, &data).unwrap();
-            tier.commit(&temp, &sha, data.len() as u64).unwrap();
+            tier.commit(&temp, &sha, data.len() as u64, None).unwrap();
         }
         std::fs::write(tmp_dir(dir.path()).join("half-written"), b"x").unwrap();
         let stray = dir.path().join("content-v2/sha256/zz");

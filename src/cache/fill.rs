@@ -1,7 +1,24 @@
 //! Coalesced fills: one origin read per object, however many clients ask.
 //!
 //! A fill runs in its own task (`tokio::spawn`), so it goes on when the
-//! client that started it disconnects. It copies the origin object into a
+//! client that started it disconnects.
+//!
+//! At most `cache.max_fills` fills read at once, and each first holds the
+//! size of its object in the disk budget (`DiskTier::reserve`: committed
+//! entries are evicted to make that room before the temporary file
+//! exists). A fill past the cap *waits* for its turn, still registered, so
+//! a herd on one object joins it as before. Waiting, rather than reading
+//! past the cap straight from the origin (`direct`), keeps both the origin
+//! reads and the daemon's memory bounded whatever the number of clients:
+//! a waiting fill holds no buffer, no file and no origin descriptor, where
+//! each uncached response reads its own copy. The wait is bounded by
+//! `origin_timeout` (then 503). A fill whose clients have all gone by the
+//! time its turn comes is dropped without reading anything: nobody is
+//! left to serve, and a flood of requests that hang up at once then costs
+//! no origin reads. Once a fill has started it runs to the end, whoever
+//! leaves.
+//!
+//! A fill copies the origin object into a
 //! temporary file in the cache directory while hashing it, and publishes
 //! its progress on a `watch` channel. Every client — the first one too —
 //! is a *waiter*: it reads the temporary file through a shared read handle,
@@ -23,6 +40,8 @@
 //! - [`Progress::Uncached`]: the cache could not hold the object (its disk
 //!   is full or failing); each waiter reads the rest straight from the
 //!   origin ([`super::direct`]).
+//! - [`Progress::Busy`]: the fill waited `origin_timeout` for a slot
+//!   (`cache.max_fills`) or for disk budget without getting one; 503.
 //! - *timed out* (waiter side): no progress for longer than the origin
 //!   timeout plus a margin; abort.
 //! - *abandoned*: the fill's task ended without a final state (it panicked
@@ -40,18 +59,24 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
+use super::disk::Reservation;
 use super::{Cache, ObjectKey};
+use crate::digest::Sha256Digest;
 use crate::metrics::OriginError;
-use crate::volume::manifest::Sha256Digest;
 
 /// What a fill has published so far.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {
     Waiting,
-    Streaming { ready: u64 },
+    Streaming {
+        ready: u64,
+    },
     Done,
     Failed(OriginError),
     Uncached,
+    /// It waited `origin_timeout` for a free slot (`cache.max_fills`) or
+    /// for room in the disk budget, and gave up without reading.
+    Busy,
 }
 
 /// Why a waiter gave up on a fill.
@@ -62,6 +87,8 @@ pub enum WaitError {
     Abandoned,
     /// The fill could not write the cache: read from the origin instead.
     Uncached,
+    /// Too many fills were in flight for this one to start in time.
+    Busy,
 }
 
 impl std::fmt::Display for WaitError {
@@ -71,6 +98,7 @@ impl std::fmt::Display for WaitError {
             WaitError::TimedOut => f.write_str("the origin read made no progress in time"),
             WaitError::Abandoned => f.write_str("the origin read was abandoned"),
             WaitError::Uncached => f.write_str("the cache could not hold the object"),
+            WaitError::Busy => f.write_str("too many origin reads in flight; try again later"),
         }
     }
 }
@@ -136,14 +164,14 @@ impl Fills {
         });
         running.insert(req.key.clone(), fill.clone());
         let cache = cache.clone();
-        let task_fill = fill.clone();
+        let registered = Registered {
+            cache: cache.clone(),
+            fill: fill.clone(),
+        };
         tokio::spawn(async move {
             // Removes the entry whatever happens to this task.
-            let _registered = Registered {
-                cache: cache.clone(),
-                key: req.key.clone(),
-            };
-            run(&cache, &task_fill, req, tx).await;
+            let registered = registered;
+            run(&cache, &registered, req, tx).await;
         });
         (fill, false)
     }
@@ -163,32 +191,77 @@ impl Fills {
     }
 }
 
+/// A running fill's entry in `Fills`, removed when its task ends.
 struct Registered {
     cache: Arc<Cache>,
-    key: ObjectKey,
+    fill: Arc<Fill>,
+}
+
+/// The references to a fill that are not its clients': the entry in
+/// `Fills::running` and the one `Registered` holds. Every client holds
+/// another (from `join_or_start` to the end of its response).
+const OWN_REFERENCES: usize = 2;
+
+impl Registered {
+    /// Removes the entry if no client holds the fill any more (`true`).
+    /// Under the map's lock, so no client can join it meanwhile.
+    fn forget_if_unwanted(&self) -> bool {
+        let mut running = self.cache.fills.running.lock().expect("not poisoned");
+        if Arc::strong_count(&self.fill) > OWN_REFERENCES {
+            return false;
+        }
+        self.remove_from(&mut running);
+        true
+    }
+
+    fn remove_from(&self, running: &mut HashMap<ObjectKey, Arc<Fill>>) {
+        // Only its own entry: once forgotten, a new fill may hold the key.
+        let key = &self.fill.request.key;
+        if running.get(key).is_some_and(|f| Arc::ptr_eq(f, &self.fill)) {
+            running.remove(key);
+        }
+    }
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.cache
-            .fills
-            .running
-            .lock()
-            .expect("not poisoned")
-            .remove(&self.key);
+        let mut running = self.cache.fills.running.lock().expect("not poisoned");
+        self.remove_from(&mut running);
     }
 }
 
 /// Reads in chunks of this size from the origin.
 const CHUNK: usize = 1 << 20;
 
-async fn run(cache: &Arc<Cache>, fill: &Fill, req: FillRequest, tx: watch::Sender<Progress>) {
-    let started = Instant::now();
+async fn run(
+    cache: &Arc<Cache>,
+    registered: &Registered,
+    req: FillRequest,
+    tx: watch::Sender<Progress>,
+) {
+    let fill = &registered.fill;
     let volume = req.volume.clone();
+    cache.metrics.fills_waiting.inc();
+    let admitted = cache
+        .admit_fill(req.size, cache.settings.origin_timeout)
+        .await;
+    cache.metrics.fills_waiting.dec();
+    let Some(admitted) = admitted else {
+        tracing::warn!(volume = %volume, origin = %req.origin.display(), "fill not started: no free slot (cache.max_fills) or disk budget within daemon.origin_timeout; answering 503");
+        let _ = tx.send(Progress::Busy);
+        return;
+    };
+    if registered.forget_if_unwanted() {
+        tracing::debug!(volume = %volume, origin = %req.origin.display(), "fill dropped before it started: its clients are gone");
+        return;
+    }
+    let _running = Running::new(&cache.metrics);
+    let mut reservation = Some(admitted.reservation);
+    let started = Instant::now();
     let result = if req.size <= SMALL {
         copy_small(cache, &req).await
     } else {
-        copy(cache, fill, &req, &tx).await
+        copy(cache, fill, &req, &tx, &mut reservation).await
     };
     cache
         .metrics
@@ -207,12 +280,15 @@ async fn run(cache: &Arc<Cache>, fill: &Fill, req: FillRequest, tx: watch::Sende
                 let _ = fill.data.set(b.clone());
             }
             let _ = tx.send(Progress::Done);
-            cache.commit(copied, sha, &req).await;
+            let reservation = reservation.expect("given back by `copy`");
+            cache.commit(copied, sha, &req, reservation).await;
         }
         Err((failure, temp)) => {
             if let Some(t) = temp {
                 let _ = std::fs::remove_file(t);
             }
+            // Its room is given back once the file is gone.
+            drop(reservation);
             let (kind, msg) = match failure {
                 Failure::Origin(kind, msg) => (kind, msg),
                 Failure::Uncached(e) => {
@@ -237,6 +313,22 @@ async fn run(cache: &Arc<Cache>, fill: &Fill, req: FillRequest, tx: watch::Sende
             tracing::error!(volume = %volume, origin = %req.origin.display(), kind = kind.as_str(), "origin read failed: {msg}");
             let _ = tx.send(Progress::Failed(kind));
         }
+    }
+}
+
+/// Counts a fill as running while it lives.
+struct Running<'a>(&'a crate::metrics::Metrics);
+
+impl<'a> Running<'a> {
+    fn new(metrics: &'a crate::metrics::Metrics) -> Self {
+        metrics.fills_running.inc();
+        Running(metrics)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fills_running.dec();
     }
 }
 
@@ -279,6 +371,7 @@ async fn copy(
     fill: &Fill,
     req: &FillRequest,
     tx: &watch::Sender<Progress>,
+    reservation: &mut Option<Reservation>,
 ) -> Result<(Copied, Sha256Digest, Option<Bytes>), CopyError> {
     let timeout = cache.settings.origin_timeout;
     let mut origin = match tokio::time::timeout(timeout, tokio::fs::File::open(&req.origin)).await {
@@ -291,10 +384,14 @@ async fn copy(
         }
     };
 
-    let (temp, writer) = cache
-        .disk
-        .create_temp()
-        .map_err(|e| (Failure::Uncached(e), None))?;
+    // Made only once the files on disk leave room for it (which may mean
+    // waiting for evictions to be deleted): on the blocking pool.
+    let mut held = reservation.take().expect("a fill's reservation");
+    let (created, held) = tokio::task::spawn_blocking(move || (held.create_temp(), held))
+        .await
+        .map_err(|e| (Failure::Uncached(std::io::Error::other(e)), None))?;
+    *reservation = Some(held);
+    let (temp, writer) = created.map_err(|e| (Failure::Uncached(e), None))?;
     let local = |e: std::io::Error, temp: &PathBuf| (Failure::Uncached(e), Some(temp.clone()));
     let writer = Arc::new(writer);
     // Sized first, so that the whole file can be mapped for the waiters
@@ -469,6 +566,7 @@ impl Fill {
                 Progress::Waiting => {}
                 Progress::Failed(e) => return Err(WaitError::Failed(e)),
                 Progress::Uncached => return Err(WaitError::Uncached),
+                Progress::Busy => return Err(WaitError::Busy),
                 Progress::Streaming { .. } | Progress::Done => return Ok(()),
             }
             self.changed(&mut rx).await?;
@@ -481,7 +579,9 @@ impl Fill {
             Ok(Ok(())) => Ok(()),
             // The sender is gone: fine if it left a final state.
             Ok(Err(_)) => match *rx.borrow() {
-                Progress::Done | Progress::Failed(_) | Progress::Uncached => Ok(()),
+                Progress::Done | Progress::Failed(_) | Progress::Uncached | Progress::Busy => {
+                    Ok(())
+                }
                 _ => Err(WaitError::Abandoned),
             },
         }
@@ -502,6 +602,7 @@ impl Fill {
                 Progress::Done => end,
                 Progress::Failed(e) => return Err(WaitError::Failed(e)),
                 Progress::Uncached => return Err(WaitError::Uncached),
+                Progress::Busy => return Err(WaitError::Busy),
             };
             if pos < limit {
                 if let Some(data) = self.data.get() {
@@ -549,6 +650,88 @@ mod tests {
             progress: rx,
             stall_timeout: stall,
         }
+    }
+
+    /// A cache with one fill slot and a short origin timeout, and a
+    /// 100 KiB origin file.
+    fn one_slot_cache(dir: &std::path::Path) -> (Arc<Cache>, FillRequest) {
+        let text = format!(
+            "origin = \"/o\"\nstaging = \"/s\"\n[cache]\ndir = {:?}\nmax_fills = 1\n",
+            dir.join("cache").display().to_string()
+        );
+        let config = crate::config::Config::parse(&dir.join("t.toml"), &text).unwrap();
+        let cache = Cache::open(
+            &config.cache,
+            Duration::from_millis(300),
+            Arc::new(crate::metrics::Metrics::new()),
+        )
+        .unwrap();
+        let data = vec![5u8; 100 << 10];
+        let origin = dir.join("object");
+        std::fs::write(&origin, &data).unwrap();
+        let sha = Sha256Digest::of(&data);
+        let req = FillRequest {
+            key: ObjectKey::Content(sha),
+            volume: "t".into(),
+            origin,
+            size: data.len() as u64,
+            mtime_ns: None,
+        };
+        (cache, req)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_queued_fill_whose_clients_left_reads_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, req) = one_slot_cache(dir.path());
+        let sha = match req.key {
+            ObjectKey::Content(s) => s,
+            _ => unreachable!(),
+        };
+        // The one slot is taken, so the fill queues; its client leaves.
+        let slot = cache.fill_slots.clone().acquire_owned().await.unwrap();
+        let (fill, coalesced) = cache.fills.join_or_start(&cache, req.clone());
+        assert!(!coalesced);
+        drop(fill);
+        drop(slot);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cache.fills.is_empty() {
+            assert!(Instant::now() < deadline, "the fill never ended");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let read = cache
+            .metrics
+            .origin_read_bytes
+            .with_label_values(&["t"])
+            .get();
+        assert_eq!(read, 0, "a fill nobody waits for read the origin");
+        assert!(!cache.disk.contains(&sha));
+        // Asked again, it is filled as usual.
+        let (fill, _) = cache.fills.join_or_start(&cache, req);
+        fill.started().await.unwrap();
+        let mut got = 0;
+        while got < 100 << 10 {
+            got += fill.read(got, 100 << 10, 1 << 20).await.unwrap().len() as u64;
+        }
+        assert!(
+            cache
+                .metrics
+                .origin_read_bytes
+                .with_label_values(&["t"])
+                .get()
+                >= 100 << 10
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fill_that_gets_no_slot_in_time_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, req) = one_slot_cache(dir.path());
+        let _slot = cache.fill_slots.clone().acquire_owned().await.unwrap();
+        let (fill, _) = cache.fills.join_or_start(&cache, req);
+        // Waits out the origin timeout (300 ms), then says so.
+        assert_eq!(fill.started().await, Err(WaitError::Busy));
+        assert_eq!(cache.metrics.fills_waiting.get(), 0);
     }
 
     #[tokio::test]

@@ -30,7 +30,8 @@ use std::sync::Mutex;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-use crate::volume::manifest::{Manifest, Sha256Digest, Verify};
+use crate::digest::Sha256Digest;
+use crate::volume::manifest::{Manifest, Verify};
 
 /// How many manifest copies stay on disk: every loaded release of a few
 /// volumes (current, grace-period and pinned ones).

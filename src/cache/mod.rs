@@ -21,8 +21,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::config::CacheSettings;
+use crate::digest::Sha256Digest;
 use crate::metrics::Metrics;
-use crate::volume::manifest::Sha256Digest;
 use disk::{DiskTier, OpenEntry};
 use fill::{Fill, FillRequest, Fills};
 
@@ -144,6 +144,13 @@ pub struct Cache {
     memory: Option<MemoryTier>,
     pub disk: Arc<DiskTier>,
     pub fills: Fills,
+    /// Fills reading the origin at once (`cache.max_fills`); more wait.
+    fill_slots: Arc<tokio::sync::Semaphore>,
+    /// The disk budget in KiB, taken by fills in flight for their
+    /// temporary files (the room itself is made by `DiskTier::reserve`).
+    fill_budget: Arc<tokio::sync::Semaphore>,
+    /// Its size: objects larger than this can never be cached.
+    fill_budget_kib: u64,
     /// The thread that writes fills into the disk tier.
     writer: std::sync::mpsc::Sender<Write>,
     /// Plain-tree files read since start: their sha256 without an index
@@ -177,8 +184,12 @@ impl Cache {
             )
         });
         let writer = spawn_writer(disk.clone());
+        let fill_budget_kib = config.disk_size >> 10;
         Ok(Arc::new(Cache {
             writer,
+            fill_slots: Arc::new(tokio::sync::Semaphore::new(config.max_fills)),
+            fill_budget: Arc::new(tokio::sync::Semaphore::new(fill_budget_kib as usize)),
+            fill_budget_kib,
             settings: Settings {
                 memory_max_object: config.memory_max_object,
                 origin_timeout,
@@ -221,6 +232,11 @@ impl Cache {
         if !self.disk.has_room(req.size) && !self.fills.running(&req.key) {
             return Source::Direct(req);
         }
+        // Larger than the whole disk budget: it could never be cached, and
+        // its temporary file alone would overrun the budget.
+        if kib(req.size) > self.fill_budget_kib {
+            return Source::Direct(req);
+        }
         let (fill, coalesced) = self.fills.join_or_start(self, req);
         Source::Fill(fill, coalesced)
     }
@@ -252,15 +268,45 @@ impl Cache {
         });
     }
 
+    /// Waits for a free fill slot and for `size` bytes of the disk budget,
+    /// then reserves them (see [`disk::DiskTier::reserve`]). `None` when
+    /// that took longer than `wait`.
+    async fn admit_fill(self: &Arc<Self>, size: u64, wait: Duration) -> Option<Admitted> {
+        let permits = u32::try_from(kib(size)).expect("checked against the budget by `miss`");
+        let queued = async {
+            let slot = self.fill_slots.clone().acquire_owned().await;
+            let budget = self.fill_budget.clone().acquire_many_owned(permits).await;
+            (slot.expect("never closed"), budget.expect("never closed"))
+        };
+        let (slot, budget) = tokio::time::timeout(wait, queued).await.ok()?;
+        let disk = self.disk.clone();
+        // Deleting evicted files may be needed first: blocking.
+        let reservation = tokio::task::spawn_blocking(move || disk.reserve(size))
+            .await
+            .ok()?;
+        Some(Admitted {
+            reservation,
+            _slot: slot,
+            _budget: budget,
+        })
+    }
+
     /// Commits a fill to the disk tier (see [`write_entry`]) and returns
     /// once it is there, so that the fill stays registered until then and
     /// a request arriving meanwhile joins it instead of filling again.
-    async fn commit(&self, copied: fill::Copied, sha: Sha256Digest, req: &FillRequest) {
+    async fn commit(
+        &self,
+        copied: fill::Copied,
+        sha: Sha256Digest,
+        req: &FillRequest,
+        reservation: disk::Reservation,
+    ) {
         let (done, committed) = tokio::sync::oneshot::channel();
         let write = Write {
             copied,
             sha,
             req: req.clone(),
+            reservation,
             done,
         };
         if self.writer.send(write).is_err() {
@@ -370,11 +416,25 @@ fn descriptors_to_keep(wanted: usize) -> usize {
     wanted.min(room)
 }
 
+/// A fill let through: its slot, its share of the budget and the room
+/// made for it, all given back when it is dropped.
+pub struct Admitted {
+    pub reservation: disk::Reservation,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    _budget: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// A size in KiB, rounded up (the unit of the fills' budget).
+fn kib(size: u64) -> u64 {
+    size.div_ceil(1024).max(1)
+}
+
 /// One fill for the cache writer to commit.
 struct Write {
     copied: fill::Copied,
     sha: Sha256Digest,
     req: FillRequest,
+    reservation: disk::Reservation,
     done: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -390,8 +450,12 @@ fn spawn_writer(disk: Arc<DiskTier>) -> std::sync::mpsc::Sender<Write> {
     std::thread::Builder::new()
         .name("cache-write".into())
         .spawn(move || {
-            for w in rx {
-                if let Err(e) = write_entry(&disk, w.copied, &w.sha, &w.req) {
+            for mut w in rx {
+                let written = write_entry(&disk, w.copied, &w.sha, &w.req, &mut w.reservation);
+                // The room is given back (or was handed to the entry) before
+                // the fill is told it is done.
+                drop(w.reservation);
+                if let Err(e) = written {
                     disk.write_failed(&e);
                     tracing::error!(sha = %w.sha, "cannot commit to the disk cache: {e}");
                 }
@@ -415,11 +479,12 @@ fn write_entry(
     copied: fill::Copied,
     sha: &Sha256Digest,
     req: &FillRequest,
+    reservation: &mut disk::Reservation,
 ) -> std::io::Result<()> {
     let temp = match copied {
         fill::Copied::File(temp) => temp,
         fill::Copied::Bytes(data) => {
-            let (temp, file) = disk.create_temp()?;
+            let (temp, file) = reservation.create_temp()?;
             let written = std::os::unix::fs::FileExt::write_all_at(&file, &data, 0);
             if let Err(e) = written {
                 let _ = std::fs::remove_file(&temp);
@@ -428,7 +493,7 @@ fn write_entry(
             temp
         }
     };
-    disk.commit(&temp, sha, req.size)?;
+    disk.commit(&temp, sha, req.size, Some(reservation))?;
     if let ObjectKey::Plain {
         volume,
         path,

@@ -39,7 +39,8 @@ enum Command {
         /// Say what would be fetched, and change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Wait for a sync already running on this volume.
+        /// Wait for a running sync, release, rollback or gc of this volume
+        /// instead of failing.
         #[arg(long)]
         wait: bool,
         /// Wheel volumes: drop wheels the build output no longer has.
@@ -168,6 +169,9 @@ fn run(cli: Cli) -> Result<()> {
             wait,
         } => {
             let r = gc::gc(&config, &volume, keep, dry_run, wait)?;
+            if dry_run {
+                print!("{}", r.plan.render());
+            }
             println!("{}", r.summary(&volume));
         }
     }

@@ -6,25 +6,267 @@
 //! before it, up to `keep` in all and never fewer than [`MIN_KEEP`] (the
 //! daemon answers from the two previous releases during the grace period);
 //! and every release that was current within the grace period.
+//!
+//! In three steps, under the volume's lock: [`GcPlan::new`] decides, from
+//! the release ids, the pointer and the history alone (no file system), the
+//! fate of each release and why; [`Sweep::survey`] lists what else goes
+//! (objects no kept release names, manifests without metadata, temporary
+//! files), removing nothing; [`apply`] removes it all. `--dry-run` stops
+//! before `apply` and prints the plan.
 
 use std::collections::HashMap;
 use std::fs;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
+use super::Need;
 use crate::config::Config;
+use crate::digest::Sha256Digest;
 use crate::progress::bytes;
-use crate::volume::manifest::{Kind, Sha256Digest};
-use crate::volume::{VolumeDir, VolumeLock, unix};
+use crate::volume::manifest::Kind;
+use crate::volume::{HistoryEntry, LockedVolume, VolumeDir, unix};
 
 /// The current release and the two before it.
 pub const MIN_KEEP: usize = 3;
 
+/// What becomes of one release, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Kept: the pointer names it.
+    Current,
+    /// Kept: among the `keep` releases most recently current; `rank` 0 is
+    /// the current one, 1 the one current before it, and so on.
+    Recent { rank: usize },
+    /// Kept: it stopped being current `ago` seconds ago, within the grace
+    /// period.
+    Grace { ago: u64 },
+    /// Removed. `published`: the pointer once named it (otherwise it is
+    /// left by an interrupted run).
+    Remove { published: bool },
+}
+
+impl Fate {
+    pub fn kept(self) -> bool {
+        !matches!(self, Fate::Remove { .. })
+    }
+}
+
+/// Which releases gc keeps and which it removes: a pure function of the
+/// volume's state and the settings, so it can be shown (`--dry-run`) and
+/// tested without a volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcPlan {
+    /// Every release with metadata, ascending, with its fate.
+    pub releases: Vec<(u64, Fate)>,
+    /// Releases kept by rank (never below [`MIN_KEEP`]).
+    pub keep: usize,
+    /// The grace period, in seconds.
+    pub grace: u64,
+}
+
+impl GcPlan {
+    /// Decides the fate of releases `ids` (ascending) at time `now` (Unix
+    /// seconds). Releases are ranked by how recently they were current:
+    /// the order of the history (its timestamps have one-second
+    /// resolution), the current one first. Grace is judged by time: when
+    /// each stopped being current.
+    pub fn new(
+        ids: &[u64],
+        current: Option<u64>,
+        history: &[HistoryEntry],
+        now: u64,
+        keep: usize,
+        grace: u64,
+    ) -> GcPlan {
+        let keep = keep.max(MIN_KEEP);
+        // Per release: its last position in the history, and until when
+        // it was current then.
+        let mut last_seen: HashMap<u64, (usize, u64)> = HashMap::new();
+        for (i, h) in history.iter().enumerate() {
+            let until = history.get(i + 1).map(|n| n.time_unix).unwrap_or(now);
+            last_seen.insert(h.to, (i, until));
+        }
+        if let Some(c) = current {
+            last_seen.insert(c, (usize::MAX, now));
+        }
+        let mut by_recency: Vec<(u64, usize)> =
+            last_seen.iter().map(|(&id, &(i, _))| (id, i)).collect();
+        by_recency.sort_by_key(|&(_, i)| std::cmp::Reverse(i));
+
+        let releases = ids
+            .iter()
+            .map(|&id| {
+                let rank = by_recency.iter().position(|&(r, _)| r == id);
+                let ago = last_seen
+                    .get(&id)
+                    .map(|&(_, until)| now.saturating_sub(until));
+                let fate = if Some(id) == current {
+                    Fate::Current
+                } else if let Some(rank) = rank.filter(|&r| r < keep) {
+                    Fate::Recent { rank }
+                } else if let Some(ago) = ago.filter(|&a| a < grace) {
+                    Fate::Grace { ago }
+                } else {
+                    Fate::Remove {
+                        published: rank.is_some(),
+                    }
+                };
+                (id, fate)
+            })
+            .collect();
+        GcPlan {
+            releases,
+            keep,
+            grace,
+        }
+    }
+
+    pub fn kept(&self) -> Vec<u64> {
+        self.ids(true)
+    }
+
+    pub fn removed(&self) -> Vec<u64> {
+        self.ids(false)
+    }
+
+    fn ids(&self, kept: bool) -> Vec<u64> {
+        self.releases
+            .iter()
+            .filter(|(_, f)| f.kept() == kept)
+            .map(|&(id, _)| id)
+            .collect()
+    }
+
+    /// One line per release: its fate and why.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for &(id, fate) in &self.releases {
+            let why = match fate {
+                Fate::Current => "keep: current".to_string(),
+                Fate::Recent { rank } => format!(
+                    "keep: among the {} most recently current ({rank} back)",
+                    self.keep
+                ),
+                Fate::Grace { ago } => format!(
+                    "keep: current {} ago, within the grace period ({})",
+                    super::status::age(ago),
+                    super::status::age(self.grace)
+                ),
+                Fate::Remove { published: true } => format!(
+                    "remove: not among the {} most recently current, out of the grace period ({})",
+                    self.keep,
+                    super::status::age(self.grace)
+                ),
+                Fate::Remove { published: false } => {
+                    "remove: never published (left by an interrupted run)".to_string()
+                }
+            };
+            s += &format!("  #{id:<6} {why}\n");
+        }
+        s
+    }
+}
+
+/// What else a plan removes, found by listing the volume (with its lock
+/// held, nothing else writes there): nothing is removed while surveying.
 #[derive(Debug, Default)]
+pub struct Sweep {
+    /// Manifests whose metadata was never written (interrupted runs).
+    pub stray_manifests: Vec<PathBuf>,
+    /// Objects no kept release names, with their sizes.
+    pub objects: Vec<(PathBuf, u64)>,
+    /// Everything in the volume's `tmp/`.
+    pub temporaries: Vec<PathBuf>,
+}
+
+impl Sweep {
+    /// Lists what goes besides the plan's releases. Fails, before anything
+    /// is removed, if a kept release's manifest cannot be read.
+    pub fn survey(vol: &VolumeDir, plan: &GcPlan) -> Result<Sweep> {
+        let mut sweep = Sweep::default();
+        // Objects the kept releases need.
+        let mut needed: Vec<Sha256Digest> = Vec::new();
+        for id in plan.kept() {
+            let meta = vol.meta(id)?;
+            let manifest = vol
+                .manifest(&meta)
+                .with_context(|| format!("reading kept release #{id}; nothing was removed"))?;
+            let mut stream = manifest.stream();
+            while let Some(item) = stream.next_entry() {
+                let (_, entry) = item?;
+                if entry.kind == Kind::File {
+                    needed.push(entry.sha256);
+                }
+            }
+        }
+        needed.sort_unstable();
+        needed.dedup();
+
+        let listed = |id: u64| plan.releases.iter().any(|&(r, _)| r == id);
+        for path in read_dir_sorted(&vol.releases_dir())? {
+            let stray = path.extension().is_some_and(|e| e == "manifest")
+                && path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .is_some_and(|id| !listed(id));
+            if stray {
+                sweep.stray_manifests.push(path);
+            }
+        }
+
+        for l1 in read_dir_sorted(&vol.objects_dir())? {
+            for l2 in read_dir_sorted(&l1)? {
+                for obj in read_dir_sorted(&l2)? {
+                    let name = obj.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    let keep = Sha256Digest::from_hex(name)
+                        .is_some_and(|d| needed.binary_search(&d).is_ok());
+                    if !keep {
+                        let size = fs::symlink_metadata(&obj).map(|m| m.len()).unwrap_or(0);
+                        sweep.objects.push((obj, size));
+                    }
+                }
+            }
+        }
+
+        // Nothing else writes while we hold the lock: every temporary is
+        // debris.
+        if let Ok(rd) = fs::read_dir(vol.tmp_dir()) {
+            for ent in rd {
+                sweep.temporaries.push(ent?.path());
+            }
+        }
+        Ok(sweep)
+    }
+}
+
+/// Removes what the plan and the sweep name: releases first (metadata
+/// before manifest, so a half-removed release is no longer listed), then
+/// stray manifests, then objects (only once no listed release names them),
+/// then temporaries.
+pub fn apply(vol: &LockedVolume, plan: &GcPlan, sweep: &Sweep) -> Result<()> {
+    for id in plan.removed() {
+        remove_if_present(&vol.meta_file(id))?;
+        remove_if_present(&vol.manifest_file(id))?;
+    }
+    for path in &sweep.stray_manifests {
+        remove_if_present(path)?;
+    }
+    crate::durable::fsync_dir(&vol.releases_dir())?;
+    for (obj, _) in &sweep.objects {
+        remove_if_present(obj)?;
+    }
+    for path in &sweep.temporaries {
+        remove_if_present(path)?;
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
 pub struct GcReport {
-    pub kept: Vec<u64>,
-    pub removed_releases: Vec<u64>,
+    pub plan: GcPlan,
     pub removed_objects: u64,
     pub removed_bytes: u64,
     pub removed_temporaries: u64,
@@ -32,6 +274,16 @@ pub struct GcReport {
 }
 
 impl GcReport {
+    fn new(plan: GcPlan, sweep: &Sweep, dry_run: bool) -> GcReport {
+        GcReport {
+            removed_objects: sweep.objects.len() as u64,
+            removed_bytes: sweep.objects.iter().map(|&(_, size)| size).sum(),
+            removed_temporaries: (sweep.stray_manifests.len() + sweep.temporaries.len()) as u64,
+            plan,
+            dry_run,
+        }
+    }
+
     pub fn summary(&self, volume: &str) -> String {
         let verb = if self.dry_run {
             "would remove"
@@ -40,8 +292,8 @@ impl GcReport {
         };
         format!(
             "gc {volume}: kept releases {}; {verb} releases {}, {} objects ({}), {} temporary files",
-            ids(&self.kept),
-            ids(&self.removed_releases),
+            ids(&self.plan.kept()),
+            ids(&self.plan.removed()),
             self.removed_objects,
             bytes(self.removed_bytes),
             self.removed_temporaries
@@ -60,6 +312,7 @@ fn ids(v: &[u64]) -> String {
     }
 }
 
+/// `unimirror-update gc`: plans, surveys and (without `dry_run`) applies.
 pub fn gc(
     config: &Config,
     volume: &str,
@@ -67,142 +320,24 @@ pub fn gc(
     dry_run: bool,
     wait: bool,
 ) -> Result<GcReport> {
-    let (vol, _) = super::released_volume(config, volume)?;
-    if !vol.exists() {
-        bail!("volume `{volume}` has never been released");
-    }
-    vol.check_format()?;
-    let _lock = VolumeLock::acquire(&vol, wait, "gc")?;
-    vol.repair_history()?;
-    let keep = keep.unwrap_or(config.release.retain).max(MIN_KEEP);
-    let now = unix(SystemTime::now());
-    let grace = config.release.grace.as_secs();
-
-    // Rank releases by how recently they were current: the order of the
-    // history (timestamps have one-second resolution), the current first.
-    // Grace is judged by time: when each stopped being current.
-    let current = vol.current()?;
-    let history = vol.history()?;
-    let mut last_seen: HashMap<u64, (usize, u64)> = HashMap::new();
-    for (i, h) in history.iter().enumerate() {
-        let until = history.get(i + 1).map(|n| n.time_unix).unwrap_or(now);
-        last_seen.insert(h.to, (i, until));
-    }
-    if let Some(c) = current {
-        last_seen.insert(c, (usize::MAX, now));
-    }
-    let mut by_recency: Vec<(u64, usize)> =
-        last_seen.iter().map(|(&id, &(i, _))| (id, i)).collect();
-    by_recency.sort_by_key(|&(_, i)| std::cmp::Reverse(i));
-
-    let mut report = GcReport {
-        dry_run,
-        ..Default::default()
-    };
-    let all = vol.release_ids()?;
-    for &id in &all {
-        let rank = by_recency.iter().position(|&(r, _)| r == id);
-        let keep_it = Some(id) == current
-            || rank.is_some_and(|r| r < keep)
-            || last_seen
-                .get(&id)
-                .is_some_and(|&(_, until)| now.saturating_sub(until) < grace);
-        if keep_it {
-            report.kept.push(id);
-        } else {
-            report.removed_releases.push(id);
-        }
-    }
-
-    // Objects the kept releases need.
-    let mut needed: Vec<Sha256Digest> = Vec::new();
-    for &id in &report.kept {
-        let meta = vol.meta(id)?;
-        let manifest = vol
-            .manifest(&meta)
-            .with_context(|| format!("reading kept release #{id}; nothing was removed"))?;
-        let mut stream = manifest.stream();
-        while let Some(item) = stream.next_entry() {
-            let (_, entry) = item?;
-            if entry.kind == Kind::File {
-                needed.push(entry.sha256);
-            }
-        }
-    }
-    needed.sort_unstable();
-    needed.dedup();
-
+    let (dir, _) = super::released_volume(config, volume)?;
+    let vol = super::lock(&dir, Need::Existing, wait, "gc")?;
+    let plan = GcPlan::new(
+        &vol.release_ids()?,
+        vol.current()?,
+        &vol.history()?,
+        unix(SystemTime::now()),
+        keep.unwrap_or(config.release.retain),
+        config.release.grace.as_secs(),
+    );
+    let sweep = Sweep::survey(&vol, &plan)?;
     if !dry_run {
-        for &id in &report.removed_releases {
-            // Metadata first: without it the release is no longer listed.
-            remove_if_present(&vol.meta_file(id))?;
-            remove_if_present(&vol.manifest_file(id))?;
-        }
+        apply(&vol, &plan, &sweep)?;
     }
-    // Manifests whose metadata was never written (interrupted runs).
-    for ent in fs::read_dir(vol.releases_dir())? {
-        let path = ent?.path();
-        let stray = path.extension().is_some_and(|e| e == "manifest")
-            && path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.parse::<u64>().ok())
-                .is_some_and(|id| !all.contains(&id));
-        if stray {
-            report.removed_temporaries += 1;
-            if !dry_run {
-                remove_if_present(&path)?;
-            }
-        }
-    }
-    if !dry_run {
-        crate::durable::fsync_dir(&vol.releases_dir())?;
-    }
-
-    sweep_objects(&vol, &needed, dry_run, &mut report)?;
-
-    // Nothing else writes while we hold the lock: every temporary is debris.
-    if let Ok(rd) = fs::read_dir(vol.tmp_dir()) {
-        for ent in rd {
-            let path = ent?.path();
-            report.removed_temporaries += 1;
-            if !dry_run {
-                remove_if_present(&path)?;
-            }
-        }
-    }
-    Ok(report)
+    Ok(GcReport::new(plan, &sweep, dry_run))
 }
 
-fn sweep_objects(
-    vol: &VolumeDir,
-    needed: &[Sha256Digest],
-    dry_run: bool,
-    report: &mut GcReport,
-) -> Result<()> {
-    let root = vol.objects_dir();
-    for l1 in read_dir_sorted(&root)? {
-        for l2 in read_dir_sorted(&l1)? {
-            for obj in read_dir_sorted(&l2)? {
-                let name = obj.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                let keep =
-                    Sha256Digest::from_hex(name).is_some_and(|d| needed.binary_search(&d).is_ok());
-                if keep {
-                    continue;
-                }
-                let size = fs::symlink_metadata(&obj).map(|m| m.len()).unwrap_or(0);
-                report.removed_objects += 1;
-                report.removed_bytes += size;
-                if !dry_run {
-                    remove_if_present(&obj)?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn read_dir_sorted(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v = Vec::new();
     match fs::read_dir(dir) {
         Ok(rd) => {
@@ -217,10 +352,84 @@ fn read_dir_sorted(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
     Ok(v)
 }
 
-fn remove_if_present(path: &std::path::Path) -> Result<()> {
+fn remove_if_present(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::Action;
+
+    fn h(to: u64, time_unix: u64) -> HistoryEntry {
+        HistoryEntry {
+            time_unix,
+            time: String::new(),
+            action: Action::Release,
+            from: None,
+            to,
+            user: String::new(),
+            host: String::new(),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn keeps_the_most_recently_current_not_the_highest_ids() {
+        // Released 1..=5 at t=10..50, then back to #1 at t=60.
+        let history: Vec<_> = (1..=5).map(|i| h(i, i * 10)).chain([h(1, 60)]).collect();
+        let plan = GcPlan::new(&[1, 2, 3, 4, 5], Some(1), &history, 1000, 3, 0);
+        assert_eq!(
+            plan.releases,
+            vec![
+                (1, Fate::Current),
+                (2, Fate::Remove { published: true }),
+                (3, Fate::Remove { published: true }),
+                (4, Fate::Recent { rank: 2 }),
+                (5, Fate::Recent { rank: 1 }),
+            ]
+        );
+        assert_eq!(plan.kept(), vec![1, 4, 5]);
+        assert_eq!(plan.removed(), vec![2, 3]);
+    }
+
+    #[test]
+    fn grace_keeps_what_was_current_lately_and_keep_has_a_floor() {
+        let history: Vec<_> = (1..=6).map(|i| h(i, i * 100)).collect();
+        // #3 stopped being current at t=400, 300 s before now; #2 at
+        // t=300, 400 s before: out of a 400 s grace period.
+        let plan = GcPlan::new(&[1, 2, 3, 4, 5, 6, 7], Some(6), &history, 700, 1, 400);
+        assert_eq!(plan.keep, MIN_KEEP);
+        assert_eq!(
+            plan.releases,
+            vec![
+                (1, Fate::Remove { published: true }),
+                (2, Fate::Remove { published: true }),
+                (3, Fate::Grace { ago: 300 }),
+                (4, Fate::Recent { rank: 2 }),
+                (5, Fate::Recent { rank: 1 }),
+                (6, Fate::Current),
+                // Never named by the pointer: an interrupted run's.
+                (7, Fate::Remove { published: false }),
+            ]
+        );
+        let text = plan.render();
+        assert!(
+            text.contains("#3      keep: current 5m ago, within the grace period (6m)"),
+            "{text}"
+        );
+        assert!(text.contains("#7      remove: never published"), "{text}");
+        assert!(
+            text.contains("#4      keep: among the 3 most recently current (2 back)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("#1      remove: not among the 3 most recently current, out of the grace period (6m)"),
+            "{text}"
+        );
     }
 }

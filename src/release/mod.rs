@@ -17,20 +17,20 @@ pub mod status;
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use sha2::{Digest, Sha256};
 
 use crate::config::{Config, VolumeConfig, VolumeSource};
+use crate::digest::{Sha256Digest, copy_hashing};
 use crate::durable;
 use crate::fault;
 use crate::progress::{self, Progress};
-use crate::volume::manifest::{Entry, Kind, Manifest, ManifestWriter, Sha256Digest, key, lossy};
-use crate::volume::{Action, ReleaseMeta, VolumeDir, VolumeLock};
+use crate::volume::manifest::{Entry, Kind, Manifest, ManifestWriter, key, lossy};
+use crate::volume::{Action, LockedVolume, ReleaseMeta, VolumeDir, VolumeLock};
 
 /// Options of `unimirror-update release`.
 #[derive(Debug, Clone, Default)]
@@ -102,10 +102,39 @@ pub fn released_volume<'c>(
     Ok((VolumeDir::new(&config.origin, name), vc))
 }
 
-/// Publishes a tree as the volume's next release.
+/// What a writer needs of the volume before it takes the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The volume must have been released before, in this build's format
+    /// (`rollback`, `gc`); its history is repaired once locked.
+    Existing,
+    /// The volume may not exist yet (`release`, `sync`): [`publish`]
+    /// creates it and repairs its history.
+    AnyState,
+}
+
+/// The writers' preamble, the same for every command that changes a
+/// volume (resolved once, by [`released_volume`]): check it, take its
+/// lock. `what` names the holder in a busy writer's message.
+pub fn lock(dir: &VolumeDir, need: Need, wait: bool, what: &str) -> Result<LockedVolume> {
+    if need == Need::Existing {
+        if !dir.exists() {
+            bail!("volume `{}` has never been released", dir.name);
+        }
+        dir.check_format()?;
+    }
+    let vol = VolumeLock::acquire(dir, wait, what)?;
+    fault::point("locked");
+    if need == Need::Existing {
+        vol.repair_history()?;
+    }
+    Ok(vol)
+}
+
+/// `unimirror-update release`: publishes a tree (the staging tree, or
+/// `--from`) as the volume's next release.
 pub fn release(config: &Config, volume: &str, opts: &ReleaseOptions) -> Result<Outcome> {
-    let started = Instant::now();
-    let (vol, _) = released_volume(config, volume)?;
+    let (dir, _) = released_volume(config, volume)?;
     let source = opts
         .from
         .clone()
@@ -121,9 +150,16 @@ pub fn release(config: &Config, volume: &str, opts: &ReleaseOptions) -> Result<O
             }
         );
     }
+    let vol = lock(&dir, Need::AnyState, opts.wait, "release")?;
+    publish(&vol, &source, opts.verify)
+}
 
-    let _lock = VolumeLock::acquire(&vol, opts.wait, "release")?;
-    fault::point("locked");
+/// Publishes `source` as the next release of the locked volume, creating
+/// the volume if it is new; `verify` rehashes every file. What `release`
+/// and `sync` both end with.
+pub fn publish(vol: &LockedVolume, source: &Path, verify: bool) -> Result<Outcome> {
+    let started = Instant::now();
+    let volume = vol.name.as_str();
     vol.init()?;
     vol.repair_history()?;
 
@@ -157,11 +193,11 @@ pub fn release(config: &Config, volume: &str, opts: &ReleaseOptions) -> Result<O
         .tmp_dir()
         .join(durable::temp_name(&format!("{id}.manifest")));
     let mut writer = ManifestWriter::create(&manifest_tmp)?;
-    let mut store = ObjectStore::new(&vol);
+    let mut store = ObjectStore::new(vol.dir());
     let built = build(
-        &source,
+        source,
         previous.as_ref(),
-        opts.verify,
+        verify,
         &mut writer,
         &mut store,
         &mut progress,
@@ -337,8 +373,7 @@ fn entry_for(
 /// sha256 of a file, checking that it still has the size it was listed with.
 fn hash_file(path: &Path, size: u64) -> Result<Sha256Digest> {
     let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let n = copy_hashing(file, io::sink(), &mut hasher)
+    let (digest, n) = copy_hashing(file, io::sink())
         .with_context(|| format!("cannot read {}", path.display()))?;
     if n != size {
         bail!(
@@ -346,24 +381,7 @@ fn hash_file(path: &Path, size: u64) -> Result<Sha256Digest> {
             path.display()
         );
     }
-    Ok(Sha256Digest(hasher.finalize().into()))
-}
-
-/// Copies `from` to `to`, feeding every byte to `hasher`.
-fn copy_hashing(mut from: impl Read, mut to: impl Write, hasher: &mut Sha256) -> io::Result<u64> {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        to.write_all(&buf[..n])?;
-        total += n as u64;
-    }
+    Ok(digest)
 }
 
 /// Adds content to the volume's object store in durable batches.
@@ -410,9 +428,8 @@ impl ObjectStore {
                 File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
             let dst = durable::create_new(&tmp)
                 .with_context(|| format!("creating {} on the origin", tmp.display()))?;
-            let mut hasher = Sha256::new();
             let mut out = io::BufWriter::with_capacity(256 * 1024, dst);
-            let n = copy_hashing(src, &mut out, &mut hasher).with_context(|| {
+            let (actual, n) = copy_hashing(src, &mut out).with_context(|| {
                 format!(
                     "copying {} to the origin at {}",
                     path.display(),
@@ -421,7 +438,6 @@ impl ObjectStore {
             })?;
             out.flush()
                 .with_context(|| format!("writing {} on the origin", tmp.display()))?;
-            let actual = Sha256Digest(hasher.finalize().into());
             if actual != digest || n != size {
                 bail!(
                     "{} changed while it was being released (hashed {digest}, copied {actual}); run the release again",

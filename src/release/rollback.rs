@@ -2,21 +2,17 @@
 
 use anyhow::{Context, Result, bail};
 
+use super::Need;
 use crate::config::Config;
 use crate::volume::manifest::Kind;
-use crate::volume::{Action, VolumeDir, VolumeLock};
+use crate::volume::{Action, VolumeDir};
 
 /// Points the volume at release `to` (default: the newest published release
 /// older than the current one) after checking that its manifest and every
 /// object it names are present. Returns (from, to).
 pub fn rollback(config: &Config, volume: &str, to: Option<u64>, wait: bool) -> Result<(u64, u64)> {
-    let (vol, _) = super::released_volume(config, volume)?;
-    if !vol.exists() {
-        bail!("volume `{volume}` has never been released");
-    }
-    vol.check_format()?;
-    let _lock = VolumeLock::acquire(&vol, wait, "rollback")?;
-    vol.repair_history()?;
+    let (dir, _) = super::released_volume(config, volume)?;
+    let vol = super::lock(&dir, Need::Existing, wait, "rollback")?;
     let Some(current) = vol.current()? else {
         bail!("volume `{volume}` has no current release");
     };

@@ -326,7 +326,7 @@ impl Drop for Metered {
         if self.sent > 0 {
             a.volume.bytes(a.tier, self.sent);
         }
-        crate::cli::log_output::access(&crate::cli::log_output::AccessLine {
+        super::log::access(&super::log::AccessLine {
             peer: a.peer,
             method: a.method.as_str(),
             path: &a.path,

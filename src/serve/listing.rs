@@ -13,7 +13,8 @@ use hyper::{Response, StatusCode};
 
 use super::body::{self, Body};
 use super::path::CleanPath;
-use super::respond::{OWN_PAGE_POLICY, SHORT, escape, percent_encode};
+use super::reply::{OWN_PAGE_POLICY, SHORT, unix};
+use crate::html::{escape, percent_encode};
 
 /// The most entries one listing shows. Past it the page ends with a line
 /// saying how many were left out (they are still served by name): a page
@@ -130,7 +131,7 @@ pub fn render(title: &str, root: bool, listed: Listed) -> Bytes {
         let slash = if is_dir { "/" } else { "" };
         let href = percent_encode(&name);
         // Clamped to year 9999: an upstream's mtime can be anything.
-        let when = crate::dates::http_date(super::respond::unix(mtime));
+        let when = crate::dates::http_date(unix(mtime));
         let when = String::from_utf8_lossy(&when);
         let size = if is_dir { "-".into() } else { size.to_string() };
         html += &format!(

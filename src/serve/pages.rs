@@ -7,13 +7,14 @@ use hyper::header::{self, HeaderMap};
 use hyper::{Response, StatusCode};
 
 use super::body::{self, Body};
+use super::daemon::{Daemon, Volume, VolumeKind};
 use super::path::CleanPath;
-use super::respond::{escape, text};
-use super::{Daemon, Volume, VolumeKind};
+use super::reply::{OWN_PAGE_POLICY, text};
 use crate::config::Upstream;
+use crate::html::escape;
 
 /// The response for one of the daemon's own paths, if `path` is one.
-pub fn own_page(
+pub async fn own_page(
     daemon: &Daemon,
     path: &CleanPath,
     headers: &HeaderMap,
@@ -23,7 +24,7 @@ pub fn own_page(
     let page = match path.as_bytes() {
         b"" => html(home(daemon, headers)),
         b"healthz" => text(StatusCode::OK, "ok\n"),
-        b"readyz" => match daemon.unready() {
+        b"readyz" => match daemon.unready().await {
             None => text(StatusCode::OK, "ready\n"),
             Some(why) => {
                 tracing::warn!("not ready: {why}");
@@ -58,10 +59,7 @@ pub fn own_page(
 fn html(page: String) -> Response<Body> {
     Response::builder()
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(
-            header::CONTENT_SECURITY_POLICY,
-            super::respond::OWN_PAGE_POLICY,
-        )
+        .header(header::CONTENT_SECURITY_POLICY, OWN_PAGE_POLICY)
         .header(header::CACHE_CONTROL, "no-cache")
         .header(header::CONTENT_LENGTH, page.len())
         .body(body::bytes(page))
@@ -172,6 +170,7 @@ fn guess_upstream(v: &Volume) -> Option<Upstream> {
             latest: None,
             platforms: vec![],
             max_file_size: None,
+            allow_file_hosts: vec![],
         })
     } else if has("dists") {
         let suites = match &v.kind {

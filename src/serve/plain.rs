@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 
 use super::immutable::Immutable;
 use super::listing::{ListEntry, Listed, MAX_LISTED};
+use super::refusal::Refusal;
 
-use crate::volume::manifest::Sha256Digest;
+use crate::digest::Sha256Digest;
 
 /// What `stat` said about a path, and when.
 #[derive(Debug)]
@@ -40,17 +41,6 @@ pub struct Seen {
     checked: Instant,
     /// The content's sha256, once a fill recorded it.
     pub sha: OnceLock<Sha256Digest>,
-}
-
-/// Why a path is not served.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
-    NotFound,
-    /// It resolves outside the tree (a symlink pointing out).
-    Outside,
-    /// The tree cannot be read at all, and nothing recent enough is known
-    /// of the path.
-    Unreachable,
 }
 
 /// A path looked up: what is known of it, and whether that is only what

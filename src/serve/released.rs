@@ -21,8 +21,9 @@ use anyhow::{Context, Result};
 
 use super::recent::RecentLookups;
 use crate::cache::manifests::{Had, ManifestCopies};
+use crate::digest::Sha256Digest;
 use crate::metrics::Metrics;
-use crate::volume::manifest::{Entry, Manifest, Sha256Digest};
+use crate::volume::manifest::{Entry, Manifest};
 use crate::volume::{ReleaseMeta, VolumeDir};
 
 /// How many earlier releases always stay loaded, whatever the grace period.

@@ -25,7 +25,7 @@ use super::fetch::{Fetcher, Want, is_not_found};
 use super::openpgp::Keyring;
 use super::replay::{Freshness, same_release_text};
 use super::{Gate, safe_relative};
-use crate::volume::manifest::Sha256Digest;
+use crate::digest::Sha256Digest;
 
 /// What a sync of one apt upstream needs.
 pub struct Apt<'a> {
@@ -210,8 +210,10 @@ impl Apt<'_> {
                 if !base_name.ends_with("/Packages") && !base_name.ends_with("/Sources") {
                     continue;
                 }
-                let bytes = std::fs::read(tree.join(&dir).join(&l.path))?;
-                for (file, want) in pool_files(&l.path, &bytes)? {
+                let index = tree.join(&dir).join(&l.path);
+                let f = std::fs::File::open(&index)
+                    .with_context(|| format!("reading {}", index.display()))?;
+                for (file, want) in pool_files_from(&l.path, f, fetcher.max_metadata_size)? {
                     pool.insert(file, want);
                 }
             }
@@ -221,7 +223,7 @@ impl Apt<'_> {
             // `pool_files` let only relative paths inside the tree through.
             let dest = tree.join(&file);
             gate.files.insert(dest.clone(), Some(want.sha256));
-            let url = base.join(&file)?;
+            let url = super::join_under(&base, &file)?;
             let f = fetcher.clone();
             tasks.spawn(async move { f.file(&url, &dest, want).await });
         }
@@ -308,8 +310,8 @@ impl Apt<'_> {
         let mut tasks = tokio::task::JoinSet::new();
         for l in release.files.iter().filter(|l| self.selects(&l.path)) {
             let (f, l) = (fetcher.clone(), l.clone());
-            let url = dist.join(&l.path)?;
             let dest = dir.join(safe_relative(&l.path)?);
+            let url = super::join_under(&dist, &l.path)?;
             tasks.spawn(async move {
                 let want = Want {
                     sha256: l.sha256,
@@ -408,36 +410,96 @@ fn sha512_of(path: &Path) -> Result<String> {
 /// `SHA256`); a source stanza names several (`Directory` and the lines of
 /// `Checksums-Sha256`).
 pub fn pool_files(name: &str, bytes: &[u8]) -> Result<Vec<(String, Want)>> {
-    let text = decompress(name, bytes)?;
-    let text = String::from_utf8(text).with_context(|| format!("{name} is not UTF-8"))?;
+    pool_files_from(name, bytes, crate::config::DEFAULT_MAX_METADATA_SIZE)
+}
+
+/// The longest line of an index that is read: far above real ones (a long
+/// `Provides` is a few KiB), and what one line may cost in memory.
+const MAX_LINE: usize = 1 << 20;
+
+/// [`pool_files`] over a reader of the (compressed) index, decompressed
+/// as a stream of at most `limit` bytes: only the current stanza's fields
+/// are held, so memory does not grow with the index, and a compression
+/// bomb stops at the limit.
+pub fn pool_files_from(
+    name: &str,
+    compressed: impl Read,
+    limit: u64,
+) -> Result<Vec<(String, Want)>> {
+    let mut r = super::bounded::decompressing(name, compressed, limit)?;
     let mut out = Vec::new();
-    for stanza in text.split("\n\n") {
-        let (mut file, mut size, mut sha, mut directory) = (None, None, None, None);
-        let mut listed: Vec<(String, Want)> = Vec::new();
-        let mut field = "";
-        for line in stanza.lines() {
-            if let Some(item) = line.strip_prefix(' ') {
-                if field == "Checksums-Sha256" {
-                    listed.push(checksum_line(item).with_context(|| {
+    let mut stanza = Stanza::default();
+    let mut raw = Vec::new();
+    let mut number = 0u64;
+    loop {
+        let n = super::bounded::read_line(&mut r, &mut raw, MAX_LINE)
+            .with_context(|| format!("reading {name} after line {number}"))?;
+        number += 1;
+        let line = std::str::from_utf8(&raw)
+            .with_context(|| format!("{name} is not UTF-8 (line {number})"))?;
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        if n == 0 || line.is_empty() {
+            stanza.finish(name, number, &mut out)?;
+            if n == 0 {
+                break;
+            }
+            continue;
+        }
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        stanza.line(name, line)?;
+    }
+    // A path is joined both under the tree and onto the archive's URL: an
+    // absolute one, or a URL, would leave both.
+    for (f, _) in &out {
+        safe_relative(f).with_context(|| format!("{name} lists `{f}`"))?;
+    }
+    Ok(out)
+}
+
+/// The fields of one stanza that name pool files.
+#[derive(Default)]
+struct Stanza {
+    package: Option<String>,
+    file: Option<String>,
+    size: Option<u64>,
+    sha: Option<Sha256Digest>,
+    directory: Option<String>,
+    listed: Vec<(String, Want)>,
+    in_checksums: bool,
+}
+
+impl Stanza {
+    fn line(&mut self, name: &str, line: &str) -> Result<()> {
+        if let Some(item) = line.strip_prefix(' ') {
+            if self.in_checksums {
+                self.listed
+                    .push(checksum_line(item).with_context(|| {
                         format!("{name}: a bad Checksums-Sha256 line `{item}`")
                     })?);
-                }
-                continue;
             }
-            let Some((k, v)) = line.split_once(':') else {
-                continue;
-            };
-            field = k;
-            let v = v.trim();
-            match k {
-                "Filename" => file = Some(v.to_string()),
-                "Size" => size = v.parse::<u64>().ok(),
-                "SHA256" => sha = Sha256Digest::from_hex(v),
-                "Directory" => directory = Some(v.to_string()),
-                _ => {}
-            }
+            return Ok(());
         }
-        match (file, size, sha, directory) {
+        let Some((k, v)) = line.split_once(':') else {
+            return Ok(());
+        };
+        self.in_checksums = k == "Checksums-Sha256";
+        let v = v.trim();
+        match k {
+            "Package" => self.package = Some(v.to_string()),
+            "Filename" => self.file = Some(v.to_string()),
+            "Size" => self.size = v.parse::<u64>().ok(),
+            "SHA256" => self.sha = Sha256Digest::from_hex(v),
+            "Directory" => self.directory = Some(v.to_string()),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Ends the stanza before line `number`, adding what it names to `out`.
+    fn finish(&mut self, name: &str, number: u64, out: &mut Vec<(String, Want)>) -> Result<()> {
+        let s = std::mem::take(self);
+        let listed = !s.listed.is_empty();
+        match (s.file, s.size, s.sha, s.directory) {
             (None, None, None, None) => {}
             (Some(f), Some(size), Some(sha256), None) => out.push((
                 f,
@@ -446,21 +508,17 @@ pub fn pool_files(name: &str, bytes: &[u8]) -> Result<Vec<(String, Want)>> {
                     size: Some(size),
                 },
             )),
-            (None, None, None, Some(dir)) if !listed.is_empty() => {
+            (None, None, None, Some(dir)) if listed => {
                 let dir = dir.trim_end_matches('/');
-                out.extend(listed.into_iter().map(|(f, w)| (format!("{dir}/{f}"), w)));
+                out.extend(s.listed.into_iter().map(|(f, w)| (format!("{dir}/{f}"), w)));
             }
             _ => bail!(
-                "{name}: a stanza lacks Filename, Size and SHA256 (or Directory and Checksums-Sha256):\n{stanza}"
+                "{name}: the stanza of package `{}` ending at line {number} lacks Filename, Size and SHA256 (or Directory and Checksums-Sha256)",
+                s.package.as_deref().unwrap_or("?")
             ),
         }
+        Ok(())
     }
-    // A path is joined both under the tree and onto the archive's URL: an
-    // absolute one would leave both.
-    for (f, _) in &out {
-        safe_relative(f).with_context(|| format!("{name} lists `{f}`"))?;
-    }
-    Ok(out)
 }
 
 /// One ` <sha256> <size> <name>` line of a source stanza.
@@ -479,24 +537,6 @@ fn checksum_line(item: &str) -> Option<(String, Want)> {
             size: Some(size),
         },
     ))
-}
-
-/// Decompresses an index by its name's suffix.
-pub fn decompress(name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let r: &mut dyn Read = &mut &bytes[..];
-    if name.ends_with(".gz") {
-        flate2::read::MultiGzDecoder::new(r).read_to_end(&mut out)?;
-    } else if name.ends_with(".xz") || name.ends_with(".lzma") {
-        liblzma::read::XzDecoder::new(r).read_to_end(&mut out)?;
-    } else if name.ends_with(".zst") {
-        zstd::stream::read::Decoder::new(r)?.read_to_end(&mut out)?;
-    } else if name.ends_with(".bz2") {
-        bail!("{name}: bzip2 indexes are not supported; the upstream has other forms");
-    } else {
-        out.extend_from_slice(bytes);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -586,6 +626,40 @@ mod tests {
         assert!(pool_files("main/source/Sources", text.as_bytes()).is_err());
         let found = include_bytes!("../../tests/fixtures/fuzz/apt-absolute-filename");
         assert!(pool_files("main/binary-amd64/Packages", found).is_err());
+        // A URL where a path belongs: joined onto the archive's URL it
+        // would have fetched from another host.
+        for url in ["https://other.example/x.deb", "\\\\other.example\\x.deb"] {
+            let text = format!("Package: a\nFilename: {url}\nSize: 1\nSHA256: {sha}\n");
+            let e = pool_files("Packages", text.as_bytes()).unwrap_err();
+            assert!(format!("{e:#}").contains("a URL"), "{url}: {e:#}");
+        }
+    }
+
+    /// A `Packages.gz` that expands past the limit stops there, read as a
+    /// stream: the bomb's 64 MiB are never held.
+    #[test]
+    fn a_compressed_index_past_the_limit_is_refused() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let stanza = "Package: a\nFilename: pool/a.deb\nSize: 1\nSHA256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n\n";
+        for _ in 0..(64 << 20) / stanza.len() {
+            std::io::Write::write_all(&mut gz, stanza.as_bytes()).unwrap();
+        }
+        let bomb = gz.finish().unwrap();
+        let e = pool_files_from("main/binary-amd64/Packages.gz", &bomb[..], 1 << 20).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains(
+                "Packages.gz decompresses to more than 1048576 bytes (sync.max_metadata_size)"
+            ),
+            "{e}"
+        );
+        // The same index under a limit it fits in parses.
+        let files = pool_files_from("main/binary-amd64/Packages.gz", &bomb[..], 128 << 20).unwrap();
+        assert_eq!(files.len(), (64 << 20) / stanza.len());
+        // One endless line is refused at the line bound, not buffered.
+        let line = vec![b'x'; MAX_LINE + 10];
+        let e = pool_files("Packages", &line).unwrap_err();
+        assert!(format!("{e:#}").contains("a line longer than"), "{e:#}");
     }
 
     #[test]

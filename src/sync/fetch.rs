@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::config::SyncSettings;
-use crate::volume::manifest::{Sha256Digest, sha256_of_reader};
+use crate::digest::{Sha256Digest, sha256_of_reader};
 
 /// What a downloaded file must be.
 #[derive(Clone, Copy, Debug)]
@@ -47,6 +47,26 @@ pub struct Mismatch {
     pub sha: Sha256Digest,
     pub got_size: u64,
     pub got: Sha256Digest,
+}
+
+/// A body past what it may be: its index's size, `sync.max_download_size`
+/// or `sync.max_metadata_size`. The download stops there; retrying would
+/// only fetch the same bytes again.
+#[derive(Debug, thiserror::Error)]
+#[error("{url}: {what}; aborted")]
+pub struct TooLarge {
+    pub url: String,
+    pub what: String,
+}
+
+/// A download attempt that did not finish in `sync.download_deadline`
+/// (an upstream that trickles bytes just fast enough to defeat the
+/// no-progress timeout).
+#[derive(Debug, thiserror::Error)]
+#[error("{url}: not finished within {deadline} (sync.download_deadline)")]
+pub struct Deadline {
+    pub url: String,
+    pub deadline: String,
 }
 
 /// Counters for the progress line, the summary and the metrics file.
@@ -123,6 +143,11 @@ pub struct Fetcher {
     allow_http: bool,
     /// This sync asked for an HTTPS URL (see `check_url`).
     used_https: AtomicBool,
+    /// Bounds on what an upstream can make the sync take (see
+    /// `SyncSettings`).
+    max_download_size: u64,
+    pub max_metadata_size: u64,
+    deadline: Duration,
     /// Where temporary files go: on the staging filesystem, outside the tree.
     tmp: PathBuf,
     pub stats: Stats,
@@ -137,19 +162,30 @@ impl Fetcher {
         // rustls needs a process-wide provider; ring is the one in the build.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let allow_http = settings.allow_http;
+        let hosts = settings.allow_redirect_hosts.clone();
         let redirect = reqwest::redirect::Policy::custom(move |attempt| {
             let next = attempt.url().clone();
-            let first = &attempt.previous()[0];
-            // Plain HTTP only where the upstream itself is plain HTTP (and
-            // allowed): never a step down from HTTPS, never another host.
-            let plain_ok = allow_http && first.scheme() == "http" && first.host() == next.host();
+            let first = attempt.previous()[0].clone();
             if attempt.previous().len() > 10 {
-                attempt.error("more than 10 redirects")
-            } else if next.scheme() == "https" || (next.scheme() == "http" && plain_ok) {
+                return attempt.error("more than 10 redirects");
+            }
+            // Plain HTTP only where the upstream itself is plain HTTP (and
+            // allowed): never a step down from HTTPS.
+            let scheme_ok = next.scheme() == "https"
+                || (next.scheme() == "http" && first.scheme() == "http" && allow_http);
+            // The same scheme, host and port as the URL asked for: another
+            // port on the same host is another service.
+            let same_origin = next.scheme() == first.scheme()
+                && next.host_str() == first.host_str()
+                && next.port_or_known_default() == first.port_or_known_default();
+            if !scheme_ok {
+                let why = "plain HTTP is followed only from a plain-HTTP upstream";
+                attempt.error(format!("refusing a redirect from {first} to {next}: {why}"))
+            } else if same_origin || hosts.iter().any(|h| h.allows(&next)) {
                 attempt.follow()
             } else {
                 attempt.error(format!(
-                    "refusing a redirect to {next}: plain HTTP is followed only from a plain-HTTP upstream on the same host"
+                    "refusing a redirect from {first} to {next}: another host or port (list it in `sync.allow_redirect_hosts` to follow it)"
                 ))
             }
         });
@@ -167,6 +203,9 @@ impl Fetcher {
             retries: settings.retries,
             allow_http,
             used_https: AtomicBool::new(false),
+            max_download_size: settings.max_download_size,
+            max_metadata_size: settings.max_metadata_size,
+            deadline: settings.download_deadline,
             tmp: tmp.to_path_buf(),
             stats: Stats::new(),
             verified: Mutex::new(HashMap::new()),
@@ -192,15 +231,58 @@ impl Fetcher {
         }
     }
 
-    /// A small file (an index), in memory.
+    /// A small file (an index), in memory: at most `max_metadata_size`.
     pub async fn bytes(&self, url: &Url) -> Result<Bytes> {
         self.check_url(url)?;
         let _slot = self.slots.acquire().await.expect("never closed");
-        self.retrying(url, || async {
-            let resp = self.get(url, None).await?;
-            resp.bytes().await.with_context(|| format!("reading {url}"))
+        self.retrying(url, || {
+            self.within_deadline(url, async {
+                let resp = self.get(url, None).await?;
+                self.body(url, resp).await
+            })
         })
         .await
+    }
+
+    /// A response's whole body in memory, refused past `max_metadata_size`
+    /// (by its Content-Length at once, or while it streams).
+    async fn body(&self, url: &Url, mut resp: reqwest::Response) -> Result<Bytes> {
+        let limit = self.max_metadata_size;
+        let too_large = || TooLarge {
+            url: url.to_string(),
+            what: format!("larger than sync.max_metadata_size ({limit} bytes)"),
+        };
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large().into());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .with_context(|| format!("reading {url}"))?
+        {
+            if body.len() as u64 + chunk.len() as u64 > limit {
+                return Err(too_large().into());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.into())
+    }
+
+    /// Runs one attempt of a request under the whole-file deadline.
+    async fn within_deadline<T>(
+        &self,
+        url: &Url,
+        attempt: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.deadline, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(Deadline {
+                url: url.to_string(),
+                deadline: humantime::format_duration(self.deadline).to_string(),
+            }
+            .into()),
+        }
     }
 
     /// An index page, asked for with `accept`; returns its Content-Type
@@ -208,19 +290,18 @@ impl Fetcher {
     pub async fn page(&self, url: &Url, accept: &'static str) -> Result<(String, Bytes)> {
         self.check_url(url)?;
         let _slot = self.slots.acquire().await.expect("never closed");
-        self.retrying(url, || async {
-            let resp = self.get(url, Some(accept)).await?;
-            let ct = resp
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_ascii_lowercase();
-            let body = resp
-                .bytes()
-                .await
-                .with_context(|| format!("reading {url}"))?;
-            Ok((ct, body))
+        self.retrying(url, || {
+            self.within_deadline(url, async {
+                let resp = self.get(url, Some(accept)).await?;
+                let ct = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
+                let body = self.body(url, resp).await?;
+                Ok((ct, body))
+            })
         })
         .await
     }
@@ -316,42 +397,62 @@ impl Fetcher {
     }
 
     async fn download(&self, url: &Url, dest: &Path, want: Want) -> Result<()> {
-        let mut resp = self.get(url, None).await?;
         let temp = self.tmp.join(crate::durable::temp_name("fetch"));
-        let result = async {
-            let mut out = crate::durable::create_new(&temp)?;
-            let mut hasher = Sha256::new();
-            let mut size = 0u64;
-            while let Some(chunk) = resp
-                .chunk()
-                .await
-                .with_context(|| format!("reading {url}"))?
-            {
-                size += chunk.len() as u64;
-                if want.size.is_some_and(|s| size > s) {
-                    break;
+        // The index's size when it gives one, else the configured ceiling:
+        // an upstream cannot fill the disk with a file that never ends.
+        let (limit, what) = match want.size {
+            Some(s) => (s, format!("more than the {s} bytes its index lists")),
+            None => (
+                self.max_download_size,
+                format!(
+                    "larger than sync.max_download_size ({} bytes)",
+                    self.max_download_size
+                ),
+            ),
+        };
+        let too_large = || TooLarge {
+            url: url.to_string(),
+            what: what.clone(),
+        };
+        let result = self
+            .within_deadline(url, async {
+                let mut resp = self.get(url, None).await?;
+                if resp.content_length().is_some_and(|n| n > limit) {
+                    return Err(too_large().into());
                 }
-                hasher.update(&chunk);
-                out.write_all(&chunk)?;
-            }
-            let got = Sha256Digest(hasher.finalize().into());
-            if got != want.sha256 || want.size.is_some_and(|s| s != size) {
-                return Err(anyhow!(Mismatch {
-                    url: url.to_string(),
-                    want: want.size.map_or("?".into(), |s| s.to_string()),
-                    sha: want.sha256,
-                    got_size: size,
-                    got,
-                }));
-            }
-            out.sync_all()?;
-            std::fs::create_dir_all(dest.parent().expect("a file in the tree"))?;
-            std::fs::rename(&temp, dest)?;
-            self.stats.fetched_files.fetch_add(1, Ordering::Relaxed);
-            self.stats.fetched_bytes.fetch_add(size, Ordering::Relaxed);
-            Ok(())
-        }
-        .await;
+                let mut out = crate::durable::create_new(&temp)?;
+                let mut hasher = Sha256::new();
+                let mut size = 0u64;
+                while let Some(chunk) = resp
+                    .chunk()
+                    .await
+                    .with_context(|| format!("reading {url}"))?
+                {
+                    size += chunk.len() as u64;
+                    if size > limit {
+                        return Err(too_large().into());
+                    }
+                    hasher.update(&chunk);
+                    out.write_all(&chunk)?;
+                }
+                let got = Sha256Digest(hasher.finalize().into());
+                if got != want.sha256 || want.size.is_some_and(|s| s != size) {
+                    return Err(anyhow!(Mismatch {
+                        url: url.to_string(),
+                        want: want.size.map_or("?".into(), |s| s.to_string()),
+                        sha: want.sha256,
+                        got_size: size,
+                        got,
+                    }));
+                }
+                out.sync_all()?;
+                std::fs::create_dir_all(dest.parent().expect("a file in the tree"))?;
+                std::fs::rename(&temp, dest)?;
+                self.stats.fetched_files.fetch_add(1, Ordering::Relaxed);
+                self.stats.fetched_bytes.fetch_add(size, Ordering::Relaxed);
+                Ok(())
+            })
+            .await;
         if result.is_err() {
             let _ = std::fs::remove_file(&temp);
         }
@@ -359,8 +460,9 @@ impl Fetcher {
     }
 
     /// Runs `attempt` until it succeeds, retrying transient failures
-    /// (connection errors, 5xx, short reads) with exponential backoff; a 4xx
-    /// or a hash mismatch is final.
+    /// (connection errors, 5xx, short reads, a missed deadline) with
+    /// exponential backoff; a 4xx, a hash mismatch or an oversized body is
+    /// final.
     async fn retrying<T, F, Fut>(&self, url: &Url, mut attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,
@@ -374,7 +476,8 @@ impl Fetcher {
                     let final_error = e
                         .downcast_ref::<HttpStatus>()
                         .is_some_and(|s| s.status < 500)
-                        || e.downcast_ref::<Mismatch>().is_some();
+                        || e.downcast_ref::<Mismatch>().is_some()
+                        || e.downcast_ref::<TooLarge>().is_some();
                     if final_error || tries >= self.retries {
                         return Err(e);
                     }

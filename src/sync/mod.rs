@@ -14,10 +14,14 @@
 //!
 //! Staging layout: `<staging>/<volume>/` is the tree that gets released;
 //! `<staging>/.tmp-<volume>/` holds downloads in progress (same filesystem,
-//! outside the tree); `<staging>/.locks/<volume>/` the lock that keeps two
-//! syncs of one volume apart.
+//! outside the tree). A sync holds the volume's one writers' lock (on the
+//! origin) from start to end: two syncs of one volume, or a sync and a
+//! `release`, `rollback` or `gc`, never overlap, and the release the
+//! signed metadata is held against (`replay`) is the one the sync's
+//! release follows.
 
 pub mod apt;
+pub mod bounded;
 pub mod fetch;
 pub mod openpgp;
 pub mod pypi;
@@ -34,9 +38,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 
 use crate::config::{Config, Upstream};
-use crate::release::{self, ReleaseOptions};
-use crate::volume::manifest::Sha256Digest;
-use crate::volume::{VolumeDir, VolumeLock};
+use crate::digest::Sha256Digest;
+use crate::release::{self, Need};
 use fetch::Fetcher;
 
 /// What must be in the tree for a release: each file, with its sha256 when
@@ -103,17 +106,42 @@ pub async fn all_done<T: 'static>(
 }
 
 /// A relative path from upstream metadata, refused if it could leave the
-/// tree (absolute, `..`, empty).
+/// tree (absolute, `..`, empty) or, joined onto the upstream's URL, lead
+/// elsewhere: a scheme (`https://other.example/x.deb`, `a:b`), a
+/// backslash (`\\host\x` is `//host/x` to a URL parser), `..` spelt
+/// `%2e%2e`, a query or a fragment.
 pub fn safe_relative(p: &str) -> Result<PathBuf> {
     let path = Path::new(p);
-    let ok = !p.is_empty()
-        && path
+    let leaves = p.is_empty()
+        || !path
             .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    if !ok {
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        || p.split('/').any(|s| {
+            let lower = s.to_ascii_lowercase();
+            lower.contains("%2e") && matches!(lower.replace("%2e", ".").as_str(), "." | "..")
+        });
+    if leaves {
         bail!("refusing the path `{p}` from upstream metadata: it leaves the tree");
     }
+    // A URL scheme is what comes before the first `:` when no `/` does.
+    let scheme = p.split_once(':').is_some_and(|(s, _)| !s.contains('/'));
+    if scheme || p.contains(['\\', '?', '#']) {
+        bail!(
+            "refusing the path `{p}` from upstream metadata: a URL or URL syntax where a relative path belongs"
+        );
+    }
     Ok(path.to_path_buf())
+}
+
+/// `rel` (already through [`safe_relative`]) joined onto `base`, checked
+/// to stay under it: a file an index lists is fetched from the upstream
+/// that signed the index, never from another host.
+pub fn join_under(base: &reqwest::Url, rel: &str) -> Result<reqwest::Url> {
+    let url = base.join(rel)?;
+    if !url.as_str().starts_with(base.as_str()) || url.query().is_some() {
+        bail!("refusing `{rel}` from upstream metadata: it resolves to {url}, outside {base}");
+    }
+    Ok(url)
 }
 
 #[derive(Debug, Default, Clone)]
@@ -170,7 +198,7 @@ impl Report {
 /// Syncs one volume from its upstream.
 pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report> {
     let started = Instant::now();
-    let (_, vc) = release::released_volume(config, volume)?;
+    let (dir, vc) = release::released_volume(config, volume)?;
     let Some(upstream) = vc.upstream.clone() else {
         bail!(
             "volume `{volume}` has no [volumes.{volume}.upstream] in {}",
@@ -180,11 +208,7 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
     let tree = config.staging.join(volume);
     let tmp = config.staging.join(format!(".tmp-{volume}"));
     std::fs::create_dir_all(&tree).with_context(|| format!("creating {}", tree.display()))?;
-    let _lock = VolumeLock::acquire(
-        &VolumeDir::new(&config.staging.join(".locks"), volume),
-        opts.wait,
-        "sync",
-    )?;
+    let vol = release::lock(&dir, Need::AnyState, opts.wait, "sync")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -231,11 +255,13 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
                 latest,
                 platforms,
                 max_file_size,
+                allow_file_hosts,
             } => {
                 pypi::Pypi {
                     url,
                     projects,
                     requirements,
+                    allow_file_hosts,
                     filters: pypi::Filters::new(
                         versions,
                         *latest,
@@ -295,16 +321,7 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
         if opts.no_release {
             return Ok(());
         }
-        let r = release::release(
-            config,
-            volume,
-            &ReleaseOptions {
-                from: None,
-                verify: false,
-                wait: true,
-            },
-        )?;
-        report.release = Some(r);
+        report.release = Some(release::publish(&vol, &tree, false)?);
         Ok(())
     });
     report.seconds = started.elapsed().as_secs_f64();
@@ -472,5 +489,47 @@ mod tests {
         assert_eq!(prune(&tree, &Gate::default()).unwrap(), 2);
         assert!(tree.is_dir());
         assert_eq!(std::fs::read_dir(&tree).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn upstream_paths_that_are_urls_are_refused() {
+        for ok in [
+            "pool/main/a/a_1.0_all.deb",
+            "./a.deb",
+            "Packages/a-1:2.rpm",
+            "a%2eb/c",
+        ] {
+            assert!(safe_relative(ok).is_ok(), "{ok}");
+        }
+        for url in [
+            "https://other.example/x.deb",
+            "http:x.deb",
+            "a:b.deb",
+            "\\\\other.example\\x.deb",
+            "pool/a.deb?x=1",
+            "pool/a.deb#frag",
+        ] {
+            let e = safe_relative(url).unwrap_err().to_string();
+            assert!(e.contains(url) && e.contains("a URL"), "{url}: {e}");
+        }
+        for climbing in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "pool/%2e%2e/%2E%2e/x",
+            "pool/%2e/x",
+        ] {
+            let e = safe_relative(climbing).unwrap_err().to_string();
+            assert!(e.contains("leaves the tree"), "{climbing}: {e}");
+        }
+        let base = reqwest::Url::parse("http://127.0.0.1:8000/debian/").unwrap();
+        assert_eq!(
+            join_under(&base, "pool/a.deb").unwrap().as_str(),
+            "http://127.0.0.1:8000/debian/pool/a.deb"
+        );
+        // What safe_relative lets through cannot leave the base either;
+        // join_under is the second line.
+        assert!(join_under(&base, "//other.example/x").is_err());
+        assert!(join_under(&base, "https://other.example/x").is_err());
     }
 }

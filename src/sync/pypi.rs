@@ -20,13 +20,65 @@ use serde_json::{Value, json};
 
 use super::Gate;
 use super::fetch::{Fetcher, Want};
-use crate::volume::manifest::Sha256Digest;
+use crate::config::AllowedHost;
+use crate::digest::Sha256Digest;
+use crate::html::{escape, href_encode};
 
 pub struct Pypi<'a> {
     pub url: &'a str,
     pub projects: &'a [String],
     pub requirements: &'a [PathBuf],
+    /// Hosts besides the index's own that its pages may link files on
+    /// (`host` or `host:port`, checked by the config).
+    pub allow_file_hosts: &'a [String],
     pub filters: Filters,
+}
+
+/// Where a project page's file links may point: the index's own scheme,
+/// host and port, PyPI's file host for an index on pypi.org (that is where
+/// pypi.org's pages link), and the hosts the upstream allows. A page
+/// linking elsewhere is refused: a compromised or spoofed page must not
+/// turn the mirror into a fetcher of arbitrary URLs.
+pub struct FileHosts {
+    index: Url,
+    allowed: Vec<AllowedHost>,
+}
+
+impl FileHosts {
+    pub fn new(index: &Url, configured: &[String]) -> Result<FileHosts> {
+        let mut allowed = configured
+            .iter()
+            .map(|h| AllowedHost::parse(h).map_err(anyhow::Error::msg))
+            .collect::<Result<Vec<_>>>()?;
+        let implied = match index.host_str() {
+            Some("pypi.org") => Some("files.pythonhosted.org"),
+            Some("test.pypi.org") => Some("test-files.pythonhosted.org"),
+            _ => None,
+        };
+        if let Some(h) = implied {
+            allowed.push(AllowedHost::parse(h).map_err(anyhow::Error::msg)?);
+        }
+        Ok(FileHosts {
+            index: index.clone(),
+            allowed,
+        })
+    }
+
+    /// Refuses `file` unless it is on the index's origin or an allowed host.
+    pub fn check(&self, file: &Url) -> Result<()> {
+        let i = &self.index;
+        let same_origin = file.scheme() == i.scheme()
+            && file.host_str() == i.host_str()
+            && file.port_or_known_default() == i.port_or_known_default();
+        if same_origin || (file.host_str().is_some() && self.allowed.iter().any(|h| h.allows(file)))
+        {
+            return Ok(());
+        }
+        bail!(
+            "refusing the file URL {file}: not on the index's host ({}) nor a host in the upstream's `allow_file_hosts`",
+            i.origin().ascii_serialization()
+        )
+    }
 }
 
 /// Which files of a project to mirror.
@@ -136,11 +188,42 @@ pub struct Dist {
     pub requires_python: Option<String>,
     /// `Some("")` when yanked without a reason.
     pub yanked: Option<String>,
-    /// Core metadata (`<file>.metadata`) is available; with its sha256
-    /// when the upstream gives one.
-    pub core_metadata: Option<Option<Sha256Digest>>,
+    /// What the upstream says of the file's core metadata.
+    pub core_metadata: CoreMetadata,
     /// Its size, when the upstream gives one (PEP 700 JSON).
     pub size: Option<u64>,
+}
+
+/// What an upstream page says of a file's core metadata (`<file>.metadata`,
+/// PEP 658/714).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CoreMetadata {
+    /// Not advertised.
+    #[default]
+    Absent,
+    /// Advertised without a sha256: nothing to check it against, so it is
+    /// neither mirrored nor advertised by the mirror.
+    Unhashed,
+    /// Advertised with its sha256: mirrored, verified, and advertised.
+    Hashed(Sha256Digest),
+}
+
+impl CoreMetadata {
+    /// From an advertisement that may or may not carry a sha256.
+    fn advertised(sha256: Option<Sha256Digest>) -> CoreMetadata {
+        match sha256 {
+            Some(sha) => CoreMetadata::Hashed(sha),
+            None => CoreMetadata::Unhashed,
+        }
+    }
+
+    /// The sha256, for the one case the file is mirrored.
+    pub fn sha256(self) -> Option<Sha256Digest> {
+        match self {
+            CoreMetadata::Hashed(sha) => Some(sha),
+            CoreMetadata::Absent | CoreMetadata::Unhashed => None,
+        }
+    }
 }
 
 /// PEP 503 normalization: lowercase, runs of `-`, `_`, `.` become `-`.
@@ -207,13 +290,13 @@ pub fn parse_json(body: &[u8], page: &Url) -> Result<Vec<Dist>> {
             &f["core-metadata"]
         };
         let core_metadata = match meta {
-            Value::Bool(true) => Some(None),
-            Value::Object(h) => Some(
+            Value::Bool(true) => CoreMetadata::Unhashed,
+            Value::Object(h) => CoreMetadata::advertised(
                 h.get("sha256")
                     .and_then(|s| s.as_str())
                     .and_then(Sha256Digest::from_hex),
             ),
-            _ => None,
+            _ => CoreMetadata::Absent,
         };
         out.push(Dist {
             filename: filename.to_string(),
@@ -230,18 +313,44 @@ pub fn parse_json(body: &[u8], page: &Url) -> Result<Vec<Dist>> {
 
 /// Reads a PEP 503 HTML project page.
 pub fn parse_html(body: &str, page: &Url) -> Result<Vec<Dist>> {
+    parse_html_counting(body, page, &mut 0)
+}
+
+/// [`parse_html`], adding to `steps` the bytes it examined. Every search
+/// starts where the previous one ended, so the count (and the time) is
+/// linear in the page whatever it holds: a page of unclosed `<a` tags,
+/// anchors without `</a>` or quotes that never close cannot make it
+/// quadratic. The tests check the count.
+pub fn parse_html_counting(body: &str, page: &Url, steps: &mut u64) -> Result<Vec<Dist>> {
+    let b = body.as_bytes();
     let mut out = Vec::new();
-    let mut rest = body;
-    while let Some(start) = find_ci(rest, "<a ") {
-        let after = &rest[start + 3..];
-        let Some(tag_end) = after.find('>') else {
-            break;
+    let mut unhashed = 0usize;
+    let mut pos = 0;
+    // The next byte `c` at or after `from`, counting the bytes passed.
+    let find = |from: usize, c: u8, steps: &mut u64| -> Option<usize> {
+        let from = from.min(b.len());
+        let found = memchr::memchr(c, &b[from..]).map(|i| from + i);
+        *steps += (found.unwrap_or(b.len()) - from + 1) as u64;
+        found
+    };
+    while let Some(lt) = find(pos, b'<', steps) {
+        pos = lt + 1;
+        // `<a` and whitespace: an anchor (PEP 503 pages have no others
+        // that matter).
+        let is_anchor = b.get(lt + 1).is_some_and(|c| c.eq_ignore_ascii_case(&b'a'))
+            && b.get(lt + 2).is_some_and(u8::is_ascii_whitespace);
+        if !is_anchor {
+            continue;
+        }
+        let Some(tag_end) = find(lt + 3, b'>', steps) else {
+            break; // no tag is complete after this one either
         };
-        let attrs = parse_attrs(&after[..tag_end]);
-        let text_start = &after[tag_end + 1..];
-        let text_end = find_ci(text_start, "</a>").unwrap_or(text_start.len());
-        let text = unescape(text_start[..text_end].trim());
-        rest = &text_start[text_end..];
+        *steps += (tag_end - lt) as u64; // parse_attrs reads the tag once
+        let attrs = parse_attrs(&body[lt + 3..tag_end]);
+        // The link text runs to the next tag (`</a>`, or whatever comes).
+        let text_end = find(tag_end + 1, b'<', steps).unwrap_or(b.len());
+        let text = unescape(body[tag_end + 1..text_end].trim());
+        pos = text_end;
         let Some(href) = attrs
             .iter()
             .find(|(k, _)| k == "href")
@@ -255,7 +364,7 @@ pub fn parse_html(body: &str, page: &Url) -> Result<Vec<Dist>> {
             .and_then(|f| f.strip_prefix("sha256="))
             .and_then(Sha256Digest::from_hex)
         else {
-            tracing::warn!(href, "skipped: the upstream gives no sha256");
+            unhashed += 1;
             continue;
         };
         let mut file_url = url.clone();
@@ -277,15 +386,17 @@ pub fn parse_html(body: &str, page: &Url) -> Result<Vec<Dist>> {
             sha256,
             requires_python: attr("data-requires-python"),
             yanked: attr("data-yanked"),
-            core_metadata: core.map(|v| v.strip_prefix("sha256=").and_then(Sha256Digest::from_hex)),
+            core_metadata: core.map_or(CoreMetadata::Absent, |v| {
+                CoreMetadata::advertised(v.strip_prefix("sha256=").and_then(Sha256Digest::from_hex))
+            }),
             size: None,
         });
     }
+    if unhashed > 0 {
+        // Once per page: a hostile page of a million links is one line.
+        tracing::warn!(%page, links = unhashed, "skipped links without a sha256");
+    }
     Ok(out)
-}
-
-fn find_ci(hay: &str, needle: &str) -> Option<usize> {
-    hay.to_ascii_lowercase().find(needle)
 }
 
 /// `name="value"` pairs of a tag (values unescaped; bare names get "").
@@ -331,28 +442,12 @@ fn unescape(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
-fn escape(s: &str) -> String {
-    crate::serve::respond::escape(s)
-}
-
 /// A distribution file name that is safe as one path segment.
 fn safe_filename(name: &str) -> Result<&str> {
     if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
         bail!("refusing the file name `{name}` from the upstream");
     }
     Ok(name)
-}
-
-fn href_encode(name: &str) -> String {
-    let mut out = String::new();
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 impl Pypi<'_> {
@@ -374,6 +469,7 @@ impl Pypi<'_> {
         let base = Url::parse(&format!("{}/", self.url.trim_end_matches('/')))
             .with_context(|| format!("upstream url `{}`", self.url))?;
         fetcher.check_url(&base)?;
+        let hosts = FileHosts::new(&base, self.allow_file_hosts)?;
         let mut gate = Gate::default();
         let names = self.project_names()?;
         let mut pages = Vec::new();
@@ -391,6 +487,13 @@ impl Pypi<'_> {
             dists.sort_by(|a, b| a.filename.cmp(&b.filename));
             dists.dedup_by(|a, b| a.filename == b.filename);
             let dists = self.filters.apply(name, dists);
+            // Only what will be fetched: a link the filters drop costs
+            // nothing.
+            for d in &dists {
+                hosts
+                    .check(&d.url)
+                    .with_context(|| format!("project `{name}`, file `{}`", d.filename))?;
+            }
             pages.push((name.clone(), dists));
         }
 
@@ -399,7 +502,7 @@ impl Pypi<'_> {
             .flat_map(|(name, dists)| {
                 dists
                     .iter()
-                    .filter(|d| d.core_metadata == Some(None))
+                    .filter(|d| d.core_metadata == CoreMetadata::Unhashed)
                     .map(move |d| format!("packages/{name}/{}.metadata", d.filename))
             })
             .collect();
@@ -419,7 +522,7 @@ impl Pypi<'_> {
                 let dest = dir.join(safe_filename(&d.filename)?);
                 gate.files.insert(dest.clone(), Some(d.sha256));
                 let (f, d) = (fetcher.clone(), d.clone());
-                if let Some(Some(sha)) = d.core_metadata {
+                if let CoreMetadata::Hashed(sha) = d.core_metadata {
                     gate.files.insert(meta_path(&dest), Some(sha));
                 }
                 tasks.spawn(async move {
@@ -428,7 +531,9 @@ impl Pypi<'_> {
                         &dest,
                         Want {
                             sha256: d.sha256,
-                            size: None,
+                            // PEP 700's size, when the page gives one,
+                            // bounds the download as it streams.
+                            size: d.size,
                         },
                     )
                     .await?;
@@ -436,7 +541,7 @@ impl Pypi<'_> {
                     // there is nothing to check the file against, so it is
                     // not mirrored (pip then reads the metadata from the
                     // distribution itself, whose hash it checks).
-                    if let Some(Some(sha)) = d.core_metadata {
+                    if let CoreMetadata::Hashed(sha) = d.core_metadata {
                         let url = Url::parse(&format!("{}.metadata", d.url))?;
                         f.file(
                             &url,
@@ -474,7 +579,7 @@ impl Pypi<'_> {
                 // only where it gives one: that is the only case the file
                 // was fetched (and checked), and pip treats a 404 on an
                 // advertised one as fatal.
-                let metadata_sha = d.core_metadata.flatten();
+                let metadata_sha = d.core_metadata.sha256();
                 PageFile {
                     filename: d.filename.clone(),
                     sha256: d.sha256,
@@ -619,16 +724,17 @@ mod tests {
         let page = Url::parse("https://up.example/simple/pkg/").unwrap();
         let sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         let html = format!(
-            "<html><body>\n<a href=\"../../files/pkg-1.0-py3-none-any.whl#sha256={sha}\" data-requires-python=\"&gt;=3.8\" data-core-metadata=\"sha256={sha}\">pkg-1.0-py3-none-any.whl</a>\n<A HREF='/f/pkg-0.9.tar.gz#sha256={sha}' data-yanked>pkg-0.9.tar.gz</A>\n<a href=\"nohash.whl\">nohash.whl</a></body></html>"
+            "<html><body>\n<a href=\"../../files/pkg-1.0-py3-none-any.whl#sha256={sha}\" data-requires-python=\"&gt;=3.8\" data-core-metadata=\"sha256={sha}\">pkg-1.0-py3-none-any.whl</a>\n<A HREF='/f/pkg-0.9.tar.gz#sha256={sha}' data-yanked>pkg-0.9.tar.gz</A>\n<a href=\"nohash.whl\">nohash.whl</a>\n<a\n  href=\"/f/pkg-0.8.tar.gz#sha256={sha}\">pkg-0.8.tar.gz</a></body></html>"
         );
         let d = parse_html(&html, &page).unwrap();
-        assert_eq!(d.len(), 2);
+        assert_eq!(d.len(), 3);
+        assert_eq!(d[2].filename, "pkg-0.8.tar.gz", "`<a` then a newline");
         assert_eq!(
             d[0].url.as_str(),
             "https://up.example/files/pkg-1.0-py3-none-any.whl"
         );
         assert_eq!(d[0].requires_python.as_deref(), Some(">=3.8"));
-        assert!(matches!(d[0].core_metadata, Some(Some(_))));
+        assert!(matches!(d[0].core_metadata, CoreMetadata::Hashed(_)));
         assert_eq!(d[1].filename, "pkg-0.9.tar.gz");
         assert_eq!(d[1].yanked.as_deref(), Some(""));
         assert_eq!(d[1].url.as_str(), "https://up.example/f/pkg-0.9.tar.gz");
@@ -641,7 +747,7 @@ mod tests {
             sha256: Sha256Digest::default(),
             requires_python: None,
             yanked: None,
-            core_metadata: None,
+            core_metadata: CoreMetadata::Absent,
             size,
         }
     }
@@ -721,7 +827,111 @@ mod tests {
         let d = parse_json(body.as_bytes(), &page).unwrap();
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].yanked.as_deref(), Some("broken"));
-        assert_eq!(d[0].core_metadata, Some(None));
+        assert_eq!(d[0].core_metadata, CoreMetadata::Unhashed);
         assert_eq!(d[0].requires_python.as_deref(), Some(">=3.8"));
+    }
+
+    #[test]
+    fn file_links_stay_on_the_index_or_allowed_hosts() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        let pypi = FileHosts::new(&url("https://pypi.org/simple/"), &[]).unwrap();
+        assert!(
+            pypi.check(&url("https://files.pythonhosted.org/packages/ab/cd/x.whl"))
+                .is_ok()
+        );
+        assert!(pypi.check(&url("https://pypi.org/x.whl")).is_ok());
+        let e = pypi
+            .check(&url("https://other.example/x.whl"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("https://other.example/x.whl") && e.contains("allow_file_hosts"),
+            "{e}"
+        );
+        assert!(
+            pypi.check(&url("https://files.pythonhosted.org:8443/x.whl"))
+                .is_err()
+        );
+        // Another index: the same scheme, host and port only.
+        let local = FileHosts::new(&url("http://127.0.0.1:8000/simple/"), &[]).unwrap();
+        assert!(
+            local
+                .check(&url("http://127.0.0.1:8000/files/x.whl"))
+                .is_ok()
+        );
+        assert!(
+            local
+                .check(&url("http://127.0.0.1:8001/files/x.whl"))
+                .is_err()
+        );
+        assert!(
+            local
+                .check(&url("https://127.0.0.1:8000/files/x.whl"))
+                .is_err()
+        );
+        assert!(
+            local
+                .check(&url("http://files.pythonhosted.org/x.whl"))
+                .is_err()
+        );
+        assert!(local.check(&url("file:///etc/passwd")).is_err());
+        let allowed = FileHosts::new(
+            &url("http://127.0.0.1:8000/simple/"),
+            &["127.0.0.1:8001".into()],
+        )
+        .unwrap();
+        assert!(
+            allowed
+                .check(&url("http://127.0.0.1:8001/files/x.whl"))
+                .is_ok()
+        );
+        assert!(
+            allowed
+                .check(&url("http://127.0.0.1:8002/files/x.whl"))
+                .is_err()
+        );
+    }
+
+    /// The work `parse_html` does on pathological pages, by input size.
+    fn steps(page: &str) -> u64 {
+        let url = Url::parse("https://up.example/simple/pkg/").unwrap();
+        let mut steps = 0;
+        parse_html_counting(page, &url, &mut steps).unwrap();
+        steps
+    }
+
+    /// Pages of many anchors (the earlier parser lowercased the rest of
+    /// the page for each one: quadratic) and broken ones: their cost stays
+    /// proportional to their size, by the parser's own count of bytes
+    /// examined, and doubling the page doubles it.
+    #[test]
+    fn html_parsing_is_linear_in_the_page_size() {
+        let sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let hashed = format!("<a href=\"x.whl#sha256={sha}\">x.whl");
+        let complete = format!("<A\nhref='x.whl#sha256={sha}'>x.whl</A><br>\n");
+        let shapes: [(&str, &str); 8] = [
+            ("complete anchors", &complete),
+            ("links without a hash", "<a href=\"x.whl\">x.whl</a>\n"),
+            ("unclosed <a", "<a "),
+            ("anchors without </a>", "<a href=\"x.whl\">x"),
+            ("hashed anchors without </a>", &hashed),
+            ("quotes that never close", "<a href=\"x y='z "),
+            ("attribute soup", "<a a=\"1\" b='2' c=3 d e=\"\" >"),
+            ("nested tags", "<a href=x><a href=y><b><i>"),
+        ];
+        for (what, unit) in shapes {
+            let page = |bytes: usize| unit.repeat(bytes / unit.len());
+            let (small, large) = (page(1 << 19), page(1 << 20));
+            let (s, l) = (steps(&small), steps(&large));
+            assert!(
+                l <= 4 * large.len() as u64,
+                "{what}: {l} steps for {} bytes",
+                large.len()
+            );
+            assert!(
+                l <= 2 * s + 2 * unit.len() as u64 + 16,
+                "{what}: {s} steps for half the page, {l} for all of it"
+            );
+        }
     }
 }

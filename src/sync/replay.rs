@@ -27,8 +27,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow, bail};
 use quick_xml::events::Event;
 
+use crate::digest::sha256_of_reader;
 use crate::volume::VolumeDir;
-use crate::volume::manifest::{Kind, Manifest, sha256_of_reader};
+use crate::volume::manifest::{Kind, Manifest};
 
 /// The volume's current release, opened on first use (a sync that never
 /// asks for it does not read the manifest).
@@ -282,6 +283,9 @@ impl Freshness<'_> {
     }
 }
 
+/// How far past this host's clock a `Release`'s `Date` may be.
+const MAX_FUTURE_SECS: i64 = 300;
+
 /// The rules for one suite's `Release`; `previous` is what the current
 /// release has for the suite.
 pub fn check_release(
@@ -314,6 +318,18 @@ pub fn check_release(
         if until < now {
             bail!(
                 "{what}: Valid-Until {v} has passed; refusing expired metadata (an old copy replayed, or an upstream that stopped updating)"
+            );
+        }
+    }
+    // apt refuses a Release dated in the future ("not valid yet"; its
+    // Acquire::Max-FutureTime is 10 s), and once released, a future Date
+    // would make every honest later one look older. Clocks drift, so a
+    // few minutes are let through.
+    if let Some(date) = &new.date {
+        let t = parse_date(date).with_context(|| format!("{what}: Date"))?;
+        if t > now + MAX_FUTURE_SECS {
+            bail!(
+                "{what}: Date {date} is in the future (more than {MAX_FUTURE_SECS} s past this host's clock); refusing metadata that apt would call not valid yet (check this host's clock and the upstream's)"
             );
         }
     }
@@ -548,6 +564,12 @@ mod tests {
         assert!(check("stable", &new, Some(same), false).is_ok());
         let earlier = fields("stable", "bookworm", "Thu, 03 Dec 2026 08:00:00 UTC", None);
         assert!(check("stable", &new, Some(earlier), false).is_ok());
+        // Dated in the future: a few minutes of drift pass, more does not.
+        let drift = fields("stable", "bookworm", "Fri, 04 Dec 2026 12:04:00 UTC", None);
+        assert!(check("stable", &drift, None, false).is_ok());
+        let future = fields("stable", "bookworm", "Fri, 04 Dec 2026 13:00:00 UTC", None);
+        let e = check("stable", &future, None, true).unwrap_err();
+        assert!(e.contains("in the future"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,11 @@
 //!
 //! Wheels imported earlier stay, even when the build output no longer has
 //! them (build jobs clean their output); `--prune` drops those.
+//!
+//! Only regular files are imported. A symlink in the build output (as a
+//! wheel or as a platform directory) would publish any zip the updater can
+//! read, and a FIFO would hang the sync: both are refused, naming the
+//! path, and never followed or opened.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -19,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use super::Gate;
 use super::fetch::Fetcher;
 use super::pypi::{PageFile, normalize, project_pages, root_pages, write_pages};
-use crate::volume::manifest::{Sha256Digest, sha256_of_reader};
+use crate::digest::{Sha256Digest, sha256_of_reader};
 
 pub struct Wheels<'a> {
     pub directory: &'a Path,
@@ -58,34 +63,99 @@ pub fn wheel_metadata(path: &Path) -> Result<(Vec<u8>, Option<String>)> {
     Ok((meta, requires_python))
 }
 
-fn wheels_in(dir: &Path) -> Result<Vec<PathBuf>> {
+/// The `.whl` files in `dir`. In the build output (`strict`), a `.whl`
+/// that is a symlink or not a regular file (a FIFO, a device, a
+/// directory) is refused: a link would publish whatever zip it points at
+/// that the updater can read, and reading a FIFO would hang the sync.
+fn wheels_in(dir: &Path, strict: bool) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     if !dir.is_dir() {
         return Ok(out);
     }
-    for e in std::fs::read_dir(dir)? {
-        let p = e?.path();
-        if p.is_file() && p.extension().is_some_and(|x| x == "whl") {
+    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let e = e?;
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "whl") {
+            continue;
+        }
+        // The entry's own type: `file_type` does not follow a symlink.
+        let kind = e.file_type()?;
+        if kind.is_file() {
             out.push(p);
+        } else if strict {
+            bail!("refusing {}: {}", p.display(), not_regular(kind));
         }
     }
     out.sort();
     Ok(out)
 }
 
-fn subdirs(dir: &Path) -> Result<Vec<String>> {
+/// What a directory entry is instead of a regular file, for the error.
+fn not_regular(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_symlink() {
+        "a symlink, not a regular file (the wheel import never follows links)"
+    } else if kind.is_fifo() {
+        "a FIFO, not a regular file"
+    } else if kind.is_dir() {
+        "a directory, not a regular file"
+    } else if kind.is_socket() || kind.is_block_device() || kind.is_char_device() {
+        "a socket or device, not a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The platform directories in `dir`. In the build output (`strict`), a
+/// symlink in place of one is refused rather than skipped or followed.
+fn subdirs(dir: &Path, strict: bool) -> Result<Vec<String>> {
     let mut out = Vec::new();
     if dir.is_dir() {
         for e in std::fs::read_dir(dir)? {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if e.file_type()?.is_dir() && !name.starts_with('.') {
+            if name.starts_with('.') {
+                continue;
+            }
+            let kind = e.file_type()?;
+            if kind.is_dir() {
                 out.push(name);
+            } else if strict && kind.is_symlink() {
+                bail!(
+                    "refusing {}: a symlink where a platform directory may be (the wheel import never follows links)",
+                    e.path().display()
+                );
             }
         }
     }
     out.sort();
     Ok(out)
+}
+
+/// Reads a wheel of the build output without following a symlink and
+/// without blocking on a FIFO, and checks what it opened is a regular file
+/// (the entry could have been swapped since it was listed).
+fn read_regular(path: &Path) -> Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => anyhow::anyhow!(
+                "refusing {}: a symlink, not a regular file (the wheel import never follows links)",
+                path.display()
+            ),
+            _ => anyhow::Error::new(e).context(format!("reading {}", path.display())),
+        })?;
+    let kind = f.metadata()?.file_type();
+    if !kind.is_file() {
+        bail!("refusing {}: {}", path.display(), not_regular(kind));
+    }
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(bytes)
 }
 
 impl Wheels<'_> {
@@ -97,8 +167,8 @@ impl Wheels<'_> {
             );
         }
         let mut gate = Gate::default();
-        let mut platforms = subdirs(self.directory)?;
-        for p in subdirs(tree)? {
+        let mut platforms = subdirs(self.directory, true)?;
+        for p in subdirs(tree, false)? {
             if !platforms.contains(&p) {
                 platforms.push(p);
             }
@@ -108,7 +178,7 @@ impl Wheels<'_> {
             let dst = tree.join(&platform);
             // Project → wheels (file name → path in the tree).
             let mut projects: BTreeMap<String, BTreeMap<String, PathBuf>> = BTreeMap::new();
-            for wheel in wheels_in(&src)? {
+            for wheel in wheels_in(&src, true)? {
                 let filename = wheel
                     .file_name()
                     .expect("a file")
@@ -123,8 +193,8 @@ impl Wheels<'_> {
                 projects.entry(project).or_default().insert(filename, dest);
             }
             if !self.prune {
-                for project in subdirs(&dst.join("packages"))? {
-                    for wheel in wheels_in(&dst.join("packages").join(&project))? {
+                for project in subdirs(&dst.join("packages"), false)? {
+                    for wheel in wheels_in(&dst.join("packages").join(&project), false)? {
                         let filename = wheel
                             .file_name()
                             .expect("a file")
@@ -173,7 +243,7 @@ impl Wheels<'_> {
 
     /// Copies one wheel into the tree (unless an identical copy is there).
     fn import(&self, fetcher: &Fetcher, wheel: &Path, dest: &Path) -> Result<()> {
-        let bytes = std::fs::read(wheel).with_context(|| format!("reading {}", wheel.display()))?;
+        let bytes = read_regular(wheel)?;
         // A wheel that is not a readable zip is refused before it lands.
         zip::ZipArchive::new(std::io::Cursor::new(&bytes))
             .with_context(|| format!("{} is not a valid wheel", wheel.display()))?;

@@ -12,7 +12,7 @@
 //! One base URL is mirrored at the volume's root; several each go under
 //! the part of their URL path that differs from the others.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,11 +20,12 @@ use anyhow::{Context, Result, anyhow, bail};
 use quick_xml::events::Event;
 use reqwest::Url;
 
+use super::bounded::{EventBound, MAX_XML_EVENT};
 use super::fetch::{Fetcher, Want, is_not_found};
 use super::openpgp::Keyring;
 use super::replay::Freshness;
 use super::{Gate, safe_relative};
-use crate::volume::manifest::Sha256Digest;
+use crate::digest::Sha256Digest;
 
 pub struct Yum<'a> {
     pub urls: &'a [String],
@@ -55,7 +56,7 @@ pub fn parse_primary(r: impl BufRead) -> Result<Vec<Located>> {
 /// `location href` and size (`<size>N</size>` in repomd, `<size
 /// package="N"/>` in primary).
 fn parse_locations(r: impl BufRead, item: &[u8], size_tag: &[u8]) -> Result<Vec<Located>> {
-    let mut reader = quick_xml::Reader::from_reader(r);
+    let mut reader = quick_xml::Reader::from_reader(EventBound::new(r, MAX_XML_EVENT));
     let mut buf = Vec::new();
     let mut out = Vec::new();
     let (mut inside, mut in_checksum, mut in_size) = (false, false, false);
@@ -134,6 +135,7 @@ fn parse_locations(r: impl BufRead, item: &[u8], size_tag: &[u8]) -> Result<Vec<
             _ => {}
         }
         buf.clear();
+        reader.get_mut().reset();
     }
     Ok(out)
 }
@@ -145,22 +147,10 @@ fn attr(e: &quick_xml::events::BytesStart, name: &[u8]) -> Option<String> {
         .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
 }
 
-/// A reader that decompresses by file name.
-fn decompressing(path: &Path) -> Result<Box<dyn BufRead>> {
-    let f = std::fs::File::open(path)?;
-    let name = path.to_string_lossy();
-    let r: Box<dyn Read> = if name.ends_with(".gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(f))
-    } else if name.ends_with(".xz") {
-        Box::new(liblzma::read::XzDecoder::new(f))
-    } else if name.ends_with(".zst") {
-        Box::new(zstd::stream::read::Decoder::new(f)?)
-    } else if name.ends_with(".bz2") {
-        bail!("{name}: bzip2 metadata is not supported");
-    } else {
-        Box::new(f)
-    };
-    Ok(Box::new(BufReader::with_capacity(1 << 16, r)))
+/// A reader that decompresses by file name, failing past `limit` bytes.
+fn decompressing(path: &Path, limit: u64) -> Result<impl BufRead> {
+    let f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    super::bounded::decompressing(&path.to_string_lossy(), f, limit)
 }
 
 /// Where each base URL goes in the tree: the part of its path that
@@ -240,7 +230,7 @@ impl Yum<'_> {
             gate.files.insert(dest.clone(), Some(m.sha256));
             let (f, url, want) = (
                 fetcher.clone(),
-                base.join(&m.href)?,
+                super::join_under(base, &m.href)?,
                 Want {
                     sha256: m.sha256,
                     size: m.size,
@@ -254,16 +244,21 @@ impl Yum<'_> {
             .find(|m| m.href.contains("primary.xml"))
             .ok_or_else(|| anyhow!("repomd.xml names no primary metadata"))?;
         let path = root.join(safe_relative(&primary.href)?);
+        let limit = fetcher.max_metadata_size;
         let packages = if fetcher.dry_run && !path.exists() {
             Vec::new()
         } else {
-            tokio::task::spawn_blocking(move || parse_primary(decompressing(&path)?)).await??
+            tokio::task::spawn_blocking(move || {
+                parse_primary(decompressing(&path, limit)?)
+                    .with_context(|| format!("parsing {}", path.display()))
+            })
+            .await??
         };
         let mut tasks = tokio::task::JoinSet::new();
         for p in packages {
             let dest = root.join(safe_relative(&p.href)?);
             gate.files.insert(dest.clone(), Some(p.sha256));
-            let (f, url) = (fetcher.clone(), base.join(&p.href)?);
+            let (f, url) = (fetcher.clone(), super::join_under(base, &p.href)?);
             let want = Want {
                 sha256: p.sha256,
                 size: p.size,
@@ -331,6 +326,35 @@ mod tests {
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].href, "Packages/a-1-1.noarch.rpm");
         assert_eq!(p[0].size, Some(42));
+    }
+
+    /// quick-xml buffers a whole event: one huge attribute or text node
+    /// is refused at `MAX_XML_EVENT` instead of growing the buffer.
+    #[test]
+    fn huge_xml_events_are_refused() {
+        // The bound is checked as the reader refills, so an event may
+        // pass it by up to one buffer: twice the bound is well past.
+        let huge = "x".repeat(2 * MAX_XML_EVENT);
+        for xml in [
+            format!("<metadata><package><location href=\"{huge}\"/></package></metadata>"),
+            format!("<metadata><package><name>{huge}</name></package></metadata>"),
+            format!("<metadata><!--{huge}--></metadata>"),
+        ] {
+            let e = match parse_primary(BufReader::new(xml.as_bytes())) {
+                Ok(_) => panic!("accepted {} bytes in one event", huge.len()),
+                Err(e) => format!("{e:#}"),
+            };
+            assert!(e.contains("longer than 1048576 bytes"), "{:.200}", e);
+        }
+        // Many ordinary events add up to far more than the bound: fine.
+        let entry = format!(
+            "<package type=\"rpm\"><checksum type=\"sha256\">{SHA}</checksum><size package=\"1\"/><location href=\"Packages/a.rpm\"/></package>"
+        );
+        let xml = format!(
+            "<metadata>{}</metadata>",
+            entry.repeat(2 * MAX_XML_EVENT / entry.len())
+        );
+        assert!(parse_primary(BufReader::new(xml.as_bytes())).unwrap().len() > 1000);
     }
 
     #[test]

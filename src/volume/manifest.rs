@@ -25,53 +25,21 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use fst::{IntoStreamer, Streamer};
 use memmap2::Mmap;
-use sha2::{Digest, Sha256};
+
+// The old paths of what moved to `crate::digest`, for code not yet moved.
+pub use crate::digest::{HashingWriter, Sha256Digest, sha256_of_reader};
 
 pub const MAGIC: &[u8; 8] = b"UNIMIRMF";
 pub const FORMAT: u32 = 1;
 const HEADER_LEN: u64 = 16;
 const FOOTER_LEN: usize = 88;
-
-/// A sha256 digest.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Sha256Digest(pub [u8; 32]);
-
-impl Sha256Digest {
-    pub fn hex(&self) -> String {
-        let mut out = [0u8; 64];
-        hex::encode_to_slice(self.0, &mut out).expect("64 bytes for 32");
-        std::str::from_utf8(&out).expect("hex is ASCII").to_owned()
-    }
-
-    pub fn from_hex(s: &str) -> Option<Sha256Digest> {
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).ok()?;
-        Some(Sha256Digest(out))
-    }
-
-    pub fn of(bytes: &[u8]) -> Sha256Digest {
-        Sha256Digest(Sha256::digest(bytes).into())
-    }
-}
-
-impl fmt::Debug for Sha256Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.hex())
-    }
-}
-
-impl fmt::Display for Sha256Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.hex())
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -325,44 +293,6 @@ impl ManifestWriter {
     }
 }
 
-/// A writer that hashes and counts what passes through it.
-pub struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    written: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            written: 0,
-        }
-    }
-
-    pub fn finish(self) -> (W, Sha256Digest, u64) {
-        (
-            self.inner,
-            Sha256Digest(self.hasher.finalize().into()),
-            self.written,
-        )
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Reading
 
@@ -520,18 +450,7 @@ impl Manifest {
     /// The direct children of directory `dir` (relative, empty for the root),
     /// in name order.
     pub fn list(&self, dir: &[u8]) -> Result<Vec<(Vec<u8>, Entry)>> {
-        let mut lo = dir.to_vec();
-        lo.push(0);
-        let mut hi = dir.to_vec();
-        hi.push(1);
-        walk_index(|| {
-            let mut stream = self.index.range().ge(&lo).lt(&hi).into_stream();
-            let mut out = Vec::new();
-            while let Some((k, off)) = stream.next() {
-                out.push((k[lo.len()..].to_vec(), self.entry_at(off)?));
-            }
-            Ok(out)
-        })?
+        Ok(self.list_first(dir, usize::MAX)?.0)
     }
 
     /// The first `max` entries of a directory (as `list`), and how many
@@ -618,22 +537,6 @@ impl ManifestStream<'_> {
             }
         }
     }
-}
-
-/// sha256 of everything a reader yields.
-pub fn sha256_of_reader(mut r: impl Read) -> io::Result<Sha256Digest> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-    }
-    Ok(Sha256Digest(hasher.finalize().into()))
 }
 
 /// A key or path as text for messages.

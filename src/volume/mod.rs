@@ -26,8 +26,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::digest::Sha256Digest;
 use crate::durable;
-use manifest::{Manifest, Sha256Digest, Verify};
+use manifest::{Manifest, Verify};
 
 /// The volume format this build reads and writes.
 pub const FORMAT: u32 = 1;
@@ -167,28 +168,6 @@ impl VolumeDir {
         Ok(())
     }
 
-    /// Creates the volume's directories and format marker if missing.
-    pub fn init(&self) -> Result<()> {
-        for d in [
-            self.root.clone(),
-            self.releases_dir(),
-            self.objects_dir(),
-            self.tmp_dir(),
-        ] {
-            durable::create_dir_all_durable(&d)
-                .with_context(|| format!("creating {}", d.display()))?;
-        }
-        if self.exists() {
-            return self.check_format();
-        }
-        durable::write_atomic(
-            &self.format_file(),
-            &self.tmp_dir(),
-            format!("{FORMAT_LINE}\n").as_bytes(),
-        )
-        .with_context(|| format!("writing {}", self.format_file().display()))
-    }
-
     /// The current release id, or `None` for a volume never released.
     pub fn current(&self) -> Result<Option<u64>> {
         let path = self.pointer_file();
@@ -203,17 +182,6 @@ impl VolumeDir {
             bail!("{}: pointer format {} unknown", path.display(), p.format);
         }
         Ok(Some(p.release))
-    }
-
-    /// Points the volume at release `id`, atomically and durably.
-    pub fn set_current(&self, id: u64) -> Result<()> {
-        let bytes = serde_json::to_vec(&Pointer {
-            format: FORMAT,
-            release: id,
-        })?;
-        crate::fault::point("pointer-before-rename");
-        durable::write_atomic(&self.pointer_file(), &self.tmp_dir(), &bytes)
-            .with_context(|| format!("writing {}", self.pointer_file().display()))
     }
 
     /// Reads one release's metadata.
@@ -265,6 +233,150 @@ impl VolumeDir {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect())
     }
+}
+
+fn ensure_ends_with_newline(path: &Path) -> Result<()> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    use std::io::Seek;
+    file.seek(io::SeekFrom::Start(len - 1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    if last[0] != b'\n' {
+        durable::append_line(path, "")?;
+    }
+    Ok(())
+}
+
+/// Why a symlink's target would leave its tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SymlinkEscape {
+    #[error("empty target")]
+    Empty,
+    #[error("absolute target")]
+    Absolute,
+    #[error("climbs above the root")]
+    AboveRoot,
+}
+
+/// The one containment rule for symlinks in a released tree, applied by the
+/// release walk (a link that breaks it fails the release) and by the
+/// daemon at every hop it follows: a symlink in directory `dir` (relative
+/// to the root, `/`-separated, empty for the root) may only name something
+/// inside the tree. Its target is relative, resolved from `dir`, and never
+/// climbs above the root.
+pub fn check_symlink(dir: &[u8], target: &[u8]) -> Result<(), SymlinkEscape> {
+    if target.is_empty() {
+        return Err(SymlinkEscape::Empty);
+    }
+    if target.starts_with(b"/") {
+        return Err(SymlinkEscape::Absolute);
+    }
+    let mut depth = dir.split(|&b| b == b'/').filter(|s| !s.is_empty()).count();
+    for seg in target.split(|&b| b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => depth = depth.checked_sub(1).ok_or(SymlinkEscape::AboveRoot)?,
+            _ => depth += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+/// The user name of this process (from the password database, since
+/// systemd services and cron jobs often run without `$USER`).
+fn whoami() -> String {
+    // SAFETY: getuid has no preconditions; getpwuid_r writes only into the
+    // buffers we pass and its result points into them.
+    unsafe {
+        let uid = libc::getuid();
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 4096];
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out);
+        if rc == 0 && !out.is_null() && !pw.pw_name.is_null() {
+            return std::ffi::CStr::from_ptr(pw.pw_name)
+                .to_string_lossy()
+                .into_owned();
+        }
+        format!("uid {uid}")
+    }
+}
+
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// A volume whose writers' lock this process holds: the only way to
+/// change its pointer, its history or its format marker. Everything a
+/// [`VolumeDir`] reads is there too (through `Deref`). The lock is released
+/// when it is dropped.
+pub struct LockedVolume {
+    dir: VolumeDir,
+    _lock: VolumeLock,
+}
+
+impl std::ops::Deref for LockedVolume {
+    type Target = VolumeDir;
+    fn deref(&self) -> &VolumeDir {
+        &self.dir
+    }
+}
+
+impl LockedVolume {
+    /// The volume's paths, for what outlives a borrow of the lock.
+    pub fn dir(&self) -> &VolumeDir {
+        &self.dir
+    }
+
+    /// Creates the volume's directories and format marker if missing.
+    pub fn init(&self) -> Result<()> {
+        for d in [
+            self.root.clone(),
+            self.releases_dir(),
+            self.objects_dir(),
+            self.tmp_dir(),
+        ] {
+            durable::create_dir_all_durable(&d)
+                .with_context(|| format!("creating {}", d.display()))?;
+        }
+        if self.exists() {
+            return self.check_format();
+        }
+        durable::write_atomic(
+            &self.format_file(),
+            &self.tmp_dir(),
+            format!("{FORMAT_LINE}\n").as_bytes(),
+        )
+        .with_context(|| format!("writing {}", self.format_file().display()))
+    }
+
+    /// Points the volume at release `id`, atomically and durably.
+    pub fn set_current(&self, id: u64) -> Result<()> {
+        let bytes = serde_json::to_vec(&Pointer {
+            format: FORMAT,
+            release: id,
+        })?;
+        crate::fault::point("pointer-before-rename");
+        durable::write_atomic(&self.pointer_file(), &self.tmp_dir(), &bytes)
+            .with_context(|| format!("writing {}", self.pointer_file().display()))
+    }
 
     /// Appends a history line for a pointer change.
     pub fn record(
@@ -312,60 +424,8 @@ impl VolumeDir {
     }
 }
 
-fn ensure_ends_with_newline(path: &Path) -> Result<()> {
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(());
-    }
-    use std::io::Seek;
-    file.seek(io::SeekFrom::Start(len - 1))?;
-    let mut last = [0u8; 1];
-    file.read_exact(&mut last)?;
-    if last[0] != b'\n' {
-        durable::append_line(path, "")?;
-    }
-    Ok(())
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
-}
-
-/// The user name of this process (from the password database, since
-/// systemd services and cron jobs often run without `$USER`).
-fn whoami() -> String {
-    // SAFETY: getuid has no preconditions; getpwuid_r writes only into the
-    // buffers we pass and its result points into them.
-    unsafe {
-        let uid = libc::getuid();
-        let mut pw: libc::passwd = std::mem::zeroed();
-        let mut buf = vec![0 as libc::c_char; 4096];
-        let mut out: *mut libc::passwd = std::ptr::null_mut();
-        let rc = libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out);
-        if rc == 0 && !out.is_null() && !pw.pw_name.is_null() {
-            return std::ffi::CStr::from_ptr(pw.pw_name)
-                .to_string_lossy()
-                .into_owned();
-        }
-        format!("uid {uid}")
-    }
-}
-
-fn hostname() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-/// The exclusive writer lock of a volume, released on drop.
+/// The exclusive writer lock of a volume, released on drop; held inside the
+/// [`LockedVolume`] that [`VolumeLock::acquire`] returns.
 pub struct VolumeLock {
     _file: File,
 }
@@ -380,8 +440,9 @@ pub struct Busy {
 
 impl VolumeLock {
     /// Takes the lock; with `wait`, blocks until it is free, otherwise fails
-    /// at once with [`Busy`] naming the holder.
-    pub fn acquire(vol: &VolumeDir, wait: bool, what: &str) -> Result<VolumeLock> {
+    /// at once with [`Busy`] naming the holder. `what` names the holder in
+    /// the next writer's message.
+    pub fn acquire(vol: &VolumeDir, wait: bool, what: &str) -> Result<LockedVolume> {
         durable::create_dir_all_durable(&vol.root)
             .with_context(|| format!("creating {}", vol.root.display()))?;
         let path = vol.lock_file();
@@ -433,7 +494,10 @@ impl VolumeLock {
         use std::io::Seek;
         file.seek(io::SeekFrom::Start(0))?;
         file.write_all(info.as_bytes())?;
-        Ok(VolumeLock { _file: file })
+        Ok(LockedVolume {
+            dir: vol.clone(),
+            _lock: VolumeLock { _file: file },
+        })
     }
 }
 
@@ -455,7 +519,7 @@ mod tests {
     #[test]
     fn pointer_history_and_torn_lines() {
         let dir = tempfile::tempdir().unwrap();
-        let v = VolumeDir::new(dir.path(), "v");
+        let v = VolumeLock::acquire(&VolumeDir::new(dir.path(), "v"), false, "test").unwrap();
         v.init().unwrap();
         assert_eq!(v.current().unwrap(), None);
         v.set_current(3).unwrap();
@@ -494,9 +558,33 @@ mod tests {
     #[test]
     fn foreign_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let v = VolumeDir::new(dir.path(), "v");
+        let v = VolumeLock::acquire(&VolumeDir::new(dir.path(), "v"), false, "test").unwrap();
         v.init().unwrap();
         fs::write(v.format_file(), "unimirror-volume 2\n").unwrap();
         assert!(v.init().is_err());
+        assert!(v.check_format().is_err());
+    }
+
+    #[test]
+    fn symlink_containment() {
+        assert_eq!(check_symlink(b"", b"a"), Ok(()));
+        assert_eq!(check_symlink(b"a/b", b"../../c"), Ok(()));
+        assert_eq!(check_symlink(b"a", b"./x/../y"), Ok(()));
+        assert_eq!(check_symlink(b"a", b"x//y/"), Ok(()));
+        assert_eq!(check_symlink(b"", b"../x"), Err(SymlinkEscape::AboveRoot));
+        assert_eq!(
+            check_symlink(b"a", b"../../x"),
+            Err(SymlinkEscape::AboveRoot)
+        );
+        // Climbing out and back in is still out.
+        assert_eq!(
+            check_symlink(b"a", b"../../a/x"),
+            Err(SymlinkEscape::AboveRoot)
+        );
+        assert_eq!(
+            check_symlink(b"a", b"/etc/passwd"),
+            Err(SymlinkEscape::Absolute)
+        );
+        assert_eq!(check_symlink(b"a", b""), Err(SymlinkEscape::Empty));
     }
 }

@@ -1,14 +1,12 @@
 //! `unimirror-update sync` against upstreams built with the real tools and
 //! served over HTTP, then checked with the real clients through the daemon.
 
-mod common;
-
 use std::fs;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 /// A directory served over HTTP by Python's `http.server`, stopped on drop.
 struct Upstream {
@@ -113,28 +111,6 @@ s.serve_forever()
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.port)
     }
-}
-
-/// A CA (`ca.pem`) and a certificate for `localhost` it signed
-/// (`cert.pem`, `key.pem`), in `dir`.
-fn make_ca_and_cert(dir: &Path) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::from_params(&ca, &ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-    fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
-    fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
 }
 
 impl Drop for Upstream {
@@ -301,6 +277,15 @@ impl AptArchive {
             .unwrap();
         assert!(release.status.success());
         fs::write(dist.join("Release"), &release.stdout).unwrap();
+        self.sign();
+    }
+
+    /// Signs the suite's `Release` as `InRelease` and `Release.gpg`.
+    fn sign(&self) {
+        let dist = self.archive().join("dists/stable");
+        for f in ["InRelease", "Release.gpg"] {
+            let _ = fs::remove_file(dist.join(f));
+        }
         let d = dist.to_str().unwrap();
         self.gpg(&[
             "--clearsign",
@@ -784,19 +769,6 @@ fn pypi_upstream(dir: &Path) -> PathBuf {
     dir.join("upstream")
 }
 
-fn pip(args: &[&str]) -> std::process::Output {
-    // Only the mirror: no site or user pip configuration, no find-links.
-    Command::new("python3")
-        .env("PIP_CONFIG_FILE", "/dev/null")
-        .env_remove("PIP_FIND_LINKS")
-        .env_remove("PIP_INDEX_URL")
-        .env_remove("PIP_EXTRA_INDEX_URL")
-        .args(["-m", "pip", "--disable-pip-version-check", "--no-cache-dir"])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn pypi_sync_mirrors_projects_that_pip_installs_with_hashes() {
     let dir = tempfile::tempdir().unwrap();
@@ -854,33 +826,17 @@ fn pypi_sync_mirrors_projects_that_pip_installs_with_hashes() {
     // --require-hashes with both pinned.
     let index = format!("http://{}/vol/simple/", d.addr);
     let files = root.join("files");
-    let hash = |f: &str| {
-        unimirror::volume::manifest::Sha256Digest::of(&fs::read(files.join(f)).unwrap()).hex()
-    };
-    let req = env.path().join("req.txt");
-    fs::write(
-        &req,
-        format!(
-            "greet==1.0 --hash=sha256:{}\ngreet-lib==1.0 --hash=sha256:{}\n",
-            hash("greet-1.0-py3-none-any.whl"),
-            hash("greet_lib-1.0-py3-none-any.whl")
-        ),
-    )
-    .unwrap();
-    let target = env.path().join("site");
-    let o = pip(&[
-        "install",
-        "--require-hashes",
-        "--only-binary",
-        ":all:",
-        "--index-url",
+    let target = pip_install_with_hashes(
+        env.path(),
         &index,
-        "--target",
-        target.to_str().unwrap(),
-        "-r",
-        req.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+        &[
+            ("greet==1.0", &files.join("greet-1.0-py3-none-any.whl")),
+            (
+                "greet-lib==1.0",
+                &files.join("greet_lib-1.0-py3-none-any.whl"),
+            ),
+        ],
+    );
     assert!(
         target.join("greet/__init__.py").exists() && target.join("greet_lib/__init__.py").exists()
     );
@@ -919,7 +875,7 @@ fn pypi_sync_mirrors_projects_that_pip_installs_with_hashes() {
 fn an_https_upstream_is_verified_and_never_downgraded_to_plain_http() {
     let dir = tempfile::tempdir().unwrap();
     let root = pypi_upstream(dir.path());
-    make_ca_and_cert(dir.path());
+    make_cert(dir.path());
     let (cert, key, ca) = (
         dir.path().join("cert.pem"),
         dir.path().join("key.pem"),
@@ -1039,31 +995,20 @@ fn wheel_sync_imports_platform_trees_that_pip_installs_from_and_keeps_old_wheels
     assert!(meta.text().contains("Name: greet-lib"), "{}", meta.text());
 
     let index = format!("http://{}/vol/ubuntu-jammy-x86_64/simple/", d.addr);
-    let hash = |f: &str| {
-        unimirror::volume::manifest::Sha256Digest::of(&fs::read(built.join(f)).unwrap()).hex()
-    };
-    let req = env.path().join("req.txt");
-    fs::write(
-        &req,
-        format!(
-            "greet==1.0 --hash=sha256:{}\ngreet-lib==1.0 --hash=sha256:{}\n",
-            hash("greet-1.0-py3-none-any.whl"),
-            hash("greet_lib-1.0-py3-none-any.whl")
-        ),
-    )
-    .unwrap();
-    let target = env.path().join("site");
-    let o = pip(&[
-        "install",
-        "--require-hashes",
-        "--index-url",
+    let target = pip_install_with_hashes(
+        env.path(),
         &index,
-        "--target",
-        target.to_str().unwrap(),
-        "-r",
-        req.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+        &[
+            ("greet==1.0", &built.join("greet-1.0-py3-none-any.whl")),
+            (
+                "greet-lib==1.0",
+                &built.join("greet_lib-1.0-py3-none-any.whl"),
+            ),
+        ],
+    );
+    assert!(
+        target.join("greet/__init__.py").exists() && target.join("greet_lib/__init__.py").exists()
+    );
     let target = env.path().join("site2");
     let o = pip(&[
         "install",
@@ -1296,23 +1241,7 @@ impl AptArchive {
         let dist = self.archive().join("dists/stable");
         let text = edit(fs::read_to_string(dist.join("Release")).unwrap());
         fs::write(dist.join("Release"), text).unwrap();
-        for f in ["InRelease", "Release.gpg"] {
-            let _ = fs::remove_file(dist.join(f));
-        }
-        let d = dist.to_str().unwrap();
-        self.gpg(&[
-            "--clearsign",
-            "-o",
-            &format!("{d}/InRelease"),
-            &format!("{d}/Release"),
-        ]);
-        self.gpg(&[
-            "--detach-sign",
-            "--armor",
-            "-o",
-            &format!("{d}/Release.gpg"),
-            &format!("{d}/Release"),
-        ]);
+        self.sign();
     }
 }
 
@@ -1945,4 +1874,516 @@ fn an_upstream_signed_by_an_expired_key_releases_nothing() {
         "{err}"
     );
     assert_eq!(env.current(), None, "nothing released");
+}
+
+// ---------------------------------------------------------------------------
+// Hostile upstreams: redirects, foreign URLs, oversized and endless
+// downloads, compression bombs, symlinks in a build output.
+
+/// Appends lines to the `[sync]` table `set_upstream` left at the end.
+fn add_sync_settings(env: &Env, lines: &str) {
+    let text = fs::read_to_string(env.config()).unwrap();
+    fs::write(env.config(), format!("{text}{lines}\n")).unwrap();
+}
+
+/// A plain-HTTP server answering every GET with a redirect to `target`
+/// plus the path.
+fn redirector(target: &str) -> Upstream {
+    let script = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        self.send_response(302)
+        self.send_header("Location", sys.argv[1] + self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print("Redirecting on 127.0.0.1 port", s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+    Upstream::python(script, &[target.as_ref()])
+}
+
+#[test]
+fn a_redirect_to_another_port_is_refused_and_to_an_allowed_host_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = pypi_upstream(dir.path());
+    let upstream = Upstream::serve(&root);
+    // The same host, another port: another service.
+    let target = format!("http://127.0.0.1:{}", upstream.port);
+    let redirecting = redirector(&target);
+    let env = Env::new();
+    set_upstream(
+        &env,
+        &format!(
+            "type = \"pypi\"\nurl = \"{}simple/\"\nprojects = [\"greet-lib\"]",
+            redirecting.url()
+        ),
+    );
+    let out = env.update(&["sync", "vol"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "refusing a redirect from {}simple/greet-lib/ to {target}/simple/greet-lib/: another host or port",
+            redirecting.url()
+        )),
+        "{err}"
+    );
+    assert_eq!(env.current(), None, "nothing released");
+
+    // Listed with its port: followed, for the pages and the files alike.
+    add_sync_settings(
+        &env,
+        &format!("allow_redirect_hosts = [\"127.0.0.1:{}\"]", upstream.port),
+    );
+    let out = env.update_ok(&["sync", "vol"]);
+    assert!(out.contains("synced vol"), "{out}");
+    assert_eq!(env.current(), Some(1));
+    let staged = env.path().join("staging/vol/packages/greet-lib");
+    assert_eq!(
+        fs::read(staged.join("greet_lib-1.0-py3-none-any.whl")).unwrap(),
+        fs::read(root.join("files/greet_lib-1.0-py3-none-any.whl")).unwrap()
+    );
+}
+
+/// Runs `apt-ftparchive release` over the suite again and signs it, after
+/// a test changed its indexes by hand.
+fn resign(a: &AptArchive) {
+    let dist = a.archive().join("dists/stable");
+    for f in ["Release", "InRelease", "Release.gpg"] {
+        let _ = fs::remove_file(dist.join(f));
+    }
+    let release = Command::new("apt-ftparchive")
+        .args([
+            "-o",
+            "APT::FTPArchive::Release::Suite=stable",
+            "-o",
+            "APT::FTPArchive::Release::Components=main",
+            "-o",
+            "APT::FTPArchive::Release::Architectures=amd64",
+            "release",
+        ])
+        .arg(&dist)
+        .output()
+        .unwrap();
+    assert!(release.status.success());
+    fs::write(dist.join("Release"), &release.stdout).unwrap();
+    let d = dist.to_str().unwrap();
+    a.gpg(&[
+        "--clearsign",
+        "-o",
+        &format!("{d}/InRelease"),
+        &format!("{d}/Release"),
+    ]);
+}
+
+/// Replaces the suite's `main/binary-amd64/Packages` by `packages`, in
+/// its `.gz` form only, and signs the suite again.
+fn replace_packages(a: &AptArchive, packages_gz: &[u8]) {
+    let bin = a.archive().join("dists/stable/main/binary-amd64");
+    let _ = fs::remove_file(bin.join("Packages"));
+    fs::write(bin.join("Packages.gz"), packages_gz).unwrap();
+    resign(a);
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn an_absolute_filename_or_a_foreign_pypi_link_is_refused_and_nothing_released() {
+    // apt: a signed Packages naming a pool file by a URL on another host.
+    let dir = tempfile::tempdir().unwrap();
+    let archive = AptArchive::new(dir.path());
+    let bin = archive.archive().join("dists/stable/main/binary-amd64");
+    let packages = fs::read_to_string(bin.join("Packages")).unwrap();
+    assert!(packages.contains("Filename: pool/main/g/greet/greet_1.0_all.deb"));
+    let foreign = packages.replace(
+        "Filename: pool/main/g/greet/greet_1.0_all.deb",
+        "Filename: https://other.example/x.deb",
+    );
+    replace_packages(&archive, &gzip(foreign.as_bytes()));
+    let upstream = Upstream::serve(&archive.archive());
+    let env = apt_env(&upstream, &archive.keyring, "");
+    let out = env.update(&["sync", "vol"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "refusing the path `https://other.example/x.deb` from upstream metadata: a URL"
+        ),
+        "{err}"
+    );
+    assert_eq!(env.current(), None, "nothing released");
+
+    // PyPI: a project page linking a file on another host (here another
+    // port of the same one), which `allow_file_hosts` does not name.
+    let root = pypi_upstream(&dir.path().join("pypi"));
+    let elsewhere = Upstream::serve(&root);
+    let page = root.join("simple/greet-lib/index.html");
+    let html = fs::read_to_string(&page).unwrap().replace(
+        "../../files/",
+        &format!("http://127.0.0.1:{}/files/", elsewhere.port),
+    );
+    fs::write(&page, html).unwrap();
+    let upstream = Upstream::serve(&root);
+    let env = Env::new();
+    let base = fs::read_to_string(env.config()).unwrap();
+    let pypi = format!(
+        "type = \"pypi\"\nurl = \"{}simple/\"\nprojects = [\"greet-lib\"]",
+        upstream.url()
+    );
+    set_upstream(&env, &pypi);
+    let out = env.update(&["sync", "vol"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "refusing the file URL http://127.0.0.1:{}/files/",
+            elsewhere.port
+        )) && err.contains("allow_file_hosts"),
+        "{err}"
+    );
+    assert!(
+        !env.path().join("staging/vol/packages").exists(),
+        "nothing fetched"
+    );
+    assert_eq!(env.current(), None, "nothing released");
+    // Allowed by the upstream's config: fetched from there.
+    fs::write(env.config(), base).unwrap();
+    set_upstream(
+        &env,
+        &format!(
+            "{pypi}\nallow_file_hosts = [\"127.0.0.1:{}\"]",
+            elsewhere.port
+        ),
+    );
+    env.update_ok(&["sync", "vol"]);
+    assert_eq!(env.current(), Some(1));
+}
+
+/// A PyPI-style upstream that lists one file per project (1000 bytes of
+/// `x`, sha256 included) and misbehaves when asked for it:
+/// - `sized` (PEP 691 JSON with the size) and `unsized` (PEP 503 HTML,
+///   no size): the file is 4 MiB, not 1000 bytes;
+/// - `drip`: the right 1000 bytes, one per second.
+fn misbehaving_upstream() -> Upstream {
+    let script = r#"
+import hashlib, http.server, json, time
+body = b"x" * 1000
+sha = hashlib.sha256(body).hexdigest()
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        name = self.path.strip("/").split("/")[-1]
+        if self.path.startswith("/simple/sized/"):
+            files = [{"filename": "sized-1.0.tar.gz", "url": "/files/sized/sized-1.0.tar.gz",
+                      "hashes": {"sha256": sha}, "size": len(body)}]
+            page = json.dumps({"meta": {"api-version": "1.1"}, "name": "sized", "files": files}).encode()
+            ctype = "application/vnd.pypi.simple.v1+json"
+        elif self.path.startswith("/simple/"):
+            project = self.path.split("/")[2]
+            page = f'<a href="/files/{project}/{project}-1.0.tar.gz#sha256={sha}">{project}-1.0.tar.gz</a>'.encode()
+            ctype = "text/html"
+        elif self.path.startswith("/files/drip/"):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            for b in body:
+                self.wfile.write(bytes([b]))
+                self.wfile.flush()
+                time.sleep(1)
+            return
+        elif self.path.startswith("/files/"):
+            # No Content-Length: the size shows only as the bytes come.
+            self.send_response(200)
+            self.end_headers()
+            for _ in range(64):
+                self.wfile.write(b"x" * 65536)
+            return
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print("Misbehaving on 127.0.0.1 port", s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+    Upstream::python(script, &[])
+}
+
+/// An env syncing `project` from `upstream` with extra `[sync]` lines.
+fn misbehaving_env(upstream: &Upstream, project: &str, sync: &str) -> Env {
+    let env = Env::new();
+    set_upstream(
+        &env,
+        &format!(
+            "type = \"pypi\"\nurl = \"{}simple/\"\nprojects = [\"{project}\"]",
+            upstream.url()
+        ),
+    );
+    add_sync_settings(&env, sync);
+    env
+}
+
+/// Nothing of a cut-off download is left behind, in the tree or in the
+/// temporary directory.
+fn assert_no_partial_download(env: &Env) {
+    let tmp = env.path().join("staging/.tmp-vol");
+    let left: Vec<_> = fs::read_dir(&tmp)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(!env.path().join("staging/vol/packages").exists());
+}
+
+#[test]
+fn a_file_longer_than_its_index_size_is_aborted_while_streaming() {
+    let upstream = misbehaving_upstream();
+    let env = misbehaving_env(&upstream, "sized", "");
+    let out = env.update(&["sync", "vol"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{}files/sized/sized-1.0.tar.gz: more than the 1000 bytes its index lists; aborted",
+            upstream.url()
+        )),
+        "{err}"
+    );
+    assert_eq!(env.current(), None);
+    assert_no_partial_download(&env);
+}
+
+#[test]
+fn a_file_of_unknown_size_past_max_download_size_is_aborted() {
+    let upstream = misbehaving_upstream();
+    let env = misbehaving_env(&upstream, "unsized", "max_download_size = \"64KiB\"");
+    let out = env.update(&["sync", "vol"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "unsized-1.0.tar.gz: larger than sync.max_download_size (65536 bytes); aborted"
+        ),
+        "{err}"
+    );
+    assert_eq!(env.current(), None);
+    assert_no_partial_download(&env);
+}
+
+#[test]
+fn a_dripping_upstream_fails_by_the_whole_file_deadline() {
+    let upstream = misbehaving_upstream();
+    // A byte a second never trips the 30 s no-progress timeout; the
+    // whole-file deadline ends it.
+    let env = misbehaving_env(
+        &upstream,
+        "drip",
+        "timeout = \"30s\"\ndownload_deadline = \"3s\"",
+    );
+    let out = env.update(&["sync", "vol"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("drip-1.0.tar.gz: not finished within 3s (sync.download_deadline)"),
+        "{err}"
+    );
+    assert_eq!(env.current(), None);
+    assert_no_partial_download(&env);
+}
+
+/// Runs `unimirror-update <args>` and returns its exit status, stderr and
+/// peak RSS in KiB. A python3 parent forks it from its own small image and
+/// reports its `ru_maxrss`: a child spawned by this process would carry
+/// this process's memory in its own peak (Linux records the spawning
+/// image's high-water mark at exec), and in the one integration binary
+/// that is every test's memory.
+fn update_with_peak_rss(env: &Env, args: &[&str]) -> (std::process::ExitStatus, String, i64) {
+    use std::os::unix::process::ExitStatusExt;
+    let script = r#"
+import os, sys
+pid = os.fork()
+if pid == 0:
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(usage.ru_maxrss, status, flush=True)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, UPDATE, "--config"])
+        .arg(env.config())
+        .args(args)
+        .env_remove("UNIMIRROR_FAULT")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let report = stdout(&out);
+    let (rss, status) = report
+        .trim()
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("no report from the wrapper: {report:?} {}", stderr(&out)));
+    (
+        std::process::ExitStatus::from_raw(status.parse().unwrap()),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        rss.parse().unwrap(),
+    )
+}
+
+/// 256 MiB of zeros behind a few hundred KiB: what a bomb expands to is
+/// far more than the 1 MiB allowed, and four times the peak memory the
+/// test allows the updater (which needs about 15 MiB), so holding it would
+/// show.
+const BOMB_MIB: usize = 256;
+
+#[test]
+fn compression_bombs_are_refused_past_max_metadata_size_without_the_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = "max_metadata_size = \"1MiB\"";
+
+    // apt: a signed Packages.gz (concatenated gzip members, as
+    // MultiGzDecoder reads them).
+    let archive = AptArchive::new(dir.path());
+    let member = gzip(&vec![0u8; 1 << 20]);
+    let bomb = member.repeat(BOMB_MIB);
+    assert!(bomb.len() < BOMB_MIB << 11, "{} bytes", bomb.len());
+    replace_packages(&archive, &bomb);
+    let upstream = Upstream::serve(&archive.archive());
+    let env = apt_env(&upstream, &archive.keyring, "");
+    add_sync_settings(&env, limits);
+    let (status, err, rss_kib) = update_with_peak_rss(&env, &["sync", "vol"]);
+    assert!(!status.success());
+    assert!(
+        err.contains(
+            "main/binary-amd64/Packages.gz decompresses to more than 1048576 bytes (sync.max_metadata_size); refused"
+        ),
+        "{err}"
+    );
+    assert!(rss_kib < 64 << 10, "peak RSS {rss_kib} KiB");
+    assert_eq!(env.current(), None);
+
+    // yum: a primary.xml.xz, one xz stream.
+    let repo = dir.path().join("repo");
+    fs::create_dir_all(repo.join("repodata")).unwrap();
+    let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 0);
+    let zeros = vec![0u8; 1 << 20];
+    std::io::Write::write_all(&mut xz, b"<metadata>").unwrap();
+    for _ in 0..BOMB_MIB {
+        std::io::Write::write_all(&mut xz, &zeros).unwrap();
+    }
+    let primary = xz.finish().unwrap();
+    assert!(primary.len() < BOMB_MIB << 11, "{} bytes", primary.len());
+    fs::write(repo.join("repodata/primary.xml.xz"), &primary).unwrap();
+    let sha = unimirror::volume::manifest::Sha256Digest::of(&primary);
+    fs::write(
+        repo.join("repodata/repomd.xml"),
+        format!(
+            "<repomd><data type=\"primary\"><checksum type=\"sha256\">{sha}</checksum><location href=\"repodata/primary.xml.xz\"/><size>{}</size></data></repomd>",
+            primary.len()
+        ),
+    )
+    .unwrap();
+    let upstream = Upstream::serve(&repo);
+    let env = Env::new();
+    set_upstream(
+        &env,
+        &format!("type = \"yum\"\nurls = [\"{}\"]", upstream.url()),
+    );
+    add_sync_settings(&env, limits);
+    let (status, err, rss_kib) = update_with_peak_rss(&env, &["sync", "vol"]);
+    assert!(!status.success());
+    assert!(
+        err.contains("primary.xml.xz decompresses to more than 1048576 bytes (sync.max_metadata_size); refused"),
+        "{err}"
+    );
+    assert!(rss_kib < 64 << 10, "peak RSS {rss_kib} KiB");
+    assert_eq!(env.current(), None);
+}
+
+#[test]
+fn symlinks_and_fifos_in_the_wheel_build_output_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let built = pypi_upstream(dir.path()).join("files");
+    let output = dir.path().join("build-output");
+    let platform = output.join("ubuntu-jammy-x86_64");
+    fs::create_dir_all(&platform).unwrap();
+    let good = "greet-1.0-py3-none-any.whl";
+    fs::copy(built.join(good), platform.join(good)).unwrap();
+    // A link to a zip the updater can read but nobody built for this
+    // platform.
+    let link = platform.join("greet_lib-1.0-py3-none-any.whl");
+    std::os::unix::fs::symlink(built.join("greet_lib-1.0-py3-none-any.whl"), &link).unwrap();
+    let env = Env::new();
+    set_upstream(
+        &env,
+        &format!(
+            "type = \"wheel\"\ndirectory = {:?}",
+            output.display().to_string()
+        ),
+    );
+    let out = env.update(&["sync", "vol"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "refusing {}: a symlink, not a regular file",
+            link.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(env.current(), None);
+    assert!(
+        !env.path()
+            .join("staging/vol/ubuntu-jammy-x86_64/packages/greet-lib")
+            .exists()
+    );
+
+    // A FIFO: reading it would wait for a writer for ever. A writer is
+    // waiting here, so a sync that opened it would read junk instead of
+    // hanging; it must not be opened at all.
+    fs::remove_file(&link).unwrap();
+    let fifo = platform.join("greet_lib-1.0-py3-none-any.whl");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let writer = fifo.clone();
+    std::thread::spawn(move || {
+        if let Ok(mut f) = fs::OpenOptions::new().write(true).open(writer) {
+            let _ = std::io::Write::write_all(&mut f, b"not a wheel");
+        }
+    });
+    let out = env.update(&["sync", "vol"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "refusing {}: a FIFO, not a regular file",
+            fifo.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(env.current(), None);
+
+    // A platform directory that is a link: refused too, not skipped.
+    fs::remove_file(&fifo).unwrap();
+    let linked = output.join("centos-9-x86_64");
+    std::os::unix::fs::symlink(&built, &linked).unwrap();
+    let out = env.update(&["sync", "vol"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("refusing {}: a symlink", linked.display())),
+        "{}",
+        stderr(&out)
+    );
+    fs::remove_file(&linked).unwrap();
+    env.update_ok(&["sync", "vol"]);
+    assert_eq!(env.current(), Some(1));
 }

@@ -1,11 +1,9 @@
 //! `unimirror check-config` and config errors as operators see them.
 
-mod common;
-
 use std::fs;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn check(path: &std::path::Path) -> std::process::Output {
     Command::new(DAEMON)
@@ -46,6 +44,14 @@ fn bad_configs_name_file_key_and_reason() {
         (
             "origin = \"/o\"\nstaging = \"/s\"\n[volumes.a]\nprefix = \"/x\"\n[volumes.b]\nprefix = \"/x\"\n",
             "bad.toml: volumes.b.prefix: `/x` overlaps `/x` of volume `a`",
+        ),
+        (
+            "origin = \"/o\"\nstaging = \"/s\"\n[sync]\nmax_metadata_size = \"512\"\n",
+            "bad.toml: sync.max_metadata_size: 512 bytes is too small (at least 1KiB)",
+        ),
+        (
+            "origin = \"/o\"\nstaging = \"/s\"\n[sync]\nallow_redirect_hosts = [\"https://cdn.example\"]\n",
+            "bad.toml: sync.allow_redirect_hosts: `https://cdn.example` is not a host or host:port",
         ),
         ("origin = [\n", "bad.toml: "),
     ] {

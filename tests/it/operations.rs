@@ -1,8 +1,6 @@
 //! Running the daemon: TLS and HTTP/2, signals (reload, drain), limits,
 //! its own pages and its logs — with the real binary and real clients.
 
-mod common;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -10,16 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
-
-/// Writes a fresh self-signed certificate for `localhost`; returns the
-/// certificate's PEM (what a client trusts).
-fn make_cert(dir: &Path) -> String {
-    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    fs::write(dir.join("cert.pem"), c.cert.pem()).unwrap();
-    fs::write(dir.join("key.pem"), c.signing_key.serialize_pem()).unwrap();
-    c.cert.pem()
-}
+use crate::common::*;
 
 /// `curl` fetching `url`; returns (HTTP version, body) or the error text.
 fn curl(args: &[&str], url: &str) -> Result<(String, Vec<u8>), String> {
@@ -89,7 +78,7 @@ fn tls_with_http2_over_alpn_h2c_and_a_certificate_reload_that_keeps_connections(
     assert_eq!(h2c.unwrap(), ("2".into(), b"over tls".to_vec()));
 
     // A keep-alive connection open across the reload keeps working.
-    let mut kept = TcpStream::connect(d.addr).unwrap();
+    let mut kept = connect(d.addr);
     let ask = "GET /vol/pkg/file.whl HTTP/1.1\r\nHost: x\r\n\r\n";
     kept.write_all(ask.as_bytes()).unwrap();
     assert_eq!(read_response(&mut kept).1, b"over tls");
@@ -160,7 +149,7 @@ fn sigterm_finishes_requests_in_flight_then_exits() {
     env.write("big.bin", &big);
     env.release();
     let mut d = Daemon::start(&env);
-    let mut s = TcpStream::connect(d.addr).unwrap();
+    let mut s = connect(d.addr);
     s.write_all(b"GET /vol/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let mut first = vec![0u8; 4096];
@@ -185,6 +174,45 @@ fn sigterm_finishes_requests_in_flight_then_exits() {
 }
 
 #[test]
+fn a_silent_connection_to_the_tls_listener_is_closed_after_the_first_byte_timeout() {
+    let env = Env::new();
+    env.write("a.whl", b"a");
+    env.release();
+    make_cert(env.path());
+    // The handshake timeout alone would keep a silent socket for a minute.
+    let opts = DaemonOpts {
+        daemon: "first_byte_timeout = \"1s\"\n[daemon.tls]\nlisten = [\"127.0.0.1:0\"]\n\
+                 cert = \"cert.pem\"\nkey = \"key.pem\"\nhandshake_timeout = \"60s\"\n"
+            .into(),
+        ..Default::default()
+    };
+    let mut d = Daemon::start_with(&env, &opts);
+    let https = d.next_line();
+    let addr: std::net::SocketAddr = https
+        .strip_prefix("listening on https://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut silent = connect(addr);
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    // Closed by the daemon (EOF, or a reset), without a byte sent.
+    assert!(matches!(silent.read(&mut buf), Ok(0) | Err(_)));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "closed after {took:?}");
+    assert_eq!(
+        d.metric(
+            "unimirror_connections_closed_total",
+            &[("reason", "first_byte")]
+        ),
+        1.0
+    );
+}
+
+#[test]
 fn slow_and_silent_clients_are_cut_off() {
     let env = Env::new();
     let big = vec![7u8; 32 << 20];
@@ -197,7 +225,7 @@ fn slow_and_silent_clients_are_cut_off() {
     let d = Daemon::start_with(&env, &opts);
 
     // Headers that never finish: the connection is closed.
-    let mut silent = TcpStream::connect(d.addr).unwrap();
+    let mut silent = connect(d.addr);
     silent
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
@@ -212,7 +240,7 @@ fn slow_and_silent_clients_are_cut_off() {
 
     // A client that stops reading: the response is abandoned, the
     // connection closed, and the access log says it was incomplete.
-    let mut stalled = TcpStream::connect(d.addr).unwrap();
+    let mut stalled = connect(d.addr);
     stalled
         .write_all(b"GET /vol/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -246,10 +274,10 @@ fn connections_beyond_the_limit_wait_for_a_free_slot() {
     };
     let d = Daemon::start_with(&env, &opts);
     let ask = b"GET /vol/a.txt HTTP/1.1\r\nHost: x\r\n\r\n";
-    let mut first = TcpStream::connect(d.addr).unwrap();
+    let mut first = connect(d.addr);
     first.write_all(ask).unwrap();
     assert_eq!(read_response(&mut first).1, b"a");
-    let mut second = TcpStream::connect(d.addr).unwrap();
+    let mut second = connect(d.addr);
     second.write_all(ask).unwrap();
     second
         .set_read_timeout(Some(Duration::from_millis(500)))

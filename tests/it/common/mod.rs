@@ -1,6 +1,15 @@
 //! Shared set-up for the integration tests: a private origin, staging and
 //! config per test, the real binaries, and checks of what is on the origin.
-#![allow(dead_code)]
+
+mod clients;
+mod daemon;
+mod http;
+mod watch;
+
+pub use clients::*;
+pub use daemon::*;
+pub use http::*;
+pub use watch::*;
 
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
@@ -253,25 +262,23 @@ pub fn signal(child: &Child, sig: i32) {
     }
 }
 
-/// True when the tests run as root (CI does): needed to mount small or
-/// read-only filesystems and to drop privileges.
+/// For tests that need root (to mount small or read-only filesystems):
+/// they are `#[ignore = "needs root: …"]`, run by CI (as root) with
+/// `--include-ignored`, and fail here, never pass, when run without it.
+pub fn assert_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test needs root (mounts); run the suite as root, as CI does"
+    );
+}
+
+/// True when the tests run as root: then a test that must meet a
+/// permission error drops its privileges first.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// For tests that need root: in CI a missing privilege is a failure, on a
-/// developer's machine the test says it was skipped.
-pub fn require_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root in CI (mounts, privilege drop)"
-    );
-    eprintln!("SKIPPED {test}: needs root");
-    false
 }
 
 /// A tmpfs mounted for one test, unmounted on drop.
@@ -330,289 +337,6 @@ pub fn run(cmd: &mut Command) {
     );
 }
 
-/// Extra config lines for a test daemon.
-#[derive(Default, Clone)]
-pub struct DaemonOpts {
-    /// Lines for `[daemon]`.
-    pub daemon: String,
-    /// Lines for `[cache]`.
-    pub cache: String,
-    /// Extra environment variables for the daemon.
-    pub env: Vec<(String, String)>,
-}
-
-/// A running `unimirror serve`, killed on drop.
-pub struct Daemon {
-    pub child: Child,
-    pub addr: std::net::SocketAddr,
-    /// The daemon's stdout, kept open (it prints one line per listener).
-    pub stdout: std::io::BufReader<std::process::ChildStdout>,
-    /// Where its log (stderr) goes.
-    pub log: PathBuf,
-}
-
-impl Daemon {
-    /// Starts the daemon on the env's config, listening on a free loopback
-    /// port, and waits for it to say where it listens.
-    pub fn start(env: &Env) -> Daemon {
-        Daemon::start_with(env, &DaemonOpts::default())
-    }
-
-    /// Starts with extra `[daemon]` and `[cache]` keys.
-    pub fn start_with(env: &Env, opts: &DaemonOpts) -> Daemon {
-        let config = env.config();
-        let text = fs::read_to_string(&config).unwrap();
-        let text = text.replacen(
-            "staging = \"staging\"\n",
-            &format!(
-                "staging = \"staging\"\n[daemon]\nlisten = [\"127.0.0.1:0\"]\n{}{}\n[cache]\ndir = \"cache\"\n{}\n",
-                if opts.daemon.contains("poll_interval") {
-                    ""
-                } else {
-                    "poll_interval = \"200ms\"\n"
-                },
-                opts.daemon,
-                opts.cache
-            ),
-            1,
-        );
-        let serve_config = env.path().join("serve.toml");
-        fs::write(&serve_config, text).unwrap();
-        let log = env.path().join("daemon.log");
-        let mut child = Command::new(DAEMON)
-            .arg("serve")
-            .arg("--config")
-            .arg(&serve_config)
-            .stdout(Stdio::piped())
-            .stderr(fs::File::create(&log).unwrap())
-            .envs(opts.env.iter().map(|(k, v)| (k, v)))
-            .spawn()
-            .unwrap();
-        use std::io::BufRead;
-        let mut line = String::new();
-        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        stdout.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
-        Daemon {
-            child,
-            addr,
-            stdout,
-            log,
-        }
-    }
-
-    /// One HTTP/1.1 request (`Connection: close`); returns the response.
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
-        self.try_request(method, path, headers).unwrap()
-    }
-
-    /// Like `request`, but a connection cut short (reset) is not a panic:
-    /// the response holds what arrived.
-    pub fn try_request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> std::io::Result<HttpResponse> {
-        http(self.addr, method, path, headers)
-    }
-
-    pub fn get(&self, path: &str) -> HttpResponse {
-        self.request("GET", path, &[])
-    }
-
-    /// The next line the daemon printed on stdout.
-    pub fn next_line(&mut self) -> String {
-        use std::io::BufRead;
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        line.trim().to_string()
-    }
-
-    /// What the daemon logged so far.
-    pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The value of one sample in `/metrics` (0 when absent), e.g.
-    /// `metric("unimirror_requests_total", &[("outcome", "miss")])`,
-    /// summed over the labels not named.
-    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let text = self.get("/metrics").text();
-        let mut sum = 0.0;
-        for line in text.lines() {
-            if line.starts_with('#') {
-                continue;
-            }
-            let (series, value) = match line.rsplit_once(' ') {
-                Some(x) => x,
-                None => continue,
-            };
-            let (n, l) = series.split_once('{').unwrap_or((series, ""));
-            if n != name {
-                continue;
-            }
-            if labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-            {
-                sum += value.parse::<f64>().unwrap();
-            }
-        }
-        sum
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One HTTP/1.1 request (`Connection: close`) to `addr`, from any thread;
-/// a connection cut short (reset) is not an error: the response holds what
-/// arrived.
-pub fn http(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> std::io::Result<HttpResponse> {
-    http_with(addr, method, path, headers, || {})
-}
-
-/// [`http`], calling `on_header` once the response header has arrived and
-/// before the rest is read: lets a test break the origin only after the
-/// daemon has committed to a status.
-pub fn http_with(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    on_header: impl FnOnce(),
-) -> std::io::Result<HttpResponse> {
-    use std::io::{Read, Write};
-    let mut on_header = Some(on_header);
-    let mut s = std::net::TcpStream::connect(addr)?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        req += &format!("Host: {addr}\r\n");
-    }
-    for (k, v) in headers {
-        req += &format!("{k}: {v}\r\n");
-    }
-    req += "\r\n";
-    s.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                raw.extend_from_slice(&buf[..n]);
-                if on_header.is_some() && raw.windows(4).any(|w| w == b"\r\n\r\n") {
-                    on_header.take().unwrap()();
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !raw.is_empty() => {
-                break;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    // A connection closed before a whole header: an aborted response.
-    if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "the connection closed before a response",
-        ));
-    }
-    Ok(HttpResponse::parse(&raw))
-}
-
-/// Reads one response with a Content-Length from a keep-alive connection.
-pub fn read_response(s: &mut impl std::io::Read) -> (String, Vec<u8>) {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).unwrap(), 1, "connection closed");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length: ")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap();
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).unwrap();
-    (head, body)
-}
-
-#[derive(Debug)]
-pub struct HttpResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    fn parse(raw: &[u8]) -> HttpResponse {
-        let end = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("complete header");
-        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let headers = lines
-            .map(|l| {
-                let (k, v) = l.split_once(':').unwrap();
-                (k.trim().to_ascii_lowercase(), v.trim().to_string())
-            })
-            .collect();
-        HttpResponse {
-            status,
-            headers,
-            body: raw[end + 4..].to_vec(),
-        }
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// Whether the whole body announced by Content-Length arrived.
-    pub fn complete(&self) -> bool {
-        self.header("content-length")
-            .is_some_and(|l| l.parse::<usize>().unwrap() == self.body.len())
-    }
-}
-
-/// An origin file replaced by a FIFO that a thread feeds: once the daemon
 /// opens it, the thread writes `head`, then either closes the pipe (a file
 /// that ends early) or holds it open without writing (a stalled origin)
 /// until [`Feeder::close`].
@@ -662,50 +386,6 @@ impl Feeder {
     }
 }
 
-/// Counts opens of one file through inotify: an independent count of the
-/// daemon's origin reads.
-pub struct OpenWatch {
-    fd: i32,
-}
-
-impl OpenWatch {
-    pub fn new(file: &Path) -> OpenWatch {
-        use std::os::unix::ffi::OsStrExt;
-        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        assert!(fd >= 0, "inotify_init1");
-        let c = std::ffi::CString::new(file.as_os_str().as_bytes()).unwrap();
-        let wd = unsafe { libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_OPEN) };
-        assert!(wd >= 0, "inotify_add_watch {}", file.display());
-        OpenWatch { fd }
-    }
-
-    /// Opens seen since the last call.
-    pub fn opens(&self) -> usize {
-        let mut n = 0;
-        let mut buf = [0u8; 4096];
-        loop {
-            let r = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
-            if r <= 0 {
-                return n;
-            }
-            let mut at = 0usize;
-            while at < r as usize {
-                let ev = unsafe { &*(buf.as_ptr().add(at) as *const libc::inotify_event) };
-                if ev.mask & libc::IN_OPEN != 0 {
-                    n += 1;
-                }
-                at += std::mem::size_of::<libc::inotify_event>() + ev.len as usize;
-            }
-        }
-    }
-}
-
-impl Drop for OpenWatch {
-    fn drop(&mut self) {
-        unsafe { libc::close(self.fd) };
-    }
-}
-
 /// Polls `cond` every 20 ms until it holds, for at most `secs` seconds:
 /// waiting on a state the daemon exposes, never on a guess of time.
 pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
@@ -730,41 +410,4 @@ pub fn du(dir: &Path) -> u64 {
         .filter(|m| m.is_file())
         .map(|m| m.len())
         .sum()
-}
-
-impl HttpResponse {
-    pub fn sha256(&self) -> Sha256Digest {
-        Sha256Digest::of(&self.body)
-    }
-}
-
-/// Runs `apt-get` as an unprivileged-style client in its own root under
-/// `dir`: its own sources, lists and cache, signatures checked against
-/// `keyring` (no `trusted=yes`).
-pub fn apt_get(dir: &Path, source: &str, args: &[&str]) -> Output {
-    for d in [
-        "etc/apt/apt.conf.d",
-        "etc/apt/preferences.d",
-        "etc/apt/sources.list.d",
-        "var/lib/apt/lists/partial",
-        "var/cache/apt/archives/partial",
-        "var/lib/dpkg",
-    ] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    fs::write(dir.join("var/lib/dpkg/status"), "").unwrap();
-    fs::write(dir.join("etc/apt/sources.list"), format!("{source}\n")).unwrap();
-    let root = dir.to_str().unwrap();
-    Command::new("apt-get")
-        .current_dir(dir)
-        .args(["-q", "-o", &format!("Dir={root}")])
-        .args([
-            "-o",
-            &format!("Dir::State::status={root}/var/lib/dpkg/status"),
-        ])
-        .args(["-o", "APT::Architecture=amd64", "-o", "Debug::NoLocking=1"])
-        .args(["-o", "APT::Sandbox::User=root", "-o", "Acquire::Retries=0"])
-        .args(args)
-        .output()
-        .expect("apt-get is installed")
 }

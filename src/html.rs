@@ -1,0 +1,79 @@
+//! Text made for HTML pages and the URLs in them, by the daemon (listings,
+//! its own pages, redirects) and by `sync` (the PyPI pages it writes).
+//!
+//! Two percent-encodings, for two uses:
+//! - [`percent_encode`] keeps `+` as it is. It writes the daemon's own
+//!   links and redirects, which only the daemon reads back: its path
+//!   decoding (`serve::path`) takes `+` as a plus, never as a space, and
+//!   `/a+b` and `/a%2Bb` name the same file.
+//! - [`href_encode`] encodes `+` as `%2B`. It writes the links of the PyPI
+//!   pages `sync` makes, which pip and other tools may follow to other
+//!   servers (an object store, a proxy) where a `+` in a path can be read
+//!   as a space: PyPI's own pages encode it, and so do they. Local-version
+//!   wheels (`torch-2.1.0+cpu-...whl`) are the common case.
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Percent-encodes a name for use in a URL path the daemon serves: all but
+/// ASCII letters, digits and `-_.~+`.
+pub fn percent_encode(name: &[u8]) -> String {
+    encode(name, b"-_.~+")
+}
+
+/// Percent-encodes a file name for a link another server may answer: all
+/// but ASCII letters, digits and `-_.~` (so `+` too).
+pub fn href_encode(name: &str) -> String {
+    encode(name.as_bytes(), b"-_.~")
+}
+
+fn encode(name: &[u8], kept: &[u8]) -> String {
+    let mut out = String::with_capacity(name.len());
+    for &b in name {
+        if b.is_ascii_alphanumeric() || kept.contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_two_encodings_differ_only_on_plus() {
+        let name = "torch-2.1.0+cpu a%b/é~_.whl";
+        assert_eq!(
+            percent_encode(name.as_bytes()),
+            "torch-2.1.0+cpu%20a%25b%2F%C3%A9~_.whl"
+        );
+        assert_eq!(
+            href_encode(name),
+            "torch-2.1.0%2Bcpu%20a%25b%2F%C3%A9~_.whl"
+        );
+    }
+
+    #[test]
+    fn escapes_markup_and_quotes() {
+        assert_eq!(
+            escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+}

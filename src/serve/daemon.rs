@@ -1,0 +1,372 @@
+//! What the daemon serves, shared by every connection: the configured
+//! volumes (swapped whole on reload), the cache, the metrics; following
+//! the volumes' release pointers, and the readiness probe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+
+use super::immutable::Immutable;
+use super::listing;
+use super::path::CleanPath;
+use super::plain::PlainVolume;
+use super::released::ReleasedVolume;
+use super::watch;
+use crate::cache::Cache;
+use crate::cache::manifests::ManifestCopies;
+use crate::config::{Config, VolumeSource};
+use crate::metrics::{Metrics, Served};
+use crate::volume::VolumeDir;
+
+/// One configured volume, as served.
+pub struct Volume {
+    pub name: Arc<str>,
+    /// Its request and byte counters.
+    pub served: Arc<Served>,
+    pub prefix: String,
+    segments: Vec<Vec<u8>>,
+    pub kind: VolumeKind,
+    /// What `sync` fetches it from (the home page's client hints use it).
+    pub upstream: Option<crate::config::Upstream>,
+    /// Paths whose content never changes under their name.
+    pub immutable: Arc<Immutable>,
+}
+
+impl Volume {
+    /// Whether a path names content that never changes (by the configured
+    /// immutable patterns).
+    pub fn is_immutable(&self, path: &[u8]) -> bool {
+        self.immutable.is_match(path)
+    }
+}
+
+pub enum VolumeKind {
+    Released(Arc<ReleasedVolume>),
+    Plain(Arc<PlainVolume>),
+}
+
+/// What the daemon serves, shared by every connection.
+pub struct Daemon {
+    /// Replaced as a whole when SIGHUP reloads the config.
+    volumes: ArcSwap<Vec<Arc<Volume>>>,
+    pub cache: Arc<Cache>,
+    pub metrics: Arc<Metrics>,
+    /// The counters of requests outside any volume (`volume="-"`).
+    pub unrouted: Arc<Served>,
+    pub max_url_length: usize,
+    /// Rendered listings of released directories.
+    pub listings: listing::Listings,
+    /// The local copies release manifests are mapped from.
+    manifests: Arc<ManifestCopies>,
+    pub started: std::time::SystemTime,
+    /// The origin root (where released volumes live).
+    origin: std::path::PathBuf,
+    /// The readiness probe in flight, if one is: later `/readyz` requests
+    /// wait for it rather than start another (on a hung origin each would
+    /// hold a blocking thread for good).
+    probe: Arc<std::sync::Mutex<Option<Probe>>>,
+    /// How long a first load of a volume's release may take before start
+    /// goes on without it (it then answers 503 until the load completes).
+    origin_timeout: Duration,
+}
+
+/// The outcome of a readiness probe, once it has one.
+type Probe = tokio::sync::watch::Receiver<Option<Option<String>>>;
+
+/// How long `/readyz` waits for its probe: a hung origin answers 503
+/// within 2 s, as load balancers expect.
+const READY_DEADLINE: Duration = Duration::from_millis(1500);
+
+/// How long a reload waits for the releases of new volumes to load before
+/// it applies the config anyway: the signal loop must not stall on a hung
+/// origin.
+const RELOAD_DEADLINE: Duration = Duration::from_secs(2);
+
+impl Daemon {
+    /// Opens the cache and sets up the configured volumes, loading the
+    /// current release of each released one (waiting at most
+    /// `origin_timeout` for them).
+    pub async fn new(config: &Config) -> Result<Daemon> {
+        let metrics = Arc::new(Metrics::new());
+        let cache = Cache::open(&config.cache, config.daemon.origin_timeout, metrics.clone())
+            .with_context(|| {
+                format!(
+                    "{}: cache.dir: cannot use {}",
+                    config.file.display(),
+                    config.cache.dir.display()
+                )
+            })?;
+        let manifests = ManifestCopies::open(&config.cache.dir).with_context(|| {
+            format!(
+                "{}: cache.dir: cannot keep manifest copies in {}",
+                config.file.display(),
+                config.cache.dir.display()
+            )
+        })?;
+        let daemon = Daemon {
+            manifests: Arc::new(manifests),
+            volumes: ArcSwap::from_pointee(Vec::new()),
+            cache,
+            unrouted: Arc::new(Served::new(&metrics, "-".into())),
+            metrics,
+            max_url_length: config.daemon.max_url_length,
+            listings: listing::Listings::default(),
+            started: std::time::SystemTime::now(),
+            origin: config.origin.clone(),
+            probe: Arc::default(),
+            origin_timeout: config.daemon.origin_timeout,
+        };
+        daemon.set_volumes(config, daemon.origin_timeout).await;
+        Ok(daemon)
+    }
+
+    /// Applies the volumes of a reloaded config; see [`Daemon::set_volumes`].
+    pub async fn reload_volumes(&self, config: &Config) {
+        self.set_volumes(config, RELOAD_DEADLINE).await;
+    }
+
+    /// Applies the volumes of a (re)loaded config. Released volumes already
+    /// served keep their loaded releases; new ones are loaded on the
+    /// blocking pool (manifests are files on the origin), waiting at most
+    /// `deadline` for them. A volume whose origin does not answer by then
+    /// is served anyway, as a volume with no release yet (503), until its
+    /// load completes; the load is logged either way.
+    async fn set_volumes(&self, config: &Config, deadline: Duration) {
+        let old = self.volumes.load();
+        let mut loads = Vec::new();
+        // Checked when the config was loaded.
+        let immutable = Arc::new(Immutable::new(&config.freshness.immutable).expect("valid globs"));
+        let mut volumes = Vec::new();
+        for v in config.volumes.values() {
+            let kind = match &v.source {
+                VolumeSource::Tree(root) => VolumeKind::Plain(Arc::new(PlainVolume::new(
+                    &v.name,
+                    root,
+                    immutable.clone(),
+                    config.freshness.revalidate_after,
+                    config.freshness.stale_if_unreachable,
+                ))),
+                VolumeSource::Released => {
+                    let dir = VolumeDir::new(&config.origin, &v.name);
+                    let kept = old.iter().find_map(|o| match &o.kind {
+                        VolumeKind::Released(r)
+                            if r.dir.root == dir.root && r.grace == config.release.grace =>
+                        {
+                            Some(r.clone())
+                        }
+                        _ => None,
+                    });
+                    let r = kept.unwrap_or_else(|| {
+                        let r = Arc::new(ReleasedVolume::new(
+                            dir,
+                            config.release.grace,
+                            self.manifests.clone(),
+                            &self.metrics,
+                        ));
+                        let (metrics, vol) = (self.metrics.clone(), r.clone());
+                        loads.push((
+                            v.name.clone(),
+                            tokio::task::spawn_blocking(move || refresh(&metrics, &vol)),
+                        ));
+                        r
+                    });
+                    VolumeKind::Released(r)
+                }
+            };
+            let segments = v.prefix[1..]
+                .split('/')
+                .map(|s| s.as_bytes().to_vec())
+                .collect();
+            let name: Arc<str> = v.name.as_str().into();
+            volumes.push(Arc::new(Volume {
+                served: Arc::new(Served::new(&self.metrics, name.clone())),
+                name,
+                prefix: v.prefix.clone(),
+                segments,
+                kind,
+                upstream: v.upstream.clone(),
+                immutable: immutable.clone(),
+            }));
+        }
+        let waited = tokio::time::Instant::now() + deadline;
+        for (name, load) in loads {
+            if tokio::time::timeout_at(waited, load).await.is_err() {
+                tracing::error!(volume = %name, "origin not responding: the release is still loading after {}; the volume answers 503 until it has loaded", humantime::format_duration(deadline));
+            }
+        }
+        self.volumes.store(Arc::new(volumes));
+    }
+
+    pub fn volumes(&self) -> Arc<Vec<Arc<Volume>>> {
+        self.volumes.load_full()
+    }
+
+    /// The volume a path belongs to, and how many leading segments its
+    /// prefix takes.
+    pub fn route(&self, path: &CleanPath) -> Option<(Arc<Volume>, usize)> {
+        self.volumes
+            .load()
+            .iter()
+            .find(|v| {
+                let mut segments = path.segments();
+                v.segments.iter().all(|s| segments.next() == Some(s))
+            })
+            .map(|v| (v.clone(), v.segments.len()))
+    }
+
+    /// Checks every released volume's pointer every `interval`, and at
+    /// once when inotify reports a pointer written, forever.
+    pub async fn follow_releases(self: Arc<Self>, interval: Duration) {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let dirs = self
+            .volumes()
+            .iter()
+            .filter_map(|v| match &v.kind {
+                VolumeKind::Released(r) => Some(r.dir.root.clone()),
+                VolumeKind::Plain(_) => None,
+            })
+            .collect();
+        let watched = watch::spawn(dirs, wake.clone());
+        tracing::info!(
+            watched,
+            "following releases (inotify, and polling every {})",
+            humantime::format_duration(interval)
+        );
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Checks still running, by volume directory (and whether the hang
+        // was logged): a volume whose origin hangs is skipped (one blocked
+        // thread, not one per tick) while the others go on being followed.
+        let mut running: std::collections::HashMap<
+            std::path::PathBuf,
+            (tokio::task::JoinHandle<()>, bool),
+        > = Default::default();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = wake.notified() => {}
+            }
+            running.retain(|_, (check, _)| !check.is_finished());
+            let mut started = Vec::new();
+            for v in self.volumes().iter() {
+                if let VolumeKind::Released(r) = &v.kind {
+                    if let Some((_, logged)) = running.get_mut(&r.dir.root) {
+                        if !*logged {
+                            *logged = true;
+                            tracing::warn!(volume = %v.name, "origin not responding: the previous check of the release pointer is still running; skipping the volume until it ends");
+                        }
+                        continue;
+                    }
+                    let (metrics, r) = (self.metrics.clone(), r.clone());
+                    let root = r.dir.root.clone();
+                    // Reading a manifest is blocking file I/O.
+                    let check = tokio::task::spawn_blocking(move || refresh(&metrics, &r));
+                    running.insert(root.clone(), (check, false));
+                    started.push(root);
+                }
+            }
+            // Waited for (a tick at a time) so that checks do not pile up
+            // on a slow but live origin.
+            for root in started {
+                if let Some((check, _)) = running.get_mut(&root) {
+                    let _ = tokio::time::timeout(interval.max(Duration::from_secs(1)), check).await;
+                }
+            }
+        }
+    }
+
+    /// Why the daemon should not get traffic, if it should not (see
+    /// [`probe`]). The probe touches the origin and the cache directory,
+    /// so it runs on the blocking pool, one at a time; if it has not
+    /// answered within [`READY_DEADLINE`], the origin is reported as not
+    /// responding (the probe goes on, and the next request waits for the
+    /// same one).
+    pub async fn unready(&self) -> Option<String> {
+        let mut outcome = {
+            let mut slot = self.probe.lock().unwrap_or_else(|e| e.into_inner());
+            match &*slot {
+                Some(running) => running.clone(),
+                None => {
+                    let (tx, rx) = tokio::sync::watch::channel(None);
+                    *slot = Some(rx.clone());
+                    let (origin, volumes, cache) =
+                        (self.origin.clone(), self.volumes(), self.cache.clone());
+                    let done = self.probe.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let why = probe(&origin, &volumes, &cache);
+                        *done.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                        let _ = tx.send(Some(why));
+                    });
+                    rx
+                }
+            }
+        };
+        match tokio::time::timeout(READY_DEADLINE, outcome.wait_for(Option::is_some)).await {
+            Ok(Ok(why)) => why.clone().flatten(),
+            Ok(Err(_)) => Some("the readiness probe was abandoned".into()),
+            Err(_) => Some(format!(
+                "origin not responding (no answer to the readiness probe within {})",
+                humantime::format_duration(READY_DEADLINE)
+            )),
+        }
+    }
+}
+
+/// Loads a released volume's current release if the pointer moved, and
+/// updates its gauges. Blocking: reads the origin.
+fn refresh(metrics: &Metrics, vol: &ReleasedVolume) {
+    match vol.refresh() {
+        Ok(Some(id)) => tracing::info!(volume = %vol.dir.name, release = id, "serving release"),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(volume = %vol.dir.name, "cannot load the current release: {e:#}")
+        }
+    }
+    if let Some(s) = vol.snapshot() {
+        let name = vol.dir.name.as_str();
+        metrics
+            .release_id
+            .with_label_values(&[name])
+            .set(s.current.meta.id as i64);
+        metrics
+            .release_created
+            .with_label_values(&[name])
+            .set(s.current.meta.created_unix as i64);
+    }
+}
+
+/// Why the daemon should not get traffic, if it should not: the origin or
+/// a served volume on it is unreadable (its directory, and for a released
+/// volume its pointer, which a network filesystem cannot answer from its
+/// directory cache), or the cache is not writable. A volume never released
+/// yet is not a reason: it answers 503 itself while the others serve.
+/// Blocking: may hang as long as the origin does.
+fn probe(origin: &std::path::Path, volumes: &[Arc<Volume>], cache: &Cache) -> Option<String> {
+    let released = volumes
+        .iter()
+        .any(|v| matches!(v.kind, VolumeKind::Released(_)));
+    if released && std::fs::read_dir(origin).is_err() {
+        return Some(format!("origin {} not readable", origin.display()));
+    }
+    for v in volumes.iter() {
+        let ok = match &v.kind {
+            VolumeKind::Released(r) => {
+                r.snapshot().is_none()
+                    || (std::fs::read_dir(&r.dir.root).is_ok() && r.dir.current().is_ok())
+            }
+            VolumeKind::Plain(p) => p.readable(),
+        };
+        if !ok {
+            return Some(format!("volume `{}`: origin not readable", v.name));
+        }
+    }
+    match cache.disk.create_temp() {
+        Ok((probe, _)) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(e) => Some(format!("cache not writable: {e}")),
+    }
+}

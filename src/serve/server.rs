@@ -1,0 +1,421 @@
+//! The daemon's life, as a library function (as mini-redis's
+//! `server::run`): [`run`] binds the listeners, serves, reloads on SIGHUP
+//! (or when asked through [`Control`]), scrubs the disk tier, and on
+//! SIGTERM, SIGINT or its `shutdown` future stops accepting and drains
+//! the requests in flight. `cli::daemon` only parses arguments, sets up
+//! logging and the runtime, and calls it; tests run it in-process.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use sd_notify::NotifyState;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::task::TaskTracker;
+
+use super::conn::{Limits, Server};
+use super::daemon::Daemon;
+use super::tls::Tls;
+use crate::config::Config;
+
+/// How a running server is told to reload or stop besides its `shutdown`
+/// future, and what it tells back.
+pub struct Control {
+    /// Reload on SIGHUP, stop on SIGTERM and SIGINT: the daemon's. Off
+    /// in-process, where the signals are the test process's own.
+    pub signals: bool,
+    /// Reload requests besides SIGHUP; each is answered once the reload is
+    /// over (applied, or refused for a bad file).
+    pub reload: Option<mpsc::Receiver<oneshot::Sender<()>>>,
+    /// Told each listener's scheme (`http`, `https`) and address once it is
+    /// bound, before the server says it is ready.
+    pub listening: Box<dyn FnMut(&'static str, SocketAddr) + Send>,
+}
+
+impl Control {
+    /// The daemon's: signals, and each address printed on stdout (port 0
+    /// picks a free one; the integration tests read it).
+    pub fn daemon() -> Control {
+        Control {
+            signals: true,
+            reload: None,
+            listening: Box::new(|scheme, addr| {
+                let _ = writeln!(std::io::stdout(), "listening on {scheme}://{addr}");
+            }),
+        }
+    }
+}
+
+/// Serves `config` until a signal, or `shutdown`, stops it; see
+/// [`run_with`]. The daemon's entry point.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    run_with(config, shutdown, Control::daemon()).await
+}
+
+/// Serves `config`: opens the cache and the volumes, binds the listeners,
+/// follows the releases and scrubs the disk tier in the background, and
+/// reloads the config file (`config.file`) on request. When `shutdown`
+/// completes (or SIGTERM or SIGINT comes, with `control.signals`), stops
+/// accepting, waits up to `daemon.drain_timeout` for the connections in
+/// flight, lets the cache settle, and returns.
+pub async fn run_with(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    mut control: Control,
+) -> Result<()> {
+    // Handlers first: a SIGHUP that arrives once we look ready must
+    // reload, not kill (its default action).
+    let (mut hup, mut term, mut int) = match control.signals {
+        true => (
+            Some(signal(SignalKind::hangup())?),
+            Some(signal(SignalKind::terminate())?),
+            Some(signal(SignalKind::interrupt())?),
+        ),
+        false => (None, None, None),
+    };
+    let daemon = Arc::new(Daemon::new(&config).await?);
+    let following = tokio::spawn(daemon.clone().follow_releases(config.daemon.poll_interval));
+    let scrubbing = spawn_scrub(&daemon, &config);
+    let tls = match &config.daemon.tls {
+        Some(t) => Some(Arc::new(Tls::new(&t.cert, &t.key).with_context(|| {
+            format!(
+                "{}: daemon.tls: cannot load the certificate",
+                config.file.display()
+            )
+        })?)),
+        None => None,
+    };
+    let (stop, stopping) = watch::channel(false);
+    let server = Server {
+        daemon: daemon.clone(),
+        limits: Arc::new(Limits::new(&config.daemon)),
+        tracker: TaskTracker::new(),
+        stopping,
+    };
+    let mut listeners = Vec::new();
+    for addr in &config.daemon.listen {
+        listeners.push((bind(addr).await?, None));
+    }
+    if let (Some(t), Some(tls)) = (&config.daemon.tls, &tls) {
+        for addr in &t.listen {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+            listeners.push((bind(addr).await?, Some(acceptor)));
+        }
+    }
+    let mut accepting = Vec::new();
+    for (listener, tls) in listeners {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        (control.listening)(scheme, listener.local_addr()?);
+        accepting.push(tokio::spawn(server.clone().run(listener, tls)));
+    }
+    notify(&[NotifyState::Ready]);
+    tracing::info!("serving {} volume(s)", daemon.volumes().len());
+
+    let mut config = config;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = next(&mut hup) => {
+                let mut states = vec![NotifyState::Reloading];
+                states.extend(NotifyState::monotonic_usec_now().ok());
+                notify(&states);
+                reload(&mut config, &daemon, tls.as_deref()).await;
+                notify(&[NotifyState::Ready]);
+            }
+            done = requested(&mut control.reload) => {
+                reload(&mut config, &daemon, tls.as_deref()).await;
+                let _ = done.send(());
+            }
+            _ = next(&mut term) => break,
+            _ = next(&mut int) => break,
+            () = &mut shutdown => break,
+        }
+    }
+
+    notify(&[NotifyState::Stopping]);
+    tracing::info!("stopping: draining requests in flight");
+    let _ = stop.send(true);
+    for a in accepting {
+        let _ = a.await;
+    }
+    server.tracker.close();
+    if tokio::time::timeout(config.daemon.drain_timeout, server.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = server.tracker.len(),
+            "drain timeout reached; closing the remaining connections"
+        );
+    }
+    daemon.cache.settle(config.daemon.drain_timeout).await;
+    following.abort();
+    if let Some(s) = scrubbing {
+        s.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The next delivery of a signal handled, or never without one.
+async fn next(signal: &mut Option<Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The next reload request, or never (without a channel, or once its
+/// senders are gone).
+async fn requested(
+    requests: &mut Option<mpsc::Receiver<oneshot::Sender<()>>>,
+) -> oneshot::Sender<()> {
+    if let Some(r) = requests
+        && let Some(done) = r.recv().await
+    {
+        return done;
+    }
+    std::future::pending().await
+}
+
+async fn bind(addr: &SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))
+}
+
+/// Reads the config file again and applies what can change while running
+/// (volumes, freshness, the TLS certificate). A bad file keeps the old
+/// config in service.
+async fn reload(config: &mut Config, daemon: &Daemon, tls: Option<&Tls>) {
+    let file = config.file.clone();
+    let new = match Config::load(&file) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("reload refused, keeping the running config: {e}");
+            return;
+        }
+    };
+    daemon.reload_volumes(&new).await;
+    if let (Some(tls), Some(t)) = (tls, &new.daemon.tls) {
+        match tls.reload(&t.cert, &t.key) {
+            Ok(()) => tracing::info!("TLS certificate reloaded"),
+            Err(e) => tracing::error!("TLS certificate not reloaded, keeping the old one: {e:#}"),
+        }
+    }
+    if needs_restart(config, &new) {
+        tracing::warn!("listeners, origin and cache settings change only on restart");
+    }
+    tracing::info!("configuration reloaded from {}", file.display());
+    *config = new;
+}
+
+/// Whether a reloaded config changes what only a restart applies.
+fn needs_restart(old: &Config, new: &Config) -> bool {
+    new.daemon.listen != old.daemon.listen
+        || new.daemon.tls.as_ref().map(|t| &t.listen) != old.daemon.tls.as_ref().map(|t| &t.listen)
+        || new.cache.dir != old.cache.dir
+        || new.cache.disk_size != old.cache.disk_size
+        || new.cache.memory_size != old.cache.memory_size
+        || new.origin != old.origin
+}
+
+/// Re-verifies the disk tier in the background, one pass per interval.
+fn spawn_scrub(daemon: &Arc<Daemon>, config: &Config) -> Option<tokio::task::JoinHandle<()>> {
+    let (interval, rate) = (config.cache.scrub_interval, config.cache.scrub_rate);
+    if interval.is_zero() {
+        return None;
+    }
+    let disk = daemon.cache.disk.clone();
+    Some(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            let d = disk.clone();
+            let bad = tokio::task::spawn_blocking(move || d.scrub(rate)).await;
+            tracing::info!(corrupt = bad.unwrap_or(0), "disk cache scrub finished");
+        }
+    }))
+}
+
+/// Tells systemd (when it started us with Type=notify) how we are doing.
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!("sd_notify: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    /// A config in `dir` with plain-tree volumes (name, tree) and a cache,
+    /// listening on a free loopback port.
+    fn write_config(dir: &Path, volumes: &[(&str, &str)]) -> PathBuf {
+        let mut text = String::from(
+            "origin = \"origin\"\nstaging = \"staging\"\n\
+             [daemon]\nlisten = [\"127.0.0.1:0\"]\ndrain_timeout = \"20s\"\n\
+             [cache]\ndir = \"cache\"\n",
+        );
+        for (name, tree) in volumes {
+            text += &format!("\n[volumes.{name}]\ntree = \"{tree}\"\n");
+        }
+        let file = dir.join("unimirror.toml");
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+
+    /// A server run in-process: where it listens, and how to reload and
+    /// stop it.
+    struct Running {
+        addr: SocketAddr,
+        reload: mpsc::Sender<oneshot::Sender<()>>,
+        stop: oneshot::Sender<()>,
+        done: tokio::task::JoinHandle<Result<()>>,
+    }
+
+    async fn start(file: &Path) -> Running {
+        let config = Config::load(file).unwrap();
+        let (reload, requests) = mpsc::channel(1);
+        let (addr_tx, addr_rx) = oneshot::channel();
+        let mut addr_tx = Some(addr_tx);
+        let control = Control {
+            signals: false,
+            reload: Some(requests),
+            listening: Box::new(move |_, addr| {
+                if let Some(tx) = addr_tx.take() {
+                    let _ = tx.send(addr);
+                }
+            }),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(run_with(
+            config,
+            async {
+                let _ = stopped.await;
+            },
+            control,
+        ));
+        Running {
+            addr: addr_rx.await.expect("the server listens"),
+            reload,
+            stop,
+            done,
+        }
+    }
+
+    impl Running {
+        async fn reload(&self) {
+            let (done, applied) = oneshot::channel();
+            self.reload.send(done).await.unwrap();
+            applied.await.unwrap();
+        }
+    }
+
+    /// Sends a GET and reads the whole response: its status and body.
+    async fn get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        s.read_to_end(&mut response).await.unwrap();
+        split(&response)
+    }
+
+    fn split(response: &[u8]) -> (u16, Vec<u8>) {
+        let end = memchr::memmem::find(response, b"\r\n\r\n").expect("a complete head");
+        let status = std::str::from_utf8(&response[9..12])
+            .unwrap()
+            .parse()
+            .unwrap();
+        (status, response[end + 4..].to_vec())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reload_applies_new_volumes_and_a_bad_file_keeps_the_running_config() {
+        let dir = tempfile::tempdir().unwrap();
+        for (tree, file) in [("a", "hello.txt"), ("b", "other.txt")] {
+            std::fs::create_dir_all(dir.path().join(tree)).unwrap();
+            std::fs::write(dir.path().join(tree).join(file), tree).unwrap();
+        }
+        let file = write_config(dir.path(), &[("a", "a")]);
+        let server = start(&file).await;
+        assert_eq!(get(server.addr, "/a/hello.txt").await, (200, b"a".to_vec()));
+        assert_eq!(get(server.addr, "/b/other.txt").await.0, 404);
+
+        write_config(dir.path(), &[("a", "a"), ("b", "b")]);
+        server.reload().await;
+        assert_eq!(get(server.addr, "/b/other.txt").await, (200, b"b".to_vec()));
+
+        std::fs::write(&file, "this is not a config [").unwrap();
+        server.reload().await;
+        assert_eq!(get(server.addr, "/b/other.txt").await, (200, b"b".to_vec()));
+        assert_eq!(get(server.addr, "/a/hello.txt").await.0, 200);
+
+        server.stop.send(()).unwrap();
+        server.done.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shutdown_stops_accepting_and_drains_the_requests_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("t")).unwrap();
+        // Larger than the socket buffers: the response is still being
+        // sent when the shutdown comes.
+        let big: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.path().join("t/big.bin"), &big).unwrap();
+        let file = write_config(dir.path(), &[("t", "t")]);
+        let server = start(&file).await;
+
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        s.write_all(b"GET /t/big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = vec![0; 64 << 10];
+        let mut got = 0;
+        while memchr::memmem::find(&response[..got], b"\r\n\r\n").is_none() {
+            let n = s.read(&mut response[got..]).await.unwrap();
+            assert!(n > 0, "the response began");
+            got += n;
+        }
+        response.truncate(got);
+
+        server.stop.send(()).unwrap();
+        // New connections are refused once the listeners stop...
+        let refused = async {
+            while TcpStream::connect(server.addr).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), refused)
+            .await
+            .expect("the listener closes");
+        // ...while the request in flight holds the server up...
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !server.done.is_finished(),
+            "the drain waits for the request"
+        );
+
+        // ...and ends whole.
+        s.read_to_end(&mut response).await.unwrap();
+        let (status, body) = split(&response);
+        assert_eq!(status, 200);
+        assert!(body == big, "the body arrived whole ({} bytes)", body.len());
+        tokio::time::timeout(Duration::from_secs(10), server.done)
+            .await
+            .expect("the drain ends with the request")
+            .unwrap()
+            .unwrap();
+    }
+}
