@@ -123,6 +123,14 @@ pub fn safe_relative(p: &str) -> Result<PathBuf> {
     if leaves {
         bail!("refusing the path `{p}` from upstream metadata: it leaves the tree");
     }
+    // A URL parser drops tabs and line ends wherever they are, so
+    // `pool/.\t./x` is a normal name here and `pool/../x` joined onto the
+    // archive's URL: no control character passes.
+    if p.contains(|c: char| c.is_ascii_control()) {
+        bail!(
+            "refusing the path {p:?} from upstream metadata: a control character, which a URL parser drops (`.\\t.` becomes `..`)"
+        );
+    }
     // A URL scheme is what comes before the first `:` when no `/` does.
     let scheme = p.split_once(':').is_some_and(|(s, _)| !s.contains('/'));
     if scheme || p.contains(['\\', '?', '#']) {
@@ -494,5 +502,26 @@ mod tests {
         // join_under is the second line.
         assert!(join_under(&base, "//other.example/x").is_err());
         assert!(join_under(&base, "https://other.example/x").is_err());
+    }
+
+    /// Found by the apt fuzz target (a hand-made input; the target checks
+    /// every pool path joined onto an archive URL stays under it): a URL
+    /// parser drops tabs, so `pool/.\t./.\t./x.deb` climbed out of the
+    /// archive's path once joined (`join_under` refused it, later).
+    #[test]
+    fn control_characters_in_upstream_paths_are_refused() {
+        let found = include_bytes!("../../tests/fixtures/fuzz/apt-tab-dot-dot");
+        let e = apt::pool_files("main/binary-amd64/Packages", found).unwrap_err();
+        assert!(format!("{e:#}").contains("control character"), "{e:#}");
+        for bad in [
+            "pool/.\t./x",
+            "pool/.\n./x",
+            "pool/a\r.deb",
+            "pool/a\u{7f}.deb",
+        ] {
+            let e = safe_relative(bad).unwrap_err().to_string();
+            assert!(e.contains("control character"), "{bad:?}: {e}");
+        }
+        assert!(safe_relative("pool/a b.deb").is_ok());
     }
 }

@@ -175,7 +175,14 @@ pub fn parse_date(s: &str) -> Result<i64> {
     let [day, month, year, time, zone] = parts[..] else {
         return Err(bad());
     };
-    let day: i64 = day.parse().map_err(|_| bad())?;
+    // Digits only: `str::parse` would also take a sign (`+5`, `-0`).
+    let number = |t: &str| -> Result<i64> {
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        t.parse().map_err(|_| bad())
+    };
+    let day = number(day)?;
     const MONTHS: [&str; 12] = [
         "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
     ];
@@ -184,11 +191,8 @@ pub fn parse_date(s: &str) -> Result<i64> {
         .position(|m| month.eq_ignore_ascii_case(m))
         .ok_or_else(bad)? as i64
         + 1;
-    let year: i64 = year.parse().map_err(|_| bad())?;
-    let hms: Vec<i64> = time
-        .split(':')
-        .map(|p| p.parse().map_err(|_| bad()))
-        .collect::<Result<_>>()?;
+    let year = number(year)?;
+    let hms: Vec<i64> = time.split(':').map(number).collect::<Result<_>>()?;
     let [h, m, sec] = hms[..] else {
         return Err(bad());
     };
@@ -201,8 +205,13 @@ pub fn parse_date(s: &str) -> Result<i64> {
     }
     let offset = match zone {
         "UTC" | "GMT" | "Z" => 0,
+        // `+hhmm`: four digits after the sign (`+-123` is not an offset),
+        // minutes below 60.
         z if z.len() == 5 && (z.starts_with('+') || z.starts_with('-')) => {
-            let n: i64 = z[1..].parse().map_err(|_| bad())?;
+            let n = number(&z[1..])?;
+            if n % 100 > 59 {
+                return Err(bad());
+            }
             let secs = (n / 100) * 3600 + (n % 100) * 60;
             if z.starts_with('-') { -secs } else { secs }
         }
@@ -479,6 +488,29 @@ mod tests {
         ] {
             assert!(parse_date(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Found by the `replay` fuzz target: `str::parse` takes a sign, so an
+    /// offset of `+-123` (and a day of `+5`) passed as numbers.
+    #[test]
+    fn signs_inside_a_date_are_refused() {
+        let found = include_str!("../../tests/fixtures/fuzz/replay-zone-with-two-signs");
+        let date = release_fields(found).date.unwrap();
+        assert!(parse_date(&date).is_err(), "{date}");
+        for bad in [
+            "Sat, 05 Dec 2026 10:00:00 ++123",
+            "Sat, 05 Dec 2026 10:00:00 -+100",
+            "Sat, 05 Dec 2026 10:00:00 +0160",
+            "Sat, +5 Dec 2026 10:00:00 UTC",
+            "Sat, 05 Dec +2026 10:00:00 UTC",
+            "Sat, 05 Dec 2026 +1:00:-0 UTC",
+        ] {
+            assert!(parse_date(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_date("Sat, 05 Dec 2026 04:30:00 -0530").unwrap(),
+            1_796_464_800
+        );
     }
 
     fn fields(suite: &str, codename: &str, date: &str, until: Option<&str>) -> ReleaseFields {
