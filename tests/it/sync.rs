@@ -826,33 +826,7 @@ fn pypi_sync_mirrors_projects_that_pip_installs_with_hashes() {
     // --require-hashes with both pinned.
     let index = format!("http://{}/vol/simple/", d.addr);
     let files = root.join("files");
-    let target = pip_install_with_hashes(
-        env.path(),
-        &index,
-        &[
-            ("greet==1.0", &files.join("greet-1.0-py3-none-any.whl")),
-            (
-                "greet-lib==1.0",
-                &files.join("greet_lib-1.0-py3-none-any.whl"),
-            ),
-        ],
-    );
-    assert!(
-        target.join("greet/__init__.py").exists() && target.join("greet_lib/__init__.py").exists()
-    );
-
-    // A plain resolve of the dependent project pulls its dependency.
-    let target = env.path().join("site2");
-    let o = pip(&[
-        "install",
-        "--index-url",
-        &index,
-        "--target",
-        target.to_str().unwrap(),
-        "greet",
-    ]);
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    assert!(target.join("greet_lib/__init__.py").exists());
+    greet_installs_with_hashes_and_pulls_its_dependency(&env, &index, &files);
 
     // The sdist is there too, and pip can fetch it.
     let dl = env.path().join("dl");
@@ -995,31 +969,7 @@ fn wheel_sync_imports_platform_trees_that_pip_installs_from_and_keeps_old_wheels
     assert!(meta.text().contains("Name: greet-lib"), "{}", meta.text());
 
     let index = format!("http://{}/vol/ubuntu-jammy-x86_64/simple/", d.addr);
-    let target = pip_install_with_hashes(
-        env.path(),
-        &index,
-        &[
-            ("greet==1.0", &built.join("greet-1.0-py3-none-any.whl")),
-            (
-                "greet-lib==1.0",
-                &built.join("greet_lib-1.0-py3-none-any.whl"),
-            ),
-        ],
-    );
-    assert!(
-        target.join("greet/__init__.py").exists() && target.join("greet_lib/__init__.py").exists()
-    );
-    let target = env.path().join("site2");
-    let o = pip(&[
-        "install",
-        "--index-url",
-        &index,
-        "--target",
-        target.to_str().unwrap(),
-        "greet",
-    ]);
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    assert!(target.join("greet_lib/__init__.py").exists());
+    greet_installs_with_hashes_and_pulls_its_dependency(&env, &index, &built);
 
     // The build output is cleaned: the mirror keeps what it imported.
     fs::remove_file(platform.join("greet_lib-1.0-py3-none-any.whl")).unwrap();
@@ -2389,4 +2339,37 @@ fn symlinks_and_fifos_in_the_wheel_build_output_are_refused() {
     fs::remove_file(&linked).unwrap();
     env.update_ok(&["sync", "vol"]);
     assert_eq!(env.current(), Some(1));
+}
+
+/// pip installs `greet` and `greet-lib` 1.0 from `index` with
+/// `--require-hashes` (the wheels built in `wheels`), and a plain resolve
+/// of `greet` pulls its dependency.
+fn greet_installs_with_hashes_and_pulls_its_dependency(env: &Env, index: &str, wheels: &Path) {
+    let target = pip_install_with_hashes(
+        env.path(),
+        index,
+        &[
+            ("greet==1.0", &wheels.join("greet-1.0-py3-none-any.whl")),
+            (
+                "greet-lib==1.0",
+                &wheels.join("greet_lib-1.0-py3-none-any.whl"),
+            ),
+        ],
+    );
+    assert!(
+        target.join("greet/__init__.py").exists() && target.join("greet_lib/__init__.py").exists()
+    );
+
+    // A plain resolve of the dependent project pulls its dependency.
+    let target = env.path().join("site2");
+    let o = pip(&[
+        "install",
+        "--index-url",
+        index,
+        "--target",
+        target.to_str().unwrap(),
+        "greet",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(target.join("greet_lib/__init__.py").exists());
 }
