@@ -9,9 +9,12 @@
 //! smaller one.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
+use unimirror::cache::disk::DiskTier;
 use unimirror::cache::manifests::ManifestCopies;
+use unimirror::metrics::Metrics;
 use unimirror::volume::manifest::{
     Entry, Kind, Manifest, ManifestWriter, Sha256Digest, Verify, key,
 };
@@ -60,7 +63,9 @@ fn main() {
     );
     drop(m);
     // The daemon's way: a verified local copy, mapped.
-    let copies = ManifestCopies::open(&dir.join("cache")).unwrap();
+    // A disk budget with room for the copy (a quarter of it).
+    let disk = DiskTier::load(&dir.join("cache"), size * 8, 16, Arc::new(Metrics::new())).unwrap();
+    let copies = ManifestCopies::open(Arc::new(disk)).unwrap();
     let t = Instant::now();
     let (m, _) = copies.load(&path, sha).unwrap();
     println!(

@@ -1,10 +1,15 @@
 //! The disk tier: objects stored by sha256 in a cacache directory, kept
 //! under a byte budget.
 //!
-//! cacache gives the on-disk layout (`content-v2/sha256/ab/cd/<rest>`) and,
-//! for plain-tree volumes, the index mapping a path to its content. It has
-//! no eviction and no streaming verified reads, so this module adds:
+//! cacache gives the on-disk layout (`content-v2/sha256/ab/cd/<rest>`). It
+//! has no eviction and no streaming verified reads, so this module adds:
 //!
+//! - **Plain records.** What plain-tree files were last read as (see
+//!   `cache::plain`) are small fixed-size files in `plain-v1/ab/cd/<rest>`,
+//!   entries of this tier like objects: charged to the budget, evicted by
+//!   the same policy, swept at start. (cacache's own index appended a line
+//!   per write and was never compacted, so it grew without bound outside
+//!   the budget.)
 //! - **Accounting and eviction.** A quick_cache of `sha256 → entry` weighs
 //!   each entry by its size, with the budget as its capacity; its S3-FIFO
 //!   policy picks what to evict (new entries that are not asked for again
@@ -52,6 +57,7 @@ pub const SMALL: u64 = 64 << 10;
 
 pub struct DiskEntry {
     pub size: u64,
+    kind: Kind,
     /// Hashed since this process started (by its fill, a first read or the
     /// scrub).
     verified: AtomicBool,
@@ -60,10 +66,24 @@ pub struct DiskEntry {
     present: AtomicBool,
 }
 
+/// What a disk entry's file holds, and so where it lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// An object, named by its sha256.
+    Content,
+    /// A plain record (exactly [`RECORD_LEN`] bytes), named by the sha256
+    /// of what it is about.
+    Record,
+}
+
+/// The size of every plain record.
+pub const RECORD_LEN: usize = 130;
+
 impl DiskEntry {
-    fn new(size: u64, verified: bool, present: bool) -> Arc<DiskEntry> {
+    fn new(size: u64, kind: Kind, verified: bool, present: bool) -> Arc<DiskEntry> {
         Arc::new(DiskEntry {
             size,
+            kind,
             verified: AtomicBool::new(verified),
             present: AtomicBool::new(present),
         })
@@ -149,7 +169,7 @@ impl quick_cache::Lifecycle<Sha256Digest, Arc<DiskEntry>> for Evictions {
             .cache_evictions
             .with_label_values(&["disk"])
             .inc();
-        let _ = self.to_delete.send(Deletion::File(sha, e.size));
+        let _ = self.to_delete.send(Deletion::File(sha, e.size, e.kind));
     }
 }
 
@@ -208,6 +228,22 @@ impl Reservation {
     /// for it whole: evictions the reservation caused may still be queued
     /// for the deletion thread (waited for here, so this may block).
     pub fn create_temp(&mut self) -> io::Result<(PathBuf, File)> {
+        self.count_file()?;
+        match self.tier.create_temp() {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                self.temp_gone();
+                Err(e)
+            }
+        }
+    }
+
+    /// Counts a file of the reservation's size as on disk, once the files
+    /// there leave room for it (see [`Reservation::create_temp`]). Used as
+    /// is for a file kept beside the entries (a manifest copy), which then
+    /// holds its room until the reservation is dropped; whoever drops it
+    /// has deleted the file first.
+    pub fn count_file(&mut self) -> io::Result<()> {
         let tier = self.tier.clone();
         for attempt in 0..3 {
             {
@@ -215,27 +251,18 @@ impl Reservation {
                 if tier.bytes() + s.temps + self.size <= tier.budget {
                     s.temps += self.size;
                     self.temp = true;
-                    break;
+                    return Ok(());
                 }
             }
             if attempt < 2 {
                 tier.flush();
             }
         }
-        if !self.temp {
-            // Reserved room is made before a fill starts; this is an
-            // accounting error, not a full disk: refuse rather than overrun.
-            return Err(io::Error::other(
-                "no room in the disk budget for the fill's temporary file",
-            ));
-        }
-        match tier.create_temp() {
-            Ok(t) => Ok(t),
-            Err(e) => {
-                self.temp_gone();
-                Err(e)
-            }
-        }
+        // Reserved room is made before a fill starts; this is an
+        // accounting error, not a full disk: refuse rather than overrun.
+        Err(io::Error::other(
+            "no room in the disk budget for the fill's temporary file",
+        ))
     }
 
     /// The temporary file was deleted or renamed away.
@@ -272,7 +299,7 @@ const ROOM_MARGIN: u64 = 1 << 20;
 /// Work for the deletion thread.
 enum Deletion {
     /// An evicted or dropped entry's file.
-    File(Sha256Digest, u64),
+    File(Sha256Digest, u64, Kind),
     /// Reply once everything queued before is done.
     Flush(std::sync::mpsc::SyncSender<()>),
 }
@@ -287,6 +314,22 @@ pub fn content_path(dir: &Path, sha: &Sha256Digest) -> PathBuf {
         .join(&hex[0..2])
         .join(&hex[2..4])
         .join(&hex[4..])
+}
+
+/// Where a plain record named `key` lives: `plain-v1/ab/cd/<rest>`.
+pub fn record_path(dir: &Path, key: &Sha256Digest) -> PathBuf {
+    let hex = key.hex();
+    dir.join("plain-v1")
+        .join(&hex[0..2])
+        .join(&hex[2..4])
+        .join(&hex[4..])
+}
+
+fn entry_path(dir: &Path, sha: &Sha256Digest, kind: Kind) -> PathBuf {
+    match kind {
+        Kind::Content => content_path(dir, sha),
+        Kind::Record => record_path(dir, sha),
+    }
 }
 
 /// The directory fills write their temporary files to (cacache's own).
@@ -304,6 +347,14 @@ impl DiskTier {
         metrics: Arc<Metrics>,
     ) -> io::Result<DiskTier> {
         std::fs::create_dir_all(dir.join("content-v2").join("sha256"))?;
+        std::fs::create_dir_all(dir.join("plain-v1"))?;
+        // cacache's index, where earlier builds recorded plain-tree
+        // files: it only ever grew. Its records are simply read again.
+        let old_index = dir.join("index-v5");
+        if old_index.exists() {
+            tracing::info!(dir = %old_index.display(), "removing the old plain-tree index (now plain-v1/)");
+            std::fs::remove_dir_all(&old_index)?;
+        }
         let tmp = tmp_dir(dir);
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
@@ -372,8 +423,8 @@ impl DiskTier {
             .name("cache-delete".into())
             .spawn(move || {
                 for d in deletions {
-                    let (sha, size) = match d {
-                        Deletion::File(sha, size) => (sha, size),
+                    let (sha, size, kind) = match d {
+                        Deletion::File(sha, size, kind) => (sha, size, kind),
                         Deletion::Flush(done) => {
                             let _ = done.send(());
                             continue;
@@ -387,7 +438,7 @@ impl DiskTier {
                     if let Some(open) = &open_files {
                         open.remove(&sha);
                     }
-                    match std::fs::remove_file(content_path(&dir, &sha)) {
+                    match std::fs::remove_file(entry_path(&dir, &sha, kind)) {
                         Ok(()) => {
                             bytes.fetch_sub(size, Ordering::Relaxed);
                         }
@@ -403,44 +454,55 @@ impl DiskTier {
             .expect("spawning a thread");
     }
 
-    /// Walks the content directory and admits every well-formed entry,
-    /// oldest first; deletes anything else.
+    /// Walks the content and record directories and admits every
+    /// well-formed entry, oldest first; deletes anything else.
     fn rebuild(&self) -> io::Result<()> {
         let started = Instant::now();
-        let root = self.dir.join("content-v2").join("sha256");
         let mut found = Vec::new();
-        for a in std::fs::read_dir(&root)? {
-            let a = a?;
-            for b in read_dir_or_empty(&a.path())? {
-                let b = b?;
-                for f in read_dir_or_empty(&b.path())? {
-                    let f = f?;
-                    let name = format!(
-                        "{}{}{}",
-                        a.file_name().to_string_lossy(),
-                        b.file_name().to_string_lossy(),
-                        f.file_name().to_string_lossy()
-                    );
-                    let meta = f.metadata()?;
-                    match Sha256Digest::from_hex(&name) {
-                        Some(sha)
-                            if meta.is_file() && content_path(&self.dir, &sha) == f.path() =>
-                        {
-                            found.push((meta.modified()?, sha, meta.len()))
-                        }
-                        _ => {
-                            tracing::warn!(path = %f.path().display(), "removing a stray file from the cache");
-                            remove_any(&f.path())?;
+        let roots = [
+            (self.dir.join("content-v2").join("sha256"), Kind::Content),
+            (self.dir.join("plain-v1"), Kind::Record),
+        ];
+        for (root, kind) in roots {
+            for a in std::fs::read_dir(&root)? {
+                let a = a?;
+                for b in read_dir_or_empty(&a.path())? {
+                    let b = b?;
+                    for f in read_dir_or_empty(&b.path())? {
+                        let f = f?;
+                        let name = format!(
+                            "{}{}{}",
+                            a.file_name().to_string_lossy(),
+                            b.file_name().to_string_lossy(),
+                            f.file_name().to_string_lossy()
+                        );
+                        let meta = f.metadata()?;
+                        let well_formed = |sha: &Sha256Digest| {
+                            meta.is_file()
+                                && entry_path(&self.dir, sha, kind) == f.path()
+                                && (kind == Kind::Content || meta.len() == RECORD_LEN as u64)
+                        };
+                        match Sha256Digest::from_hex(&name) {
+                            Some(sha) if well_formed(&sha) => {
+                                found.push((meta.modified()?, sha, meta.len(), kind))
+                            }
+                            _ => {
+                                tracing::warn!(path = %f.path().display(), "removing a stray file from the cache");
+                                remove_any(&f.path())?;
+                            }
                         }
                     }
                 }
             }
         }
-        found.sort();
+        found.sort_by_key(|(mtime, ..)| *mtime);
         let n = found.len();
-        for (_, sha, size) in found {
+        for (_, sha, size, kind) in found {
             self.bytes.fetch_add(size, Ordering::Relaxed);
-            self.index.insert(sha, DiskEntry::new(size, false, true));
+            // A record is checked by its parser on every read instead.
+            let verified = kind == Kind::Record;
+            self.index
+                .insert(sha, DiskEntry::new(size, kind, verified, true));
         }
         self.update_gauges();
         tracing::info!(
@@ -456,18 +518,23 @@ impl DiskTier {
         &self.dir
     }
 
+    /// `cache.disk_size`.
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
     /// Whether the tier holds `sha` (without verifying it).
     pub fn contains(&self, sha: &Sha256Digest) -> bool {
         self.index
             .peek(sha)
-            .is_some_and(|e| e.present.load(Ordering::Acquire))
+            .is_some_and(|e| e.kind == Kind::Content && e.present.load(Ordering::Acquire))
     }
 
     /// Opens an entry for reading, verifying it first if this process has
     /// not yet. `None` when it is absent or was found corrupt (and dropped).
     pub async fn open_entry(self: &Arc<Self>, sha: &Sha256Digest) -> Option<Arc<OpenEntry>> {
         let entry = self.index.get(sha)?;
-        if !entry.present.load(Ordering::Acquire) {
+        if !entry.present.load(Ordering::Acquire) || entry.kind != Kind::Content {
             return None; // being committed
         }
         if let Some(open) = self.kept(sha) {
@@ -512,7 +579,10 @@ impl DiskTier {
     /// above [`SMALL`] always go through the pool.
     pub fn read_small(&self, sha: &Sha256Digest, map: bool) -> Option<Bytes> {
         let entry = self.index.get(sha)?;
-        if !entry.present.load(Ordering::Acquire) || entry.size > SMALL {
+        if !entry.present.load(Ordering::Acquire)
+            || entry.size > SMALL
+            || entry.kind != Kind::Content
+        {
             return None;
         }
         if let Some(open) = self.kept(sha) {
@@ -706,8 +776,55 @@ impl DiskTier {
 
     fn drop_entry(&self, sha: &Sha256Digest) {
         if let Some((sha, e)) = self.index.remove(sha) {
-            let _ = self.deleter.send(Deletion::File(sha, e.size));
+            let _ = self.deleter.send(Deletion::File(sha, e.size, e.kind));
         }
+    }
+
+    /// The plain record named `key`, if the tier has one (a hit for the
+    /// eviction policy). May block: reads a small file.
+    pub fn read_record(&self, key: &Sha256Digest) -> Option<[u8; RECORD_LEN]> {
+        let entry = self.index.get(key)?;
+        if entry.kind != Kind::Record || !entry.present.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut record = [0u8; RECORD_LEN];
+        let read = File::open(record_path(&self.dir, key)).and_then(|mut f| {
+            f.read_exact(&mut record)?;
+            // Longer than a record: not one we wrote.
+            match f.read(&mut [0u8; 1])? {
+                0 => Ok(()),
+                _ => Err(io::Error::other("longer than a record")),
+            }
+        });
+        match read {
+            Ok(()) => Some(record),
+            Err(e) => {
+                tracing::warn!(%key, "dropping an unreadable plain record: {e}");
+                self.drop_entry(key);
+                None
+            }
+        }
+    }
+
+    /// Drops a record its reader found malformed.
+    pub fn drop_record(&self, key: &Sha256Digest) {
+        if self.index.peek(key).is_some_and(|e| e.kind == Kind::Record) {
+            tracing::warn!(%key, "dropping a malformed plain record");
+            self.drop_entry(key);
+        }
+    }
+
+    /// Writes the plain record named `key`, replacing the one there. Not
+    /// counted while it is a temporary file (130 bytes); admitted, like a
+    /// commit without a reservation, before it moves into place.
+    pub fn write_record(&self, key: &Sha256Digest, record: &[u8; RECORD_LEN]) -> io::Result<()> {
+        let (temp, file) = self.create_temp()?;
+        if let Err(e) = file.write_all_at(record, 0) {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
+        }
+        drop(file);
+        self.commit_file(&temp, key, RECORD_LEN as u64, Kind::Record, None)
     }
 
     /// Moves a complete and verified temporary file into place as
@@ -725,10 +842,24 @@ impl DiskTier {
         temp: &Path,
         sha: &Sha256Digest,
         size: u64,
+        reservation: Option<&mut Reservation>,
+    ) -> io::Result<()> {
+        self.commit_file(temp, sha, size, Kind::Content, reservation)
+    }
+
+    /// [`DiskTier::commit`] for either kind. An object already there is
+    /// kept (same name, same bytes); a record already there is replaced in
+    /// place (same size), and stays admitted.
+    fn commit_file(
+        &self,
+        temp: &Path,
+        sha: &Sha256Digest,
+        size: u64,
+        kind: Kind,
         mut reservation: Option<&mut Reservation>,
     ) -> io::Result<()> {
-        let path = content_path(&self.dir, sha);
-        let entry = DiskEntry::new(size, true, false);
+        let path = entry_path(&self.dir, sha, kind);
+        let entry = DiskEntry::new(size, kind, true, false);
         let discard = |reservation: &mut Option<&mut Reservation>| {
             let _ = std::fs::remove_file(temp);
             if let Some(r) = reservation {
@@ -740,7 +871,17 @@ impl DiskTier {
         }
         {
             let _guard = self.files.lock().expect("not poisoned");
-            if self.index.contains_key(sha) {
+            if let Some(there) = self.index.peek(sha) {
+                if kind == Kind::Record
+                    && there.kind == Kind::Record
+                    && there.present.load(Ordering::Acquire)
+                {
+                    let replaced = std::fs::rename(temp, &path);
+                    if replaced.is_err() {
+                        discard(&mut reservation);
+                    }
+                    return replaced;
+                }
                 discard(&mut reservation);
                 return Ok(());
             }
@@ -807,7 +948,7 @@ impl DiskTier {
         let mut read = 0u64;
         let entries: Vec<(Sha256Digest, Arc<DiskEntry>)> = self.index.iter().collect();
         for (sha, entry) in entries {
-            if !self.index.contains_key(&sha) {
+            if entry.kind != Kind::Content || !self.index.contains_key(&sha) {
                 continue;
             }
             if !self.verify(&sha, &entry) {
@@ -1115,5 +1256,49 @@ mod tests {
                 .get(),
             1
         );
+    }
+
+    #[test]
+    fn records_are_charged_replaced_in_place_and_swept_when_malformed() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Sha256Digest::of(b"a record's name");
+        {
+            let tier = DiskTier::load(dir.path(), 1 << 20, 16, Arc::new(Metrics::new())).unwrap();
+            tier.write_record(&key, &[b'a'; RECORD_LEN]).unwrap();
+            tier.write_record(&key, &[b'b'; RECORD_LEN]).unwrap();
+            assert_eq!(tier.read_record(&key), Some([b'b'; RECORD_LEN]));
+            assert_eq!(tier.bytes(), RECORD_LEN as u64);
+            // A record is not an object, whatever asks for it.
+            assert!(!tier.contains(&key));
+            assert!(tier.read_small(&key, false).is_none());
+        }
+        let other = Sha256Digest::of(b"another name");
+        std::fs::create_dir_all(record_path(dir.path(), &other).parent().unwrap()).unwrap();
+        std::fs::write(record_path(dir.path(), &other), b"too short").unwrap();
+
+        let tier = DiskTier::load(dir.path(), 1 << 20, 16, Arc::new(Metrics::new())).unwrap();
+        assert_eq!(tier.read_record(&key), Some([b'b'; RECORD_LEN]));
+        assert!(!record_path(dir.path(), &other).exists());
+        assert_eq!(tier.bytes(), RECORD_LEN as u64);
+        // Dropped on the reader's word, its file goes too.
+        tier.drop_record(&key);
+        tier.flush();
+        assert!(!record_path(dir.path(), &key).exists());
+        assert_eq!(tier.bytes(), 0);
+    }
+
+    #[test]
+    fn records_are_evicted_within_the_budget_like_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        // Room for 100 records, and 1,000 written.
+        let budget = 100 * RECORD_LEN as u64;
+        let tier = DiskTier::load(dir.path(), budget, 16, Arc::new(Metrics::new())).unwrap();
+        for i in 0..1000u32 {
+            let key = Sha256Digest::of(&i.to_le_bytes());
+            tier.write_record(&key, &[b'r'; RECORD_LEN]).unwrap();
+        }
+        tier.flush();
+        assert!(du(dir.path()) <= budget, "{} of {budget}", du(dir.path()));
+        assert!(tier.bytes() <= budget);
     }
 }

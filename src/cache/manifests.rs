@@ -16,26 +16,35 @@
 //! again without reading it, so a pinned release that left the loaded set
 //! comes back without touching the origin.
 //!
-//! Copies are bounded in number (`KEEP`, least recently used removed; a
-//! removed copy still mapped stays readable until it is unmapped). They are
-//! not counted in `cache.disk_size`. Like cache entries, they are not
-//! fsynced: a copy from before a restart is hashed again on its first use.
+//! Copies are charged to `cache.disk_size`: each holds a reservation of
+//! its size in the disk tier for as long as it exists, so cache entries
+//! are evicted to make room for it. They may take a quarter of the budget
+//! (the rest bounds the fills in flight, so the two never overrun it
+//! together) and are at most `KEEP`; past either bound the least recently
+//! used go (a removed copy still mapped stays readable until it is
+//! unmapped). Like cache entries, they are not fsynced: a copy from before
+//! a restart is hashed again on its first use.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
+use super::disk::{DiskTier, Reservation};
 use crate::digest::Sha256Digest;
 use crate::volume::manifest::{Manifest, Verify};
 
 /// How many manifest copies stay on disk: every loaded release of a few
 /// volumes (current, grace-period and pinned ones).
 pub const KEEP: usize = 32;
+
+/// The part of `cache.disk_size` manifest copies may take, as a divisor.
+pub const SHARE: u64 = 4;
 
 /// How a manifest was had, for the caller to count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,47 +57,73 @@ pub enum Had {
 
 pub struct ManifestCopies {
     dir: PathBuf,
+    disk: Arc<DiskTier>,
+    /// The bytes copies may take together.
+    share: u64,
     state: Mutex<State>,
 }
 
+#[derive(Default)]
 struct State {
     /// Digests of the copies this process has verified.
     verified: HashSet<Sha256Digest>,
     /// Copies on disk, most recently used first.
     used: VecDeque<Sha256Digest>,
+    /// Each copy's room in the disk budget.
+    held: HashMap<Sha256Digest, Reservation>,
+}
+
+impl State {
+    fn held_bytes(&self) -> u64 {
+        self.held.values().map(Reservation::size).sum()
+    }
 }
 
 impl ManifestCopies {
-    /// Uses `<cache_dir>/manifests`, making it if needed; removes
-    /// temporary files a crash left, and the oldest copies past `KEEP`.
-    pub fn open(cache_dir: &Path) -> Result<ManifestCopies> {
-        let dir = cache_dir.join("manifests");
+    /// Uses `<cache dir>/manifests`, making it if needed; removes
+    /// temporary files a crash left, and charges the copies found to the
+    /// disk budget, most recent first, removing those past the bounds.
+    pub fn open(disk: Arc<DiskTier>) -> Result<ManifestCopies> {
+        let dir = disk.dir().join("manifests");
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut found = Vec::new();
         for e in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
             let e = e?;
             let name = e.file_name();
             let digest = name.to_str().and_then(Sha256Digest::from_hex);
-            match digest {
-                Some(d) => {
-                    let mtime = e.metadata().and_then(|m| m.modified()).ok();
-                    found.push((mtime, d));
-                }
+            let meta = e.metadata().ok().filter(|m| m.is_file());
+            match (digest, meta) {
+                (Some(d), Some(m)) => found.push((m.modified().ok(), m.len(), d)),
                 // A copy cut short by a crash, or anything else.
-                None => {
+                _ => {
                     let _ = fs::remove_file(e.path());
                 }
             }
         }
         found.sort_by_key(|f| std::cmp::Reverse(f.0));
         let copies = ManifestCopies {
+            share: disk.budget() / SHARE,
             dir,
-            state: Mutex::new(State {
-                verified: HashSet::new(),
-                used: found.into_iter().map(|(_, d)| d).collect(),
-            }),
+            disk,
+            state: Mutex::default(),
         };
-        copies.trim();
+        for (_, len, d) in found {
+            let fits = {
+                let s = copies.state();
+                s.used.len() < KEEP && s.held_bytes() + len <= copies.share
+            };
+            let path = copies.path(&d);
+            if !fits {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            let mut room = copies.disk.reserve(len);
+            room.count_file()
+                .with_context(|| format!("charging {} to the disk budget", path.display()))?;
+            let mut s = copies.state();
+            s.used.push_back(d);
+            s.held.insert(d, room);
+        }
         Ok(copies)
     }
 
@@ -100,8 +135,11 @@ impl ManifestCopies {
     /// `origin` (the manifest file on the origin).
     pub fn load(&self, origin: &Path, digest: Sha256Digest) -> Result<(Manifest, Had)> {
         let local = self.path(&digest);
-        let verified = self.state().verified.contains(&digest);
-        if local.exists() {
+        let (verified, present) = {
+            let s = self.state();
+            (s.verified.contains(&digest), s.held.contains_key(&digest))
+        };
+        if present {
             let verify = match verified {
                 true => Verify::No,
                 false => Verify::Sha256(digest),
@@ -113,8 +151,7 @@ impl ManifestCopies {
                 }
                 Err(e) => {
                     tracing::warn!("dropping the manifest copy {}: {e:#}", local.display());
-                    self.state().verified.remove(&digest);
-                    let _ = fs::remove_file(&local);
+                    self.remove(&digest);
                 }
             }
         }
@@ -126,26 +163,46 @@ impl ManifestCopies {
     }
 
     /// Copies `origin` to `local`, hashing it on the way; renames it into
-    /// place only if it is what the release records.
+    /// place only if it is what the release records. Its room in the disk
+    /// budget is made first (evicting cache entries, and older copies past
+    /// the share).
     fn copy(&self, origin: &Path, digest: &Sha256Digest, local: &Path) -> Result<()> {
         let mut from =
             File::open(origin).with_context(|| format!("opening {}", origin.display()))?;
-        let tmp = self.dir.join(crate::durable::temp_name("copy"));
+        let len = from
+            .metadata()
+            .with_context(|| format!("reading {}", origin.display()))?
+            .len();
+        if len > self.share {
+            bail!(
+                "{} is {len} bytes, more than the quarter of cache.disk_size ({} bytes) manifest copies may use: raise cache.disk_size",
+                origin.display(),
+                self.share
+            );
+        }
+        self.make_room(len);
+        let mut room = self.disk.reserve(len);
+        let (tmp, to) = room
+            .create_temp()
+            .context("creating a temporary file in the cache")?;
         let result = (|| -> Result<()> {
-            let mut to = crate::durable::create_new(&tmp)
-                .with_context(|| format!("creating {}", tmp.display()))?;
             let mut hasher = Sha256::new();
             let mut buf = vec![0u8; 1 << 20];
-            loop {
+            let mut at = 0u64;
+            // No further than its size when opened: a file growing under
+            // the copy cannot overrun the room held for it.
+            while at < len {
+                let want = buf.len().min((len - at) as usize);
                 let n = from
-                    .read(&mut buf)
+                    .read(&mut buf[..want])
                     .with_context(|| format!("reading {}", origin.display()))?;
                 if n == 0 {
                     break;
                 }
                 hasher.update(&buf[..n]);
-                to.write_all(&buf[..n])
+                to.write_all_at(&buf[..n], at)
                     .with_context(|| format!("writing {}", tmp.display()))?;
+                at += n as u64;
             }
             let actual = Sha256Digest(hasher.finalize().into());
             if actual != *digest {
@@ -161,7 +218,9 @@ impl ManifestCopies {
             let _ = fs::remove_file(&tmp);
         }
         result?;
-        self.state().verified.insert(*digest);
+        let mut s = self.state();
+        s.verified.insert(*digest);
+        s.held.insert(*digest, room);
         Ok(())
     }
 
@@ -169,7 +228,8 @@ impl ManifestCopies {
         self.state.lock().expect("not poisoned")
     }
 
-    /// Marks a copy as just used (and verified), and trims the oldest.
+    /// Marks a copy as just used (and verified), and trims the oldest past
+    /// `KEEP`.
     fn used(&self, digest: Sha256Digest) {
         {
             let mut s = self.state();
@@ -177,30 +237,79 @@ impl ManifestCopies {
             s.used.retain(|d| *d != digest);
             s.used.push_front(digest);
         }
-        self.trim();
+        loop {
+            let oldest = {
+                let s = self.state();
+                match s.used.len() > KEEP {
+                    true => s.used.back().copied(),
+                    false => None,
+                }
+            };
+            match oldest {
+                Some(d) => self.remove(&d),
+                None => break,
+            }
+        }
     }
 
-    fn trim(&self) {
-        let gone: Vec<Sha256Digest> = {
-            let mut s = self.state();
-            let n = s.used.len().saturating_sub(KEEP);
-            let gone: Vec<_> = (0..n).filter_map(|_| s.used.pop_back()).collect();
-            for d in &gone {
-                s.verified.remove(d);
+    /// Removes the least recently used copies until `len` more bytes fit
+    /// in the share.
+    fn make_room(&self, len: u64) {
+        loop {
+            let oldest = {
+                let s = self.state();
+                match s.held_bytes() + len > self.share {
+                    true => s.used.back().copied(),
+                    false => None,
+                }
+            };
+            match oldest {
+                Some(d) => self.remove(&d),
+                None => break,
             }
-            gone
-        };
-        for d in gone {
-            // A copy still mapped by a loaded release stays readable.
-            let _ = fs::remove_file(self.path(&d));
         }
+    }
+
+    /// Deletes a copy, then gives its room back. A copy still mapped by a
+    /// loaded release stays readable.
+    fn remove(&self, digest: &Sha256Digest) {
+        let room = {
+            let mut s = self.state();
+            s.verified.remove(digest);
+            s.used.retain(|d| d != digest);
+            s.held.remove(digest)
+        };
+        let _ = fs::remove_file(self.path(digest));
+        drop(room);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
     use crate::volume::manifest::{Entry, Kind, ManifestWriter, key_for_path};
+
+    /// The disk tier of a cache in `dir`, with a `budget`.
+    fn tier(dir: &Path, budget: u64) -> Arc<DiskTier> {
+        Arc::new(DiskTier::load(dir, budget, 16, Arc::new(Metrics::new())).unwrap())
+    }
+
+    /// Manifest copies in a cache with a budget of 1 GiB.
+    fn copies_in(dir: &Path) -> ManifestCopies {
+        ManifestCopies::open(tier(dir, 1 << 30)).unwrap()
+    }
+
+    /// Total size of the files under `dir`.
+    fn du(dir: &Path) -> u64 {
+        let mut total = 0;
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            total += if m.is_dir() { du(&e.path()) } else { m.len() };
+        }
+        total
+    }
 
     /// A small real manifest in `dir`, and its sha256.
     fn manifest(dir: &Path, files: usize) -> (PathBuf, Sha256Digest) {
@@ -230,7 +339,7 @@ mod tests {
     fn a_manifest_is_copied_once_then_mapped_from_the_copy() {
         let dir = tempfile::tempdir().unwrap();
         let (origin, digest) = manifest(dir.path(), 100);
-        let copies = ManifestCopies::open(&dir.path().join("cache")).unwrap();
+        let copies = copies_in(&dir.path().join("cache"));
         let (m, had) = copies.load(&origin, digest).unwrap();
         assert_eq!(had, Had::FromOrigin);
         assert_eq!(m.counts().files, 100);
@@ -252,7 +361,7 @@ mod tests {
             .unwrap()
             .set_len(len / 2)
             .unwrap();
-        let copies = ManifestCopies::open(&dir.path().join("cache")).unwrap();
+        let copies = copies_in(&dir.path().join("cache"));
         let e = copies.load(&origin, digest).unwrap_err();
         assert!(format!("{e:#}").contains("damaged or truncated"), "{e:#}");
         let left: Vec<_> = fs::read_dir(dir.path().join("cache/manifests"))
@@ -266,16 +375,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (origin, digest) = manifest(dir.path(), 10);
         let cache = dir.path().join("cache");
-        ManifestCopies::open(&cache)
-            .unwrap()
-            .load(&origin, digest)
-            .unwrap();
+        copies_in(&cache).load(&origin, digest).unwrap();
         let copy = cache.join("manifests").join(digest.to_string());
         let mut bytes = fs::read(&copy).unwrap();
         bytes[20] ^= 1;
         fs::write(&copy, bytes).unwrap();
         // A new process checks a copy it did not verify itself.
-        let copies = ManifestCopies::open(&cache).unwrap();
+        let copies = copies_in(&cache);
         let (_, had) = copies.load(&origin, digest).unwrap();
         assert_eq!(had, Had::FromOrigin);
     }
@@ -286,7 +392,7 @@ mod tests {
         let cache = dir.path().join("cache");
         fs::create_dir_all(cache.join("manifests")).unwrap();
         fs::write(cache.join("manifests/copy.1.2.3.tmp"), b"cut short").unwrap();
-        let copies = ManifestCopies::open(&cache).unwrap();
+        let copies = copies_in(&cache);
         assert!(!cache.join("manifests/copy.1.2.3.tmp").exists());
         let mut digests = Vec::new();
         for n in 1..=KEEP + 3 {
@@ -308,5 +414,69 @@ mod tests {
                 .join(digests[KEEP + 2].to_string())
                 .exists()
         );
+    }
+
+    #[test]
+    fn copies_are_charged_to_the_disk_budget_and_cache_entries_make_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let (origin, digest) = manifest(dir.path(), 5000);
+        let len = fs::metadata(&origin).unwrap().len();
+        let cache = dir.path().join("cache");
+        // A budget the copy takes a fifth of, already full of entries.
+        let budget = len * 5;
+        let disk = tier(&cache, budget);
+        let mut entries = Vec::new();
+        for i in 0..10u8 {
+            let data = vec![i; (budget / 10) as usize];
+            let sha = Sha256Digest::of(&data);
+            let temp = cache.join("tmp").join(sha.hex());
+            fs::write(&temp, &data).unwrap();
+            disk.commit(&temp, &sha, data.len() as u64, None).unwrap();
+            entries.push(sha);
+        }
+        let copies = ManifestCopies::open(disk.clone()).unwrap();
+        copies.load(&origin, digest).unwrap();
+        disk.flush();
+        assert!(du(&cache) <= budget, "{} bytes of {budget}", du(&cache));
+        let kept = entries.iter().filter(|s| disk.contains(s)).count();
+        assert!(kept <= 8, "{kept} entries of a tenth kept beside a fifth");
+
+        // A restart charges the copy found again.
+        drop(copies);
+        let disk = tier(&cache, budget);
+        let copies = ManifestCopies::open(disk.clone()).unwrap();
+        assert_eq!(copies.state().held_bytes(), len);
+        assert!(du(&cache) <= budget, "{} bytes of {budget}", du(&cache));
+        let (_, had) = copies.load(&origin, digest).unwrap();
+        assert_eq!(had, Had::Local);
+    }
+
+    #[test]
+    fn past_their_share_of_the_budget_the_oldest_copies_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let made: Vec<_> = (0..3).map(|i| manifest(dir.path(), 2000 + i)).collect();
+        let len = fs::metadata(&made[2].0).unwrap().len();
+        // A share with room for two of them, not three.
+        let copies =
+            ManifestCopies::open(tier(&dir.path().join("cache"), len * 2 * SHARE + 100)).unwrap();
+        for (origin, digest) in &made {
+            copies.load(origin, *digest).unwrap();
+        }
+        let s = copies.state();
+        assert!(!s.held.contains_key(&made[0].1));
+        assert!(!copies.path(&made[0].1).exists());
+        assert!(s.held.contains_key(&made[1].1) && s.held.contains_key(&made[2].1));
+        assert!(s.held_bytes() <= copies.share);
+    }
+
+    #[test]
+    fn a_manifest_larger_than_the_share_is_refused_naming_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let (origin, digest) = manifest(dir.path(), 1000);
+        let len = fs::metadata(&origin).unwrap().len();
+        let copies = ManifestCopies::open(tier(&dir.path().join("cache"), len * 2)).unwrap();
+        let e = copies.load(&origin, digest).unwrap_err();
+        assert!(format!("{e:#}").contains("raise cache.disk_size"), "{e:#}");
+        assert_eq!(copies.state().held_bytes(), 0);
     }
 }

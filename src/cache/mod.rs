@@ -3,8 +3,9 @@
 //!
 //! Objects are keyed by sha256 in both tiers, so a cached object never needs
 //! invalidating: a new release that changes a file names a new sha256.
-//! Plain-tree files have no sha256 until they are read once; the disk tier's
-//! cacache index remembers `(volume, path) → sha256, size, mtime` for them.
+//! Plain-tree files have no sha256 until they are read once; a plain record
+//! in the disk tier remembers `(volume, path) → sha256, size, mtime` for
+//! them (see `plain`).
 //!
 //! A lookup goes memory → disk → fill. See `fill` for how misses are shared
 //! and verified, and `disk` for eviction and verification on read.
@@ -13,6 +14,7 @@ pub mod direct;
 pub mod disk;
 pub mod fill;
 pub mod manifests;
+pub mod plain;
 
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
@@ -149,7 +151,8 @@ pub struct Cache {
     /// The disk budget in KiB, taken by fills in flight for their
     /// temporary files (the room itself is made by `DiskTier::reserve`).
     fill_budget: Arc<tokio::sync::Semaphore>,
-    /// Its size: objects larger than this can never be cached.
+    /// Its size (three quarters of `cache.disk_size`): objects larger than
+    /// this are never cached.
     fill_budget_kib: u64,
     /// The thread that writes fills into the disk tier.
     writer: std::sync::mpsc::Sender<Write>,
@@ -184,7 +187,9 @@ impl Cache {
             )
         });
         let writer = spawn_writer(disk.clone());
-        let fill_budget_kib = config.disk_size >> 10;
+        // The rest is for manifest copies, so that the two never hold more
+        // than the whole budget together.
+        let fill_budget_kib = (config.disk_size - config.disk_size / manifests::SHARE) >> 10;
         Ok(Arc::new(Cache {
             writer,
             fill_slots: Arc::new(tokio::sync::Semaphore::new(config.max_fills)),
@@ -337,17 +342,13 @@ impl Cache {
         if let Some(sha) = self.plain_shas.get(key) {
             return Some(sha);
         }
-        let (size, mtime_ns) = (*size, *mtime_ns);
-        let m = cacache::index::find(self.disk.dir(), &plain_key(volume, path)).ok()??;
-        let recorded: i128 = m.metadata.get("mtime_ns")?.as_str()?.parse().ok()?;
-        if m.size as u64 != size || recorded != mtime_ns {
+        let key = plain::record_key(volume, path);
+        let bytes = self.disk.read_record(&key)?;
+        let Some(record) = plain::PlainRecord::parse(&bytes) else {
+            self.disk.drop_record(&key);
             return None;
-        }
-        let (algo, hex) = m.integrity.to_hex();
-        if algo != cacache::Algorithm::Sha256 {
-            return None;
-        }
-        Sha256Digest::from_hex(&hex)
+        };
+        (record.size == *size && record.mtime_ns == *mtime_ns).then_some(record.sha)
     }
 
     /// Refreshes the gauges that are cheaper to read than to maintain.
@@ -466,8 +467,8 @@ fn spawn_writer(disk: Arc<DiskTier>) -> std::sync::mpsc::Sender<Write> {
     tx
 }
 
-/// Writes a verified fill into the disk tier; for plain-tree files,
-/// records its sha256 in the index too.
+/// Writes a verified fill into the disk tier; for plain-tree files, its
+/// plain record too.
 ///
 /// Not fsynced: the cache is not the copy of record. After a restart every
 /// entry is hashed again on its first read, so a file a power cut left
@@ -501,21 +502,14 @@ fn write_entry(
         mtime_ns,
     } = &req.key
     {
-        let sri = cacache::Integrity::from_hex(sha.hex(), cacache::Algorithm::Sha256)
-            .map_err(std::io::Error::other)?;
-        let opts = cacache::WriteOpts::new()
-            .integrity(sri)
-            .size(*size as usize)
-            .metadata(serde_json::json!({ "mtime_ns": mtime_ns.to_string() }));
-        cacache::index::insert(disk.dir(), &plain_key(volume, path), opts)
-            .map_err(std::io::Error::other)?;
+        let record = plain::PlainRecord {
+            size: *size,
+            mtime_ns: *mtime_ns,
+            sha: *sha,
+        };
+        disk.write_record(&plain::record_key(volume, path), &record.encode())?;
     }
     Ok(())
-}
-
-fn plain_key(volume: &str, path: &[u8]) -> String {
-    // Hex keeps non-UTF-8 names distinct.
-    format!("plain/{volume}/{}", hex::encode(path))
 }
 
 /// A file's mtime in nanoseconds since the epoch.

@@ -98,7 +98,7 @@ impl Daemon {
                     config.cache.dir.display()
                 )
             })?;
-        let manifests = ManifestCopies::open(&config.cache.dir).with_context(|| {
+        let manifests = ManifestCopies::open(cache.disk.clone()).with_context(|| {
             format!(
                 "{}: cache.dir: cannot keep manifest copies in {}",
                 config.file.display(),

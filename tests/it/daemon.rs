@@ -621,3 +621,74 @@ fn a_new_release_is_noticed_through_inotify_long_before_the_next_poll() {
         d.get("/vol/v.txt").body == b"2"
     });
 }
+
+#[test]
+fn a_plain_tree_file_is_remembered_across_restarts_by_one_record_however_often_it_changes() {
+    let env = Env::with_config("[freshness]\nrevalidate_after = \"0s\"\n");
+    // An index page: not immutable by pattern, so every request looks.
+    let path = "simple/a/index.html";
+    let records = env.path().join("cache/plain-v1");
+    let record_files = || walk_files(&records).len();
+    // Sizes differ too: two writes within one clock tick share an mtime.
+    let version = |n: u8| blob(n, (200 << 10) + n as usize);
+    env.write(path, &version(1));
+    let d = Daemon::start_with(&env, &small_memory());
+    assert_eq!(d.get("/plain/simple/a/index.html").body, version(1));
+    wait_for("the file on disk", 10, || {
+        d.request("HEAD", "/plain/simple/a/index.html", &[])
+            .header("x-cache")
+            == Some("hit-disk")
+    });
+    drop(d);
+
+    // A new process reads its record: a disk hit without opening the file.
+    let opens = OpenWatch::new(&env.tree().join(path));
+    let d = Daemon::start_with(&env, &small_memory());
+    let r = d.get("/plain/simple/a/index.html");
+    assert_eq!(
+        (r.header("x-cache"), r.body == version(1)),
+        (Some("hit-disk"), true)
+    );
+    assert_eq!(opens.opens(), 0);
+
+    // Each change is read again; the path keeps one record of fixed size.
+    for n in 2..6u8 {
+        env.write(path, &version(n));
+        let r = d.get("/plain/simple/a/index.html");
+        assert_eq!(
+            (r.header("x-cache"), r.body == version(n)),
+            (Some("miss"), true)
+        );
+        wait_for("the new version on disk", 10, || {
+            d.request("HEAD", "/plain/simple/a/index.html", &[])
+                .header("x-cache")
+                == Some("hit-disk")
+        });
+    }
+    assert_eq!(record_files(), 1);
+    drop(d);
+
+    // A damaged record is a miss that writes a good one, never wrong bytes.
+    let record = walk_files(&records).pop().unwrap();
+    assert_eq!(fs::metadata(&record).unwrap().len(), 130);
+    fs::write(&record, [b'7'; 130]).unwrap();
+    let d = Daemon::start_with(&env, &small_memory());
+    let r = d.get("/plain/simple/a/index.html");
+    assert_eq!(
+        (r.header("x-cache"), r.body == version(5)),
+        (Some("miss"), true)
+    );
+    wait_for("a good record again", 10, || {
+        d.request("HEAD", "/plain/simple/a/index.html", &[])
+            .header("x-cache")
+            == Some("hit-disk")
+    });
+    assert!(fs::read(&record).unwrap().starts_with(b"p1 "));
+    // The cacache index of earlier versions is gone for good.
+    assert!(!env.path().join("cache/index-v5").exists());
+}
+
+/// Every file under `dir`.
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    walk(dir).into_iter().filter(|p| p.is_file()).collect()
+}

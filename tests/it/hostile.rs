@@ -583,12 +583,9 @@ fn a_flood_of_distinct_cold_objects_that_hang_up_stays_within_memory_and_the_dis
                     .find_map(|l| l.strip_prefix("VmRSS:"))
                     .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
                     .unwrap_or(0);
-                // What `disk_size` bounds: the entries and the fills'
-                // temporary files. (`index-v5/`, cacache's record of
-                // plain-tree hashes, and `manifests/` are not charged to
-                // it yet: see docs/configuration.md.)
-                let disk = du_while_changing(&cache.join("content-v2"))
-                    + du_while_changing(&cache.join("tmp"));
+                // The whole cache directory: entries, plain records,
+                // manifest copies and the fills' temporary files.
+                let disk = du_while_changing(&cache);
                 if disk > DISK {
                     over.push(disk);
                 }
