@@ -621,8 +621,12 @@ fn a_flood_of_distinct_cold_objects_that_hang_up_stays_within_memory_and_the_dis
         sent.load(std::sync::atomic::Ordering::Relaxed) >= OBJECTS / 2
     });
     let asked = std::time::Instant::now();
+    // Answered while the flood goes on, not after it: a bound on
+    // starvation, not a speed. It allows for a SYN dropped from a full
+    // accept queue (retried by the kernel after 1 s, then 3 s), which the
+    // suite's other tests sharing the two cores can cause.
     let status =
-        get_within(d.addr, "/plain/hot.whl", Duration::from_secs(1)).map(|(status, _)| status);
+        get_within(d.addr, "/plain/hot.whl", Duration::from_secs(5)).map(|(status, _)| status);
     let latency = asked.elapsed();
     assert_eq!(status, Ok(200), "a normal request during the flood");
     for s in senders {
