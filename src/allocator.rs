@@ -1,14 +1,15 @@
 //! The daemon's memory allocator: mimalloc, asked the way the C library's
 //! `malloc` is asked.
 //!
-//! glibc's malloc was 8% of a cache hit (a hit allocates its headers and
-//! body handles); mimalloc's per-thread free lists cost a fraction of that.
+//! A cache hit allocates its headers and body handles, and glibc's malloc
+//! was a large share of its profile; mimalloc's per-thread free lists cost
+//! a fraction of that (figures in docs/performance.md).
 //! The `mimalloc` crate, though, passes every Rust allocation to
 //! `mi_malloc_aligned`, even with the alignment of 8 that nearly all of them
 //! have. mimalloc 3 takes its fast path there only for blocks up to 1 KiB;
 //! a larger one that is not a power of two (a header map, a read buffer's
-//! growth) is over-allocated by its alignment and trimmed, about three
-//! times a request and 150 instructions each. Plain `mi_malloc` already
+//! growth) is over-allocated by its alignment and trimmed, several times a
+//! request. Plain `mi_malloc` already
 //! returns blocks aligned to 16 bytes, or to their size below that, which
 //! is what almost every layout needs; only the rest goes to the aligned
 //! calls. (This is the rule Rust's own `System` allocator follows over

@@ -3,8 +3,8 @@
 //! line).
 //!
 //! Going through `httpdate`'s and `humantime`'s `Display` (the formatting
-//! machinery, then a `String`) cost about 800 instructions each time, of a
-//! cache hit's 24,000. The text is the same as theirs (tests hold them
+//! machinery, then a `String`) was a measurable share of every cache hit
+//! (figures in docs/performance.md). The text is the same as theirs (tests hold them
 //! together); times outside years 1970–9999 are clamped to those ends
 //! instead of panicking.
 

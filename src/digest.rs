@@ -101,6 +101,11 @@ impl<W: Write> HashingWriter<W> {
         }
     }
 
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     pub fn finish(self) -> (W, Sha256Digest, u64) {
         (
             self.inner,

@@ -21,6 +21,7 @@ pub mod durable;
 pub mod fault;
 pub mod html;
 pub mod metrics;
+pub mod origin;
 pub mod progress;
 pub mod release;
 pub mod serve;

@@ -70,6 +70,24 @@ impl Tier {
     }
 }
 
+/// Why a write to the cache directory failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteFailure {
+    /// No space (or quota) left.
+    Full,
+    /// Any other error.
+    Io,
+}
+
+impl WriteFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteFailure::Full => "full",
+            WriteFailure::Io => "io",
+        }
+    }
+}
+
 /// Why an origin read failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OriginError {
@@ -178,16 +196,16 @@ pub struct Metrics {
     pub origin_errors: IntCounterVec,
     /// volume
     pub origin_read_bytes: IntCounterVec,
-    /// tier
-    pub cache_bytes: IntGaugeVec,
-    /// tier
-    pub cache_entries: IntGaugeVec,
-    /// tier
-    pub cache_evictions: IntCounterVec,
-    /// where: origin, disk
-    pub integrity_failures: IntCounterVec,
-    /// reason: full, io
-    pub cache_write_failures: IntCounterVec,
+    /// tier (through [`Metrics::cache_bytes`])
+    cache_bytes: IntGaugeVec,
+    /// tier (through [`Metrics::cache_entries`])
+    cache_entries: IntGaugeVec,
+    /// tier (through [`Metrics::cache_evictions`])
+    cache_evictions: IntCounterVec,
+    /// where: origin, disk (through [`Metrics::integrity_failures`])
+    integrity_failures: IntCounterVec,
+    /// reason: full, io (through [`Metrics::cache_write_failures`])
+    cache_write_failures: IntCounterVec,
     /// 1 while fills are held back for want of disk space
     pub cache_disk_full: IntGauge,
     /// volume, result: loaded (read from the origin and verified), refused
@@ -205,6 +223,36 @@ pub struct Metrics {
     pub release_id: IntGaugeVec,
     /// volume
     pub release_created: IntGaugeVec,
+}
+
+/// The series whose labels are a tier or another closed set: callers name
+/// the member, never a string.
+impl Metrics {
+    /// Bytes held by a cache tier.
+    pub fn cache_bytes(&self, tier: Tier) -> IntGauge {
+        self.cache_bytes.with_label_values(&[tier.as_str()])
+    }
+
+    /// Entries held by a cache tier.
+    pub fn cache_entries(&self, tier: Tier) -> IntGauge {
+        self.cache_entries.with_label_values(&[tier.as_str()])
+    }
+
+    /// Entries a cache tier let go to make room.
+    pub fn cache_evictions(&self, tier: Tier) -> IntCounter {
+        self.cache_evictions.with_label_values(&[tier.as_str()])
+    }
+
+    /// Bytes that did not match their sha256, by where they were read:
+    /// `Tier::Origin` or `Tier::Disk`.
+    pub fn integrity_failures(&self, at: Tier) -> IntCounter {
+        self.integrity_failures.with_label_values(&[at.as_str()])
+    }
+
+    /// Failed writes to the cache directory.
+    pub fn cache_write_failures(&self, why: WriteFailure) -> IntCounter {
+        self.cache_write_failures.with_label_values(&[why.as_str()])
+    }
 }
 
 impl Metrics {

@@ -15,18 +15,16 @@
 //! Each blocking step does a bounded amount of work under the origin
 //! timeout, so a stalled origin aborts the response instead of hanging it.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 
-use super::fill::{FillRequest, WaitError, check};
-use super::{Cache, ObjectKey};
-use crate::digest::Sha256Digest;
-use crate::metrics::{Metrics, OriginError};
+use super::Cache;
+use super::fill::{FillRequest, WaitError};
+use crate::metrics::{Metrics, OriginError, Tier};
+use crate::origin;
 
 /// Bytes read from the origin per blocking step.
 const STEP: usize = 1 << 20;
@@ -41,10 +39,10 @@ pub struct Direct {
 }
 
 struct State {
-    file: Option<Arc<File>>,
-    hasher: Sha256,
-    /// Bytes hashed from the start of the object.
-    hashed: u64,
+    /// Opened by the first step; read in order from the start.
+    reader: Option<origin::BlockingReader>,
+    /// What was read so far, hashed.
+    verifier: origin::Verifier,
     /// The response's last chunk, read and waiting for the check.
     last: Option<Vec<u8>>,
 }
@@ -57,7 +55,7 @@ enum Step {
     Data(Vec<u8>),
 }
 
-type StepError = (OriginError, String);
+type StepError = origin::Error;
 
 impl Direct {
     pub fn new(cache: &Cache, req: FillRequest) -> Direct {
@@ -66,9 +64,8 @@ impl Direct {
             timeout: cache.settings.origin_timeout,
             metrics: cache.metrics.clone(),
             state: Some(State {
-                file: None,
-                hasher: Sha256::new(),
-                hashed: 0,
+                reader: None,
+                verifier: origin::Verifier::new(),
                 last: None,
             }),
         }
@@ -77,7 +74,8 @@ impl Direct {
     /// Opens the origin file, so that a missing or hung one can still
     /// become an error status before the response starts.
     pub async fn open(&mut self) -> Result<(), WaitError> {
-        self.run(|req, st| st.file(req).map(|_| Step::More)).await?;
+        self.run(|req, st| st.reader(req).map(|_| Step::More))
+            .await?;
         Ok(())
     }
 
@@ -110,9 +108,9 @@ impl Direct {
             .origin_read_bytes
             .with_label_values(&[&self.req.volume]);
         let job = tokio::task::spawn_blocking(move || {
-            let before = state.hashed;
+            let before = state.verifier.total();
             let r = f(&req, &mut state);
-            origin_bytes.inc_by(state.hashed - before);
+            origin_bytes.inc_by(state.verifier.total() - before);
             (state, r)
         });
         let failure = match tokio::time::timeout(self.timeout, job).await {
@@ -121,44 +119,31 @@ impl Direct {
                 return Ok(step);
             }
             Ok(Ok((_, Err(e)))) => e,
-            Ok(Err(e)) => (OriginError::Io, e.to_string()),
-            Err(_) => (
+            Ok(Err(e)) => origin::Error::new(OriginError::Io, e.to_string()),
+            Err(_) => origin::Error::new(
                 OriginError::Timeout,
                 format!("no data for {}", humantime::format_duration(self.timeout)),
             ),
         };
-        let (kind, msg) = failure;
+        let (kind, msg) = (failure.kind, failure.detail);
         self.metrics
             .origin_errors
             .with_label_values(&[&self.req.volume, kind.as_str()])
             .inc();
         if kind == OriginError::Integrity {
-            self.metrics
-                .integrity_failures
-                .with_label_values(&["origin"])
-                .inc();
+            self.metrics.integrity_failures(Tier::Origin).inc();
         }
-        tracing::error!(volume = %self.req.volume, origin = %self.req.origin.display(), kind = kind.as_str(), "uncached origin read failed: {msg}");
+        tracing::error!(volume = %self.req.volume, origin = %self.req.origin.location().display(), kind = kind.as_str(), "uncached origin read failed: {msg}");
         Err(WaitError::Failed(kind))
     }
 }
 
 impl State {
-    fn file(&mut self, req: &FillRequest) -> Result<Arc<File>, StepError> {
-        if let Some(f) = &self.file {
-            return Ok(f.clone());
+    fn reader(&mut self, req: &FillRequest) -> Result<&mut origin::BlockingReader, StepError> {
+        if self.reader.is_none() {
+            self.reader = Some(req.origin.open_blocking()?);
         }
-        let f = File::open(&req.origin).map_err(|e| {
-            let kind = if e.kind() == std::io::ErrorKind::NotFound {
-                OriginError::Missing
-            } else {
-                OriginError::Io
-            };
-            (kind, e.to_string())
-        })?;
-        let f = Arc::new(f);
-        self.file = Some(f.clone());
-        Ok(f)
+        Ok(self.reader.as_mut().expect("opened above"))
     }
 
     fn step(
@@ -168,18 +153,17 @@ impl State {
         end: u64,
         max: usize,
     ) -> Result<Step, StepError> {
-        let file = self.file(req)?;
         if self.last.is_none() {
-            if self.hashed < pos {
+            let hashed = self.verifier.total();
+            if hashed < pos {
                 // What precedes the response, hashed and not sent.
-                let n = ((pos - self.hashed) as usize).min(STEP);
-                let buf = self.read_exact(req, &file, n)?;
-                drop(buf);
+                let n = ((pos - hashed) as usize).min(STEP);
+                self.read_exact(req, n)?;
                 return Ok(Step::More);
             }
-            debug_assert_eq!(self.hashed, pos, "responses are read in order");
+            debug_assert_eq!(hashed, pos, "responses are read in order");
             let n = ((end - pos) as usize).min(max);
-            let buf = self.read_exact(req, &file, n)?;
+            let buf = self.read_exact(req, n)?;
             if pos + (n as u64) < end {
                 return Ok(Step::Data(buf));
             }
@@ -188,47 +172,32 @@ impl State {
         // The rest of the object up to its end (reading one byte past it
         // tells a grown file), then the check.
         let mut buf = vec![0u8; STEP];
-        let n = file
-            .read_at(&mut buf, self.hashed)
-            .map_err(|e| (OriginError::Io, e.to_string()))?;
-        if n > 0 && self.hashed <= req.size {
-            self.hasher.update(&buf[..n]);
-            self.hashed += n as u64;
-            if self.hashed <= req.size {
+        let n = self
+            .reader(req)?
+            .read(&mut buf)
+            .map_err(|e| origin::Error::new(OriginError::Io, e.to_string()))?;
+        if n > 0 && self.verifier.total() <= req.size() {
+            self.verifier.update(&buf[..n]);
+            if self.verifier.total() <= req.size() {
                 return Ok(Step::More);
             }
         }
-        let sha = Sha256Digest(self.hasher.clone().finalize().into());
-        let now = match req.key {
-            ObjectKey::Plain { .. } => std::fs::metadata(&req.origin).ok(),
-            ObjectKey::Content(_) => None,
-        };
-        check(req, self.hashed, &sha, now.as_ref())?;
+        self.verifier.clone().finish_blocking(&req.origin)?;
         Ok(Step::Data(self.last.take().expect("set above")))
     }
 
     /// Reads and hashes the next `n` bytes; a file that ends first fails
     /// the check it would fail at its end.
-    fn read_exact(
-        &mut self,
-        req: &FillRequest,
-        file: &File,
-        n: usize,
-    ) -> Result<Vec<u8>, StepError> {
+    fn read_exact(&mut self, req: &FillRequest, n: usize) -> Result<Vec<u8>, StepError> {
         let mut buf = vec![0u8; n];
-        file.read_exact_at(&mut buf, self.hashed).map_err(|e| {
+        self.reader(req)?.read_exact(&mut buf).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                let kind = match req.key {
-                    ObjectKey::Content(_) => OriginError::Integrity,
-                    ObjectKey::Plain { .. } => OriginError::Changed,
-                };
-                (kind, format!("the file ends before its {} bytes", req.size))
+                req.origin.ended_early()
             } else {
-                (OriginError::Io, e.to_string())
+                origin::Error::new(OriginError::Io, e.to_string())
             }
         })?;
-        self.hasher.update(&buf);
-        self.hashed += n as u64;
+        self.verifier.update(&buf);
         Ok(buf)
     }
 }

@@ -16,9 +16,7 @@
 //!   go first, entries hit since they came stay). One shard, so that any
 //!   object up to the whole budget fits. Evicted files are unlinked by one
 //!   deletion thread, under the same lock as commits, so a file refilled
-//!   just after its eviction is never deleted by mistake. (This was moka,
-//!   whose bookkeeping per read and epoch-based reclamation were 5-7% of a
-//!   disk hit and of a cold fill.)
+//!   just after its eviction is never deleted by mistake.
 //! - **Rebuild at start.** The content directory is walked, every entry
 //!   re-admitted oldest first (by mtime), so the budget holds from the first
 //!   request; files with names that are not sha256 paths and everything in
@@ -49,7 +47,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::digest::{Sha256Digest, sha256_of_reader};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Tier, WriteFailure};
 
 /// One object in the disk tier.
 /// Entries up to this size are read whole by [`DiskTier::read_small`].
@@ -165,10 +163,7 @@ impl quick_cache::Lifecycle<Sha256Digest, Arc<DiskEntry>> for Evictions {
     type RequestState = ();
 
     fn on_evict(&self, _: &mut (), sha: Sha256Digest, e: Arc<DiskEntry>) {
-        self.metrics
-            .cache_evictions
-            .with_label_values(&["disk"])
-            .inc();
+        self.metrics.cache_evictions(Tier::Disk).inc();
         let _ = self.to_delete.send(Deletion::File(sha, e.size, e.kind));
     }
 }
@@ -446,8 +441,7 @@ impl DiskTier {
                         Err(e) => tracing::error!(%sha, "cannot delete evicted cache entry: {e}"),
                     }
                     metrics
-                        .cache_bytes
-                        .with_label_values(&["disk"])
+                        .cache_bytes(Tier::Disk)
                         .set(bytes.load(Ordering::Relaxed) as i64);
                 }
             })
@@ -678,10 +672,7 @@ impl DiskTier {
             if let Some(open) = &self.open_files {
                 open.remove(sha);
             }
-            self.metrics
-                .integrity_failures
-                .with_label_values(&["disk"])
-                .inc();
+            self.metrics.integrity_failures(Tier::Disk).inc();
             self.drop_entry(sha);
         }
         ok
@@ -750,8 +741,11 @@ impl DiskTier {
     pub fn write_failed(&self, e: &io::Error) {
         let full = matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
         self.metrics
-            .cache_write_failures
-            .with_label_values(&[if full { "full" } else { "io" }])
+            .cache_write_failures(if full {
+                WriteFailure::Full
+            } else {
+                WriteFailure::Io
+            })
             .inc();
         if full && !self.full.swap(true, Ordering::SeqCst) {
             self.metrics.cache_disk_full.set(1);
@@ -965,12 +959,10 @@ impl DiskTier {
 
     fn update_gauges(&self) {
         self.metrics
-            .cache_bytes
-            .with_label_values(&["disk"])
+            .cache_bytes(Tier::Disk)
             .set(self.bytes.load(Ordering::Relaxed) as i64);
         self.metrics
-            .cache_entries
-            .with_label_values(&["disk"])
+            .cache_entries(Tier::Disk)
             .set(self.index.len() as i64);
     }
 
@@ -1212,13 +1204,7 @@ mod tests {
         assert_eq!(tier.scrub(u64::MAX), 1);
         assert!(tier.kept(&sha).is_none());
         assert!(tier.read_small(&sha, true).is_none());
-        assert_eq!(
-            metrics
-                .integrity_failures
-                .with_label_values(&["disk"])
-                .get(),
-            1
-        );
+        assert_eq!(metrics.integrity_failures(Tier::Disk).get(), 1);
     }
 
     #[test]
@@ -1249,13 +1235,7 @@ mod tests {
             .unwrap();
         assert!(rt.block_on(tier.open_entry(&sha)).is_none());
         assert!(!tier.contains(&sha));
-        assert_eq!(
-            metrics
-                .integrity_failures
-                .with_label_values(&["disk"])
-                .get(),
-            1
-        );
+        assert_eq!(metrics.integrity_failures(Tier::Disk).get(), 1);
     }
 
     #[test]

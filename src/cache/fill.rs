@@ -55,14 +55,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 use super::disk::Reservation;
-use super::{Cache, ObjectKey};
+use super::{Cache, Joined, ObjectKey};
 use crate::digest::Sha256Digest;
-use crate::metrics::OriginError;
+use crate::metrics::{OriginError, Tier};
+use crate::origin;
 
 /// What a fill has published so far.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,12 +108,14 @@ pub struct FillRequest {
     pub key: ObjectKey,
     /// The volume, for metrics and logs.
     pub volume: Arc<str>,
-    /// The file on the origin.
-    pub origin: PathBuf,
-    pub size: u64,
-    /// For plain trees: the mtime seen before the read (in nanoseconds),
-    /// checked again after it.
-    pub mtime_ns: Option<i128>,
+    /// Where it is read from, and what it must turn out to be.
+    pub origin: origin::Object,
+}
+
+impl FillRequest {
+    pub fn size(&self) -> u64 {
+        self.origin.size()
+    }
 }
 
 /// One fill in progress, shared by its waiters.
@@ -146,16 +147,16 @@ pub struct Fills {
 }
 
 impl Fills {
-    /// The fill for `req.key`: a running one (`true`: coalesced) or a new
-    /// one, started in its own task.
-    pub fn join_or_start(&self, cache: &Arc<Cache>, req: FillRequest) -> (Arc<Fill>, bool) {
+    /// The fill for `req.key`: a running one, or a new one started in
+    /// its own task.
+    pub fn join_or_start(&self, cache: &Arc<Cache>, req: FillRequest) -> Joined {
         let mut running = self.running.lock().expect("not poisoned");
         if let Some(f) = running.get(&req.key) {
-            return (f.clone(), true);
+            return Joined::Coalesced(f.clone());
         }
         let (tx, rx) = watch::channel(Progress::Waiting);
         let fill = Arc::new(Fill {
-            size: req.size,
+            size: req.size(),
             request: req.clone(),
             reader: OnceLock::new(),
             data: OnceLock::new(),
@@ -173,7 +174,7 @@ impl Fills {
             let registered = registered;
             run(&cache, &registered, req, tx).await;
         });
-        (fill, false)
+        Joined::Started(fill)
     }
 
     /// Whether a fill of `key` is running.
@@ -243,22 +244,22 @@ async fn run(
     let volume = req.volume.clone();
     cache.metrics.fills_waiting.inc();
     let admitted = cache
-        .admit_fill(req.size, cache.settings.origin_timeout)
+        .admit_fill(req.size(), cache.settings.origin_timeout)
         .await;
     cache.metrics.fills_waiting.dec();
     let Some(admitted) = admitted else {
-        tracing::warn!(volume = %volume, origin = %req.origin.display(), "fill not started: no free slot (cache.max_fills) or disk budget within daemon.origin_timeout; answering 503");
+        tracing::warn!(volume = %volume, origin = %req.origin.location().display(), "fill not started: no free slot (cache.max_fills) or disk budget within daemon.origin_timeout; answering 503");
         let _ = tx.send(Progress::Busy);
         return;
     };
     if registered.forget_if_unwanted() {
-        tracing::debug!(volume = %volume, origin = %req.origin.display(), "fill dropped before it started: its clients are gone");
+        tracing::debug!(volume = %volume, origin = %req.origin.location().display(), "fill dropped before it started: its clients are gone");
         return;
     }
     let _running = Running::new(&cache.metrics);
     let mut reservation = Some(admitted.reservation);
     let started = Instant::now();
-    let result = if req.size <= SMALL {
+    let result = if req.size() <= SMALL {
         copy_small(cache, &req).await
     } else {
         copy(cache, fill, &req, &tx, &mut reservation).await
@@ -290,10 +291,10 @@ async fn run(
             // Its room is given back once the file is gone.
             drop(reservation);
             let (kind, msg) = match failure {
-                Failure::Origin(kind, msg) => (kind, msg),
+                Failure::Origin(e) => (e.kind, e.detail),
                 Failure::Uncached(e) => {
                     cache.disk.write_failed(&e);
-                    tracing::warn!(volume = %volume, origin = %req.origin.display(), "not cached, read from the origin instead: writing the cache's temporary file: {e}");
+                    tracing::warn!(volume = %volume, origin = %req.origin.location().display(), "not cached, read from the origin instead: writing the cache's temporary file: {e}");
                     let _ = tx.send(Progress::Uncached);
                     return;
                 }
@@ -304,13 +305,9 @@ async fn run(
                 .with_label_values(&[&volume, kind.as_str()])
                 .inc();
             if kind == OriginError::Integrity {
-                cache
-                    .metrics
-                    .integrity_failures
-                    .with_label_values(&["origin"])
-                    .inc();
+                cache.metrics.integrity_failures(Tier::Origin).inc();
             }
-            tracing::error!(volume = %volume, origin = %req.origin.display(), kind = kind.as_str(), "origin read failed: {msg}");
+            tracing::error!(volume = %volume, origin = %req.origin.location().display(), kind = kind.as_str(), "origin read failed: {msg}");
             let _ = tx.send(Progress::Failed(kind));
         }
     }
@@ -335,24 +332,13 @@ impl Drop for Running<'_> {
 /// Why a fill did not complete.
 enum Failure {
     /// The origin could not give the object.
-    Origin(OriginError, String),
+    Origin(origin::Error),
     /// The cache could not take it.
     Uncached(std::io::Error),
 }
 
 /// A failure, and the temporary file to remove.
 type CopyError = (Failure, Option<PathBuf>);
-
-/// An error opening or reading the origin: `missing` when the file is not
-/// there, `io` otherwise.
-fn origin_error(e: std::io::Error) -> CopyError {
-    let kind = if e.kind() == std::io::ErrorKind::NotFound {
-        OriginError::Missing
-    } else {
-        OriginError::Io
-    };
-    (Failure::Origin(kind, e.to_string()), None)
-}
 
 /// What a successful copy leaves to commit.
 pub enum Copied {
@@ -374,13 +360,12 @@ async fn copy(
     reservation: &mut Option<Reservation>,
 ) -> Result<(Copied, Sha256Digest, Option<Bytes>), CopyError> {
     let timeout = cache.settings.origin_timeout;
-    let mut origin = match tokio::time::timeout(timeout, tokio::fs::File::open(&req.origin)).await {
-        Ok(r) => r.map_err(origin_error)?,
+    let timed_out = |detail: String| origin::Error::new(OriginError::Timeout, detail);
+    let mut from = match tokio::time::timeout(timeout, req.origin.open()).await {
+        Ok(r) => r.map_err(|e| (Failure::Origin(e), None))?,
         Err(_) => {
-            return Err((
-                Failure::Origin(OriginError::Timeout, "opening took too long".into()),
-                None,
-            ));
+            let e = timed_out("opening took too long".into());
+            return Err((Failure::Origin(e), None));
         }
     };
 
@@ -396,7 +381,7 @@ async fn copy(
     let writer = Arc::new(writer);
     // Sized first, so that the whole file can be mapped for the waiters
     // (a mapping past the end of a file faults).
-    writer.set_len(req.size).map_err(|e| local(e, &temp))?;
+    writer.set_len(req.size()).map_err(|e| local(e, &temp))?;
     let reader = File::open(&temp).map_err(|e| local(e, &temp))?;
     // SAFETY: the temporary file is this fill's own: only its `ready`
     // prefix is read, it is only written below, and never truncated; the
@@ -409,35 +394,36 @@ async fn copy(
     // that fails or stalls at once still becomes an error status.
     let _ = fill.reader.set(reader);
 
-    let keep_small = req.size <= cache.settings.memory_max_object && cache.memory_enabled();
+    let keep_small = req.size() <= cache.settings.memory_max_object && cache.memory_enabled();
     let mut small = Vec::new();
-    let mut hasher = Sha256::new();
-    let mut total = 0u64;
+    let mut verifier = origin::Verifier::new();
     let mut buf = vec![0u8; CHUNK];
     let origin_bytes = cache
         .metrics
         .origin_read_bytes
         .with_label_values(&[&req.volume]);
     loop {
-        let n = match tokio::time::timeout(timeout, origin.read(&mut buf)).await {
+        let n = match tokio::time::timeout(timeout, from.read(&mut buf)).await {
             Ok(Ok(n)) => n,
-            Ok(Err(e)) => {
-                return Err((Failure::Origin(OriginError::Io, e.to_string()), Some(temp)));
-            }
+            Ok(Err(e)) => return Err((Failure::Origin(e), Some(temp))),
             Err(_) => {
-                let msg = format!("no data for {}", humantime::format_duration(timeout));
-                return Err((Failure::Origin(OriginError::Timeout, msg), Some(temp)));
+                let e = timed_out(format!(
+                    "no data for {}",
+                    humantime::format_duration(timeout)
+                ));
+                return Err((Failure::Origin(e), Some(temp)));
             }
         };
         if n == 0 {
             break;
         }
         origin_bytes.inc_by(n as u64);
-        total += n as u64;
-        if total > req.size {
+        // Counted, so that the check tells a file that grew.
+        verifier.update(&buf[..n]);
+        let total = verifier.total();
+        if total > req.size() {
             break;
         }
-        hasher.update(&buf[..n]);
         if keep_small {
             small.extend_from_slice(&buf[..n]);
         }
@@ -453,58 +439,18 @@ async fn copy(
         written.0.map_err(|e| local(e, &temp))?;
         // Hold back the last byte until the whole object is verified.
         let _ = tx.send(Progress::Streaming {
-            ready: total.min(req.size.saturating_sub(1)),
+            ready: total.min(req.size().saturating_sub(1)),
         });
     }
-    let sha = Sha256Digest(hasher.finalize().into());
-    let now = match req.key {
-        ObjectKey::Plain { .. } => tokio::fs::metadata(&req.origin).await.ok(),
-        ObjectKey::Content(_) => None,
-    };
-    check(req, total, &sha, now.as_ref())
-        .map_err(|(kind, msg)| (Failure::Origin(kind, msg), Some(temp.clone())))?;
+    let sha = verifier
+        .finish(&req.origin)
+        .await
+        .map_err(|e| (Failure::Origin(e), Some(temp.clone())))?;
     Ok((
         Copied::File(temp),
         sha,
         keep_small.then(|| Bytes::from(small)),
     ))
-}
-
-/// Whether the bytes read (`total` of them, hashing to `sha`) are the
-/// object the request names: its sha256 and size for a release; for a plain
-/// tree, a file whose size and mtime (`now`, after the read) did not change.
-pub(super) fn check(
-    req: &FillRequest,
-    total: u64,
-    sha: &Sha256Digest,
-    now: Option<&std::fs::Metadata>,
-) -> Result<(), (OriginError, String)> {
-    match &req.key {
-        ObjectKey::Content(expected) => {
-            if total != req.size || sha != expected {
-                return Err((
-                    OriginError::Integrity,
-                    format!(
-                        "expected {} bytes with sha256 {expected}, read {}{} bytes with sha256 {sha}",
-                        req.size,
-                        total,
-                        if total > req.size { "+" } else { "" }
-                    ),
-                ));
-            }
-        }
-        ObjectKey::Plain { .. } => {
-            let same = now
-                .is_some_and(|m| m.len() == req.size && Some(super::mtime_ns(m)) == req.mtime_ns);
-            if total != req.size || !same {
-                return Err((
-                    OriginError::Changed,
-                    "the file changed while it was read".into(),
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Objects up to this size are filled by [`copy_small`].
@@ -526,30 +472,35 @@ async fn copy_small(
         let req = req.clone();
         tokio::task::spawn_blocking(move || -> Result<_, CopyError> {
             use std::io::Read;
-            let mut data = Vec::with_capacity(req.size as usize + 1);
-            File::open(&req.origin)
-                .and_then(|f| f.take(req.size + 1).read_to_end(&mut data))
-                .map_err(origin_error)?;
+            let failed = |e| (Failure::Origin(e), None);
+            let mut data = Vec::with_capacity(req.size() as usize + 1);
+            // One byte past its size tells a file that grew.
+            req.origin
+                .open_blocking()
+                .map_err(failed)?
+                .take(req.size() + 1)
+                .read_to_end(&mut data)
+                .map_err(|e| failed(origin::Error::io(e)))?;
             origin_bytes.inc_by(data.len() as u64);
-            let sha = Sha256Digest::of(&data);
-            let now = match req.key {
-                ObjectKey::Plain { .. } => std::fs::metadata(&req.origin).ok(),
-                ObjectKey::Content(_) => None,
-            };
-            check(&req, data.len() as u64, &sha, now.as_ref())
-                .map_err(|(kind, msg)| (Failure::Origin(kind, msg), None))?;
+            let mut verifier = origin::Verifier::new();
+            verifier.update(&data);
+            let sha = verifier.finish_blocking(&req.origin).map_err(failed)?;
             Ok((Bytes::from(data), sha))
         })
     };
     let (data, sha) = match tokio::time::timeout(cache.settings.origin_timeout, job).await {
         Ok(Ok(result)) => result?,
-        Ok(Err(e)) => return Err((Failure::Origin(OriginError::Io, e.to_string()), None)),
+        Ok(Err(e)) => {
+            let e = origin::Error::new(OriginError::Io, e.to_string());
+            return Err((Failure::Origin(e), None));
+        }
         Err(_) => {
             let msg = format!(
                 "no answer in {}",
                 humantime::format_duration(cache.settings.origin_timeout)
             );
-            return Err((Failure::Origin(OriginError::Timeout, msg), None));
+            let e = origin::Error::new(OriginError::Timeout, msg);
+            return Err((Failure::Origin(e), None));
         }
     };
     let keep = data.len() as u64 <= cache.settings.memory_max_object && cache.memory_enabled();
@@ -641,9 +592,11 @@ mod tests {
             request: FillRequest {
                 key: ObjectKey::Content(Sha256Digest([0; 32])),
                 volume: "t".into(),
-                origin: PathBuf::new(),
-                size: 10,
-                mtime_ns: None,
+                origin: origin::Object::Stored {
+                    file: PathBuf::new(),
+                    sha: Sha256Digest([0; 32]),
+                    size: 10,
+                },
             },
             reader: OnceLock::new(),
             data: OnceLock::new(),
@@ -667,15 +620,17 @@ mod tests {
         )
         .unwrap();
         let data = vec![5u8; 100 << 10];
-        let origin = dir.join("object");
-        std::fs::write(&origin, &data).unwrap();
+        let file = dir.join("object");
+        std::fs::write(&file, &data).unwrap();
         let sha = Sha256Digest::of(&data);
         let req = FillRequest {
             key: ObjectKey::Content(sha),
             volume: "t".into(),
-            origin,
-            size: data.len() as u64,
-            mtime_ns: None,
+            origin: origin::Object::Stored {
+                file,
+                sha,
+                size: data.len() as u64,
+            },
         };
         (cache, req)
     }
@@ -690,9 +645,9 @@ mod tests {
         };
         // The one slot is taken, so the fill queues; its client leaves.
         let slot = cache.fill_slots.clone().acquire_owned().await.unwrap();
-        let (fill, coalesced) = cache.fills.join_or_start(&cache, req.clone());
-        assert!(!coalesced);
-        drop(fill);
+        let joined = cache.fills.join_or_start(&cache, req.clone());
+        assert!(matches!(joined, Joined::Started(_)));
+        drop(joined);
         drop(slot);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !cache.fills.is_empty() {
@@ -707,7 +662,7 @@ mod tests {
         assert_eq!(read, 0, "a fill nobody waits for read the origin");
         assert!(!cache.disk.contains(&sha));
         // Asked again, it is filled as usual.
-        let (fill, _) = cache.fills.join_or_start(&cache, req);
+        let fill = cache.fills.join_or_start(&cache, req).fill().clone();
         fill.started().await.unwrap();
         let mut got = 0;
         while got < 100 << 10 {
@@ -728,7 +683,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (cache, req) = one_slot_cache(dir.path());
         let _slot = cache.fill_slots.clone().acquire_owned().await.unwrap();
-        let (fill, _) = cache.fills.join_or_start(&cache, req);
+        let fill = cache.fills.join_or_start(&cache, req).fill().clone();
         // Waits out the origin timeout (300 ms), then says so.
         assert_eq!(fill.started().await, Err(WaitError::Busy));
         assert_eq!(cache.metrics.fills_waiting.get(), 0);

@@ -28,15 +28,13 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
-use sha2::{Digest, Sha256};
 
 use super::disk::{DiskTier, Reservation};
-use crate::digest::Sha256Digest;
+use crate::digest::{Sha256Digest, copy_hashing};
 use crate::volume::manifest::{Manifest, Verify};
 
 /// How many manifest copies stay on disk: every loaded release of a few
@@ -186,25 +184,10 @@ impl ManifestCopies {
             .create_temp()
             .context("creating a temporary file in the cache")?;
         let result = (|| -> Result<()> {
-            let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut at = 0u64;
             // No further than its size when opened: a file growing under
             // the copy cannot overrun the room held for it.
-            while at < len {
-                let want = buf.len().min((len - at) as usize);
-                let n = from
-                    .read(&mut buf[..want])
-                    .with_context(|| format!("reading {}", origin.display()))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                to.write_all_at(&buf[..n], at)
-                    .with_context(|| format!("writing {}", tmp.display()))?;
-                at += n as u64;
-            }
-            let actual = Sha256Digest(hasher.finalize().into());
+            let (actual, _) = copy_hashing((&mut from).take(len), &to)
+                .with_context(|| format!("copying {} to {}", origin.display(), tmp.display()))?;
             if actual != *digest {
                 bail!(
                     "{} is damaged or truncated: its sha256 is {actual}, the release records {digest}",

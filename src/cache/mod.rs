@@ -24,7 +24,7 @@ use bytes::Bytes;
 
 use crate::config::CacheSettings;
 use crate::digest::Sha256Digest;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Tier};
 use disk::{DiskTier, OpenEntry};
 use fill::{Fill, FillRequest, Fills};
 
@@ -50,15 +50,32 @@ pub enum Source {
     DiskBytes(Bytes),
     /// A disk entry kept open (large ones are sent from its mapping).
     Disk(Arc<OpenEntry>),
-    /// A fill; `true` when this request joined one already running.
-    Fill(Arc<Fill>, bool),
+    /// A fill from the origin.
+    Fill(Joined),
     /// Straight from the origin, uncached: the cache disk is full.
     Direct(FillRequest),
 }
 
+/// How a request met the fill of its object.
+pub enum Joined {
+    /// It started the fill (a miss).
+    Started(Arc<Fill>),
+    /// A fill was already running, and it joined (coalesced).
+    Coalesced(Arc<Fill>),
+}
+
+impl Joined {
+    pub fn fill(&self) -> &Arc<Fill> {
+        match self {
+            Joined::Started(f) | Joined::Coalesced(f) => f,
+        }
+    }
+}
+
 /// The memory tier: quick_cache (S3-FIFO, sharded locks) weighed in bytes.
-/// A read is a shard's read lock and a probe; moka's bookkeeping per read
-/// was the largest user-space cost of a memory hit.
+/// A read is a shard's read lock and a probe, with no bookkeeping beyond a
+/// bit: the cheapest read of the concurrent caches measured (see
+/// docs/architecture.md, "One crate per job").
 type MemoryTier = quick_cache::sync::Cache<Sha256Digest, Bytes, ByLength, ByDigest, CountEvictions>;
 
 /// Weighs a memory entry by its length.
@@ -80,7 +97,7 @@ impl quick_cache::Lifecycle<Sha256Digest, Bytes> for CountEvictions {
     type RequestState = ();
 
     fn on_evict(&self, _: &mut (), _: Sha256Digest, _: Bytes) {
-        self.0.cache_evictions.with_label_values(&["memory"]).inc();
+        self.0.cache_evictions(Tier::Memory).inc();
     }
 }
 
@@ -141,11 +158,11 @@ pub struct Settings {
 }
 
 pub struct Cache {
-    pub settings: Settings,
-    pub metrics: Arc<Metrics>,
+    settings: Settings,
+    metrics: Arc<Metrics>,
     memory: Option<MemoryTier>,
-    pub disk: Arc<DiskTier>,
-    pub fills: Fills,
+    disk: Arc<DiskTier>,
+    fills: Fills,
     /// Fills reading the origin at once (`cache.max_fills`); more wait.
     fill_slots: Arc<tokio::sync::Semaphore>,
     /// The disk budget in KiB, taken by fills in flight for their
@@ -158,7 +175,7 @@ pub struct Cache {
     writer: std::sync::mpsc::Sender<Write>,
     /// Plain-tree files read since start: their sha256 without an index
     /// read (and before the commit has written the index).
-    plain_shas: moka::sync::Cache<ObjectKey, Sha256Digest>,
+    plain_shas: quick_cache::sync::Cache<ObjectKey, Sha256Digest>,
 }
 
 impl Cache {
@@ -203,7 +220,7 @@ impl Cache {
             memory,
             disk,
             fills: Fills::default(),
-            plain_shas: moka::sync::Cache::new(100_000),
+            plain_shas: quick_cache::sync::Cache::new(100_000),
         }))
     }
 
@@ -234,16 +251,38 @@ impl Cache {
     /// reads it straight from the origin when the cache disk is full.
     pub fn miss(self: &Arc<Self>, req: FillRequest) -> Source {
         // One atomic load unless the disk was found full.
-        if !self.disk.has_room(req.size) && !self.fills.running(&req.key) {
+        if !self.disk.has_room(req.size()) && !self.fills.running(&req.key) {
             return Source::Direct(req);
         }
         // Larger than the whole disk budget: it could never be cached, and
         // its temporary file alone would overrun the budget.
-        if kib(req.size) > self.fill_budget_kib {
+        if kib(req.size()) > self.fill_budget_kib {
             return Source::Direct(req);
         }
-        let (fill, coalesced) = self.fills.join_or_start(self, req);
-        Source::Fill(fill, coalesced)
+        Source::Fill(self.fills.join_or_start(self, req))
+    }
+
+    /// Whether the disk tier holds `sha` (without verifying it).
+    pub fn on_disk(&self, sha: &Sha256Digest) -> bool {
+        self.disk.contains(sha)
+    }
+
+    /// Re-hashes every disk entry once, at most `rate` bytes per second;
+    /// returns how many were corrupt (and dropped). Blocking.
+    pub fn scrub(&self, rate: u64) -> usize {
+        self.disk.scrub(rate)
+    }
+
+    /// Whether a file can be created in the cache directory now.
+    pub fn check_writable(&self) -> std::io::Result<()> {
+        let (probe, _) = self.disk.create_temp()?;
+        std::fs::remove_file(probe)
+    }
+
+    /// The manifest copies, kept in this cache's directory and charged to
+    /// its disk budget (see `manifests`).
+    pub fn manifest_copies(&self) -> anyhow::Result<manifests::ManifestCopies> {
+        manifests::ManifestCopies::open(self.disk.clone())
     }
 
     /// Whether the memory tier holds `sha`.
@@ -354,13 +393,9 @@ impl Cache {
     /// Refreshes the gauges that are cheaper to read than to maintain.
     pub fn update_gauges(&self) {
         if let Some(m) = &self.memory {
+            self.metrics.cache_entries(Tier::Memory).set(m.len() as i64);
             self.metrics
-                .cache_entries
-                .with_label_values(&["memory"])
-                .set(m.len() as i64);
-            self.metrics
-                .cache_bytes
-                .with_label_values(&["memory"])
+                .cache_bytes(Tier::Memory)
                 .set(m.weight() as i64);
         }
     }
@@ -494,7 +529,7 @@ fn write_entry(
             temp
         }
     };
-    disk.commit(&temp, sha, req.size, Some(reservation))?;
+    disk.commit(&temp, sha, req.size(), Some(reservation))?;
     if let ObjectKey::Plain {
         volume,
         path,

@@ -98,7 +98,7 @@ impl Daemon {
                     config.cache.dir.display()
                 )
             })?;
-        let manifests = ManifestCopies::open(cache.disk.clone()).with_context(|| {
+        let manifests = cache.manifest_copies().with_context(|| {
             format!(
                 "{}: cache.dir: cannot keep manifest copies in {}",
                 config.file.display(),
@@ -362,11 +362,8 @@ fn probe(origin: &std::path::Path, volumes: &[Arc<Volume>], cache: &Cache) -> Op
             return Some(format!("volume `{}`: origin not readable", v.name));
         }
     }
-    match cache.disk.create_temp() {
-        Ok((probe, _)) => {
-            let _ = std::fs::remove_file(&probe);
-            None
-        }
+    match cache.check_writable() {
+        Ok(()) => None,
         Err(e) => Some(format!("cache not writable: {e}")),
     }
 }

@@ -50,6 +50,16 @@ pub struct Looked {
     pub stale: bool,
 }
 
+/// Weighs a remembered path by its length and the entry beside it.
+#[derive(Clone)]
+pub struct ByPathLength;
+
+impl quick_cache::Weighter<Vec<u8>, Arc<Seen>> for ByPathLength {
+    fn weight(&self, path: &Vec<u8>, _: &Arc<Seen>) -> u64 {
+        path.len() as u64 + 200
+    }
+}
+
 pub struct PlainVolume {
     pub name: Arc<str>,
     /// The tree as configured.
@@ -57,7 +67,7 @@ pub struct PlainVolume {
     immutable: Arc<Immutable>,
     revalidate_after: Duration,
     stale_if_unreachable: Duration,
-    seen: moka::sync::Cache<Vec<u8>, Arc<Seen>>,
+    seen: quick_cache::sync::Cache<Vec<u8>, Arc<Seen>, ByPathLength>,
     /// Some path was found in the tree since start (so an empty root now
     /// means unmounted, not a tree that is empty).
     had_files: AtomicBool,
@@ -79,10 +89,7 @@ impl PlainVolume {
             stale_if_unreachable,
             had_files: AtomicBool::new(false),
             // Bounded by the bytes of the paths it remembers.
-            seen: moka::sync::Cache::builder()
-                .max_capacity(16 << 20)
-                .weigher(|k: &Vec<u8>, _| (k.len() + 200) as u32)
-                .build(),
+            seen: quick_cache::sync::Cache::with_weighter(16 << 10, 16 << 20, ByPathLength),
         }
     }
 

@@ -17,8 +17,9 @@ use super::refusal::Refusal;
 use super::reply::{cache_control_value, header_value, response, unix};
 use crate::cache::direct::Direct;
 use crate::cache::fill::{FillRequest, WaitError};
-use crate::cache::{ObjectKey, Source};
+use crate::cache::{Joined, ObjectKey, Source};
 use crate::metrics::{Outcome, Tier};
+use crate::origin;
 use crate::volume::VolumeDir;
 use crate::volume::manifest::{Entry, Sha256Digest};
 
@@ -88,11 +89,13 @@ impl<'a> Object<'a> {
     fn fill_request(self, volume: std::sync::Arc<str>) -> FillRequest {
         match self {
             Object::Released { meta, sha, dir } => FillRequest {
-                origin: dir.object_file(&sha),
+                origin: origin::Object::Stored {
+                    file: dir.object_file(&sha),
+                    sha,
+                    size: meta.size,
+                },
                 key: ObjectKey::Content(sha),
                 volume,
-                size: meta.size,
-                mtime_ns: None,
             },
             Object::Plain {
                 meta,
@@ -101,11 +104,13 @@ impl<'a> Object<'a> {
                 mtime_ns,
                 ..
             } => FillRequest {
-                origin: real,
+                origin: origin::Object::Plain {
+                    file: real,
+                    size: meta.size,
+                    mtime_ns,
+                },
                 key,
                 volume,
-                size: meta.size,
-                mtime_ns: Some(mtime_ns),
             },
         }
     }
@@ -170,7 +175,7 @@ impl Ask<'_> {
             // (and is not counted as a hit or a miss).
             let x = match sha {
                 Some(s) if cache.in_memory(&s) => Outcome::HitMemory,
-                Some(s) if cache.disk.contains(&s) => Outcome::HitDisk,
+                Some(s) if cache.on_disk(&s) => Outcome::HitDisk,
                 _ => Outcome::Miss,
             };
             head.insert(X_CACHE, x_cache(x));
@@ -195,18 +200,17 @@ impl Ask<'_> {
                 body::bytes(b.slice(start as usize..(start + len) as usize)),
             ),
             Source::Disk(f) => (Outcome::HitDisk, Tier::Disk, body::file(f, start, len)),
-            Source::Fill(fill, coalesced) => match fill.started().await {
+            Source::Fill(joined) => match joined.fill().started().await {
                 Ok(()) => {
-                    let outcome = if coalesced {
-                        Outcome::Coalesced
-                    } else {
-                        Outcome::Miss
+                    let (outcome, fill) = match joined {
+                        Joined::Started(f) => (Outcome::Miss, f),
+                        Joined::Coalesced(f) => (Outcome::Coalesced, f),
                     };
                     let body = body::fill(cache.clone(), fill, start, len);
                     (outcome, Tier::Origin, body)
                 }
                 Err(WaitError::Uncached) => {
-                    let d = open(Direct::new(cache, fill.request.clone()))
+                    let d = open(Direct::new(cache, joined.fill().request.clone()))
                         .await
                         .map_err(failed)?;
                     (Outcome::Bypass, Tier::Origin, body::direct(d, start, len))

@@ -231,12 +231,12 @@ fn spawn_scrub(daemon: &Arc<Daemon>, config: &Config) -> Option<tokio::task::Joi
     if interval.is_zero() {
         return None;
     }
-    let disk = daemon.cache.disk.clone();
+    let cache = daemon.cache.clone();
     Some(tokio::spawn(async move {
         loop {
             tokio::time::sleep(interval).await;
-            let d = disk.clone();
-            let bad = tokio::task::spawn_blocking(move || d.scrub(rate)).await;
+            let c = cache.clone();
+            let bad = tokio::task::spawn_blocking(move || c.scrub(rate)).await;
             tracing::info!(corrupt = bad.unwrap_or(0), "disk cache scrub finished");
         }
     }))

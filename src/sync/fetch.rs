@@ -16,11 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use reqwest::{StatusCode, Url};
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::config::SyncSettings;
-use crate::digest::{Sha256Digest, sha256_of_reader};
+use crate::digest::{HashingWriter, Sha256Digest, sha256_of_reader};
 
 /// What a downloaded file must be.
 #[derive(Clone, Copy, Debug)]
@@ -420,22 +419,18 @@ impl Fetcher {
                 if resp.content_length().is_some_and(|n| n > limit) {
                     return Err(too_large().into());
                 }
-                let mut out = crate::durable::create_new(&temp)?;
-                let mut hasher = Sha256::new();
-                let mut size = 0u64;
+                let mut out = HashingWriter::new(crate::durable::create_new(&temp)?);
                 while let Some(chunk) = resp
                     .chunk()
                     .await
                     .with_context(|| format!("reading {url}"))?
                 {
-                    size += chunk.len() as u64;
-                    if size > limit {
+                    if out.written() + chunk.len() as u64 > limit {
                         return Err(too_large().into());
                     }
-                    hasher.update(&chunk);
                     out.write_all(&chunk)?;
                 }
-                let got = Sha256Digest(hasher.finalize().into());
+                let (out, got, size) = out.finish();
                 if got != want.sha256 || want.size.is_some_and(|s| s != size) {
                     return Err(anyhow!(Mismatch {
                         url: url.to_string(),

@@ -1,0 +1,327 @@
+//! Where objects' bytes come from. Fills and uncached reads ask this module
+//! to open an object at its origin, read it, and check that what they read
+//! is the object they were asked for; they never touch origin paths
+//! themselves.
+//!
+//! Every origin is a filesystem today (the shared, read-only volume), and
+//! an [`Object`] is one of two things:
+//!
+//! - [`Object::Stored`]: an object of a release, stored in its volume's
+//!   `objects/` by its sha256. What is read must have that sha256 and size,
+//!   or it is an integrity failure.
+//! - [`Object::Plain`]: a file of a plain tree, read where it is. It has no
+//!   sha256 to check; what is read must be the size `stat` saw, and the file
+//!   must still have that size and mtime afterwards, or it changed under
+//!   the read.
+//!
+//! A new kind of origin (an HTTP upstream filled on demand, an
+//! S3-compatible store) is a new variant: its [`Reader`] gives the body,
+//! and its check is the sha256 the release names. Callers do not change.
+//!
+//! The metadata of volumes (release pointers, manifests, listings, the
+//! `stat` of plain-tree paths) is read by `volume`, `cache::manifests` and
+//! `serve::plain`, not here: this module is about objects' bytes.
+
+use std::fs::Metadata;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use crate::digest::Sha256Digest;
+use crate::metrics::OriginError;
+
+/// One object at its origin, and what it must turn out to be.
+#[derive(Clone, Debug)]
+pub enum Object {
+    /// A released object, in a volume's store under its sha256.
+    Stored {
+        file: PathBuf,
+        sha: Sha256Digest,
+        size: u64,
+    },
+    /// A plain-tree file, as `stat` saw it before the read.
+    Plain {
+        file: PathBuf,
+        size: u64,
+        mtime_ns: i128,
+    },
+}
+
+/// Why the origin did not give an object: a kind from the closed set the
+/// metrics count, and what happened, for the log.
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub kind: OriginError,
+    pub detail: String,
+}
+
+impl Error {
+    pub fn new(kind: OriginError, detail: impl Into<String>) -> Error {
+        Error {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    /// An error of the filesystem: a missing file is `missing`, anything
+    /// else `io`.
+    pub fn io(e: io::Error) -> Error {
+        let kind = match e.kind() {
+            io::ErrorKind::NotFound => OriginError::Missing,
+            _ => OriginError::Io,
+        };
+        Error::new(kind, e.to_string())
+    }
+}
+
+impl Object {
+    /// The size the object must have.
+    pub fn size(&self) -> u64 {
+        match self {
+            Object::Stored { size, .. } | Object::Plain { size, .. } => *size,
+        }
+    }
+
+    /// Where it is read from, for logs.
+    pub fn location(&self) -> &Path {
+        match self {
+            Object::Stored { file, .. } | Object::Plain { file, .. } => file,
+        }
+    }
+
+    /// Opens it, on the runtime (fills).
+    pub async fn open(&self) -> Result<Reader, Error> {
+        let file = tokio::fs::File::open(self.location())
+            .await
+            .map_err(Error::io)?;
+        Ok(Reader::File(file))
+    }
+
+    /// Opens it on a blocking thread (small fills, uncached reads); the
+    /// reader reads from the start, in order.
+    pub fn open_blocking(&self) -> Result<BlockingReader, Error> {
+        let file = std::fs::File::open(self.location()).map_err(Error::io)?;
+        Ok(BlockingReader::File(file))
+    }
+
+    /// The error for an object that ends before its size.
+    pub fn ended_early(&self) -> Error {
+        let kind = match self {
+            Object::Stored { .. } => OriginError::Integrity,
+            Object::Plain { .. } => OriginError::Changed,
+        };
+        Error::new(
+            kind,
+            format!("the file ends before its {} bytes", self.size()),
+        )
+    }
+
+    /// Whether bytes read (`total` of them, hashing to `sha`) are this
+    /// object; `now` is a plain file's metadata after the read.
+    fn check(&self, total: u64, sha: &Sha256Digest, now: Option<&Metadata>) -> Result<(), Error> {
+        match self {
+            Object::Stored {
+                sha: expected,
+                size,
+                ..
+            } => {
+                if total != *size || sha != expected {
+                    return Err(Error::new(
+                        OriginError::Integrity,
+                        format!(
+                            "expected {size} bytes with sha256 {expected}, read {total}{} bytes with sha256 {sha}",
+                            if total > *size { "+" } else { "" }
+                        ),
+                    ));
+                }
+            }
+            Object::Plain { size, mtime_ns, .. } => {
+                let same =
+                    now.is_some_and(|m| m.len() == *size && crate::cache::mtime_ns(m) == *mtime_ns);
+                if total != *size || !same {
+                    return Err(Error::new(
+                        OriginError::Changed,
+                        "the file changed while it was read",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An object being read on the runtime.
+pub enum Reader {
+    File(tokio::fs::File),
+}
+
+impl Reader {
+    /// Reads the next bytes into `buf`; 0 at the end.
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        match self {
+            Reader::File(f) => f
+                .read(buf)
+                .await
+                .map_err(|e| Error::new(OriginError::Io, e.to_string())),
+        }
+    }
+}
+
+/// An object being read on a blocking thread, from its start.
+pub enum BlockingReader {
+    File(std::fs::File),
+}
+
+impl io::Read for BlockingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            BlockingReader::File(f) => f.read(buf),
+        }
+    }
+}
+
+/// Hashes and counts the bytes read of one object, in order; at the end,
+/// checks them against it.
+#[derive(Clone, Default)]
+pub struct Verifier {
+    hasher: Sha256,
+    total: u64,
+}
+
+impl Verifier {
+    pub fn new() -> Verifier {
+        Verifier::default()
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.total += bytes.len() as u64;
+    }
+
+    /// Bytes hashed so far.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The sha256 of what was read, if it is `object`.
+    pub async fn finish(self, object: &Object) -> Result<Sha256Digest, Error> {
+        let now = match object {
+            Object::Plain { file, .. } => tokio::fs::metadata(file).await.ok(),
+            Object::Stored { .. } => None,
+        };
+        self.finish_with(object, now.as_ref())
+    }
+
+    /// [`Verifier::finish`] on a blocking thread.
+    pub fn finish_blocking(self, object: &Object) -> Result<Sha256Digest, Error> {
+        let now = match object {
+            Object::Plain { file, .. } => std::fs::metadata(file).ok(),
+            Object::Stored { .. } => None,
+        };
+        self.finish_with(object, now.as_ref())
+    }
+
+    fn finish_with(self, object: &Object, now: Option<&Metadata>) -> Result<Sha256Digest, Error> {
+        let total = self.total;
+        let sha = Sha256Digest::from_hasher(self.hasher);
+        object.check(total, &sha, now)?;
+        Ok(sha)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn stored(dir: &Path, data: &[u8]) -> Object {
+        let file = dir.join("object");
+        std::fs::write(&file, data).unwrap();
+        Object::Stored {
+            file,
+            sha: Sha256Digest::of(data),
+            size: data.len() as u64,
+        }
+    }
+
+    fn read_all(object: &Object) -> Result<Sha256Digest, Error> {
+        let mut r = object.open_blocking()?;
+        let mut v = Verifier::new();
+        let mut buf = [0u8; 7];
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            v.update(&buf[..n]);
+        }
+        v.finish_blocking(object)
+    }
+
+    #[test]
+    fn a_stored_object_must_have_its_sha256_and_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let object = stored(dir.path(), b"the object's bytes");
+        assert_eq!(
+            read_all(&object).unwrap(),
+            Sha256Digest::of(b"the object's bytes")
+        );
+
+        // Same length, other bytes; then one byte more.
+        std::fs::write(object.location(), b"the object's BYTES").unwrap();
+        let e = read_all(&object).unwrap_err();
+        assert_eq!(e.kind, OriginError::Integrity);
+        std::fs::write(object.location(), b"the object's bytes!").unwrap();
+        let e = read_all(&object).unwrap_err();
+        assert!(e.detail.contains("read 19+ bytes"), "{}", e.detail);
+        assert_eq!(object.ended_early().kind, OriginError::Integrity);
+    }
+
+    #[test]
+    fn a_plain_file_must_keep_its_size_and_mtime_through_the_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain");
+        std::fs::write(&file, b"plain bytes").unwrap();
+        let m = std::fs::metadata(&file).unwrap();
+        let object = Object::Plain {
+            file: file.clone(),
+            size: m.len(),
+            mtime_ns: crate::cache::mtime_ns(&m),
+        };
+        assert!(read_all(&object).is_ok());
+        // Touched to another mtime, same bytes: changed all the same.
+        let later = m.modified().unwrap() + std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert_eq!(read_all(&object).unwrap_err().kind, OriginError::Changed);
+        assert_eq!(object.ended_early().kind, OriginError::Changed);
+    }
+
+    #[test]
+    fn a_missing_object_is_missing_and_other_failures_are_io() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = Object::Stored {
+            file: dir.path().join("gone"),
+            sha: Sha256Digest::of(b""),
+            size: 0,
+        };
+        assert_eq!(
+            gone.open_blocking().err().unwrap().kind,
+            OriginError::Missing
+        );
+        // A path through a file (ENOTDIR): there, but unreadable.
+        std::fs::write(dir.path().join("f"), b"").unwrap();
+        let through = Object::Stored {
+            file: dir.path().join("f/child"),
+            sha: Sha256Digest::of(b""),
+            size: 0,
+        };
+        assert_eq!(through.open_blocking().err().unwrap().kind, OriginError::Io);
+    }
+}
