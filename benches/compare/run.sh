@@ -28,7 +28,8 @@
 # 5 GiB more, and 1 GiB of daemon log) lives in $UNIMIRROR_BENCH_DIR (default
 # /var/tmp/unimirror-bench); results are appended to results.jsonl there and
 # summarised by report.py. UNIMIRROR_BENCH_NO_BUILD=1 skips the cargo build
-# and uses the binaries already in target/release.
+# and uses the binaries already in target/release; UNIMIRROR_BENCH_BIN=<dir>
+# uses the binaries in <dir> instead (another commit's, for a before/after).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -75,8 +76,8 @@ RESULTS=$WORK/results.jsonl
 RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$WORK"/{logs,run}
 
-BIN=$ROOT/target/release
-if [ "${UNIMIRROR_BENCH_NO_BUILD:-0}" = 1 ]; then
+BIN=${UNIMIRROR_BENCH_BIN:-$ROOT/target/release}
+if [ -n "${UNIMIRROR_BENCH_BIN:-}" ] || [ "${UNIMIRROR_BENCH_NO_BUILD:-0}" = 1 ]; then
   echo "== not building (UNIMIRROR_BENCH_NO_BUILD=1): the binaries in $BIN"
   for b in unimirror unimirror-update; do
     [ -x "$BIN/$b" ] || { echo "missing $BIN/$b" >&2; exit 1; }
