@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests drive (real clients and the
+# real repository tools), then runs the whole suite. On a fresh Debian 12
+# machine with Rust, this is all it takes; `.ci/run` calls it too.
+#
+#   ./test.sh [cargo test arguments]     e.g. ./test.sh sync::   (one area)
+#
+# Run as root: the tests that mount a tmpfs or drop privileges need it and
+# run here (they are ignored, never passed as skipped, under plain
+# `cargo test`). Without root, or without apt-get, the install step is
+# skipped and the tests that need what is missing fail, naming it.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+export DEBIAN_FRONTEND=noninteractive
+# mount/umount (tmpfs origins), setpriv (privilege drop), script (a pty for
+# the progress-bar test) come from util-linux, mount and bsdutils; curl is
+# the HTTP/2 and TLS client; apt-get (with gpgv) checks the archives the
+# sync tests build with dpkg-deb, dpkg-source (dpkg-dev), apt-ftparchive
+# (apt-utils) and gpg (gnupg); rpmbuild (rpm), createrepo_c and dnf (with
+# its plugins) for yum; pip is the real client of the PyPI tests.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends util-linux mount bsdutils curl \
+    ca-certificates apt gpgv apt-utils gnupg dpkg dpkg-dev rpm createrepo-c dnf \
+    dnf-plugins-core python3 python3-pip >/dev/null
+fi
+# The PyPI sync tests build real wheels and an sdist with pip and
+# setuptools (no build isolation: no index needed while building).
+python3 -m pip install -q --disable-pip-version-check wheel setuptools 2>/dev/null \
+  || python3 -m pip install -q --disable-pip-version-check --break-system-packages wheel setuptools
+
+exec cargo test -- --include-ignored "$@"
