@@ -87,5 +87,5 @@ callgrind_control -i off $PID >/dev/null
 kill -TERM $PID
 wait $PID || true
 trap - EXIT
-TOTAL=$(awk '/^(summary|totals):/ { print $2; exit }' "$OUT")
+TOTAL=$(awk '/^totals:/ { t = $2 } END { print t }' "$OUT")
 echo "$MODE hit: $TOTAL instructions over $N requests: $((TOTAL / N)) a request ($BIN)"
