@@ -107,11 +107,9 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
         );
         let hint = match v.upstream.clone().or_else(|| guess_upstream(v)) {
             Some(Upstream::Pypi(_)) => format!(
-                "pip config set global.index-url {url}simple/\n# or: pip install --index-url {url}simple/ PACKAGE"
+                "# /etc/pip.conf (or, in a virtualenv: pip config --site set global.index-url {url}simple/)\n[global]\nindex-url = {url}simple/"
             ),
-            Some(Upstream::Wheel(_)) => {
-                format!("pip install --find-links {url} --prefer-binary PACKAGE")
-            }
+            Some(Upstream::Wheel(_)) => wheel_hint(&url, &top_directories(v)),
             Some(Upstream::Apt(AptUpstream {
                 suites, components, ..
             })) => format!(
@@ -145,6 +143,50 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
                 .as_secs()
         ))
     )
+}
+
+/// pip's settings for a wheel volume: each platform directory is an index
+/// root, added beside the PyPI index on the nodes of that platform.
+fn wheel_hint(url: &str, platforms: &[String]) -> String {
+    if platforms.is_empty() {
+        return format!(
+            "# no platform released yet; on a build node of platform P, in /etc/pip.conf:\n[global]\nextra-index-url = {url}P/"
+        );
+    }
+    platforms
+        .iter()
+        .map(|p| {
+            format!("# /etc/pip.conf on a {p} build node\n[global]\nextra-index-url = {url}{p}/")
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+/// The directories at the top of a volume's current content.
+fn top_directories(v: &Volume) -> Vec<String> {
+    let names: Vec<String> = match &v.kind {
+        VolumeKind::Released(r) => r
+            .snapshot()
+            .and_then(|s| s.current.manifest.list(b"").ok())
+            .map(|l| {
+                l.into_iter()
+                    .filter(|(_, e)| e.kind == crate::volume::manifest::Kind::Dir)
+                    .map(|(n, _)| String::from_utf8_lossy(&n).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        VolumeKind::Plain(p) => std::fs::read_dir(&p.root)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let mut names = names;
+    names.sort();
+    names
 }
 
 /// For a volume configured without an upstream, what its content looks

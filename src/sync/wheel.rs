@@ -1,11 +1,20 @@
 //! Importing built wheels (a build job's output) into platform trees.
 //!
 //! The source directory holds one subdirectory per platform
-//! (`ubuntu-jammy-x86_64/`, `centos-9-aarch64/`…), each with `.whl` files.
-//! Each wheel is copied (verified, fsynced, renamed) to
-//! `<platform>/packages/<project>/<file>`, its `METADATA` becomes
-//! `<file>.metadata`, and `<platform>/simple/` gets PEP 503 and PEP 691
-//! pages with `data-requires-python` and core-metadata hashes.
+//! (`ubuntu-22.04-x86_64/`, `centos-9-x86_64/`…), each with `.whl` files.
+//! Each platform becomes a PEP 503 index root, as OpenDev's wheel mirror
+//! lays it out: `<platform>/index.html` lists the projects, and each wheel
+//! is copied (verified, fsynced, renamed) to `<platform>/<project>/<file>`
+//! beside its project's page, with its `METADATA` as `<file>.metadata`. So
+//! `--extra-index-url …/<platform>/` and `--find-links …/<platform>/<project>/`
+//! both work. Pages come as PEP 503 HTML and PEP 691 JSON, with
+//! `data-requires-python` and core-metadata hashes.
+//!
+//! Trees from before this layout (`<platform>/packages/<project>/<file>`
+//! and `<platform>/simple/`) move on the next sync: their wheels are taken
+//! from there, written at the new paths, and the old paths, which the gate
+//! no longer names, are pruned. The release stores no new objects for
+//! them (objects are content-addressed).
 //!
 //! Wheels imported earlier stay, even when the build output no longer has
 //! them (build jobs clean their output); `--prune` drops those.
@@ -188,24 +197,37 @@ impl Wheels<'_> {
                     tracing::warn!(wheel = %wheel.display(), "skipped: not a wheel file name");
                     continue;
                 };
-                let dest = dst.join("packages").join(&project).join(&filename);
+                let dest = dst.join(&project).join(&filename);
                 self.import(fetcher, &wheel, &dest)?;
                 projects.entry(project).or_default().insert(filename, dest);
             }
             if !self.prune {
-                for project in subdirs(&dst.join("packages"), false)? {
-                    for wheel in wheels_in(&dst.join("packages").join(&project), false)? {
-                        let filename = wheel
-                            .file_name()
-                            .expect("a file")
-                            .to_string_lossy()
-                            .into_owned();
-                        let known = projects.entry(project.clone()).or_default();
-                        if let std::collections::btree_map::Entry::Vacant(v) = known.entry(filename)
-                        {
-                            let f = std::fs::File::open(&wheel)?;
-                            fetcher.mark(&wheel, sha256_of_reader(f)?);
-                            v.insert(wheel);
+                // Wheels imported earlier: at the new paths, then (once, on
+                // the sync that moves a tree to this layout) at the old.
+                let old = dst.join("packages");
+                let earlier = [(&dst, false), (&old, true)];
+                for (root, moved) in earlier {
+                    for project in subdirs(root, false)? {
+                        for wheel in wheels_in(&root.join(&project), false)? {
+                            let filename = wheel
+                                .file_name()
+                                .expect("a file")
+                                .to_string_lossy()
+                                .into_owned();
+                            let known = projects.entry(project.clone()).or_default();
+                            let std::collections::btree_map::Entry::Vacant(v) =
+                                known.entry(filename.clone())
+                            else {
+                                continue;
+                            };
+                            let dest = dst.join(&project).join(&filename);
+                            if moved {
+                                self.import(fetcher, &wheel, &dest)?;
+                            } else {
+                                let f = std::fs::File::open(&wheel)?;
+                                fetcher.mark(&wheel, sha256_of_reader(f)?);
+                            }
+                            v.insert(dest);
                         }
                     }
                 }
@@ -214,7 +236,6 @@ impl Wheels<'_> {
             if projects.is_empty() {
                 continue;
             }
-            let simple = dst.join("simple");
             for (project, wheels) in &projects {
                 let mut files = Vec::new();
                 for (filename, path) in wheels {
@@ -232,11 +253,12 @@ impl Wheels<'_> {
                         metadata_sha: Some(Sha256Digest::of(&meta)),
                     });
                 }
-                let pages = project_pages(project, &format!("../../packages/{project}/"), &files)?;
-                write_pages(fetcher, &mut gate, &simple.join(project), pages)?;
+                // The files sit beside their page.
+                let pages = project_pages(project, "", &files)?;
+                write_pages(fetcher, &mut gate, &dst.join(project), pages)?;
             }
             let names: Vec<String> = projects.keys().cloned().collect();
-            write_pages(fetcher, &mut gate, &simple, root_pages(&names)?)?;
+            write_pages(fetcher, &mut gate, &dst, root_pages(&names)?)?;
         }
         Ok(gate)
     }

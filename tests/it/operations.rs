@@ -333,7 +333,12 @@ fn own_pages_health_readiness_metrics_and_home() {
     assert!(page.contains("vol") && page.contains("#1"));
     assert!(page.contains("plain tree"));
     // The volume looks like a PyPI index: the page says how to use it.
-    assert!(page.contains("pip config set global.index-url http://mirror.example&lt;script&gt;alert(1)&lt;/script&gt;/vol/simple/"), "{page}");
+    assert!(
+        page.contains(
+            "index-url = http://mirror.example&lt;script&gt;alert(1)&lt;/script&gt;/vol/simple/"
+        ),
+        "{page}"
+    );
     let h = d.request("HEAD", "/", &[]);
     assert!(h.body.is_empty());
 
