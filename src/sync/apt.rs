@@ -122,6 +122,33 @@ pub fn verify_detached(release: &[u8], signature: &[u8], keys: &Keyring) -> Resu
 
 const COMPRESSIONS: &[&str] = &[".gz", ".xz", ".bz2", ".lzma", ".zst"];
 
+/// The architecture a segment of an index's path names: `binary-<arch>`,
+/// `Contents-<arch>`, `Contents-udeb-<arch>`, `Commands-<arch>` (cnf),
+/// `Components-<arch>.yml` (dep11), each possibly compressed.
+fn arch_of(segment: &str) -> Option<&str> {
+    let name = uncompressed(segment);
+    let name = name.strip_suffix(".yml").unwrap_or(name);
+    [
+        "binary-",
+        "Contents-udeb-",
+        "Contents-",
+        "Commands-",
+        "Components-",
+    ]
+    .iter()
+    .find_map(|p| name.strip_prefix(p))
+    .filter(|a| !a.is_empty())
+}
+
+/// Whether an index must be present in some form for the gate: the
+/// `Packages` and `Sources` that name the pool. A listed file of any other
+/// kind that the upstream does not serve (real archives list some) is left
+/// out without failing the sync.
+fn required(path: &str) -> bool {
+    let name = uncompressed(path);
+    name.ends_with("/Packages") || name.ends_with("/Sources")
+}
+
 /// An index's name without its compression suffix.
 fn uncompressed(path: &str) -> &str {
     COMPRESSIONS
@@ -144,24 +171,38 @@ struct Suite {
 }
 
 impl Apt<'_> {
-    /// Whether a listed index belongs to the selected components and
-    /// architectures (and to the sources, when they are mirrored).
+    /// Whether a file the Release lists is mirrored: everything of a
+    /// selected component (`Packages`, `Translation-*`, `i18n/Index`,
+    /// `Contents-*`, `dep11/*`, `cnf/*`, …) and the suite's own
+    /// `Contents-<arch>`, except what belongs to an architecture not
+    /// selected, and the sources unless `sources` is on. A file names its
+    /// architecture in one of its path's segments (see [`arch_of`]);
+    /// `all` belongs to every one.
     fn selects(&self, path: &str) -> bool {
-        let Some((component, rest)) = path.split_once('/') else {
-            return false;
+        let rest = match path.split_once('/') {
+            Some((component, rest)) => {
+                if !self.upstream.components.iter().any(|c| c == component) {
+                    return false;
+                }
+                rest
+            }
+            // At the suite's top, only its Contents files are indexes.
+            None if path.starts_with("Contents-") => path,
+            None => return false,
         };
-        if !self.upstream.components.iter().any(|c| c == component) {
-            return false;
+        for segment in rest.split('/') {
+            if segment == "source" {
+                return self.upstream.sources;
+            }
+            if let Some(arch) = arch_of(segment) {
+                return match arch {
+                    "all" => true,
+                    "source" => self.upstream.sources,
+                    a => self.upstream.architectures.iter().any(|x| x == a),
+                };
+            }
         }
-        let dir = rest.split('/').next().unwrap_or("");
-        dir == "i18n"
-            || dir == "binary-all"
-            || (self.upstream.sources && dir == "source")
-            || self
-                .upstream
-                .architectures
-                .iter()
-                .any(|a| dir.strip_prefix("binary-") == Some(a))
+        true
     }
 
     /// Fetches everything into `tree`, returning what the gate must check.
@@ -185,10 +226,14 @@ impl Apt<'_> {
             // Each selected index in at least one form.
             let mut groups: BTreeMap<&str, bool> = BTreeMap::new();
             for l in s.release.files.iter().filter(|l| self.selects(&l.path)) {
-                groups.entry(uncompressed(&l.path)).or_insert(false);
+                if required(&l.path) {
+                    groups.entry(uncompressed(&l.path)).or_insert(false);
+                }
             }
             for l in &s.present {
-                *groups.get_mut(uncompressed(&l.path)).expect("grouped") = true;
+                if let Some(any) = groups.get_mut(uncompressed(&l.path)) {
+                    *any = true;
+                }
                 gate.files
                     .insert(tree.join(&dir).join(&l.path), Some(l.sha256));
                 if s.release.by_hash {
@@ -581,13 +626,41 @@ mod tests {
         assert!(!selected(&apt, "main/binary-amd64x/Packages"));
         assert!(!selected(&apt, "universe/binary-amd64/Packages"));
         assert!(!selected(&apt, "main/source/Sources.gz"));
-        assert!(!selected(&apt, "Contents-amd64.gz"));
+        // Everything else a component lists, for the selected architecture.
+        for listed in [
+            "Contents-amd64.gz",
+            "main/Contents-amd64.gz",
+            "main/Contents-udeb-amd64.gz",
+            "main/Contents-all.gz",
+            "main/i18n/Index",
+            "main/dep11/Components-amd64.yml.xz",
+            "main/dep11/icons-64x64.tar.gz",
+            "main/cnf/Commands-amd64.xz",
+            "main/debian-installer/binary-amd64/Packages.xz",
+        ] {
+            assert!(selected(&apt, listed), "{listed}");
+        }
+        for other in [
+            "Contents-arm64.gz",
+            "main/Contents-i386.gz",
+            "main/Contents-source.gz",
+            "main/dep11/Components-arm64.yml.gz",
+            "main/cnf/Commands-i386.xz",
+            "main/debian-installer/binary-i386/Packages.xz",
+            "Release",
+            "universe/Contents-amd64.gz",
+        ] {
+            assert!(!selected(&apt, other), "{other}");
+        }
+        assert!(required("main/binary-amd64/Packages.xz"));
+        assert!(!required("main/Contents-amd64.gz"));
         upstream.sources = true;
         let apt = Apt {
             upstream: &upstream,
             freshness: &freshness,
         };
         assert!(selected(&apt, "main/source/Sources.gz"));
+        assert!(selected(&apt, "main/Contents-source.gz"));
         assert!(!selected(&apt, "universe/source/Sources.gz"));
         assert_eq!(
             uncompressed("main/binary-amd64/Packages.gz"),

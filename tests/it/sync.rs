@@ -255,6 +255,7 @@ impl AptArchive {
             let _ = fs::remove_file(index.with_extension("gz"));
             run(Command::new("gzip").args(["-9n", "-k"]).arg(index));
         }
+        self.other_indexes(&packages.stdout);
         for f in ["Release", "InRelease", "Release.gpg"] {
             let _ = fs::remove_file(dist.join(f));
         }
@@ -270,6 +271,10 @@ impl AptArchive {
                 "APT::FTPArchive::Release::Components=main",
                 "-o",
                 "APT::FTPArchive::Release::Acquire-By-Hash=yes",
+                // cnf's files are not among apt-ftparchive's default
+                // patterns; real archives list them.
+                "-o",
+                "APT::FTPArchive::Release::Patterns::=*Commands-*",
                 "release",
             ])
             .arg(&dist)
@@ -278,6 +283,54 @@ impl AptArchive {
         assert!(release.status.success());
         fs::write(dist.join("Release"), &release.stdout).unwrap();
         self.sign();
+    }
+
+    /// What a real component lists beside its `Packages`: `Contents`
+    /// (made by apt-ftparchive, compressed only, as Debian ships it, for
+    /// apt-file), a translation with its `i18n/Index`, dep11 metadata (in
+    /// two forms) and cnf commands; and an architecture the mirror does not
+    /// select (i386).
+    fn other_indexes(&self, packages: &[u8]) {
+        let archive = self.archive();
+        let main = archive.join("dists/stable/main");
+        let contents = Command::new("apt-ftparchive")
+            .args(["contents", "pool"])
+            .current_dir(&archive)
+            .output()
+            .unwrap();
+        assert!(contents.status.success());
+        let write = |rel: &str, bytes: &[u8], gzip: bool| {
+            let path = main.join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let _ = fs::remove_file(path.with_extension("gz"));
+            fs::write(&path, bytes).unwrap();
+            if gzip {
+                run(Command::new("gzip").arg("-9nf").arg(&path));
+            }
+        };
+        write("Contents-amd64", &contents.stdout, true);
+        write("Contents-i386", &contents.stdout, true);
+        write("binary-i386/Packages", packages, true);
+        write(
+            "i18n/Translation-en",
+            b"Package: greet\nDescription-md5: 0\nDescription-en: test package greet\n\n",
+            true,
+        );
+        write("i18n/Index", b"SHA1:\n", false);
+        let dep11 = b"---\nFile: DEP-11\nVersion: '0.14'\nOrigin: stable-main\n";
+        write("dep11/Components-amd64.yml", dep11, false);
+        let gz = main.join("dep11/Components-amd64.yml.gz");
+        let o = Command::new("gzip")
+            .arg("-9nc")
+            .arg(main.join("dep11/Components-amd64.yml"))
+            .output()
+            .unwrap();
+        fs::write(gz, o.stdout).unwrap();
+        write(
+            "cnf/Commands-amd64",
+            b"suite: stable\ncomponent: main\narch: amd64\n",
+            true,
+        );
     }
 
     /// Signs the suite's `Release` as `InRelease` and `Release.gpg`.
@@ -432,6 +485,69 @@ fn apt_sync_releases_a_verified_copy_that_apt_get_installs_from() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn apt_mirrors_everything_its_components_list_for_its_architectures() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = AptArchive::new(dir.path());
+    let dist = archive.archive().join("dists/stable");
+    // Listed in the signed Release, but the upstream does not serve it
+    // (real archives have such files): left out, not a failure.
+    fs::remove_file(dist.join("main/dep11/Components-amd64.yml")).unwrap();
+    let upstream = Upstream::serve(&archive.archive());
+    let env = apt_env(&upstream, &archive.keyring, "");
+    env.update_ok(&["sync", "vol"]);
+    let d = Daemon::start(&env);
+
+    // Every file of the suite at the same path under the prefix, byte for
+    // byte, except the other architecture's and (with sources off) the
+    // sources'.
+    let mut checked = 0;
+    for file in walk(&dist).into_iter().filter(|p| p.is_file()) {
+        let rel = file
+            .strip_prefix(&dist)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let r = d.get(&format!("/vol/dists/stable/{rel}"));
+        let left_out = rel.contains("i386") || rel.starts_with("main/source/");
+        if left_out {
+            assert_eq!(r.status, 404, "{rel} is not selected");
+        } else {
+            assert_eq!(r.status, 200, "{rel}");
+            assert!(r.body == fs::read(&file).unwrap(), "{rel} byte for byte");
+            checked += 1;
+        }
+    }
+    // The three signed files, Packages in two forms, Contents, a
+    // translation, i18n/Index, dep11 and cnf.
+    assert_eq!(checked, 10, "files checked");
+    for rel in [
+        "main/Contents-amd64.gz",
+        "main/i18n/Index",
+        "main/dep11/Components-amd64.yml.gz",
+        "main/cnf/Commands-amd64.gz",
+    ] {
+        assert_eq!(
+            d.get(&format!("/vol/dists/stable/{rel}")).status,
+            200,
+            "{rel}"
+        );
+    }
+    assert_eq!(
+        d.get("/vol/dists/stable/main/dep11/Components-amd64.yml")
+            .status,
+        404
+    );
+
+    // apt, asking only by hash, through the mirror.
+    let apt = env.path().join("apt");
+    let source = apt_source(&d, &archive.keyring);
+    let o = apt_get(&apt, &source, &["-o", "Acquire::By-Hash=force", "update"]);
+    let log = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(o.status.success() && !log.contains("Ign:"), "{log}");
 }
 
 /// apt resumes a partial file with `Range: bytes=N-` and `If-Range: <the
@@ -938,11 +1054,12 @@ fn a_pypi_file_whose_hash_does_not_match_releases_nothing() {
 }
 
 #[test]
-fn wheel_sync_imports_platform_trees_that_pip_installs_from_and_keeps_old_wheels() {
+fn wheel_sync_makes_each_platform_an_index_root_that_pip_installs_from_and_keeps_old_wheels() {
     let dir = tempfile::tempdir().unwrap();
     let built = pypi_upstream(dir.path()).join("files");
     let output = dir.path().join("build-output");
-    let platform = output.join("ubuntu-jammy-x86_64");
+    // OpenDev's platform names, kept as they are.
+    let platform = output.join("ubuntu-22.04-x86_64");
     fs::create_dir_all(&platform).unwrap();
     for w in [
         "greet-1.0-py3-none-any.whl",
@@ -960,16 +1077,75 @@ fn wheel_sync_imports_platform_trees_that_pip_installs_from_and_keeps_old_wheels
     );
     env.update_ok(&["sync", "vol"]);
     assert_eq!(env.current(), Some(1));
+    // A plain tree beside it plays the /pypi index: it has greet, not its
+    // dependency, which only the wheel index has.
+    let greet = fs::read(built.join("greet-1.0-py3-none-any.whl")).unwrap();
+    env.write("packages/greet-1.0-py3-none-any.whl", &greet);
+    env.write(
+        "simple/greet/index.html",
+        b"<a href=\"../../packages/greet-1.0-py3-none-any.whl\">greet-1.0-py3-none-any.whl</a>",
+    );
+    env.write("simple/index.html", b"<a href=\"greet/\">greet</a>");
     let d = Daemon::start(&env);
-    let page = d.get("/vol/ubuntu-jammy-x86_64/simple/greet-lib/").text();
+
+    // The platform is the index root; a project's files sit beside its page.
+    let root = d.get("/vol/ubuntu-22.04-x86_64/");
+    assert!(
+        root.text().contains("href=\"greet-lib/\""),
+        "{}",
+        root.text()
+    );
+    let page = d.get("/vol/ubuntu-22.04-x86_64/greet-lib/").text();
     assert!(page.contains("data-requires-python=\"&gt;=3.8\""), "{page}");
     assert!(page.contains("data-core-metadata=\"sha256="), "{page}");
-    let meta = d
-        .get("/vol/ubuntu-jammy-x86_64/packages/greet-lib/greet_lib-1.0-py3-none-any.whl.metadata");
+    assert!(
+        page.contains("href=\"greet_lib-1.0-py3-none-any.whl#sha256="),
+        "{page}"
+    );
+    let json = d.request(
+        "GET",
+        "/vol/ubuntu-22.04-x86_64/greet-lib/",
+        &[("Accept", "application/vnd.pypi.simple.v1+json")],
+    );
+    assert_eq!(
+        json.header("content-type"),
+        Some("application/vnd.pypi.simple.v1+json")
+    );
+    let meta = d.get("/vol/ubuntu-22.04-x86_64/greet-lib/greet_lib-1.0-py3-none-any.whl.metadata");
     assert!(meta.text().contains("Name: greet-lib"), "{}", meta.text());
 
-    let index = format!("http://{}/vol/ubuntu-jammy-x86_64/simple/", d.addr);
+    // As the only index, with hashes pinned, then a plain resolve.
+    let index = format!("http://{}/vol/ubuntu-22.04-x86_64/", d.addr);
     greet_installs_with_hashes_and_pulls_its_dependency(&env, &index, &built);
+    // As an extra index beside a PyPI index that lacks the dependency.
+    let target = env.path().join("site-extra");
+    let o = pip(&[
+        "install",
+        "--index-url",
+        &format!("http://{}/plain/simple/", d.addr),
+        "--extra-index-url",
+        &index,
+        "--target",
+        target.to_str().unwrap(),
+        "greet",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(target.join("greet_lib/__init__.py").exists());
+    // And by --find-links on the projects' directories, with no index.
+    let target = env.path().join("site-links");
+    let o = pip(&[
+        "install",
+        "--no-index",
+        "--find-links",
+        &format!("{index}greet/"),
+        "--find-links",
+        &format!("{index}greet-lib/"),
+        "--target",
+        target.to_str().unwrap(),
+        "greet",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(target.join("greet_lib/__init__.py").exists());
 
     // The build output is cleaned: the mirror keeps what it imported.
     fs::remove_file(platform.join("greet_lib-1.0-py3-none-any.whl")).unwrap();
@@ -979,20 +1155,80 @@ fn wheel_sync_imports_platform_trees_that_pip_installs_from_and_keeps_old_wheels
     env.update_ok(&["sync", "vol", "--prune"]);
     assert_eq!(env.current(), Some(2));
     wait_for("release 2", 10, || {
-        d.get("/vol/ubuntu-jammy-x86_64/simple/")
+        d.get("/vol/ubuntu-22.04-x86_64/")
             .header("x-unimirror-release")
             == Some("2")
     });
     assert!(
-        !d.get("/vol/ubuntu-jammy-x86_64/simple/")
+        !d.get("/vol/ubuntu-22.04-x86_64/")
             .text()
             .contains("greet-lib")
     );
     assert!(
-        d.get("/vol/ubuntu-jammy-x86_64/simple/greet/")
+        d.get("/vol/ubuntu-22.04-x86_64/greet/")
             .text()
             .contains("greet-1.0")
     );
+}
+
+#[test]
+fn a_wheel_tree_in_the_old_layout_moves_to_index_roots_on_the_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let built = pypi_upstream(dir.path()).join("files");
+    let output = dir.path().join("build-output");
+    fs::create_dir_all(output.join("centos-9-x86_64")).unwrap();
+    let env = Env::new();
+    set_upstream(
+        &env,
+        &format!(
+            "type = \"wheel\"\ndirectory = {:?}",
+            output.display().to_string()
+        ),
+    );
+    // What an earlier version left in staging (and released): the wheel
+    // under packages/<project>/, the pages under simple/.
+    let old = env.path().join("staging/vol/centos-9-x86_64");
+    let wheel = fs::read(built.join("greet-1.0-py3-none-any.whl")).unwrap();
+    fs::create_dir_all(old.join("packages/greet")).unwrap();
+    fs::write(
+        old.join("packages/greet/greet-1.0-py3-none-any.whl"),
+        &wheel,
+    )
+    .unwrap();
+    fs::create_dir_all(old.join("simple/greet")).unwrap();
+    fs::write(old.join("simple/greet/index.html"), b"old page").unwrap();
+    env.update_ok(&[
+        "release",
+        "vol",
+        "--from",
+        env.path().join("staging/vol").to_str().unwrap(),
+    ]);
+    let objects_before = object_count(&env.vol());
+
+    // The build output no longer has it (and --prune is not given): the
+    // sync takes it from the old place to the new one.
+    env.update_ok(&["sync", "vol"]);
+    assert_eq!(env.current(), Some(2));
+    let d = Daemon::start(&env);
+    let moved = d.get("/vol/centos-9-x86_64/greet/greet-1.0-py3-none-any.whl");
+    assert_eq!((moved.status, moved.body == wheel), (200, true));
+    assert!(
+        d.get("/vol/centos-9-x86_64/greet/")
+            .text()
+            .contains("greet-1.0")
+    );
+    // Gone from release 2 (the unpinned path may still be answered from
+    // release 1 during its grace period).
+    for gone in [
+        "/vol/@2/centos-9-x86_64/packages/greet/greet-1.0-py3-none-any.whl",
+        "/vol/@2/centos-9-x86_64/simple/greet/index.html",
+    ] {
+        assert_eq!(d.get(gone).status, 404, "{gone}");
+    }
+    // The wheel's object was already stored: only the new pages and the
+    // metadata file are new objects.
+    let new_objects = object_count(&env.vol()) - objects_before;
+    assert!(new_objects <= 5, "{new_objects} new objects");
 }
 
 /// A yum repository: two rpms built by rpmbuild (`greet` requires
