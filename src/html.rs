@@ -40,6 +40,25 @@ pub fn href_encode(name: &str) -> String {
     encode(name.as_bytes(), b"-_.~")
 }
 
+/// Decodes one percent-encoded URL path segment (`+` stays `+`); `None`
+/// for a malformed escape or a result that is not UTF-8.
+pub fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn encode(name: &[u8], kept: &[u8]) -> String {
     let mut out = String::with_capacity(name.len());
     for &b in name {
@@ -55,6 +74,17 @@ fn encode(name: &[u8], kept: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoding_inverts_encoding_and_refuses_malformed_escapes() {
+        for name in ["a+b 1.whl", "local%version", "é.whl"] {
+            assert_eq!(percent_decode(&href_encode(name)).as_deref(), Some(name));
+        }
+        assert_eq!(percent_decode("a+b").as_deref(), Some("a+b"));
+        for bad in ["%", "%4", "%zz", "%ff"] {
+            assert_eq!(percent_decode(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn the_two_encodings_differ_only_on_plus() {

@@ -5,10 +5,19 @@
 //! PEP 503. Each project page is asked for as PEP 691 JSON first and read
 //! as PEP 503 HTML when that is what comes back. Every file with a sha256
 //! is downloaded and checked, with its PEP 658/714 core-metadata file where
-//! the upstream gives that file's sha256 (and only there). The mirror's pages (`simple/index.html`,
+//! the upstream gives that file's sha256 (and only there).
+//!
+//! Each file keeps its upstream path, rooted at the volume (see
+//! [`mirror_path`]): PyPI's `…/packages/36/7a/<hash>/<file>` on its file
+//! host is `<prefix>/packages/36/7a/<hash>/<file>`, as bandersnatch lays it
+//! out, so a lockfile made against the upstream works with its host
+//! swapped. The mirror's pages (`simple/index.html`,
 //! `simple/<project>/index.html`, and `index.v1_json` beside each) link to
-//! `packages/<project>/<file>` relatively, keeping `#sha256=`,
-//! `data-requires-python`, yanked and core-metadata attributes.
+//! the files relatively, keeping `#sha256=`, `data-requires-python`, yanked
+//! and core-metadata attributes. A tree from the earlier layout
+//! (`packages/<project>/<file>`) moves on the next sync without
+//! downloading: a file found at its old path is linked to its new one,
+//! checked there, and the old path pruned.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -428,6 +437,43 @@ fn unescape(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// Where a file linked from the index at `index` is kept, relative to the
+/// volume: its URL's path under the directory above the index (the index
+/// being `<root>/simple/`) when the file is on the index's own scheme, host
+/// and port, else its URL's whole path (PyPI's files host). Each segment
+/// is decoded and must be a plain name; the last must be the file's name;
+/// the path must not fall under `simple/`, where the mirror's own pages
+/// are.
+pub fn mirror_path(index: &Url, file: &Url, filename: &str) -> Result<String> {
+    let root = index.join("../")?;
+    let same_origin = file.scheme() == root.scheme()
+        && file.host_str() == root.host_str()
+        && file.port_or_known_default() == root.port_or_known_default();
+    let path = file.path();
+    let rel = match path.strip_prefix(root.path()) {
+        Some(rel) if same_origin => rel,
+        _ => path.trim_start_matches('/'),
+    };
+    let refuse = |why: &str| anyhow::anyhow!("refusing the link {file} for `{filename}`: {why}");
+    let mut segments = Vec::new();
+    for raw in rel.split('/') {
+        let seg = crate::html::percent_decode(raw).ok_or_else(|| refuse("malformed escape"))?;
+        if seg.is_empty() || seg == "." || seg == ".." || seg.contains(['/', '\\', '\0']) {
+            return Err(refuse("its path has an empty, `.` or `..` segment"));
+        }
+        segments.push(seg);
+    }
+    if segments.last().map(String::as_str) != Some(filename) {
+        return Err(refuse("its last segment is not the file's name"));
+    }
+    if segments.len() > 1 && segments[0] == "simple" {
+        return Err(refuse(
+            "it would sit among the mirror's pages, under simple/",
+        ));
+    }
+    Ok(segments.join("/"))
+}
+
 /// A distribution file name that is safe as one path segment.
 fn safe_filename(name: &str) -> Result<&str> {
     if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
@@ -489,13 +535,21 @@ impl Pypi<'_> {
             pages.push((name.clone(), dists));
         }
 
+        // Where each file goes, checked before anything is fetched.
+        let mut paths = std::collections::BTreeMap::new();
+        for (_, dists) in &pages {
+            for d in dists {
+                safe_filename(&d.filename)?;
+                paths.insert(d.url.clone(), mirror_path(&base, &d.url, &d.filename)?);
+            }
+        }
         let unhashed: Vec<String> = pages
             .iter()
-            .flat_map(|(name, dists)| {
+            .flat_map(|(_, dists)| {
                 dists
                     .iter()
                     .filter(|d| d.core_metadata == CoreMetadata::Unhashed)
-                    .map(move |d| format!("packages/{name}/{}.metadata", d.filename))
+                    .map(|d| format!("{}.metadata", paths[&d.url]))
             })
             .collect();
         if let Some(first) = unhashed.first() {
@@ -510,8 +564,12 @@ impl Pypi<'_> {
         let mut tasks = tokio::task::JoinSet::new();
         for (name, dists) in &pages {
             for d in dists {
-                let dir = tree.join("packages").join(name);
-                let dest = dir.join(safe_filename(&d.filename)?);
+                let dest = tree.join(&paths[&d.url]);
+                // From the earlier layout: linked, not downloaded again
+                // (the fetch below checks it like any file already there).
+                let old = tree.join("packages").join(name).join(&d.filename);
+                move_from_old_layout(&old, &dest)?;
+                move_from_old_layout(&meta_path(&old), &meta_path(&dest))?;
                 gate.files.insert(dest.clone(), Some(d.sha256));
                 let (f, d) = (fetcher.clone(), d.clone());
                 if let CoreMetadata::Hashed(sha) = d.core_metadata {
@@ -554,7 +612,7 @@ impl Pypi<'_> {
         // The mirror's own pages.
         let simple = tree.join("simple");
         for (name, dists) in &pages {
-            let p = self.project_page(name, dists)?;
+            let p = self.project_page(name, dists, &paths)?;
             write_pages(fetcher, &mut gate, &simple.join(name), p)?;
         }
         let names: Vec<String> = pages.iter().map(|(n, _)| n.clone()).collect();
@@ -563,7 +621,12 @@ impl Pypi<'_> {
     }
 
     /// One project's pages, from what the sync fetched.
-    fn project_page(&self, name: &str, dists: &[Dist]) -> Result<(String, String)> {
+    fn project_page(
+        &self,
+        name: &str,
+        dists: &[Dist],
+        paths: &std::collections::BTreeMap<Url, String>,
+    ) -> Result<(String, String)> {
         let files: Vec<PageFile> = dists
             .iter()
             .map(|d| {
@@ -574,6 +637,7 @@ impl Pypi<'_> {
                 let metadata_sha = d.core_metadata.sha256();
                 PageFile {
                     filename: d.filename.clone(),
+                    path: paths[&d.url].clone(),
                     sha256: d.sha256,
                     requires_python: d.requires_python.clone(),
                     yanked: d.yanked.clone(),
@@ -581,13 +645,30 @@ impl Pypi<'_> {
                 }
             })
             .collect();
-        project_pages(name, &format!("../../packages/{name}/"), &files)
+        // Pages are at simple/<project>/; paths are from the volume's root.
+        project_pages(name, "../../", &files)
     }
+}
+
+/// Links a file of the earlier layout to its new path, when the new one is
+/// not there yet; the old path is pruned after the sync (the gate does not
+/// name it).
+fn move_from_old_layout(old: &Path, new: &Path) -> Result<()> {
+    if old == new || new.exists() || !old.is_file() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(new.parent().expect("a file in the tree"))?;
+    std::fs::hard_link(old, new)
+        .or_else(|_| std::fs::copy(old, new).map(|_| ()))
+        .with_context(|| format!("moving {} to {}", old.display(), new.display()))
 }
 
 /// A file as a mirror page lists it.
 pub struct PageFile {
     pub filename: String,
+    /// Its path, `/`-separated and not encoded, from where the page's
+    /// `files_at` points.
+    pub path: String,
     pub sha256: Sha256Digest,
     pub requires_python: Option<String>,
     pub yanked: Option<String>,
@@ -596,14 +677,15 @@ pub struct PageFile {
 }
 
 /// A project's PEP 503 page and PEP 691 JSON; `files_at` is the link
-/// prefix of its files, relative to the page.
+/// prefix of its files' paths, relative to the page.
 pub fn project_pages(name: &str, files_at: &str, files: &[PageFile]) -> Result<(String, String)> {
     let mut html = format!(
         "<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" content=\"1.1\"><title>Links for {name}</title></head><body>\n<h1>Links for {name}</h1>\n"
     );
     let mut out = Vec::new();
     for d in files {
-        let href = format!("{files_at}{}", href_encode(&d.filename));
+        let encoded: Vec<String> = d.path.split('/').map(href_encode).collect();
+        let href = format!("{files_at}{}", encoded.join("/"));
         let mut attrs = String::new();
         if let Some(rp) = &d.requires_python {
             attrs += &format!(" data-requires-python=\"{}\"", escape(rp));
@@ -693,6 +775,48 @@ pub fn meta_path(dest: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use crate::config::Platforms;
+
+    #[test]
+    fn files_keep_their_upstream_paths_under_the_volume() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        let pypi = u("https://pypi.org/simple/");
+        // PyPI's file host: the whole path, as bandersnatch keeps it.
+        assert_eq!(
+            mirror_path(
+                &pypi,
+                &u("https://files.pythonhosted.org/packages/36/7a/87837f/python_dateutil-2.8.2-py2.py3-none-any.whl"),
+                "python_dateutil-2.8.2-py2.py3-none-any.whl"
+            )
+            .unwrap(),
+            "packages/36/7a/87837f/python_dateutil-2.8.2-py2.py3-none-any.whl"
+        );
+        // Files on the index's own host: relative to the directory above
+        // simple/, decoded.
+        let own = u("http://host/pypi/simple/");
+        assert_eq!(
+            mirror_path(
+                &own,
+                &u("http://host/pypi/packages/ab/cd/f%2B1.whl"),
+                "f+1.whl"
+            )
+            .unwrap(),
+            "packages/ab/cd/f+1.whl"
+        );
+        // Same host, another port: another origin, so the whole path.
+        assert_eq!(
+            mirror_path(&own, &u("http://host:81/pypi/files/f.whl"), "f.whl").unwrap(),
+            "pypi/files/f.whl"
+        );
+        // (Dot segments, even escaped, are resolved by the URL parser.)
+        for (link, name) in [
+            ("http://host/pypi/packages/other.whl", "f.whl"),
+            ("http://host/pypi/simple/f.whl", "f.whl"),
+            ("http://host/pypi/a%2Fb/f.whl", "f.whl"),
+            ("http://host/pypi/a//f.whl", "f.whl"),
+        ] {
+            assert!(mirror_path(&own, &u(link), name).is_err(), "{link}");
+        }
+    }
 
     #[test]
     fn pep503_normalization() {

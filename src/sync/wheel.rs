@@ -247,6 +247,7 @@ impl Wheels<'_> {
                     gate.files.insert(meta_path, None);
                     files.push(PageFile {
                         filename: filename.clone(),
+                        path: filename.clone(),
                         sha256,
                         requires_python,
                         yanked: None,

@@ -914,6 +914,31 @@ fn pypi_sync_mirrors_projects_that_pip_installs_with_hashes() {
         "an unchanged upstream makes no release"
     );
 
+    // A staging tree in the earlier layout (packages/<project>/<file>)
+    // moves to the upstream paths on the next sync without downloading
+    // anything or storing a new object (the release differs only by its
+    // directories' times).
+    let staged = env.path().join("staging/vol");
+    for e in fs::read_dir(staged.join("files")).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let project = if name.starts_with("greet_lib") || name.starts_with("greet-lib") {
+            "greet-lib"
+        } else {
+            "greet"
+        };
+        let old = staged.join("packages").join(project);
+        fs::create_dir_all(&old).unwrap();
+        fs::rename(&path, old.join(&name)).unwrap();
+    }
+    fs::remove_dir(staged.join("files")).unwrap();
+    let out = env.update_ok(&["sync", "vol"]);
+    assert!(
+        out.contains("0 files fetched") && out.contains("0 new objects"),
+        "{out}"
+    );
+    assert!(!staged.join("packages").exists(), "old paths pruned");
+
     let d = Daemon::start(&env);
     let page = d.get("/vol/simple/greet-lib/").text();
     assert!(page.contains("data-requires-python=\"&gt;=3.8\""), "{page}");
@@ -943,6 +968,50 @@ fn pypi_sync_mirrors_projects_that_pip_installs_with_hashes() {
     let index = format!("http://{}/vol/simple/", d.addr);
     let files = root.join("files");
     greet_installs_with_hashes_and_pulls_its_dependency(&env, &index, &files);
+
+    // A lockfile made against the upstream (pip's report of what it would
+    // install), with the upstream's host swapped for the mirror's,
+    // installs with --require-hashes: every file is at its upstream path.
+    let report = env.path().join("report.json");
+    let o = pip(&[
+        "install",
+        "--dry-run",
+        "--ignore-installed",
+        "--report",
+        report.to_str().unwrap(),
+        "--index-url",
+        &format!("{}simple/", upstream.url()),
+        "greet",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    let mirror = format!("http://{}/vol/", d.addr);
+    let mut lock = String::new();
+    for item in report["install"].as_array().unwrap() {
+        let info = &item["download_info"];
+        let url = info["url"].as_str().unwrap();
+        assert!(url.starts_with(&upstream.url()), "{url}");
+        let hash = info["archive_info"]["hashes"]["sha256"].as_str().unwrap();
+        lock += &format!(
+            "{} @ {} --hash=sha256:{hash}\n",
+            item["metadata"]["name"].as_str().unwrap(),
+            url.replacen(&upstream.url(), &mirror, 1)
+        );
+    }
+    assert_eq!(lock.lines().count(), 2, "{lock}");
+    fs::write(env.path().join("lock.txt"), &lock).unwrap();
+    let target = env.path().join("site-lock");
+    let o = pip(&[
+        "install",
+        "--no-deps",
+        "--require-hashes",
+        "--target",
+        target.to_str().unwrap(),
+        "-r",
+        env.path().join("lock.txt").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{lock}{}{}", stdout(&o), stderr(&o));
+    assert!(target.join("greet_lib/__init__.py").exists());
 
     // The sdist is there too, and pip can fetch it.
     let dl = env.path().join("dl");
@@ -1747,11 +1816,11 @@ fn core_metadata_without_an_upstream_hash_is_neither_mirrored_nor_advertised() {
     );
     let out = env.update_ok(&["sync", "vol"]);
     assert!(
-        out.contains("not published: packages/greet-lib/greet_lib-1.0-py3-none-any.whl.metadata: the upstream gives no sha256"),
+        out.contains("not published: files/greet_lib-1.0-py3-none-any.whl.metadata: the upstream gives no sha256"),
         "{out}"
     );
     let d = Daemon::start(&env);
-    let unhashed = "/vol/packages/greet-lib/greet_lib-1.0-py3-none-any.whl.metadata";
+    let unhashed = "/vol/files/greet_lib-1.0-py3-none-any.whl.metadata";
     assert_eq!(d.get(unhashed).status, 404);
     assert!(!env.path().join("staging").join(&unhashed[5..]).exists());
     let page = d.get("/vol/simple/greet-lib/").text();
@@ -1779,7 +1848,7 @@ fn core_metadata_without_an_upstream_hash_is_neither_mirrored_nor_advertised() {
         page.contains(&format!("data-core-metadata=\"sha256={sha}\"")),
         "{page}"
     );
-    let r = d.get("/vol/packages/greet/greet-1.0-py3-none-any.whl.metadata");
+    let r = d.get("/vol/files/greet-1.0-py3-none-any.whl.metadata");
     assert_eq!((r.status, r.body), (200, meta));
 
     // pip resolves both (reading greet-lib's metadata from its wheel).
@@ -1972,7 +2041,7 @@ fn a_filter_change_makes_one_release_without_the_dropped_files() {
     );
     env.update_ok(&["sync", "vol"]);
     assert_eq!(env.current(), Some(1));
-    let dropped = "packages/greet-lib/greet_lib-1.0-py3-none-any.whl";
+    let dropped = "files/greet_lib-1.0-py3-none-any.whl";
     assert!(released_file(&env, 1, dropped).is_some());
 
     let config = fs::read_to_string(env.config()).unwrap();
@@ -1988,7 +2057,7 @@ fn a_filter_change_makes_one_release_without_the_dropped_files() {
         assert!(released_file(&env, 2, &f).is_none(), "{f} is in release #2");
     }
     for kept in ["2.0", "3.0"] {
-        let f = format!("packages/greet-lib/greet_lib-{kept}-py3-none-any.whl");
+        let f = format!("files/greet_lib-{kept}-py3-none-any.whl");
         assert!(released_file(&env, 2, &f).is_some(), "{f}");
     }
     let d = Daemon::start(&env);
@@ -2130,7 +2199,7 @@ fn a_redirect_to_another_port_is_refused_and_to_an_allowed_host_followed() {
     let out = env.update_ok(&["sync", "vol"]);
     assert!(out.contains("synced vol"), "{out}");
     assert_eq!(env.current(), Some(1));
-    let staged = env.path().join("staging/vol/packages/greet-lib");
+    let staged = env.path().join("staging/vol/files");
     assert_eq!(
         fs::read(staged.join("greet_lib-1.0-py3-none-any.whl")).unwrap(),
         fs::read(root.join("files/greet_lib-1.0-py3-none-any.whl")).unwrap()
@@ -2238,7 +2307,7 @@ fn an_absolute_filename_or_a_foreign_pypi_link_is_refused_and_nothing_released()
         "{err}"
     );
     assert!(
-        !env.path().join("staging/vol/packages").exists(),
+        !env.path().join("staging/vol/files").exists(),
         "nothing fetched"
     );
     assert_eq!(env.current(), None, "nothing released");
@@ -2331,7 +2400,7 @@ fn assert_no_partial_download(env: &Env) {
         .map(|d| d.map(|e| e.unwrap().path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
-    assert!(!env.path().join("staging/vol/packages").exists());
+    assert!(!env.path().join("staging/vol/files").exists());
 }
 
 #[test]
@@ -2532,7 +2601,7 @@ fn symlinks_and_fifos_in_the_wheel_build_output_are_refused() {
     assert_eq!(env.current(), None);
     assert!(
         !env.path()
-            .join("staging/vol/ubuntu-jammy-x86_64/packages/greet-lib")
+            .join("staging/vol/ubuntu-jammy-x86_64/greet-lib")
             .exists()
     );
 
