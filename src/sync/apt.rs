@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
 use reqwest::Url;
 
 use super::fetch::{Fetcher, Want, is_not_found};
@@ -168,6 +169,9 @@ struct Suite {
     present: Vec<Listed>,
     /// Signed files the upstream has but that are not published, and why.
     dropped: Vec<String>,
+    /// In a dry run, the `Packages` and `Sources` that are not in the tree,
+    /// read (and checked) into memory to list the pool files, by path.
+    read: BTreeMap<String, Bytes>,
 }
 
 impl Apt<'_> {
@@ -254,10 +258,18 @@ impl Apt<'_> {
                 if !base_name.ends_with("/Packages") && !base_name.ends_with("/Sources") {
                     continue;
                 }
-                let index = tree.join(&dir).join(&l.path);
-                let f = std::fs::File::open(&index)
-                    .with_context(|| format!("reading {}", index.display()))?;
-                for (file, want) in pool_files_from(&l.path, f, fetcher.max_metadata_size)? {
+                let limit = fetcher.max_metadata_size;
+                let files = match s.read.get(&l.path) {
+                    Some(bytes) => pool_files_from(&l.path, std::io::Cursor::new(bytes), limit)?,
+                    None => {
+                        let index = tree.join(&dir).join(&l.path);
+                        let f = std::fs::File::open(&index)
+                            .with_context(|| format!("reading {}", index.display()))?;
+                        pool_files_from(&l.path, f, limit)
+                            .with_context(|| format!("reading {}", index.display()))?
+                    }
+                };
+                for (file, want) in files {
                     pool.insert(file, want);
                 }
             }
@@ -361,8 +373,24 @@ impl Apt<'_> {
                     sha256: l.sha256,
                     size: Some(l.size),
                 };
+                // A dry run writes nothing, but reads the Packages and
+                // Sources the tree lacks, to list the pool files a sync
+                // would fetch.
+                if f.dry_run && required(&l.path) && !dest.exists() {
+                    return match f.bytes(&url).await {
+                        Ok(bytes) => {
+                            if Sha256Digest::of(&bytes) != l.sha256 {
+                                bail!("{url}: its sha256 is not the one Release lists");
+                            }
+                            println!("would fetch {url}");
+                            Ok(Some((l, Some(bytes))))
+                        }
+                        Err(e) if is_not_found(&e) => Ok(None),
+                        Err(e) => Err(e),
+                    };
+                }
                 match f.file(&url, &dest, want).await {
-                    Ok(_) => Ok(Some(l)),
+                    Ok(_) => Ok(Some((l, None))),
                     // Release may list forms the upstream does not keep
                     // (Ubuntu lists uncompressed Packages it does not serve).
                     Err(e) if is_not_found(&e) => Ok(None),
@@ -370,10 +398,17 @@ impl Apt<'_> {
                 }
             });
         }
+        let mut read = BTreeMap::new();
         let mut present: Vec<Listed> = super::all_done(tasks, "fetching the indexes")
             .await?
             .into_iter()
             .flatten()
+            .map(|(l, bytes)| {
+                if let Some(b) = bytes {
+                    read.insert(l.path.clone(), b);
+                }
+                l
+            })
             .collect();
         present.sort_by(|a, b| a.path.cmp(&b.path));
         if release.by_hash && !fetcher.dry_run {
@@ -416,6 +451,7 @@ impl Apt<'_> {
             signed_files: signed.iter().map(|(n, _)| *n).collect(),
             present,
             dropped,
+            read,
         })
     }
 }
@@ -443,9 +479,9 @@ fn by_hash_paths(tree: &Path, dist_dir: &str, l: &Listed) -> Vec<PathBuf> {
 
 fn sha512_of(path: &Path) -> Result<String> {
     use sha2::Digest;
-    let mut f = std::fs::File::open(path)?;
+    let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let mut h = sha2::Sha512::new();
-    std::io::copy(&mut f, &mut h)?;
+    std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
     Ok(hex::encode(h.finalize()))
 }
 

@@ -195,7 +195,9 @@ impl Fetcher {
             .redirect(redirect)
             .build()
             .context("setting up the HTTP client")?;
-        std::fs::create_dir_all(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        if !dry_run {
+            std::fs::create_dir_all(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        }
         Ok(Fetcher {
             client,
             slots: Arc::new(Semaphore::new(settings.concurrency)),

@@ -215,8 +215,15 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
     };
     let tree = config.staging.join(volume);
     let tmp = config.staging.join(format!(".tmp-{volume}"));
-    std::fs::create_dir_all(&tree).with_context(|| format!("creating {}", tree.display()))?;
-    let vol = release::lock(&dir, Need::AnyState, opts.wait, "sync")?;
+    // A dry run changes nothing: no staging tree, no lock (it only reads).
+    let vol = match opts.dry_run {
+        true => None,
+        false => {
+            std::fs::create_dir_all(&tree)
+                .with_context(|| format!("creating {}", tree.display()))?;
+            Some(release::lock(&dir, Need::AnyState, opts.wait, "sync")?)
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -292,7 +299,8 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
         if opts.no_release {
             return Ok(());
         }
-        report.release = Some(release::publish(&vol, &tree, false)?);
+        let vol = vol.as_ref().expect("locked unless a dry run");
+        report.release = Some(release::publish(vol, &tree, false)?);
         Ok(())
     });
     report.seconds = started.elapsed().as_secs_f64();

@@ -488,6 +488,44 @@ fn apt_sync_releases_a_verified_copy_that_apt_get_installs_from() {
 }
 
 #[test]
+fn an_apt_dry_run_lists_what_a_sync_would_fetch_pool_included_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = AptArchive::new(dir.path());
+    // As on real archives: Release lists an uncompressed Packages the
+    // upstream does not serve.
+    fs::remove_file(
+        archive
+            .archive()
+            .join("dists/stable/main/binary-amd64/Packages"),
+    )
+    .unwrap();
+    let upstream = Upstream::serve(&archive.archive());
+    let env = apt_env(&upstream, &archive.keyring, "");
+    let out = env.update_ok(&["sync", "vol", "--dry-run"]);
+    let base = format!("{}dists/stable/", upstream.url());
+    for would in [
+        format!("would fetch {base}main/binary-amd64/Packages.gz"),
+        format!("would fetch {base}main/Contents-amd64.gz"),
+        format!(
+            "would fetch {}pool/main/g/greet/greet_1.0_all.deb",
+            upstream.url()
+        ),
+        format!(
+            "would fetch {}pool/main/l/libgreet/libgreet_1.0_all.deb",
+            upstream.url()
+        ),
+    ] {
+        assert!(out.contains(&would), "{would} not in:\n{out}");
+    }
+    assert!(!out.contains("binary-amd64/Packages\n"), "{out}");
+    assert!(
+        !env.path().join("staging").exists(),
+        "the dry run created staging/"
+    );
+    assert_eq!(env.current(), None);
+}
+
+#[test]
 fn apt_mirrors_everything_its_components_list_for_its_architectures() {
     let dir = tempfile::tempdir().unwrap();
     let archive = AptArchive::new(dir.path());
