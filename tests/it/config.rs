@@ -61,6 +61,10 @@ fn bad_configs_name_file_key_and_reason() {
             "origin = \"/o\"\nstaging = \"/s\"\n[volumes.centos.upstream]\ntype = \"yum\"\nurl = \"https://m.example/\"\nrepos = [\"../BaseOS\"]\n",
             "bad.toml: volumes.centos.upstream.repos: `../BaseOS`: segment `..` must be",
         ),
+        (
+            "origin = \"/o\"\nstaging = \"/s\"\n[volumes.keys]\nprefix = \"/-/keys\"\n",
+            "bad.toml: volumes.keys.prefix: `/-/keys` collides with the daemon's own `/-`",
+        ),
         ("origin = [\n", "bad.toml: "),
     ] {
         fs::write(&file, text).unwrap();

@@ -1563,6 +1563,84 @@ fn yum_repositories_are_mirrored_at_their_paths_and_a_new_one_moves_none() {
     assert_eq!(env.current(), Some(2));
 }
 
+/// `/` shows one dnf section per repository, with `repo_gpgcheck=1` and
+/// `gpgkey=` at `/-/keys/<volume>.gpg`, which serves the key the volume is
+/// verified with; dnf works with the section as shown.
+#[test]
+fn yum_home_page_shows_a_dnf_section_per_repository_that_dnf_uses_verbatim() {
+    const APPSTREAM: &str = "9-stream/AppStream/x86_64/os";
+    let dir = tempfile::tempdir().unwrap();
+    let key = yum_key(dir.path());
+    yum_repo(dir.path(), YUM_REPO, &["greet-lib"], &[]);
+    yum_repo(dir.path(), APPSTREAM, &["greet"], &[]);
+    let upstream = Upstream::serve(&yum_root(dir.path()));
+    let env = yum_env_repos(&upstream, &key, &[YUM_REPO, APPSTREAM]);
+    env.update_ok(&["sync", "vol"]);
+    let d = Daemon::start(&env);
+
+    let k = d.get("/-/keys/vol.gpg");
+    assert_eq!(k.status, 200);
+    assert_eq!(k.header("content-type"), Some("application/pgp-keys"));
+    assert!(k.body == fs::read(&key).unwrap());
+    let h = d.request("HEAD", "/-/keys/vol.gpg", &[]);
+    assert_eq!((h.status, h.body.len()), (200, 0));
+    for missing in [
+        "/-/keys/nope.gpg",
+        "/-/keys/vol",
+        "/-/keys/vol.asc",
+        "/-/",
+        "/-/vol.gpg",
+    ] {
+        assert_eq!(d.get(missing).status, 404, "{missing}");
+    }
+
+    let host = d.addr.to_string();
+    let page = d.request("GET", "/", &[("Host", &host)]).text();
+    let section = |repo: &str| {
+        format!(
+            "[vol-{id}]\nname=vol {repo} (unimirror)\nbaseurl=http://{host}/vol/{repo}/\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey=http://{host}/-/keys/vol.gpg",
+            id = repo.replace('/', "-")
+        )
+    };
+    for repo in [YUM_REPO, APPSTREAM] {
+        assert!(page.contains(&section(repo)), "{repo}:\n{page}");
+    }
+    // The volume's block, as a browser shows it, is the .repo file.
+    let block = page
+        .split("<h3>vol</h3>\n<pre>")
+        .nth(1)
+        .and_then(|b| b.split("</pre>").next())
+        .unwrap_or_else(|| panic!("no dnf block for vol:\n{page}"));
+    let repo_file = block
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&");
+    assert!(
+        repo_file.starts_with("# /etc/yum.repos.d/vol.repo\n"),
+        "{repo_file}"
+    );
+    // dnf fetches the key from the mirror and verifies both repomd.xml
+    // with it (the fixture rpms are unsigned, and `download` does not
+    // check them).
+    let dl = env.path().join("dl");
+    let o = dnf_with(
+        &env.path().join("dnf"),
+        &repo_file,
+        &[
+            "--enableplugin=download",
+            "download",
+            "--resolve",
+            "--destdir",
+            dl.to_str().unwrap(),
+            "greet",
+        ],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(dl.join("greet-lib-1.0-1.noarch.rpm").is_file());
+}
+
 /// Every metadata type `repomd.xml` lists is mirrored byte for byte
 /// (primary, filelists, other, their sqlite and zchunk forms, comps plain
 /// and compressed, modules, updateinfo), and dnf reads them through the
