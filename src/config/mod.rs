@@ -1060,6 +1060,112 @@ mod tests {
         }
     }
 
+    const YUM: &str =
+        "[volumes.c.upstream]\ntype = \"yum\"\nurl = \"https://mirror.stream.centos.org/\"\n";
+
+    #[test]
+    fn yum_repositories_are_paths_under_the_root() {
+        let c = parse(&format!(
+            "{MINIMAL}{YUM}repos = [\"9-stream/BaseOS/x86_64/os/\", \"9-stream/AppStream/x86_64/os\"]\nkey = \"keys/centos.asc\"\n"
+        ))
+        .unwrap();
+        let Some(Upstream::Yum(y)) = &c.volumes["c"].upstream else {
+            panic!("not yum: {:?}", c.volumes["c"].upstream);
+        };
+        assert_eq!(y.url, "https://mirror.stream.centos.org/");
+        // A trailing slash is dropped: the path is a directory either way.
+        assert_eq!(
+            y.repos,
+            ["9-stream/BaseOS/x86_64/os", "9-stream/AppStream/x86_64/os"]
+        );
+        assert_eq!(
+            y.key.as_deref(),
+            Some(Path::new("/etc/unimirror/keys/centos.asc"))
+        );
+
+        for (repos, reason) in [
+            (
+                "[]",
+                "needs at least one repository path under `url` (such as `9-stream/BaseOS/x86_64/os`)",
+            ),
+            (
+                "[\"\"]",
+                "`` is empty: each repository needs its own path under `url`",
+            ),
+            (
+                "[\"/9-stream/BaseOS\"]",
+                "`/9-stream/BaseOS` must be relative to `url` (no leading '/')",
+            ),
+            (
+                "[\"9-stream/../BaseOS\"]",
+                "`9-stream/../BaseOS`: segment `..` must be non-empty letters, digits, '-', '_', '.' or '~', not start with '@', and not be . or ..",
+            ),
+            (
+                "[\"9-stream//BaseOS\"]",
+                "`9-stream//BaseOS`: segment `` must be non-empty letters, digits, '-', '_', '.' or '~', not start with '@', and not be . or ..",
+            ),
+            (
+                "[\"@1/BaseOS\"]",
+                "`@1/BaseOS`: segment `@1` must be non-empty letters, digits, '-', '_', '.' or '~', not start with '@', and not be . or ..",
+            ),
+            (
+                "[\"9-stream/BaseOS\", \"9-stream/BaseOS/x86_64/os\"]",
+                "`9-stream/BaseOS/x86_64/os` overlaps `9-stream/BaseOS`: a repository cannot hold another",
+            ),
+            (
+                "[\"9-stream/BaseOS\", \"9-stream/BaseOS/\"]",
+                "`9-stream/BaseOS/` overlaps `9-stream/BaseOS`: a repository cannot hold another",
+            ),
+        ] {
+            let e = parse(&format!("{MINIMAL}{YUM}repos = {repos}\n"))
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                format!("/etc/unimirror/test.toml: volumes.c.upstream.repos: {reason} (line 6)")
+            );
+        }
+        let e = parse(&format!("{MINIMAL}{YUM}")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("/etc/unimirror/test.toml: volumes.c.upstream: missing field `repos`"),
+            "{e}"
+        );
+    }
+
+    /// The old form names each repository's full URL, which put one
+    /// repository at the volume's root and moved it when a second came:
+    /// refused, with the new form for the URLs given.
+    #[test]
+    fn yum_urls_are_refused_with_the_new_form() {
+        let said = "`urls` is replaced by `url` (the mirror's root) and `repos` (each repository's path under it, mirrored and served at that path under the volume's prefix)";
+        for (urls, form) in [
+            (
+                "[\"https://m.example/c/9-stream/BaseOS/x86_64/os/\", \"https://m.example/c/9-stream/AppStream/x86_64/os\"]",
+                "for these URLs: url = \"https://m.example/c/9-stream/\", repos = [\"BaseOS/x86_64/os\", \"AppStream/x86_64/os\"]",
+            ),
+            (
+                "[\"https://m.example/c/9-stream/BaseOS/x86_64/os/\"]",
+                "for these URLs: url = \"https://m.example/\", repos = [\"c/9-stream/BaseOS/x86_64/os\"]",
+            ),
+            (
+                "[\"https://a.example/BaseOS/\", \"https://b.example/AppStream/\"]",
+                "URLs on different hosts need a volume each; for example url = \"https://mirror.stream.centos.org/\", repos = [\"9-stream/BaseOS/x86_64/os\", \"9-stream/AppStream/x86_64/os\"]",
+            ),
+        ] {
+            let e = parse(&format!(
+                "{MINIMAL}[volumes.c.upstream]\ntype = \"yum\"\nkey = \"k.asc\"\nurls = {urls}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "/etc/unimirror/test.toml: volumes.c.upstream.urls: {said}; {form} (line 6)"
+                )
+            );
+        }
+    }
+
     #[test]
     fn wrong_type_is_reported_with_key() {
         let e = parse(&format!("{MINIMAL}[release]\nretain = \"five\"\n")).unwrap_err();

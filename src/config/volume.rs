@@ -115,12 +115,26 @@ pub struct AptUpstream {
     pub sources: bool,
 }
 
+/// A mirror root and the repositories under it. Each repository is
+/// mirrored, and served, at its path under the volume's prefix, so adding
+/// a repository later moves none of the others.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct YumUpstream {
-    pub urls: Vec<String>,
+    /// The mirror's root (`https://mirror.stream.centos.org/`).
+    pub url: String,
+    /// Each repository's path under `url` (the directory that holds
+    /// `repodata/`): relative, segments of letters, digits, `-`, `_`, `.`
+    /// and `~`, no trailing `/`, none holding another.
+    #[serde(deserialize_with = "repos")]
+    pub repos: Vec<String>,
+    /// The OpenPGP key that signs every `repomd.xml`.
     #[serde(default)]
     pub key: Option<PathBuf>,
+    /// The old form (each repository's full URL): never set, since its
+    /// deserializer refuses the key with the new form spelt out.
+    #[serde(default, rename = "urls", deserialize_with = "no_urls")]
+    _urls: Option<std::convert::Infallible>,
 }
 
 /// Wheel platform tags to keep: the patterns as written, and compiled.
@@ -190,6 +204,120 @@ fn allow_file_hosts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<AllowedHost>,
         .iter()
         .map(|h| AllowedHost::parse(h).map_err(|r| at_key("allow_file_hosts", r)))
         .collect()
+}
+
+fn repos<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    if list.is_empty() {
+        return Err(at_key(
+            "repos",
+            "needs at least one repository path under `url` (such as `9-stream/BaseOS/x86_64/os`)",
+        ));
+    }
+    let mut repos: Vec<String> = Vec::with_capacity(list.len());
+    for r in &list {
+        let repo = check_repo_path(r).map_err(|reason| at_key("repos", reason))?;
+        // One inside another would mix two repositories' files in one
+        // tree (and a `repodata/` of one inside the other).
+        if let Some(other) = repos.iter().find(|o| overlaps(o, &repo)) {
+            return Err(at_key(
+                "repos",
+                format_args!("`{r}` overlaps `{other}`: a repository cannot hold another"),
+            ));
+        }
+        repos.push(repo);
+    }
+    Ok(repos)
+}
+
+/// A repository's path under the mirror root, without a trailing `/`:
+/// it becomes a directory of the volume and a URL path, so it must stay
+/// below both (not absolute, no `.` or `..`) and not start a pinned
+/// release (`@<id>`).
+pub(super) fn check_repo_path(r: &str) -> Result<String, String> {
+    let path = r.strip_suffix('/').unwrap_or(r);
+    if path.is_empty() {
+        return Err(format!(
+            "`{r}` is empty: each repository needs its own path under `url`"
+        ));
+    }
+    if path.starts_with('/') {
+        return Err(format!("`{r}` must be relative to `url` (no leading '/')"));
+    }
+    for seg in path.split('/') {
+        let ok = !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && !seg.starts_with('@')
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
+        if !ok {
+            return Err(format!(
+                "`{r}`: segment `{seg}` must be non-empty letters, digits, '-', '_', '.' or '~', not start with '@', and not be . or .."
+            ));
+        }
+    }
+    Ok(path.to_string())
+}
+
+/// Refuses `urls`, and shows what to write instead for the URLs given.
+fn no_urls<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::convert::Infallible>, D::Error> {
+    let urls = Vec::<String>::deserialize(d)?;
+    Err(at_key(
+        "urls",
+        format_args!(
+            "`urls` is replaced by `url` (the mirror's root) and `repos` (each repository's path under it, mirrored and served at that path under the volume's prefix); {}",
+            new_form(&urls)
+        ),
+    ))
+}
+
+/// `url` and `repos` that fetch the same repositories as `urls`: the root
+/// is the path the URLs share (for one URL, its host's root, since one URL
+/// does not say where its mirror's root is).
+fn new_form(urls: &[String]) -> String {
+    const EXAMPLE: &str = "for example url = \"https://mirror.stream.centos.org/\", repos = [\"9-stream/BaseOS/x86_64/os\", \"9-stream/AppStream/x86_64/os\"]";
+    let parsed: Option<Vec<reqwest::Url>> =
+        urls.iter().map(|u| reqwest::Url::parse(u).ok()).collect();
+    let Some(parsed) = parsed.filter(|p| !p.is_empty()) else {
+        return EXAMPLE.to_string();
+    };
+    let origin = parsed[0].origin();
+    if parsed
+        .iter()
+        .any(|u| u.origin() != origin || u.cannot_be_a_base())
+    {
+        return format!("URLs on different hosts need a volume each; {EXAMPLE}");
+    }
+    let segs: Vec<Vec<&str>> = parsed
+        .iter()
+        .map(|u| u.path().split('/').filter(|s| !s.is_empty()).collect())
+        .collect();
+    let shortest = segs.iter().map(Vec::len).min().unwrap_or(0);
+    let common = if segs.len() == 1 {
+        0
+    } else {
+        (0..shortest.saturating_sub(1))
+            .take_while(|&i| segs.iter().all(|s| s[i] == segs[0][i]))
+            .count()
+    };
+    let root = format!(
+        "{}/{}",
+        origin.ascii_serialization(),
+        segs[0][..common]
+            .iter()
+            .map(|s| format!("{s}/"))
+            .collect::<String>()
+    );
+    let repos: Vec<String> = segs
+        .iter()
+        .map(|s| format!("\"{}\"", s[common..].join("/")))
+        .collect();
+    format!(
+        "for these URLs: url = \"{root}\", repos = [{}]",
+        repos.join(", ")
+    )
 }
 
 impl Upstream {

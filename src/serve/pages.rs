@@ -1,5 +1,6 @@
 //! The daemon's own pages: `/` (volumes and client settings), `/healthz`,
-//! `/readyz` and `/metrics`.
+//! `/readyz`, `/metrics`, and the `/-/` namespace (`/-/keys/<volume>.gpg`:
+//! the key a volume's metadata was verified with).
 
 use std::time::SystemTime;
 
@@ -9,13 +10,19 @@ use hyper::{Response, StatusCode};
 use super::body::{self, Body};
 use super::daemon::{Daemon, Volume, VolumeKind};
 use super::path::CleanPath;
-use super::reply::{OWN_PAGE_POLICY, text};
-use crate::config::{AptUpstream, Upstream};
+use super::reply::{OWN_PAGE_POLICY, SHORT, text};
+use crate::config::{AptUpstream, Upstream, YumUpstream};
 use crate::html::escape;
 
 /// URL paths the daemon answers itself (besides `/`, the volume list); no
-/// volume's prefix may take them.
-pub const OWN_PATHS: &[&str] = &["/metrics", "/healthz", "/readyz"];
+/// volume's prefix may take them. `/-` is the daemon's namespace for what
+/// comes later (keys now; an API), so that adding a page never takes a
+/// path a volume could have.
+pub const OWN_PATHS: &[&str] = &["/metrics", "/healthz", "/readyz", "/-"];
+
+/// Larger than any OpenPGP public key file (a key with many signatures is
+/// tens of KiB): a path configured by mistake is not served whole.
+const MAX_KEY_FILE: u64 = 1 << 20;
 
 /// The response for one of the daemon's own paths, if `path` is one.
 pub async fn own_page(
@@ -26,6 +33,7 @@ pub async fn own_page(
 ) -> Option<Response<Body>> {
     // A one-segment path is its own decoded form (segments hold no `/`).
     let page = match path.as_bytes() {
+        p if p == b"-" || p.starts_with(b"-/") => namespace(daemon, path).await,
         b"" => html(home(daemon, headers)),
         b"healthz" => text(StatusCode::OK, "ok\n"),
         b"readyz" => match daemon.unready().await {
@@ -58,6 +66,59 @@ pub async fn own_page(
     } else {
         page
     })
+}
+
+/// `/-/…`: the daemon's namespace. Only `/-/keys/<volume>.gpg` is there
+/// so far; the rest is 404.
+async fn namespace(daemon: &Daemon, path: &CleanPath) -> Response<Body> {
+    let segs: Vec<&[u8]> = path.segments().collect();
+    let name = match segs[..] {
+        [b"-", b"keys", file] => file.strip_suffix(b".gpg"),
+        _ => None,
+    };
+    let volume = name.and_then(|n| {
+        daemon
+            .volumes()
+            .iter()
+            .find(|v| v.name.as_bytes() == n)
+            .cloned()
+    });
+    let Some(key) = volume.as_deref().and_then(verified_with) else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let read = async {
+        let len = tokio::fs::metadata(&key).await?.len();
+        if len > MAX_KEY_FILE {
+            return Err(std::io::Error::other(format!(
+                "{len} bytes is more than a key file holds ({MAX_KEY_FILE})"
+            )));
+        }
+        tokio::fs::read(&key).await
+    };
+    match read.await {
+        Ok(bytes) => Response::builder()
+            .header(header::CONTENT_TYPE, "application/pgp-keys")
+            .header(header::CACHE_CONTROL, SHORT)
+            .header(header::CONTENT_LENGTH, bytes.len())
+            .body(body::bytes(bytes))
+            .expect("valid response"),
+        Err(e) => {
+            tracing::error!(key = %key.display(), "cannot serve the volume's key: {e}");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the volume's key cannot be read\n",
+            )
+        }
+    }
+}
+
+/// The key file a volume's signed metadata is verified with by `sync`,
+/// which `/-/keys/<volume>.gpg` serves.
+fn verified_with(v: &Volume) -> Option<std::path::PathBuf> {
+    match &v.upstream {
+        Some(Upstream::Yum(YumUpstream { key: Some(k), .. })) => Some(k.clone()),
+        _ => None,
+    }
 }
 
 fn html(page: String) -> Response<Body> {
@@ -118,10 +179,7 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
                 components.join(" "),
                 name = v.name,
             ),
-            Some(Upstream::Yum(_)) => format!(
-                "# /etc/yum.repos.d/{name}.repo (gpgkey: the upstream's own signing key)\n[{name}]\nname={name} (unimirror)\nbaseurl={url}\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-{name}",
-                name = v.name
-            ),
+            Some(Upstream::Yum(y)) => dnf_sections(v, &base, &url, &y),
             None => url.clone(),
         };
         setup += &format!(
@@ -187,6 +245,70 @@ fn top_directories(v: &Volume) -> Vec<String> {
     let mut names = names;
     names.sort();
     names
+}
+
+/// One dnf section per repository, at its path under the volume. With a
+/// key, `repo_gpgcheck` ties every metadata file to it, and `gpgkey` is
+/// that key as this host serves it. Without one, `gpgkey` is the
+/// upstream's own key as the distribution installs it, and
+/// `repo_gpgcheck` is on where the repository has a `repomd.xml.asc`.
+fn dnf_sections(v: &Volume, base: &str, url: &str, y: &YumUpstream) -> String {
+    let name = &v.name;
+    let mut out = match y.key {
+        Some(_) => format!("# /etc/yum.repos.d/{name}.repo"),
+        None => format!("# /etc/yum.repos.d/{name}.repo (gpgkey: the upstream's own signing key)"),
+    };
+    // A volume whose repositories are not configured (guessed from its
+    // `repodata/`) is one repository at its root.
+    let repos: Vec<Option<&str>> = match y.repos.is_empty() {
+        true => vec![None],
+        false => y.repos.iter().map(|r| Some(r.as_str())).collect(),
+    };
+    for repo in repos {
+        // dnf section ids are letters, digits and `-_.:`; repository
+        // paths are checked to hold nothing else but `/` and `~`.
+        let (id, title, baseurl, dir) = match repo {
+            Some(r) => (
+                format!("{name}-{}", r.replace(['/', '~'], "-")),
+                format!("{name} {r}"),
+                format!("{url}{r}/"),
+                format!("{r}/"),
+            ),
+            None => (
+                name.to_string(),
+                name.to_string(),
+                url.to_string(),
+                String::new(),
+            ),
+        };
+        let (check, key) = match y.key {
+            Some(_) => (true, format!("{base}/-/keys/{name}.gpg")),
+            None => (
+                serves(v, &format!("{dir}repodata/repomd.xml.asc")),
+                format!("file:///etc/pki/rpm-gpg/RPM-GPG-KEY-{name}"),
+            ),
+        };
+        out += &format!(
+            "\n\n[{id}]\nname={title} (unimirror)\nbaseurl={baseurl}\ngpgcheck=1\nrepo_gpgcheck={}\ngpgkey={key}",
+            u8::from(check)
+        );
+    }
+    out
+}
+
+/// Whether the volume has `rel` in its current release (or plain tree).
+fn serves(v: &Volume, rel: &str) -> bool {
+    match &v.kind {
+        VolumeKind::Released(r) => r.snapshot().is_some_and(|s| {
+            s.current
+                .manifest
+                .get(rel.as_bytes())
+                .ok()
+                .flatten()
+                .is_some()
+        }),
+        VolumeKind::Plain(p) => p.root.join(rel).is_file(),
+    }
 }
 
 /// For a volume configured without an upstream, what its content looks

@@ -19,13 +19,46 @@ use reqwest::{StatusCode, Url};
 use tokio::sync::Semaphore;
 
 use crate::config::SyncSettings;
-use crate::digest::{HashingWriter, Sha256Digest, sha256_of_reader};
+use crate::digest::{HashingWriter, Sha256Digest, copy_hashing, sha256_of_reader};
 
 /// What a downloaded file must be.
 #[derive(Clone, Copy, Debug)]
 pub struct Want {
     pub sha256: Sha256Digest,
     pub size: Option<u64>,
+}
+
+/// The digest an index gives for a file. Most give sha256; a yum
+/// repository may give sha512 instead (`createrepo_c -s sha512`), and then
+/// the file is checked against that, and its sha256 (which the release
+/// records) is computed from the same bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Digest {
+    Sha256(Sha256Digest),
+    Sha512([u8; 64]),
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Digest::Sha256(d) => write!(f, "sha256 {d}"),
+            Digest::Sha512(d) => write!(f, "sha512 {}", hex::encode(d)),
+        }
+    }
+}
+
+/// sha512 of what is written to it.
+struct Sha512Sink(sha2::Sha512);
+
+impl Write for Sha512Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        sha2::Digest::update(&mut self.0, buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// An HTTP status the upstream answered with; 404s are often expected
@@ -39,13 +72,13 @@ pub struct HttpStatus {
 
 /// A file whose bytes did not match what the upstream's index says.
 #[derive(Debug, thiserror::Error)]
-#[error("{url}: expected {want} bytes with sha256 {sha}, got {got_size} bytes with sha256 {got}")]
+#[error("{url}: expected {want} bytes with {digest}, got {got_size} bytes with {got}")]
 pub struct Mismatch {
     pub url: String,
     pub want: String,
-    pub sha: Sha256Digest,
+    pub digest: Digest,
     pub got_size: u64,
-    pub got: Sha256Digest,
+    pub got: String,
 }
 
 /// A body past what it may be: its index's size, `sync.max_download_size`
@@ -96,15 +129,15 @@ impl Stats {
         }
     }
 
-    fn queue(&self, want: Want) {
+    fn queue(&self, size: Option<u64>) {
         self.queued_files.fetch_add(1, Ordering::Relaxed);
         self.queued_bytes
-            .fetch_add(want.size.unwrap_or(0), Ordering::Relaxed);
+            .fetch_add(size.unwrap_or(0), Ordering::Relaxed);
     }
 
-    fn done(&self, want: Want) {
+    fn done(&self, size: Option<u64>) {
         self.done_bytes
-            .fetch_add(want.size.unwrap_or(0), Ordering::Relaxed);
+            .fetch_add(size.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// The progress so far: a line for operators, and (done, total) bytes
@@ -311,24 +344,41 @@ impl Fetcher {
     /// size; keeps `dest` if it already has them. Returns whether it was
     /// downloaded.
     pub async fn file(&self, url: &Url, dest: &Path, want: Want) -> Result<bool> {
+        self.file_checked(url, dest, Digest::Sha256(want.sha256), want.size)
+            .await
+            .map(|(fetched, _)| fetched)
+    }
+
+    /// Downloads `url` to `dest`, which must end up with `digest` and
+    /// `size`; keeps `dest` if it already has them. Returns whether it was
+    /// downloaded, and its sha256 (in a dry run, of what is there if
+    /// anything: nothing is fetched to compute it).
+    pub async fn file_checked(
+        &self,
+        url: &Url,
+        dest: &Path,
+        digest: Digest,
+        size: Option<u64>,
+    ) -> Result<(bool, Option<Sha256Digest>)> {
         self.check_url(url)?;
-        self.stats.queue(want);
-        if self.present(dest, want).await? {
+        self.stats.queue(size);
+        if let Some(sha256) = self.present(dest, digest, size).await? {
             self.stats.kept_files.fetch_add(1, Ordering::Relaxed);
-            self.stats.done(want);
-            self.mark(dest, want.sha256);
-            return Ok(false);
+            self.stats.done(size);
+            self.mark(dest, sha256);
+            return Ok((false, Some(sha256)));
         }
         if self.dry_run {
             println!("would fetch {url}");
-            return Ok(true);
+            return Ok((true, None));
         }
         let _slot = self.slots.acquire().await.expect("never closed");
-        self.retrying(url, || self.download(url, dest, want))
+        let sha256 = self
+            .retrying(url, || self.download(url, dest, digest, size))
             .await?;
-        self.stats.done(want);
-        self.mark(dest, want.sha256);
-        Ok(true)
+        self.stats.done(size);
+        self.mark(dest, sha256);
+        Ok((true, Some(sha256)))
     }
 
     /// Records a file as checked this run (written by the sync itself).
@@ -360,19 +410,35 @@ impl Fetcher {
         Ok(())
     }
 
-    async fn present(&self, dest: &Path, want: Want) -> Result<bool> {
+    /// The sha256 of `dest` if it is already there with `digest` and `size`.
+    async fn present(
+        &self,
+        dest: &Path,
+        digest: Digest,
+        size: Option<u64>,
+    ) -> Result<Option<Sha256Digest>> {
         let dest = dest.to_path_buf();
-        tokio::task::spawn_blocking(move || -> Result<bool> {
+        tokio::task::spawn_blocking(move || -> Result<Option<Sha256Digest>> {
             let f = match std::fs::File::open(&dest) {
                 Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(e).with_context(|| format!("reading {}", dest.display())),
             };
             let len = f.metadata()?.len();
-            if want.size.is_some_and(|s| s != len) {
-                return Ok(false);
+            if size.is_some_and(|s| s != len) {
+                return Ok(None);
             }
-            Ok(sha256_of_reader(f)? == want.sha256)
+            Ok(match digest {
+                Digest::Sha256(want) => {
+                    let got = sha256_of_reader(f)?;
+                    (got == want).then_some(got)
+                }
+                Digest::Sha512(want) => {
+                    let mut sink = Sha512Sink(sha2::Sha512::default());
+                    let (got, _) = copy_hashing(f, &mut sink)?;
+                    (sha2::Digest::finalize(sink.0)[..] == want[..]).then_some(got)
+                }
+            })
         })
         .await?
     }
@@ -397,11 +463,19 @@ impl Fetcher {
         Ok(resp)
     }
 
-    async fn download(&self, url: &Url, dest: &Path, want: Want) -> Result<()> {
+    /// Downloads `url` to `dest` (through a temporary file, verified,
+    /// fsynced, renamed) and returns its sha256.
+    async fn download(
+        &self,
+        url: &Url,
+        dest: &Path,
+        digest: Digest,
+        size: Option<u64>,
+    ) -> Result<Sha256Digest> {
         let temp = self.tmp.join(crate::durable::temp_name("fetch"));
         // The index's size when it gives one, else the configured ceiling:
         // an upstream cannot fill the disk with a file that never ends.
-        let (limit, what) = match want.size {
+        let (limit, what) = match size {
             Some(s) => (s, format!("more than the {s} bytes its index lists")),
             None => (
                 self.max_download_size,
@@ -422,6 +496,8 @@ impl Fetcher {
                     return Err(too_large().into());
                 }
                 let mut out = HashingWriter::new(crate::durable::create_new(&temp)?);
+                let mut sha512 = matches!(digest, Digest::Sha512(_))
+                    .then(|| Sha512Sink(sha2::Sha512::default()));
                 while let Some(chunk) = resp
                     .chunk()
                     .await
@@ -431,23 +507,36 @@ impl Fetcher {
                         return Err(too_large().into());
                     }
                     out.write_all(&chunk)?;
+                    if let Some(h) = &mut sha512 {
+                        h.write_all(&chunk)?;
+                    }
                 }
-                let (out, got, size) = out.finish();
-                if got != want.sha256 || want.size.is_some_and(|s| s != size) {
+                let (out, sha256, got_size) = out.finish();
+                let got = match (digest, sha512) {
+                    (Digest::Sha512(_), Some(h)) => {
+                        let mut d = [0u8; 64];
+                        d.copy_from_slice(&sha2::Digest::finalize(h.0));
+                        Digest::Sha512(d)
+                    }
+                    _ => Digest::Sha256(sha256),
+                };
+                if got != digest || size.is_some_and(|s| s != got_size) {
                     return Err(anyhow!(Mismatch {
                         url: url.to_string(),
-                        want: want.size.map_or("?".into(), |s| s.to_string()),
-                        sha: want.sha256,
-                        got_size: size,
-                        got,
+                        want: size.map_or("?".into(), |s| s.to_string()),
+                        digest,
+                        got_size,
+                        got: got.to_string(),
                     }));
                 }
                 out.sync_all()?;
                 std::fs::create_dir_all(dest.parent().expect("a file in the tree"))?;
                 std::fs::rename(&temp, dest)?;
                 self.stats.fetched_files.fetch_add(1, Ordering::Relaxed);
-                self.stats.fetched_bytes.fetch_add(size, Ordering::Relaxed);
-                Ok(())
+                self.stats
+                    .fetched_bytes
+                    .fetch_add(got_size, Ordering::Relaxed);
+                Ok(sha256)
             })
             .await;
         if result.is_err() {
@@ -501,15 +590,11 @@ mod tests {
     #[test]
     fn progress_counts_towards_the_queued_total() {
         let s = Stats::new();
-        let want = |size| Want {
-            sha256: Sha256Digest::of(b""),
-            size,
-        };
-        s.queue(want(Some(3 << 20)));
-        s.queue(want(Some(1 << 20)));
-        s.queue(want(None));
+        s.queue(Some(3 << 20));
+        s.queue(Some(1 << 20));
+        s.queue(None);
         s.kept_files.fetch_add(1, Ordering::Relaxed);
-        s.done(want(Some(1 << 20)));
+        s.done(Some(1 << 20));
         let (line, bytes) = s.progress();
         assert_eq!(bytes, (1 << 20, 4 << 20));
         assert!(

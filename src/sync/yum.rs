@@ -1,19 +1,25 @@
 //! Syncing yum/dnf repositories, byte for byte.
 //!
+//! The upstream is a mirror root (`url`) and repository paths under it
+//! (`repos`); each repository is mirrored at its own path in the tree, so
+//! its URL on the mirror is its URL upstream with the host swapped, and
+//! adding a repository moves none of the others.
+//!
 //! Per repository: `repodata/repomd.xml` (and `repomd.xml.asc`, verified
 //! against the configured key when there is one: dnf asks for it with
 //! `repo_gpgcheck=1` although `repomd.xml` does not name it), every
-//! metadata file `repomd.xml` names (sha256 and size checked), then every
-//! package `primary` names (read as a stream, gz, xz or zstd), checked
-//! against its sha256 and size. `repomd.xml` is written last. A
-//! `repomd.xml` whose `revision` is lower than the current release's is
-//! refused (see `replay`) unless `sync --allow-older`.
-//!
-//! One base URL is mirrored at the volume's root; several each go under
-//! the part of their URL path that differs from the others.
+//! metadata file `repomd.xml` names, whatever its type (primary,
+//! filelists, other, group and group_gz, modules, updateinfo, the zchunk
+//! and sqlite forms), checked against its size and its sha256 or sha512,
+//! then every package `primary` names (read as a stream, gz, xz or zstd),
+//! checked the same way. Any other checksum type (sha1, md5) is refused:
+//! it would not tie the files to the signed `repomd.xml`. `repomd.xml` is
+//! written last. A `repomd.xml` whose `revision` is lower than that of the
+//! same repository in the current release is refused (see `replay`) unless
+//! `sync --allow-older`.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -21,7 +27,7 @@ use quick_xml::events::Event;
 use reqwest::Url;
 
 use super::bounded::{EventBound, MAX_XML_EVENT};
-use super::fetch::{Fetcher, Want, is_not_found};
+use super::fetch::{Digest, Fetcher, is_not_found};
 use super::openpgp::Keyring;
 use super::replay::Freshness;
 use super::{Gate, safe_relative};
@@ -29,7 +35,7 @@ use crate::config::YumUpstream;
 use crate::digest::Sha256Digest;
 
 pub struct Yum<'a> {
-    /// The repository URLs and the signing key, if any.
+    /// The mirror root, the repositories and the signing key, if any.
     pub upstream: &'a YumUpstream,
     /// What `repomd.xml` is held against.
     pub freshness: &'a Freshness<'a>,
@@ -39,8 +45,10 @@ pub struct Yum<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Located {
     pub href: String,
-    pub sha256: Sha256Digest,
+    pub digest: Digest,
     pub size: Option<u64>,
+    /// The `type` of a `repomd.xml` entry (`primary`, `updateinfo`, …).
+    pub kind: Option<String>,
 }
 
 /// Reads the `<data>` entries of `repomd.xml`.
@@ -53,20 +61,21 @@ pub fn parse_primary(r: impl BufRead) -> Result<Vec<Located>> {
     parse_locations(r, b"package", b"size")
 }
 
-/// Collects, for each `<item>` element, its `checksum` (sha256 only),
-/// `location href` and size (`<size>N</size>` in repomd, `<size
+/// Collects, for each `<item>` element, its `type`, `checksum` (sha256 or
+/// sha512), `location href` and size (`<size>N</size>` in repomd, `<size
 /// package="N"/>` in primary).
 fn parse_locations(r: impl BufRead, item: &[u8], size_tag: &[u8]) -> Result<Vec<Located>> {
     let mut reader = quick_xml::Reader::from_reader(EventBound::new(r, MAX_XML_EVENT));
     let mut buf = Vec::new();
     let mut out = Vec::new();
     let (mut inside, mut in_checksum, mut in_size) = (false, false, false);
-    let (mut href, mut sha, mut size, mut algo): (
-        Option<String>,
-        Option<String>,
-        Option<u64>,
-        String,
-    ) = (None, None, None, String::new());
+    // The checksum (its type and hex) is read before the location, and
+    // checked at the end of the entry, so that an error can name the file.
+    let mut href: Option<String> = None;
+    let mut sum: Option<(String, String)> = None;
+    let mut size: Option<u64> = None;
+    let mut algo = String::new();
+    let mut kind: Option<String> = None;
     loop {
         let ev = reader
             .read_event_into(&mut buf)
@@ -77,7 +86,8 @@ fn parse_locations(r: impl BufRead, item: &[u8], size_tag: &[u8]) -> Result<Vec<
                 let name = name.as_ref();
                 if name == item {
                     inside = true;
-                    (href, sha, size) = (None, None, None);
+                    (href, sum, size) = (None, None, None);
+                    kind = attr(e, b"type");
                 } else if inside && name == b"checksum" {
                     in_checksum = matches!(ev, Event::Start(_));
                     algo = attr(e, b"type").unwrap_or_default();
@@ -101,10 +111,7 @@ fn parse_locations(r: impl BufRead, item: &[u8], size_tag: &[u8]) -> Result<Vec<
                     .trim()
                     .to_string();
                 if in_checksum {
-                    if algo != "sha256" {
-                        bail!("checksum type `{algo}` is not supported (sha256 is)");
-                    }
-                    sha = Some(text);
+                    sum = Some((std::mem::take(&mut algo), text));
                 } else if in_size {
                     size = text.parse().ok();
                 }
@@ -121,14 +128,15 @@ fn parse_locations(r: impl BufRead, item: &[u8], size_tag: &[u8]) -> Result<Vec<
                     let href = href
                         .take()
                         .ok_or_else(|| anyhow!("an entry without a location"))?;
-                    let hex = sha
+                    let (algo, hex) = sum
                         .take()
-                        .ok_or_else(|| anyhow!("{href}: no sha256 checksum"))?;
+                        .ok_or_else(|| anyhow!("{href}: no sha256 or sha512 checksum"))?;
+                    let digest = checksum(&href, &algo, &hex)?;
                     out.push(Located {
-                        sha256: Sha256Digest::from_hex(&hex)
-                            .ok_or_else(|| anyhow!("{href}: bad sha256 `{hex}`"))?,
+                        digest,
                         href,
                         size: size.take(),
+                        kind: kind.take(),
                     });
                 }
             }
@@ -139,6 +147,25 @@ fn parse_locations(r: impl BufRead, item: &[u8], size_tag: &[u8]) -> Result<Vec<
         reader.get_mut().reset();
     }
     Ok(out)
+}
+
+/// The `<checksum type="…">` of the entry at `href` as a digest: sha256 or
+/// sha512, nothing weaker (`sha1`, `md5`, or `sha`, which is what yum 3
+/// wrote for sha1).
+fn checksum(href: &str, algo: &str, hex: &str) -> Result<Digest> {
+    let digest = match algo {
+        "sha256" => Sha256Digest::from_hex(hex).map(Digest::Sha256),
+        "sha512" => {
+            let mut d = [0u8; 64];
+            hex::decode_to_slice(hex, &mut d)
+                .ok()
+                .map(|()| Digest::Sha512(d))
+        }
+        other => bail!(
+            "{href}: checksum type `{other}` is refused (sha256 or sha512 are accepted): a weaker digest does not tie the file to the signed repomd.xml"
+        ),
+    };
+    digest.ok_or_else(|| anyhow!("{href}: bad {algo} `{hex}`"))
 }
 
 fn attr(e: &quick_xml::events::BytesStart, name: &[u8]) -> Option<String> {
@@ -154,39 +181,14 @@ fn decompressing(path: &Path, limit: u64) -> Result<impl BufRead> {
     super::bounded::decompressing(&path.to_string_lossy(), f, limit)
 }
 
-/// Where each base URL goes in the tree: the part of its path that
-/// differs from the others (the root for a single URL).
-fn subdirs(urls: &[Url]) -> Vec<PathBuf> {
-    if urls.len() == 1 {
-        return vec![PathBuf::new()];
-    }
-    let segs: Vec<Vec<&str>> = urls
-        .iter()
-        .map(|u| {
-            u.path_segments()
-                .map(|s| s.filter(|x| !x.is_empty()).collect())
-                .unwrap_or_default()
-        })
-        .collect();
-    let common = (0..)
-        .take_while(|&i| segs.iter().all(|s| s.len() > i && s[i] == segs[0][i]))
-        .count();
-    segs.iter().map(|s| s[common..].iter().collect()).collect()
-}
-
 impl Yum<'_> {
     pub async fn sync(&self, fetcher: &Arc<Fetcher>, tree: &Path) -> Result<Gate> {
-        let urls = self
-            .upstream
-            .urls
-            .iter()
-            .map(|u| {
-                Url::parse(&format!("{}/", u.trim_end_matches('/')))
-                    .with_context(|| format!("upstream url `{u}`"))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if urls.is_empty() {
-            bail!("no repository urls");
+        let u = &self.upstream.url;
+        let root = Url::parse(&format!("{}/", u.trim_end_matches('/')))
+            .with_context(|| format!("upstream url `{u}`"))?;
+        fetcher.check_url(&root)?;
+        if self.upstream.repos.is_empty() {
+            bail!("no repositories (`repos`)");
         }
         let keys = self
             .upstream
@@ -195,12 +197,21 @@ impl Yum<'_> {
             .map(Keyring::load)
             .transpose()?;
         let mut gate = Gate::default();
-        for (url, sub) in urls.iter().zip(subdirs(&urls)) {
-            fetcher.check_url(url)?;
-            let root = tree.join(&sub);
-            self.repo(fetcher, url, &root, &sub, keys.as_ref(), &mut gate)
-                .await
-                .with_context(|| format!("repository {url}"))?;
+        for repo in &self.upstream.repos {
+            // The config checked the path; it is still kept below the
+            // root here, as every path that reaches a URL and the tree is.
+            let sub = safe_relative(repo)?;
+            let base = super::join_under(&root, &format!("{repo}/"))?;
+            self.repo(
+                fetcher,
+                &base,
+                &tree.join(&sub),
+                &sub,
+                keys.as_ref(),
+                &mut gate,
+            )
+            .await
+            .with_context(|| format!("repository {repo} ({base})"))?;
         }
         Ok(gate)
     }
@@ -226,29 +237,26 @@ impl Yum<'_> {
             })?;
             keys.verify_detached(&format!("{base}repodata/repomd.xml.asc"), &repomd, sig)?;
         }
-        // Before anything it names is fetched.
+        // Before anything it names is fetched; each repository against its
+        // own `repomd.xml` in the current release.
         self.freshness
             .check_yum(&sub.join("repodata/repomd.xml"), &repomd)
             .context("nothing was released")?;
         let metadata = parse_repomd(&repomd).context("repomd.xml")?;
-        let mut tasks = tokio::task::JoinSet::new();
-        for m in &metadata {
-            let dest = root.join(safe_relative(&m.href)?);
-            gate.files.insert(dest.clone(), Some(m.sha256));
-            let (f, url, want) = (
-                fetcher.clone(),
-                super::join_under(base, &m.href)?,
-                Want {
-                    sha256: m.sha256,
-                    size: m.size,
-                },
-            );
-            tasks.spawn(async move { f.file(&url, &dest, want).await });
-        }
-        super::all_done(tasks, "fetching the metadata").await?;
+        fetch_all(
+            fetcher,
+            base,
+            root,
+            &metadata,
+            gate,
+            "fetching the metadata",
+        )
+        .await?;
+        // By type: `primary_zck` and `primary_db` name the same packages in
+        // forms this does not read.
         let primary = metadata
             .iter()
-            .find(|m| m.href.contains("primary.xml"))
+            .find(|m| m.kind.as_deref() == Some("primary"))
             .ok_or_else(|| anyhow!("repomd.xml names no primary metadata"))?;
         let path = root.join(safe_relative(&primary.href)?);
         let limit = fetcher.max_metadata_size;
@@ -261,18 +269,7 @@ impl Yum<'_> {
             })
             .await??
         };
-        let mut tasks = tokio::task::JoinSet::new();
-        for p in packages {
-            let dest = root.join(safe_relative(&p.href)?);
-            gate.files.insert(dest.clone(), Some(p.sha256));
-            let (f, url) = (fetcher.clone(), super::join_under(base, &p.href)?);
-            let want = Want {
-                sha256: p.sha256,
-                size: p.size,
-            };
-            tasks.spawn(async move { f.file(&url, &dest, want).await });
-        }
-        super::all_done(tasks, "fetching packages").await?;
+        fetch_all(fetcher, base, root, &packages, gate, "fetching packages").await?;
         // The signed index last.
         let repodata = root.join("repodata");
         fetcher.write(&repodata.join("repomd.xml"), &repomd)?;
@@ -283,6 +280,43 @@ impl Yum<'_> {
         }
         Ok(())
     }
+}
+
+/// Fetches every file of `files` (paths under `base`) into `root`, and
+/// tells the gate what each must be: its sha256, computed from the
+/// checked bytes when the index gives sha512.
+async fn fetch_all(
+    fetcher: &Arc<Fetcher>,
+    base: &Url,
+    root: &Path,
+    files: &[Located],
+    gate: &mut Gate,
+    what: &str,
+) -> Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for l in files {
+        let dest = root.join(safe_relative(&l.href)?);
+        if let Digest::Sha256(sha) = l.digest {
+            gate.files.insert(dest.clone(), Some(sha));
+        }
+        let (f, url, digest, size) = (
+            fetcher.clone(),
+            super::join_under(base, &l.href)?,
+            l.digest,
+            l.size,
+        );
+        tasks.spawn(async move {
+            let (_, sha256) = f.file_checked(&url, &dest, digest, size).await?;
+            Ok((dest, digest, sha256))
+        });
+    }
+    for (dest, digest, sha256) in super::all_done(tasks, what).await? {
+        if let Digest::Sha512(_) = digest {
+            // `None` only in a dry run, which releases nothing.
+            gate.files.insert(dest, sha256);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -315,10 +349,42 @@ mod tests {
         let d = parse_repomd(xml.as_bytes()).unwrap();
         assert_eq!(d.len(), 2);
         assert_eq!(d[0].href, format!("repodata/{SHA}-primary.xml.zst"));
+        assert_eq!(d[0].kind.as_deref(), Some("primary"));
+        assert_eq!(
+            d[0].digest,
+            Digest::Sha256(Sha256Digest::from_hex(SHA).unwrap())
+        );
         assert_eq!(d[0].size, Some(123));
+        assert_eq!(d[1].kind.as_deref(), Some("filelists"));
         assert_eq!(d[1].size, Some(7));
-        let sha1 = xml.replacen("type=\"sha256\"", "type=\"sha1\"", 1);
-        assert!(parse_repomd(sha1.as_bytes()).is_err());
+
+        // sha512 is read as such; anything weaker is refused, naming the
+        // file (whose location comes after its checksum).
+        let sha512 = "ab".repeat(64);
+        let xml512 = xml.replacen(
+            &format!("<checksum type=\"sha256\">{SHA}"),
+            &format!("<checksum type=\"sha512\">{sha512}"),
+            1,
+        );
+        let d = parse_repomd(xml512.as_bytes()).unwrap();
+        assert_eq!(d[0].digest, Digest::Sha512([0xab; 64]));
+        for algo in ["sha1", "md5", "sha"] {
+            let weak = xml.replacen(
+                "<checksum type=\"sha256\"",
+                &format!("<checksum type=\"{algo}\""),
+                1,
+            );
+            let e = format!("{:#}", parse_repomd(weak.as_bytes()).unwrap_err());
+            assert_eq!(
+                e,
+                format!(
+                    "repodata/{SHA}-primary.xml.zst: checksum type `{algo}` is refused (sha256 or sha512 are accepted): a weaker digest does not tie the file to the signed repomd.xml"
+                )
+            );
+        }
+        let short = xml512.replacen(&sha512, "abab", 1);
+        let e = format!("{:#}", parse_repomd(short.as_bytes()).unwrap_err());
+        assert!(e.ends_with("bad sha512 `abab`"), "{e}");
     }
 
     #[test]
@@ -362,24 +428,5 @@ mod tests {
             entry.repeat(2 * MAX_XML_EVENT / entry.len())
         );
         assert!(parse_primary(BufReader::new(xml.as_bytes())).unwrap().len() > 1000);
-    }
-
-    #[test]
-    fn repository_subdirectories() {
-        let u = |s: &str| Url::parse(s).unwrap();
-        assert_eq!(
-            subdirs(&[u("https://m/c/9/BaseOS/x86_64/os/")]),
-            vec![PathBuf::new()]
-        );
-        assert_eq!(
-            subdirs(&[
-                u("https://m/c/9/BaseOS/x86_64/os/"),
-                u("https://m/c/9/AppStream/x86_64/os/")
-            ]),
-            vec![
-                PathBuf::from("BaseOS/x86_64/os"),
-                PathBuf::from("AppStream/x86_64/os")
-            ]
-        );
     }
 }

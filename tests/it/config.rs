@@ -53,6 +53,18 @@ fn bad_configs_name_file_key_and_reason() {
             "origin = \"/o\"\nstaging = \"/s\"\n[sync]\nallow_redirect_hosts = [\"https://cdn.example\"]\n",
             "bad.toml: sync.allow_redirect_hosts: `https://cdn.example` is not a host or host:port",
         ),
+        (
+            "origin = \"/o\"\nstaging = \"/s\"\n[volumes.centos.upstream]\ntype = \"yum\"\nurls = [\"https://m.example/9-stream/BaseOS/x86_64/os/\", \"https://m.example/9-stream/AppStream/x86_64/os/\"]\n",
+            "bad.toml: volumes.centos.upstream.urls: `urls` is replaced by `url` (the mirror's root) and `repos` (each repository's path under it, mirrored and served at that path under the volume's prefix); for these URLs: url = \"https://m.example/9-stream/\", repos = [\"BaseOS/x86_64/os\", \"AppStream/x86_64/os\"] (line 5)",
+        ),
+        (
+            "origin = \"/o\"\nstaging = \"/s\"\n[volumes.centos.upstream]\ntype = \"yum\"\nurl = \"https://m.example/\"\nrepos = [\"../BaseOS\"]\n",
+            "bad.toml: volumes.centos.upstream.repos: `../BaseOS`: segment `..` must be",
+        ),
+        (
+            "origin = \"/o\"\nstaging = \"/s\"\n[volumes.keys]\nprefix = \"/-/keys\"\n",
+            "bad.toml: volumes.keys.prefix: `/-/keys` collides with the daemon's own `/-`",
+        ),
         ("origin = [\n", "bad.toml: "),
     ] {
         fs::write(&file, text).unwrap();

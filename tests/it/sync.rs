@@ -1338,11 +1338,23 @@ fn a_wheel_tree_in_the_old_layout_moves_to_index_roots_on_the_next_sync() {
     assert!(new_objects <= 5, "{new_objects} new objects");
 }
 
-/// A yum repository: two rpms built by rpmbuild (`greet` requires
-/// `greet-lib`), indexed by createrepo_c, `repomd.xml` signed by gpg.
-/// Returns the repository and the armored public key.
-fn yum_upstream(dir: &Path) -> (PathBuf, PathBuf) {
+/// Where `yum_upstream` puts its repository under the mirror root, as
+/// CentOS Stream lays out its own.
+const YUM_REPO: &str = "9-stream/BaseOS/x86_64/os";
+
+/// The mirror root the yum fixtures in `dir` put their repositories under.
+fn yum_root(dir: &Path) -> PathBuf {
+    dir.join("mirror")
+}
+
+/// The rpms of the yum fixtures, built once per `dir` by rpmbuild: `greet`
+/// requires `greet-lib`. Returns the directory holding them.
+fn yum_rpms(dir: &Path) -> PathBuf {
     let top = dir.join("rpmbuild");
+    let rpms = top.join("RPMS/noarch");
+    if rpms.is_dir() {
+        return rpms;
+    }
     for (name, requires) in [("greet-lib", ""), ("greet", "Requires: greet-lib\n")] {
         let spec = dir.join(format!("{name}.spec"));
         fs::write(
@@ -1357,13 +1369,16 @@ fn yum_upstream(dir: &Path) -> (PathBuf, PathBuf) {
             .arg(format!("_topdir {}", top.display()))
             .arg(&spec));
     }
-    let repo = dir.join("repo");
-    fs::create_dir_all(repo.join("Packages")).unwrap();
-    for e in fs::read_dir(top.join("RPMS/noarch")).unwrap() {
-        let p = e.unwrap().path();
-        fs::copy(&p, repo.join("Packages").join(p.file_name().unwrap())).unwrap();
+    rpms
+}
+
+/// The armored public key of the gpg key the yum fixtures in `dir` sign
+/// `repomd.xml` with (made on first use).
+fn yum_key(dir: &Path) -> PathBuf {
+    let key = dir.join("key.asc");
+    if key.is_file() {
+        return key;
     }
-    run(Command::new("createrepo_c").arg("-q").arg(&repo));
     let gnupg = dir.join("gnupg");
     fs::create_dir_all(&gnupg).unwrap();
     fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
@@ -1380,32 +1395,54 @@ fn yum_upstream(dir: &Path) -> (PathBuf, PathBuf) {
         "sign",
         "never",
     ]);
-    let repomd = repo.join("repodata/repomd.xml");
-    gpg(&[
-        "--detach-sign",
-        "--armor",
-        "-o",
-        &format!("{}.asc", repomd.display()),
-        repomd.to_str().unwrap(),
-    ]);
-    let key = dir.join("key.asc");
     gpg(&["--armor", "--export", "-o", key.to_str().unwrap()]);
-    (repo, key)
+    key
+}
+
+/// A yum repository at `rel` under the mirror root in `dir`: the fixture
+/// rpms whose names start with one of `packages`, indexed by createrepo_c
+/// (`args` added), `repomd.xml` signed by gpg. Returns the repository.
+fn yum_repo(dir: &Path, rel: &str, packages: &[&str], args: &[&str]) -> PathBuf {
+    let repo = yum_root(dir).join(rel);
+    fs::create_dir_all(repo.join("Packages")).unwrap();
+    for e in fs::read_dir(yum_rpms(dir)).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap();
+        if packages
+            .iter()
+            .any(|&n| name.starts_with(&format!("{n}-1.0")))
+        {
+            fs::copy(&p, repo.join("Packages").join(name)).unwrap();
+        }
+    }
+    yum_key(dir);
+    yum_reindex(dir, &repo, args);
+    repo
+}
+
+/// The fixture repository with both rpms at `YUM_REPO`. Returns the
+/// repository and the armored public key.
+fn yum_upstream(dir: &Path) -> (PathBuf, PathBuf) {
+    let repo = yum_repo(dir, YUM_REPO, &["greet", "greet-lib"], &[]);
+    (repo, yum_key(dir))
 }
 
 /// `dnf` isolated in its own install root, with one repository.
 fn dnf(root: &Path, baseurl: &str, key: &Path, args: &[&str]) -> std::process::Output {
+    let repo = format!(
+        "[mirror]\nname=mirror\nbaseurl={baseurl}\ngpgcheck=0\nrepo_gpgcheck=1\ngpgkey=file://{}\n",
+        key.display()
+    );
+    dnf_with(root, &repo, args)
+}
+
+/// `dnf` isolated in its own install root, with the repositories of
+/// `repo_file` (a `.repo` file's text).
+fn dnf_with(root: &Path, repo_file: &str, args: &[&str]) -> std::process::Output {
     for d in ["repos", "cache", "log", "persist"] {
         fs::create_dir_all(root.join(d)).unwrap();
     }
-    fs::write(
-        root.join("repos/mirror.repo"),
-        format!(
-            "[mirror]\nname=mirror\nbaseurl={baseurl}\ngpgcheck=0\nrepo_gpgcheck=1\ngpgkey=file://{}\n",
-            key.display()
-        ),
-    )
-    .unwrap();
+    fs::write(root.join("repos/mirror.repo"), repo_file).unwrap();
     let r = root.display();
     Command::new("dnf")
         .args(["-y", &format!("--installroot={r}")])
@@ -1413,42 +1450,56 @@ fn dnf(root: &Path, baseurl: &str, key: &Path, args: &[&str]) -> std::process::O
         .arg(format!("--setopt=cachedir={r}/cache"))
         .arg(format!("--setopt=logdir={r}/log"))
         .arg(format!("--setopt=persistdir={r}/persist"))
+        // No platform in an empty install root: modules need one named.
+        .arg("--setopt=module_platform_id=platform:el9")
         .args(["--releasever=9", "--disableplugin=*"])
         .args(args)
         .output()
         .expect("dnf is installed")
 }
 
-fn yum_env(upstream: &Upstream, key: &Path) -> Env {
+/// An env whose volume `vol` syncs `repos` from the mirror root `upstream`
+/// serves, verified with `key`.
+fn yum_env_repos(upstream: &Upstream, key: &Path, repos: &[&str]) -> Env {
     let env = Env::new();
-    set_upstream(
-        &env,
-        &format!(
-            "type = \"yum\"\nurls = [\"{}\"]\nkey = {:?}",
-            upstream.url(),
-            key.display().to_string()
-        ),
-    );
+    set_upstream(&env, &yum_upstream_table(upstream, key, repos));
     env
+}
+
+fn yum_upstream_table(upstream: &Upstream, key: &Path, repos: &[&str]) -> String {
+    format!(
+        "type = \"yum\"\nurl = \"{}\"\nrepos = {repos:?}\nkey = {:?}",
+        upstream.url(),
+        key.display().to_string()
+    )
+}
+
+fn yum_env(upstream: &Upstream, key: &Path) -> Env {
+    yum_env_repos(upstream, key, &[YUM_REPO])
+}
+
+/// The URL of the fixture repository on daemon `d`.
+fn yum_baseurl(d: &Daemon) -> String {
+    format!("http://{}/vol/{YUM_REPO}/", d.addr)
 }
 
 #[test]
 fn yum_sync_mirrors_a_signed_repository_that_dnf_downloads_from() {
     let dir = tempfile::tempdir().unwrap();
     let (repo, key) = yum_upstream(dir.path());
-    let upstream = Upstream::serve(&repo);
+    let upstream = Upstream::serve(&yum_root(dir.path()));
     let env = yum_env(&upstream, &key);
     env.update_ok(&["sync", "vol"]);
     assert_eq!(env.current(), Some(1));
     for f in ["repodata/repomd.xml", "repodata/repomd.xml.asc"] {
         assert_eq!(
-            fs::read(env.path().join("staging/vol").join(f)).unwrap(),
+            fs::read(env.path().join("staging/vol").join(YUM_REPO).join(f)).unwrap(),
             fs::read(repo.join(f)).unwrap()
         );
     }
     let d = Daemon::start(&env);
     let root = env.path().join("dnf");
-    let baseurl = format!("http://{}/vol/", d.addr);
+    let baseurl = yum_baseurl(&d);
     let o = dnf(&root, &baseurl, &key, &["makecache"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let dl = root.join("dl");
@@ -1478,7 +1529,7 @@ fn yum_sync_mirrors_a_signed_repository_that_dnf_downloads_from() {
 fn a_repomd_naming_a_missing_file_releases_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (repo, key) = yum_upstream(dir.path());
-    let upstream = Upstream::serve(&repo);
+    let upstream = Upstream::serve(&yum_root(dir.path()));
     let env = yum_env(&upstream, &key);
     let victim = fs::read_dir(repo.join("repodata"))
         .unwrap()
@@ -1720,7 +1771,7 @@ fn a_repomd_whose_revision_goes_backwards_releases_nothing_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let (repo, key) = yum_upstream(dir.path());
     yum_reindex(dir.path(), &repo, &["--revision", "2000"]);
-    let upstream = Upstream::serve(&repo);
+    let upstream = Upstream::serve(&yum_root(dir.path()));
     let env = yum_env(&upstream, &key);
     env.update_ok(&["sync", "vol"]);
     assert_eq!(env.current(), Some(1));
@@ -1730,9 +1781,9 @@ fn a_repomd_whose_revision_goes_backwards_releases_nothing_unless_allowed() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
-        err.contains(
-            "repodata/repomd.xml: revision 1000 is older than that of the current release #1 (2000)"
-        ) && err.contains("--allow-older")
+        err.contains(&format!(
+            "{YUM_REPO}/repodata/repomd.xml: revision 1000 is older than that of the current release #1 (2000)"
+        )) && err.contains("--allow-older")
             && err.contains("nothing was released"),
         "{err}"
     );
@@ -1740,9 +1791,379 @@ fn a_repomd_whose_revision_goes_backwards_releases_nothing_unless_allowed() {
     env.update_ok(&["sync", "vol", "--allow-older"]);
     assert_eq!(env.current(), Some(2));
     assert!(
-        String::from_utf8(released_file(&env, 2, "repodata/repomd.xml").unwrap())
-            .unwrap()
-            .contains("<revision>1000</revision>")
+        String::from_utf8(
+            released_file(&env, 2, &format!("{YUM_REPO}/repodata/repomd.xml")).unwrap()
+        )
+        .unwrap()
+        .contains("<revision>1000</revision>")
+    );
+}
+
+/// Each repository is mirrored at its path under the mirror root, so a
+/// client's URL is the upstream's with the host swapped, and a repository
+/// added later moves none of the others. Each repository's `repomd.xml`
+/// is held against its own in the current release.
+#[test]
+fn yum_repositories_are_mirrored_at_their_paths_and_a_new_one_moves_none() {
+    const APPSTREAM: &str = "9-stream/AppStream/x86_64/os";
+    const NEXT: &str = "10-stream/BaseOS/x86_64/os";
+    let dir = tempfile::tempdir().unwrap();
+    let key = yum_key(dir.path());
+    yum_repo(
+        dir.path(),
+        YUM_REPO,
+        &["greet-lib"],
+        &["--revision", "2000"],
+    );
+    let app = yum_repo(dir.path(), APPSTREAM, &["greet"], &["--revision", "1000"]);
+    // Lower than both: held against the others' it would be refused.
+    yum_repo(
+        dir.path(),
+        NEXT,
+        &["greet", "greet-lib"],
+        &["--revision", "500"],
+    );
+    let root = yum_root(dir.path());
+    let upstream = Upstream::serve(&root);
+    let env = yum_env_repos(&upstream, &key, &[YUM_REPO, APPSTREAM]);
+    env.update_ok(&["sync", "vol"]);
+    assert_eq!(env.current(), Some(1));
+
+    let d = Daemon::start(&env);
+    let files = [
+        format!("{YUM_REPO}/repodata/repomd.xml"),
+        format!("{YUM_REPO}/repodata/repomd.xml.asc"),
+        format!("{YUM_REPO}/Packages/greet-lib-1.0-1.noarch.rpm"),
+        format!("{APPSTREAM}/repodata/repomd.xml"),
+        format!("{APPSTREAM}/repodata/repomd.xml.asc"),
+        format!("{APPSTREAM}/Packages/greet-1.0-1.noarch.rpm"),
+    ];
+    let served_as_upstream = |f: &str| {
+        let r = d.get(&format!("/vol/{f}"));
+        assert_eq!(r.status, 200, "{f}");
+        assert!(r.body == fs::read(root.join(f)).unwrap(), "{f}");
+    };
+    files.iter().for_each(|f| served_as_upstream(f));
+    assert_eq!(
+        d.get("/vol/repodata/repomd.xml").status,
+        404,
+        "nothing at the root"
+    );
+    // dnf resolves greet (AppStream) with greet-lib (BaseOS), each
+    // repository verified against the key.
+    let repo_file = format!(
+        "[baseos]\nname=b\nbaseurl=http://{a}/vol/{YUM_REPO}/\ngpgcheck=0\nrepo_gpgcheck=1\ngpgkey=file://{k}\n\n\
+         [appstream]\nname=a\nbaseurl=http://{a}/vol/{APPSTREAM}/\ngpgcheck=0\nrepo_gpgcheck=1\ngpgkey=file://{k}\n",
+        a = d.addr,
+        k = key.display()
+    );
+    let dl = env.path().join("dl");
+    let o = dnf_with(
+        &env.path().join("dnf"),
+        &repo_file,
+        &[
+            "--enableplugin=download",
+            "download",
+            "--resolve",
+            "--destdir",
+            dl.to_str().unwrap(),
+            "greet",
+        ],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    for rpm in ["greet-1.0-1.noarch.rpm", "greet-lib-1.0-1.noarch.rpm"] {
+        assert!(dl.join(rpm).is_file(), "{rpm}");
+    }
+
+    // A third repository: the first two keep their paths and bytes.
+    let two = format!("repos = {:?}", [YUM_REPO, APPSTREAM]);
+    let three = format!("repos = {:?}", [YUM_REPO, APPSTREAM, NEXT]);
+    let text = fs::read_to_string(env.config()).unwrap();
+    assert!(text.contains(&two), "{text}");
+    fs::write(env.config(), text.replace(&two, &three)).unwrap();
+    env.update_ok(&["sync", "vol"]);
+    assert_eq!(env.current(), Some(2));
+    wait_for("release #2 served", 10, || {
+        d.get(&format!("/vol/{NEXT}/repodata/repomd.xml")).status == 200
+    });
+    for f in &files {
+        assert_eq!(released_file(&env, 2, f), released_file(&env, 1, f), "{f}");
+        served_as_upstream(f);
+    }
+    served_as_upstream(&format!("{NEXT}/Packages/greet-1.0-1.noarch.rpm"));
+
+    // AppStream going back is refused, against AppStream's own revision.
+    yum_reindex(dir.path(), &app, &["--revision", "999"]);
+    let out = env.update(&["sync", "vol"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{APPSTREAM}/repodata/repomd.xml: revision 999 is older than that of the current release #2 (1000)"
+        )),
+        "{err}"
+    );
+    assert_eq!(env.current(), Some(2));
+}
+
+/// `/` shows one dnf section per repository, with `repo_gpgcheck=1` and
+/// `gpgkey=` at `/-/keys/<volume>.gpg`, which serves the key the volume is
+/// verified with; dnf works with the section as shown.
+#[test]
+fn yum_home_page_shows_a_dnf_section_per_repository_that_dnf_uses_verbatim() {
+    const APPSTREAM: &str = "9-stream/AppStream/x86_64/os";
+    let dir = tempfile::tempdir().unwrap();
+    let key = yum_key(dir.path());
+    yum_repo(dir.path(), YUM_REPO, &["greet-lib"], &[]);
+    yum_repo(dir.path(), APPSTREAM, &["greet"], &[]);
+    let upstream = Upstream::serve(&yum_root(dir.path()));
+    let env = yum_env_repos(&upstream, &key, &[YUM_REPO, APPSTREAM]);
+    env.update_ok(&["sync", "vol"]);
+    let d = Daemon::start(&env);
+
+    let k = d.get("/-/keys/vol.gpg");
+    assert_eq!(k.status, 200);
+    assert_eq!(k.header("content-type"), Some("application/pgp-keys"));
+    assert!(k.body == fs::read(&key).unwrap());
+    let h = d.request("HEAD", "/-/keys/vol.gpg", &[]);
+    assert_eq!((h.status, h.body.len()), (200, 0));
+    for missing in [
+        "/-/keys/nope.gpg",
+        "/-/keys/vol",
+        "/-/keys/vol.asc",
+        "/-/",
+        "/-/vol.gpg",
+    ] {
+        assert_eq!(d.get(missing).status, 404, "{missing}");
+    }
+
+    let host = d.addr.to_string();
+    let page = d.request("GET", "/", &[("Host", &host)]).text();
+    let section = |repo: &str| {
+        format!(
+            "[vol-{id}]\nname=vol {repo} (unimirror)\nbaseurl=http://{host}/vol/{repo}/\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey=http://{host}/-/keys/vol.gpg",
+            id = repo.replace('/', "-")
+        )
+    };
+    for repo in [YUM_REPO, APPSTREAM] {
+        assert!(page.contains(&section(repo)), "{repo}:\n{page}");
+    }
+    // The volume's block, as a browser shows it, is the .repo file.
+    let block = page
+        .split("<h3>vol</h3>\n<pre>")
+        .nth(1)
+        .and_then(|b| b.split("</pre>").next())
+        .unwrap_or_else(|| panic!("no dnf block for vol:\n{page}"));
+    let repo_file = block
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&");
+    assert!(
+        repo_file.starts_with("# /etc/yum.repos.d/vol.repo\n"),
+        "{repo_file}"
+    );
+    // dnf fetches the key from the mirror and verifies both repomd.xml
+    // with it (the fixture rpms are unsigned, and `download` does not
+    // check them).
+    let dl = env.path().join("dl");
+    let o = dnf_with(
+        &env.path().join("dnf"),
+        &repo_file,
+        &[
+            "--enableplugin=download",
+            "download",
+            "--resolve",
+            "--destdir",
+            dl.to_str().unwrap(),
+            "greet",
+        ],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(dl.join("greet-lib-1.0-1.noarch.rpm").is_file());
+}
+
+/// Every metadata type `repomd.xml` lists is mirrored byte for byte
+/// (primary, filelists, other, their sqlite and zchunk forms, comps plain
+/// and compressed, modules, updateinfo), and dnf reads them through the
+/// mirror with `repo_gpgcheck` on.
+#[test]
+fn yum_metadata_of_every_type_is_mirrored_and_dnf_reads_updateinfo_groups_and_modules() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(
+        d.join("comps.xml"),
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE comps PUBLIC \"-//Red Hat, Inc.//DTD Comps info//EN\" \"comps.dtd\">\n\
+         <comps><group><id>greeting</id><name>Greeting Tools</name><description>Packages that greet</description>\
+         <default>true</default><uservisible>true</uservisible><packagelist>\
+         <packagereq type=\"mandatory\">greet</packagereq></packagelist></group></comps>\n",
+    )
+    .unwrap();
+    let comps = d.join("comps.xml");
+    let repo = yum_repo(
+        d,
+        YUM_REPO,
+        &["greet", "greet-lib"],
+        &["--zck", "-g", comps.to_str().unwrap()],
+    );
+    fs::write(
+        d.join("updateinfo.xml"),
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<updates><update from=\"test@example.invalid\" status=\"stable\" type=\"bugfix\" version=\"1\">\
+         <id>GREET-2026-0001</id><title>greet bug fix</title><issued date=\"2026-12-01 00:00:00\"/><description>Fixes greeting.</description>\
+         <pkglist><collection short=\"test\"><name>test</name>\
+         <package name=\"greet\" version=\"1.0\" release=\"1\" epoch=\"0\" arch=\"noarch\" src=\"greet-1.0-1.src.rpm\">\
+         <filename>greet-1.0-1.noarch.rpm</filename></package></collection></pkglist></update></updates>\n",
+    )
+    .unwrap();
+    // A module whose rpm is not in the repository: a module's rpms are
+    // hidden until it is enabled, and `greet` must stay installable.
+    fs::write(
+        d.join("modules.yaml"),
+        "---\ndocument: modulemd\nversion: 2\ndata:\n  name: greeter\n  stream: \"1\"\n  version: 1\n  context: c0ffee42\n  arch: noarch\n  summary: greeting module\n  description: A module that greets.\n  license:\n    module: [MIT]\n  artifacts:\n    rpms:\n    - greet-extra-0:1.0-1.noarch\n...\n",
+    )
+    .unwrap();
+    for (file, args) in [
+        ("updateinfo.xml", &["--zck"][..]),
+        ("modules.yaml", &["--mdtype=modules"][..]),
+    ] {
+        run(Command::new("modifyrepo_c")
+            .args(args)
+            .arg(d.join(file))
+            .arg(repo.join("repodata")));
+    }
+    yum_resign(d, &repo);
+    let key = yum_key(d);
+    let upstream = Upstream::serve(&yum_root(d));
+    let env = yum_env(&upstream, &key);
+    env.update_ok(&["sync", "vol"]);
+    assert_eq!(env.current(), Some(1));
+
+    let listed =
+        unimirror::sync::yum::parse_repomd(&fs::read(repo.join("repodata/repomd.xml")).unwrap())
+            .unwrap();
+    let kinds: Vec<&str> = listed.iter().filter_map(|l| l.kind.as_deref()).collect();
+    for kind in [
+        "primary",
+        "filelists",
+        "other",
+        "primary_zck",
+        "filelists_zck",
+        "other_zck",
+        "group",
+        "group_gz",
+        "group_zck",
+        "modules",
+        "updateinfo",
+        "updateinfo_zck",
+    ] {
+        assert!(kinds.contains(&kind), "the fixture lists {kind}: {kinds:?}");
+    }
+    for l in &listed {
+        assert_eq!(
+            released_file(&env, 1, &format!("{YUM_REPO}/{}", l.href)),
+            Some(fs::read(repo.join(&l.href)).unwrap()),
+            "{:?} {}",
+            l.kind,
+            l.href
+        );
+    }
+
+    let daemon = Daemon::start(&env);
+    let root = env.path().join("dnf");
+    let dnf_ok = |args: &[&str]| {
+        let o = dnf(&root, &yum_baseurl(&daemon), &key, args);
+        assert!(o.status.success(), "{args:?}: {}{}", stdout(&o), stderr(&o));
+        stdout(&o)
+    };
+    let groups = dnf_ok(&["group", "list"]);
+    assert!(groups.contains("Greeting Tools"), "{groups}");
+    let modules = dnf_ok(&["module", "list"]);
+    assert!(
+        modules.contains("greeter") && modules.contains("greeting module"),
+        "{modules}"
+    );
+    // dnf lists the advisories of what is installed.
+    dnf_ok(&["install", "greet"]);
+    let advisories = dnf_ok(&["updateinfo", "list", "--all"]);
+    assert!(
+        advisories.contains("GREET-2026-0001") && advisories.contains("greet-1.0-1.noarch"),
+        "{advisories}"
+    );
+}
+
+/// sha256 and sha512 tie files to `repomd.xml`; anything weaker is refused
+/// before anything is fetched, naming the file and the type.
+#[test]
+fn yum_checksums_must_be_sha256_or_sha512() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, key) = yum_upstream(dir.path());
+    yum_reindex(dir.path(), &repo, &["-s", "sha1"]);
+    let upstream = Upstream::serve(&yum_root(dir.path()));
+    let env = yum_env(&upstream, &key);
+    let out = env.update(&["sync", "vol"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("repository {YUM_REPO} ("))
+            && err.contains("caused by: repomd.xml\n")
+            && err.contains(
+                "-primary.xml.gz: checksum type `sha1` is refused (sha256 or sha512 are accepted)"
+            ),
+        "{err}"
+    );
+    assert_eq!(env.current(), None);
+    assert!(
+        !env.path()
+            .join("staging/vol")
+            .join(YUM_REPO)
+            .join("Packages")
+            .exists(),
+        "no package was fetched"
+    );
+
+    // sha512: each file is checked against it. A package changed after
+    // indexing (same size) is refused ...
+    yum_reindex(dir.path(), &repo, &["-s", "sha512"]);
+    let rpm = repo.join("Packages/greet-lib-1.0-1.noarch.rpm");
+    let good = fs::read(&rpm).unwrap();
+    let mut bad = good.clone();
+    *bad.last_mut().unwrap() ^= 1;
+    fs::write(&rpm, &bad).unwrap();
+    let out = env.update(&["sync", "vol"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "greet-lib-1.0-1.noarch.rpm: expected {} bytes with sha512 ",
+            good.len()
+        )),
+        "{err}"
+    );
+    assert_eq!(env.current(), None);
+    // ... and the right one released, and read by dnf.
+    fs::write(&rpm, &good).unwrap();
+    env.update_ok(&["sync", "vol"]);
+    assert_eq!(env.current(), Some(1));
+    let d = Daemon::start(&env);
+    let dl = env.path().join("dl");
+    let o = dnf(
+        &env.path().join("dnf"),
+        &yum_baseurl(&d),
+        &key,
+        &[
+            "--enableplugin=download",
+            "download",
+            "--resolve",
+            "--destdir",
+            dl.to_str().unwrap(),
+            "greet",
+        ],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        fs::read(dl.join("greet-lib-1.0-1.noarch.rpm")).unwrap(),
+        good
     );
 }
 
@@ -1972,11 +2393,11 @@ fn an_index_form_the_upstream_drops_leaves_the_release_and_apt_still_updates() {
 fn repodata_files_repomd_no_longer_lists_leave_the_release() {
     let dir = tempfile::tempdir().unwrap();
     let (repo, key) = yum_upstream(dir.path());
-    let upstream = Upstream::serve(&repo);
+    let upstream = Upstream::serve(&yum_root(dir.path()));
     let env = yum_env(&upstream, &key);
     env.update_ok(&["sync", "vol"]);
     let listed = |id: u64| -> Vec<String> {
-        let repomd = released_file(&env, id, "repodata/repomd.xml").unwrap();
+        let repomd = released_file(&env, id, &format!("{YUM_REPO}/repodata/repomd.xml")).unwrap();
         unimirror::sync::yum::parse_repomd(&repomd)
             .unwrap()
             .into_iter()
@@ -1992,7 +2413,7 @@ fn repodata_files_repomd_no_longer_lists_leave_the_release() {
     assert_eq!(env.current(), Some(2));
     let now = listed(2);
     assert!(first.iter().all(|f| !now.contains(f)), "{first:?} {now:?}");
-    let mut released: Vec<String> = released_below(&env, 2, "repodata")
+    let mut released: Vec<String> = released_below(&env, 2, &format!("{YUM_REPO}/repodata"))
         .into_iter()
         .map(|(p, _)| p)
         .collect();
@@ -2008,7 +2429,7 @@ fn repodata_files_repomd_no_longer_lists_leave_the_release() {
     let d = Daemon::start(&env);
     let o = dnf(
         &env.path().join("dnf"),
-        &format!("http://{}/vol/", d.addr),
+        &yum_baseurl(&d),
         &key,
         &["makecache"],
     );
@@ -2567,7 +2988,8 @@ fn compression_bombs_are_refused_past_max_metadata_size_without_the_memory() {
     assert!(rss_kib < 64 << 10, "peak RSS {rss_kib} KiB");
     assert_eq!(env.current(), None);
 
-    // yum: a primary.xml.xz, one xz stream.
+    // yum: a primary.xml.xz, one xz stream, in the repository `repo`
+    // under the mirror root `dir`.
     let repo = dir.path().join("repo");
     fs::create_dir_all(repo.join("repodata")).unwrap();
     let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 0);
@@ -2588,11 +3010,14 @@ fn compression_bombs_are_refused_past_max_metadata_size_without_the_memory() {
         ),
     )
     .unwrap();
-    let upstream = Upstream::serve(&repo);
+    let upstream = Upstream::serve(dir.path());
     let env = Env::new();
     set_upstream(
         &env,
-        &format!("type = \"yum\"\nurls = [\"{}\"]", upstream.url()),
+        &format!(
+            "type = \"yum\"\nurl = \"{}\"\nrepos = [\"repo\"]",
+            upstream.url()
+        ),
     );
     add_sync_settings(&env, limits);
     let (status, err, rss_kib) = update_with_peak_rss(&env, &["sync", "vol"]);
