@@ -117,6 +117,7 @@ async fn namespace(daemon: &Daemon, path: &CleanPath) -> Response<Body> {
 fn verified_with(v: &Volume) -> Option<std::path::PathBuf> {
     match &v.upstream {
         Some(Upstream::Yum(YumUpstream { key: Some(k), .. })) => Some(k.clone()),
+        Some(Upstream::Apt(AptUpstream { keyring, .. })) => Some(keyring.clone()),
         _ => None,
     }
 }
@@ -171,14 +172,7 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
                 "# /etc/pip.conf (or, in a virtualenv: pip config --site set global.index-url {url}simple/)\n[global]\nindex-url = {url}simple/"
             ),
             Some(Upstream::Wheel(_)) => wheel_hint(&url, &top_directories(v)),
-            Some(Upstream::Apt(AptUpstream {
-                suites, components, ..
-            })) => format!(
-                "# /etc/apt/sources.list.d/{name}.list (keep the archive's signing key)\ndeb {url} {} {}",
-                suites.first().map(String::as_str).unwrap_or("SUITE"),
-                components.join(" "),
-                name = v.name,
-            ),
+            Some(Upstream::Apt(apt)) => apt_lines(v, &base, &url, &apt),
             Some(Upstream::Yum(y)) => dnf_sections(v, &base, &url, &y),
             None => url.clone(),
         };
@@ -245,6 +239,56 @@ fn top_directories(v: &Volume) -> Vec<String> {
     let mut names = names;
     names.sort();
     names
+}
+
+/// The apt sources of a volume: one line per suite, with the
+/// architectures it mirrors (a client with another one enabled would get
+/// 404s) and `signed-by` naming the archive's keyring, which this host
+/// serves as the sync verified it. A volume whose upstream is guessed has
+/// no known keyring: the line names the archive's own.
+fn apt_lines(v: &Volume, base: &str, url: &str, apt: &AptUpstream) -> String {
+    let name = &v.name;
+    let (fetch, keyring) = match verified_with(v) {
+        Some(k) => {
+            // apt reads a keyring by its extension: `.asc` when armored.
+            let armored = std::fs::File::open(&k).is_ok_and(|mut f| {
+                let mut head = [0u8; 15];
+                std::io::Read::read_exact(&mut f, &mut head).is_ok()
+                    && head.starts_with(b"-----BEGIN PGP")
+            });
+            let local = format!(
+                "/etc/apt/keyrings/{name}.{}",
+                if armored { "asc" } else { "gpg" }
+            );
+            (
+                format!(
+                    "# the archive's keyring, as this mirror verified it:\n#   curl -fsSLo {local} {base}/-/keys/{name}.gpg\n"
+                ),
+                local,
+            )
+        }
+        None => (
+            String::new(),
+            "/usr/share/keyrings/ARCHIVE-keyring.gpg".to_string(),
+        ),
+    };
+    let arch = match apt.architectures.is_empty() {
+        true => String::new(),
+        false => format!(" arch={}", apt.architectures.join(",")),
+    };
+    let suites: Vec<&str> = match apt.suites.is_empty() {
+        true => vec!["SUITE"],
+        false => apt.suites.iter().map(String::as_str).collect(),
+    };
+    let components = match apt.components.is_empty() {
+        true => "main".to_string(),
+        false => apt.components.join(" "),
+    };
+    let mut out = format!("{fetch}# /etc/apt/sources.list.d/{name}.list");
+    for suite in suites {
+        out += &format!("\ndeb [signed-by={keyring}{arch}] {url} {suite} {components}");
+    }
+    out
 }
 
 /// One dnf section per repository, at its path under the volume. With a

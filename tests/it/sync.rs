@@ -525,6 +525,72 @@ fn an_apt_dry_run_lists_what_a_sync_would_fetch_pool_included_and_writes_nothing
     assert_eq!(env.current(), None);
 }
 
+/// A volume's block of client settings on the home page, as a browser
+/// shows it (HTML entities decoded).
+fn home_block(page: &str, volume: &str) -> String {
+    page.split(&format!("<h3>{volume}</h3>\n<pre>"))
+        .nth(1)
+        .and_then(|b| b.split("</pre>").next())
+        .unwrap_or_else(|| panic!("no block for {volume}:\n{page}"))
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+/// Removes a file when dropped (a test's file outside its directory).
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn the_home_pages_apt_lines_work_verbatim_with_the_keyring_the_mirror_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = AptArchive::new(dir.path());
+    let upstream = Upstream::serve(&archive.archive());
+    let env = apt_env(&upstream, &archive.keyring, "");
+    env.update_ok(&["sync", "vol"]);
+    let d = Daemon::start(&env);
+    let block = home_block(&d.get("/").text(), "vol");
+    // The keyring the sync verified with, from the mirror.
+    let key = d.get("/-/keys/vol.gpg");
+    assert_eq!(key.status, 200);
+    assert!(key.body == fs::read(&archive.keyring).unwrap());
+    // Fetched as the block says (the command run as written), to where its
+    // lines' signed-by points.
+    let curl = block
+        .lines()
+        .find_map(|l| l.strip_prefix("#   "))
+        .unwrap_or_else(|| panic!("no fetch command:\n{block}"));
+    assert!(
+        curl.starts_with("curl -fsSLo /etc/apt/keyrings/vol.gpg http://"),
+        "{curl}"
+    );
+    fs::create_dir_all("/etc/apt/keyrings").unwrap();
+    let _key = RemovedOnDrop("/etc/apt/keyrings/vol.gpg".into());
+    let o = Command::new("sh").arg("-c").arg(curl).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The lines (comments and all) are the sources.list, unchanged.
+    assert!(
+        block.contains(&format!(
+            "deb [signed-by=/etc/apt/keyrings/vol.gpg arch=amd64] http://{}/vol/ stable main",
+            d.addr
+        )),
+        "{block}"
+    );
+    let apt = env.path().join("apt");
+    let o = apt_get(&apt, &block, &["update"]);
+    let log = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(o.status.success() && !log.contains("Ign:"), "{log}");
+    let o = apt_get(&apt, &block, &["install", "--download-only", "-y", "greet"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}
+
 #[test]
 fn apt_mirrors_everything_its_components_list_for_its_architectures() {
     let dir = tempfile::tempdir().unwrap();
@@ -1007,6 +1073,17 @@ fn pypi_sync_mirrors_projects_that_pip_installs_with_hashes() {
     let files = root.join("files");
     greet_installs_with_hashes_and_pulls_its_dependency(&env, &index, &files);
 
+    // The home page's pip.conf, used as it is.
+    let conf = env.path().join("pip.conf");
+    fs::write(&conf, home_block(&d.get("/").text(), "vol")).unwrap();
+    let target = env.path().join("site-conf");
+    let o = pip_with_config(
+        &conf,
+        &["install", "--target", target.to_str().unwrap(), "greet"],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(target.join("greet_lib/__init__.py").exists());
+
     // A lockfile made against the upstream (pip's report of what it would
     // install), with the upstream's host swapped for the mirror's,
     // installs with --require-hashes: every file is at its upstream path.
@@ -1236,6 +1313,24 @@ fn wheel_sync_makes_each_platform_an_index_root_that_pip_installs_from_and_keeps
         target.to_str().unwrap(),
         "greet",
     ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(target.join("greet_lib/__init__.py").exists());
+    // The home page's pip.conf for the platform, used as it is, beside
+    // the PyPI index.
+    let conf = env.path().join("wheel-pip.conf");
+    fs::write(&conf, home_block(&d.get("/").text(), "vol")).unwrap();
+    let target = env.path().join("site-conf");
+    let o = pip_with_config(
+        &conf,
+        &[
+            "install",
+            "--index-url",
+            &format!("http://{}/plain/simple/", d.addr),
+            "--target",
+            target.to_str().unwrap(),
+            "greet",
+        ],
+    );
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(target.join("greet_lib/__init__.py").exists());
     // And by --find-links on the projects' directories, with no index.
@@ -1949,17 +2044,7 @@ fn yum_home_page_shows_a_dnf_section_per_repository_that_dnf_uses_verbatim() {
         assert!(page.contains(&section(repo)), "{repo}:\n{page}");
     }
     // The volume's block, as a browser shows it, is the .repo file.
-    let block = page
-        .split("<h3>vol</h3>\n<pre>")
-        .nth(1)
-        .and_then(|b| b.split("</pre>").next())
-        .unwrap_or_else(|| panic!("no dnf block for vol:\n{page}"));
-    let repo_file = block
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&");
+    let repo_file = home_block(&page, "vol");
     assert!(
         repo_file.starts_with("# /etc/yum.repos.d/vol.repo\n"),
         "{repo_file}"

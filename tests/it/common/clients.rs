@@ -13,8 +13,13 @@ use super::{stderr, stdout};
 /// pip configuration, no find-links, no index from the environment, no
 /// cache.
 pub fn pip(args: &[&str]) -> Output {
+    pip_with_config(Path::new("/dev/null"), args)
+}
+
+/// [`pip`] reading `config` as its configuration file (a `pip.conf`).
+pub fn pip_with_config(config: &Path, args: &[&str]) -> Output {
     Command::new("python3")
-        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env("PIP_CONFIG_FILE", config)
         .env_remove("PIP_FIND_LINKS")
         .env_remove("PIP_INDEX_URL")
         .env_remove("PIP_EXTRA_INDEX_URL")
