@@ -94,6 +94,10 @@ pub struct PypiUpstream {
     /// (PyPI's file host is implied for pypi.org).
     #[serde(default, deserialize_with = "allow_file_hosts")]
     pub allow_file_hosts: Vec<AllowedHost>,
+    /// Also mirror what the mirrored files require (`Requires-Dist`),
+    /// transitively.
+    #[serde(default)]
+    pub dependencies: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

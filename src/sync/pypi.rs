@@ -474,6 +474,52 @@ pub fn mirror_path(index: &Url, file: &Url, filename: &str) -> Result<String> {
     Ok(segments.join("/"))
 }
 
+/// The projects the mirrored files of one project require: the names in
+/// their core metadata's `Requires-Dist` (extras and markers ignored, so a
+/// superset of what any one platform needs), normalized. The metadata is
+/// the `.metadata` file the sync fetched, or a wheel's own; an sdist's is
+/// not read. In a dry run nothing was fetched, so nothing is found.
+fn requirements_of(
+    tree: &Path,
+    dists: &[Dist],
+    paths: &std::collections::BTreeMap<Url, String>,
+) -> Result<BTreeSet<String>> {
+    let mut names = BTreeSet::new();
+    for d in dists {
+        let dest = tree.join(&paths[&d.url]);
+        let meta = match d.core_metadata {
+            CoreMetadata::Hashed(_) if meta_path(&dest).is_file() => Some(
+                std::fs::read(meta_path(&dest))
+                    .with_context(|| format!("reading {}", meta_path(&dest).display()))?,
+            ),
+            _ if d.filename.ends_with(".whl") && dest.is_file() => {
+                Some(super::wheel::wheel_metadata(&dest)?.0)
+            }
+            _ => None,
+        };
+        if let Some(meta) = meta {
+            names.extend(requires_dist(&String::from_utf8_lossy(&meta)));
+        }
+    }
+    Ok(names)
+}
+
+/// The project names of the `Requires-Dist` headers of core metadata.
+pub fn requires_dist(metadata: &str) -> Vec<String> {
+    metadata
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.strip_prefix("Requires-Dist:"))
+        .filter_map(|v| {
+            let v = v.trim_start();
+            let end = v
+                .find(|c: char| !(c.is_ascii_alphanumeric() || "._-".contains(c)))
+                .unwrap_or(v.len());
+            (end > 0).then(|| normalize(&v[..end]))
+        })
+        .collect()
+}
+
 /// A distribution file name that is safe as one path segment.
 fn safe_filename(name: &str) -> Result<&str> {
     if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
@@ -509,40 +555,107 @@ impl Pypi<'_> {
         fetcher.check_url(&base)?;
         let hosts = FileHosts::new(&base, &self.upstream.allow_file_hosts)?;
         let mut gate = Gate::default();
-        let names = self.project_names()?;
-        let mut pages = Vec::new();
-        for name in &names {
-            let page = base.join(&format!("{name}/"))?;
-            let (ct, body) = fetcher
-                .page(&page, ACCEPT)
-                .await
-                .with_context(|| format!("project `{name}`"))?;
-            let mut dists = if ct.starts_with("application/vnd.pypi.simple.v1+json") {
-                parse_json(&body, &page)?
-            } else {
-                parse_html(&String::from_utf8_lossy(&body), &page)?
-            };
-            dists.sort_by(|a, b| a.filename.cmp(&b.filename));
-            dists.dedup_by(|a, b| a.filename == b.filename);
-            let dists = self.filters.apply(name, dists);
-            // Only what will be fetched: a link the filters drop costs
-            // nothing.
-            for d in &dists {
-                hosts
-                    .check(&d.url)
-                    .with_context(|| format!("project `{name}`, file `{}`", d.filename))?;
-            }
-            pages.push((name.clone(), dists));
-        }
-
-        // Where each file goes, checked before anything is fetched.
+        let mut names = self.project_names()?;
+        let mut pages: Vec<(String, Vec<Dist>)> = Vec::new();
+        // Where each file goes.
         let mut paths = std::collections::BTreeMap::new();
-        for (_, dists) in &pages {
-            for d in dists {
-                safe_filename(&d.filename)?;
-                paths.insert(d.url.clone(), mirror_path(&base, &d.url, &d.filename)?);
+        // The projects asked for, then (with `dependencies`) each round the
+        // projects the files just fetched require and nothing named yet.
+        let mut round: Vec<(String, Option<String>)> =
+            names.iter().map(|n| (n.clone(), None)).collect();
+        while !round.is_empty() {
+            let mut fetched = Vec::new();
+            for (name, wanted_by) in &round {
+                let Some(dists) = self
+                    .project(fetcher, &base, &hosts, name, wanted_by)
+                    .await?
+                else {
+                    let by = wanted_by.as_deref().unwrap_or("?");
+                    gate.note(format!(
+                        "{name}, a dependency of {by}: not on the upstream index, so not mirrored"
+                    ));
+                    continue;
+                };
+                // Where each file goes, checked before anything is fetched.
+                for d in &dists {
+                    safe_filename(&d.filename)?;
+                    paths.insert(d.url.clone(), mirror_path(&base, &d.url, &d.filename)?);
+                }
+                fetched.push((name.clone(), dists));
             }
+            self.download(fetcher, tree, &fetched, &paths, &mut gate)
+                .await?;
+            round = Vec::new();
+            if self.upstream.dependencies {
+                for (name, dists) in &fetched {
+                    for dep in requirements_of(tree, dists, &paths)? {
+                        if names.insert(dep.clone()) {
+                            round.push((dep, Some(name.clone())));
+                        }
+                    }
+                }
+            }
+            pages.extend(fetched);
         }
+        pages.sort_by(|a, b| a.0.cmp(&b.0));
+
+        // The mirror's own pages.
+        let simple = tree.join("simple");
+        for (name, dists) in &pages {
+            let p = self.project_page(name, dists, &paths)?;
+            write_pages(fetcher, &mut gate, &simple.join(name), p)?;
+        }
+        let names: Vec<String> = pages.iter().map(|(n, _)| n.clone()).collect();
+        write_pages(fetcher, &mut gate, &simple, root_pages(&names)?)?;
+        Ok(gate)
+    }
+
+    /// A project's files as its upstream page lists them, filtered, each
+    /// link checked against the allowed hosts. `None` when the page is not
+    /// there and the project is only a dependency (`wanted_by`): a project
+    /// asked for by name must exist.
+    async fn project(
+        &self,
+        fetcher: &Fetcher,
+        base: &Url,
+        hosts: &FileHosts,
+        name: &str,
+        wanted_by: &Option<String>,
+    ) -> Result<Option<Vec<Dist>>> {
+        let page = base.join(&format!("{name}/"))?;
+        let (ct, body) = match fetcher.page(&page, ACCEPT).await {
+            Ok(got) => got,
+            Err(e) if wanted_by.is_some() && super::fetch::is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(e.context(format!("project `{name}`"))),
+        };
+        let mut dists = if ct.starts_with("application/vnd.pypi.simple.v1+json") {
+            parse_json(&body, &page)?
+        } else {
+            parse_html(&String::from_utf8_lossy(&body), &page)?
+        };
+        dists.sort_by(|a, b| a.filename.cmp(&b.filename));
+        dists.dedup_by(|a, b| a.filename == b.filename);
+        let dists = self.filters.apply(name, dists);
+        // Only what will be fetched: a link the filters drop costs
+        // nothing.
+        for d in &dists {
+            hosts
+                .check(&d.url)
+                .with_context(|| format!("project `{name}`, file `{}`", d.filename))?;
+        }
+        Ok(Some(dists))
+    }
+
+    /// Downloads every file of `pages` (and its core metadata, where the
+    /// upstream gives its hash) to its path, and names them in the gate.
+    async fn download(
+        &self,
+        fetcher: &Arc<Fetcher>,
+        tree: &Path,
+        pages: &[(String, Vec<Dist>)],
+        paths: &std::collections::BTreeMap<Url, String>,
+        gate: &mut Gate,
+    ) -> Result<()> {
         let unhashed: Vec<String> = pages
             .iter()
             .flat_map(|(_, dists)| {
@@ -554,15 +667,15 @@ impl Pypi<'_> {
             .collect();
         if let Some(first) = unhashed.first() {
             gate.note(format!(
-                "{first}{}: the upstream gives no sha256 for this core metadata, so it is neither mirrored nor advertised",
-                match unhashed.len() {
-                    1 => String::new(),
-                    n => format!(" and {} more", n - 1),
-                }
-            ));
+                    "{first}{}: the upstream gives no sha256 for this core metadata, so it is neither mirrored nor advertised",
+                    match unhashed.len() {
+                        1 => String::new(),
+                        n => format!(" and {} more", n - 1),
+                    }
+                ));
         }
         let mut tasks = tokio::task::JoinSet::new();
-        for (name, dists) in &pages {
+        for (name, dists) in pages {
             for d in dists {
                 let dest = tree.join(&paths[&d.url]);
                 // From the earlier layout: linked, not downloaded again
@@ -608,16 +721,7 @@ impl Pypi<'_> {
             }
         }
         super::all_done(tasks, "fetching distribution files").await?;
-
-        // The mirror's own pages.
-        let simple = tree.join("simple");
-        for (name, dists) in &pages {
-            let p = self.project_page(name, dists, &paths)?;
-            write_pages(fetcher, &mut gate, &simple.join(name), p)?;
-        }
-        let names: Vec<String> = pages.iter().map(|(n, _)| n.clone()).collect();
-        write_pages(fetcher, &mut gate, &simple, root_pages(&names)?)?;
-        Ok(gate)
+        Ok(())
     }
 
     /// One project's pages, from what the sync fetched.
@@ -816,6 +920,15 @@ mod tests {
         ] {
             assert!(mirror_path(&own, &u(link), name).is_err(), "{link}");
         }
+    }
+
+    #[test]
+    fn requires_dist_names_ignore_versions_extras_and_markers() {
+        let meta = "Metadata-Version: 2.1\nName: app\nRequires-Dist: Charset_Normalizer<4,>=2\nRequires-Dist: idna (>=2.5)\nRequires-Dist: PySocks!=1.5.7; extra == \"socks\"\nRequires-Dist: certifi[extra]>=2017\nRequires-Dist: \n\nRequires-Dist: in-the-body\n";
+        assert_eq!(
+            requires_dist(meta),
+            ["charset-normalizer", "idna", "pysocks", "certifi"]
+        );
     }
 
     #[test]

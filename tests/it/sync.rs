@@ -1211,6 +1211,58 @@ fn an_https_upstream_is_verified_and_never_downgraded_to_plain_http() {
 }
 
 #[test]
+fn with_dependencies_a_project_brings_what_its_files_require() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = pypi_upstream(dir.path());
+    let upstream = Upstream::serve(&root);
+    let env = Env::new();
+    // greet alone: its dependency, greet-lib, is not mirrored, and pip
+    // cannot resolve greet.
+    set_upstream(
+        &env,
+        &format!(
+            "type = \"pypi\"\nurl = \"{}simple/\"\nprojects = [\"greet\"]",
+            upstream.url()
+        ),
+    );
+    env.update_ok(&["sync", "vol"]);
+    let d = Daemon::start(&env);
+    let index = format!("http://{}/vol/simple/", d.addr);
+    let install = |target: &str| {
+        pip(&[
+            "install",
+            "--index-url",
+            &index,
+            "--target",
+            env.path().join(target).to_str().unwrap(),
+            "greet",
+        ])
+    };
+    assert!(!install("site1").status.success());
+    assert!(!d.get("/vol/simple/").text().contains("greet-lib"));
+
+    // With dependencies, the closure of Requires-Dist comes along.
+    let config = fs::read_to_string(env.config()).unwrap();
+    fs::write(
+        env.config(),
+        config.replace(
+            "projects = [\"greet\"]",
+            "projects = [\"greet\"]\ndependencies = true",
+        ),
+    )
+    .unwrap();
+    env.update_ok(&["sync", "vol"]);
+    assert_eq!(env.current(), Some(2));
+    wait_for("release 2", 10, || {
+        d.get("/vol/simple/").header("x-unimirror-release") == Some("2")
+    });
+    assert!(d.get("/vol/simple/").text().contains("greet-lib"));
+    let o = install("site2");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(env.path().join("site2/greet_lib/__init__.py").exists());
+}
+
+#[test]
 fn a_pypi_file_whose_hash_does_not_match_releases_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let root = pypi_upstream(dir.path());
