@@ -282,6 +282,9 @@ impl AptArchive {
             .unwrap();
         assert!(release.status.success());
         fs::write(dist.join("Release"), &release.stdout).unwrap();
+        for arch in ["amd64", "i386"] {
+            let _ = fs::remove_file(dist.join(format!("main/Contents-{arch}")));
+        }
         self.sign();
     }
 
@@ -308,8 +311,19 @@ impl AptArchive {
                 run(Command::new("gzip").arg("-9nf").arg(&path));
             }
         };
-        write("Contents-amd64", &contents.stdout, true);
-        write("Contents-i386", &contents.stdout, true);
+        // Both forms while Release is made, so that it lists the
+        // uncompressed one, which apt looks for; `index` then removes it,
+        // as Debian serves only the compressed one.
+        for arch in ["amd64", "i386"] {
+            let name = format!("Contents-{arch}");
+            write(&name, &contents.stdout, false);
+            let o = Command::new("gzip")
+                .arg("-9nc")
+                .arg(main.join(&name))
+                .output()
+                .unwrap();
+            fs::write(main.join(format!("{name}.gz")), o.stdout).unwrap();
+        }
         write("binary-i386/Packages", packages, true);
         write(
             "i18n/Translation-en",
@@ -592,7 +606,7 @@ fn the_home_pages_apt_lines_work_verbatim_with_the_keyring_the_mirror_serves() {
 }
 
 #[test]
-fn apt_mirrors_everything_its_components_list_for_its_architectures() {
+fn apt_mirrors_everything_its_components_list_for_its_architectures_and_apt_file_searches_it() {
     let dir = tempfile::tempdir().unwrap();
     let archive = AptArchive::new(dir.path());
     let dist = archive.archive().join("dists/stable");
@@ -646,12 +660,44 @@ fn apt_mirrors_everything_its_components_list_for_its_architectures() {
         404
     );
 
-    // apt, asking only by hash, through the mirror.
+    // apt with apt-file's index targets (Contents), asking only by hash,
+    // through the mirror; then apt-file searches what it fetched.
     let apt = env.path().join("apt");
+    fs::create_dir_all(apt.join("etc/apt/apt.conf.d")).unwrap();
+    fs::copy(
+        "/etc/apt/apt.conf.d/50apt-file.conf",
+        apt.join("etc/apt/apt.conf.d/50apt-file.conf"),
+    )
+    .expect("apt-file is installed (./test.sh installs it)");
     let source = apt_source(&d, &archive.keyring);
     let o = apt_get(&apt, &source, &["-o", "Acquire::By-Hash=force", "update"]);
     let log = format!("{}{}", stdout(&o), stderr(&o));
     assert!(o.status.success() && !log.contains("Ign:"), "{log}");
+    assert!(
+        log.contains("Contents (deb)"),
+        "apt fetched no Contents: {log}"
+    );
+    let root = apt.to_str().unwrap();
+    let o = Command::new("apt-file")
+        .args(["-o", &format!("Dir={root}")])
+        .args([
+            "-o",
+            &format!("Dir::State::status={root}/var/lib/dpkg/status"),
+        ])
+        .args([
+            "-o",
+            "APT::Architecture=amd64",
+            "search",
+            "/usr/share/greet/README",
+        ])
+        .output()
+        .expect("apt-file runs");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("greet: /usr/share/greet/README"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 /// apt resumes a partial file with `Range: bytes=N-` and `If-Range: <the
@@ -1072,6 +1118,23 @@ fn pypi_sync_mirrors_projects_that_pip_installs_with_hashes() {
     let index = format!("http://{}/vol/simple/", d.addr);
     let files = root.join("files");
     greet_installs_with_hashes_and_pulls_its_dependency(&env, &index, &files);
+
+    // Fidelity: every file of the upstream's file tree is at the same path
+    // under the prefix, byte for byte (the index pages are the mirror's
+    // own: they link relatively and come as PEP 691 JSON too).
+    let mut checked = 0;
+    for file in walk(&root.join("files"))
+        .into_iter()
+        .filter(|p| p.is_file())
+    {
+        let rel = file.strip_prefix(&root).unwrap().to_str().unwrap();
+        let r = d.get(&format!("/vol/{rel}"));
+        assert_eq!(r.status, 200, "{rel}");
+        assert!(r.body == fs::read(&file).unwrap(), "{rel} byte for byte");
+        checked += 1;
+    }
+    // Two wheels with their metadata, and an sdist.
+    assert_eq!(checked, 5);
 
     // The home page's pip.conf, used as it is.
     let conf = env.path().join("pip.conf");
