@@ -299,9 +299,13 @@ pub fn check_release(
     // apt compares the suite in sources.list with both fields, and so
     // does this: Debian's `stable` is Codename `bookworm`, Ubuntu's
     // `jammy-updates` is Suite `jammy-updates`, Codename `jammy`.
+    // A suite with a `/` (the Ubuntu Cloud Archive's
+    // `jammy-updates/caracal`, Debian's old `buster/updates`) is named, as
+    // apt takes it, by its part before the last `/`.
+    let family = suite.rsplit_once('/').map(|(f, _)| f);
     let names_suite = [&new.suite, &new.codename]
         .iter()
-        .any(|f| f.as_deref() == Some(suite));
+        .any(|f| f.as_deref() == Some(suite) || (f.is_some() && f.as_deref() == family));
     if !names_suite {
         let show = |f: &Option<String>| match f {
             Some(v) => format!("`{v}`"),
@@ -533,6 +537,11 @@ mod tests {
         // By Suite or by Codename.
         assert!(check("stable", &new, None, false).is_ok());
         assert!(check("bookworm", &new, None, false).is_ok());
+        // A suite with a `/` by its family, as apt takes it (the Ubuntu
+        // Cloud Archive's jammy-updates/caracal, Debian's buster/updates).
+        assert!(check("stable/updates", &new, None, false).is_ok());
+        assert!(check("bookworm/extra/x", &new, None, false).is_err());
+        assert!(check("trixie/updates", &new, None, false).is_err());
         let e = check("trixie", &new, None, false).unwrap_err();
         assert!(
             e.contains("`stable`") && e.contains("`bookworm`") && e.contains("`trixie`"),

@@ -502,6 +502,77 @@ fn apt_sync_releases_a_verified_copy_that_apt_get_installs_from() {
 }
 
 #[test]
+fn a_suite_with_a_slash_is_mirrored_and_apt_installs_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = AptArchive::new(dir.path());
+    // As the Ubuntu Cloud Archive's `jammy-updates/caracal`: the suite is
+    // a directory below another, and its Release names its family.
+    let suite = "stable-updates/caracal";
+    let dist = archive.archive().join("dists").join(suite);
+    let bin = dist.join("main/binary-amd64");
+    fs::create_dir_all(&bin).unwrap();
+    for f in ["Packages", "Packages.gz"] {
+        fs::copy(
+            archive
+                .archive()
+                .join("dists/stable/main/binary-amd64")
+                .join(f),
+            bin.join(f),
+        )
+        .unwrap();
+    }
+    let release = Command::new("apt-ftparchive")
+        .args(["-o", "APT::FTPArchive::Release::Suite=stable-updates"])
+        .args(["-o", "APT::FTPArchive::Release::Codename=caracal"])
+        .args(["-o", "APT::FTPArchive::Release::Architectures=amd64"])
+        .args(["-o", "APT::FTPArchive::Release::Components=main"])
+        .arg("release")
+        .arg(&dist)
+        .output()
+        .unwrap();
+    assert!(release.status.success());
+    fs::write(dist.join("Release"), &release.stdout).unwrap();
+    let d_ = dist.to_str().unwrap();
+    archive.gpg(&[
+        "--clearsign",
+        "-o",
+        &format!("{d_}/InRelease"),
+        &format!("{d_}/Release"),
+    ]);
+    let upstream = Upstream::serve(&archive.archive());
+    let env = Env::new();
+    set_upstream(
+        &env,
+        &format!(
+            "type = \"apt\"\nurl = \"{}\"\nsuites = [\"{suite}\"]\ncomponents = [\"main\"]\narchitectures = [\"amd64\"]\nkeyring = {:?}",
+            upstream.url(),
+            archive.keyring.display().to_string()
+        ),
+    );
+    env.update_ok(&["sync", "vol"]);
+    let d = Daemon::start(&env);
+    assert_eq!(
+        d.get(&format!("/vol/dists/{suite}/InRelease")).body,
+        fs::read(dist.join("InRelease")).unwrap()
+    );
+    let apt = env.path().join("apt");
+    let source = format!(
+        "deb [signed-by={}] http://{}/vol {suite} main",
+        archive.keyring.display(),
+        d.addr
+    );
+    let o = apt_get(&apt, &source, &["update"]);
+    let log = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(o.status.success() && !log.contains("Ign:"), "{log}");
+    let o = apt_get(
+        &apt,
+        &source,
+        &["install", "--download-only", "-y", "greet"],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}
+
+#[test]
 fn an_apt_dry_run_lists_what_a_sync_would_fetch_pool_included_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let archive = AptArchive::new(dir.path());
@@ -642,6 +713,26 @@ fn apt_mirrors_everything_its_components_list_for_its_architectures_and_apt_file
     // The three signed files, Packages in two forms, Contents, a
     // translation, i18n/Index, dep11 and cnf.
     assert_eq!(checked, 10, "files checked");
+    // The pool: every package, byte for byte; the source package's files
+    // only with `sources` on (off here).
+    for file in walk(&archive.archive().join("pool"))
+        .into_iter()
+        .filter(|p| p.is_file())
+    {
+        let rel = file
+            .strip_prefix(archive.archive())
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let r = d.get(&format!("/vol/{rel}"));
+        if rel.ends_with(".deb") {
+            assert_eq!(r.status, 200, "{rel}");
+            assert!(r.body == fs::read(&file).unwrap(), "{rel} byte for byte");
+        } else {
+            assert_eq!(r.status, 404, "{rel}: a source file, with sources off");
+        }
+    }
     for rel in [
         "main/Contents-amd64.gz",
         "main/i18n/Index",
