@@ -2192,6 +2192,13 @@ fn yum_repositories_are_mirrored_at_their_paths_and_a_new_one_moves_none() {
         served_as_upstream(f);
     }
     served_as_upstream(&format!("{NEXT}/Packages/greet-1.0-1.noarch.rpm"));
+    // Fidelity: every file of the upstream's three repositories is at its
+    // path under the prefix, byte for byte.
+    let all: Vec<_> = walk(&root).into_iter().filter(|p| p.is_file()).collect();
+    assert!(all.len() >= 3 * 6, "{} files", all.len());
+    for file in all {
+        served_as_upstream(file.strip_prefix(&root).unwrap().to_str().unwrap());
+    }
 
     // AppStream going back is refused, against AppStream's own revision.
     yum_reindex(dir.path(), &app, &["--revision", "999"]);
