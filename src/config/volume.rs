@@ -248,20 +248,7 @@ pub(super) fn check_repo_path(r: &str) -> Result<String, String> {
     if path.starts_with('/') {
         return Err(format!("`{r}` must be relative to `url` (no leading '/')"));
     }
-    for seg in path.split('/') {
-        let ok = !seg.is_empty()
-            && seg != "."
-            && seg != ".."
-            && !seg.starts_with('@')
-            && seg
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
-        if !ok {
-            return Err(format!(
-                "`{r}`: segment `{seg}` must be non-empty letters, digits, '-', '_', '.' or '~', not start with '@', and not be . or .."
-            ));
-        }
-    }
+    check_segments(r, path)?;
     Ok(path.to_string())
 }
 
@@ -365,20 +352,7 @@ pub(super) fn check_prefix(prefix: &str) -> Result<(), String> {
     if prefix.ends_with('/') {
         return Err(format!("`{prefix}` must not end with '/'"));
     }
-    for seg in prefix[1..].split('/') {
-        let ok = !seg.is_empty()
-            && seg != "."
-            && seg != ".."
-            && !seg.starts_with('@')
-            && seg
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
-        if !ok {
-            return Err(format!(
-                "`{prefix}`: segment `{seg}` must be non-empty letters, digits, '-', '_', '.' or '~', not start with '@', and not be . or .."
-            ));
-        }
-    }
+    check_segments(prefix, &prefix[1..])?;
     let own = crate::serve::pages::OWN_PATHS;
     if let Some(r) = own.iter().find(|r| overlaps(prefix, r)) {
         return Err(format!("`{prefix}` collides with the daemon's own `{r}`"));
@@ -418,6 +392,28 @@ pub(super) fn settle(volumes: &mut BTreeMap<String, VolumeConfig>) -> Result<(),
             }
         }
         prefixes.push((name, &v.prefix));
+    }
+    Ok(())
+}
+
+/// The rule for the segments of a URL path a volume is served under (a
+/// prefix, a yum repository's path): plain names a client types as they
+/// are, never `.`, `..`, or one starting with `@` (pinned releases).
+/// `shown` is the value as written, for the message.
+fn check_segments(shown: &str, path: &str) -> Result<(), String> {
+    for seg in path.split('/') {
+        let ok = !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && !seg.starts_with('@')
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
+        if !ok {
+            return Err(format!(
+                "`{shown}`: segment `{seg}` must be non-empty letters, digits, '-', '_', '.' or '~', not start with '@', and not be . or .."
+            ));
+        }
     }
     Ok(())
 }

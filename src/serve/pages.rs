@@ -340,8 +340,15 @@ fn dnf_sections(v: &Volume, base: &str, url: &str, y: &YumUpstream) -> String {
     out
 }
 
-/// Whether the volume has `rel` in its current release (or plain tree).
+/// Whether the volume has the file `rel` in its current release (or plain
+/// tree).
 fn serves(v: &Volume, rel: &str) -> bool {
+    holds(v, rel, false)
+}
+
+/// Whether the volume's current content has `rel`: in its release, or in
+/// its plain tree as a directory (`dir`) or a file.
+fn holds(v: &Volume, rel: &str, dir: bool) -> bool {
     match &v.kind {
         VolumeKind::Released(r) => r.snapshot().is_some_and(|s| {
             s.current
@@ -351,7 +358,10 @@ fn serves(v: &Volume, rel: &str) -> bool {
                 .flatten()
                 .is_some()
         }),
-        VolumeKind::Plain(p) => p.root.join(rel).is_file(),
+        VolumeKind::Plain(p) => match dir {
+            true => p.root.join(rel).is_dir(),
+            false => p.root.join(rel).is_file(),
+        },
     }
 }
 
@@ -359,19 +369,7 @@ fn serves(v: &Volume, rel: &str) -> bool {
 /// like: a PyPI index (`simple/`), an apt archive (`dists/`, with its suites)
 /// or a yum repository (`repodata/`).
 fn guess_upstream(v: &Volume) -> Option<Upstream> {
-    let has = |name: &str| -> bool {
-        match &v.kind {
-            VolumeKind::Released(r) => r.snapshot().is_some_and(|s| {
-                s.current
-                    .manifest
-                    .get(name.as_bytes())
-                    .ok()
-                    .flatten()
-                    .is_some()
-            }),
-            VolumeKind::Plain(p) => p.root.join(name).is_dir(),
-        }
-    };
+    let has = |name: &str| holds(v, name, true);
     if has("simple") {
         Some(Upstream::Pypi(Default::default()))
     } else if has("dists") {
