@@ -59,6 +59,9 @@ pub struct ManifestCopies {
     /// The bytes copies may take together.
     share: u64,
     state: Mutex<State>,
+    /// Held for a whole copy: making room in the share and reserving it
+    /// are two steps, and two copies at once could together overrun it.
+    copying: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -104,6 +107,7 @@ impl ManifestCopies {
             dir,
             disk,
             state: Mutex::default(),
+            copying: Mutex::new(()),
         };
         for (_, len, d) in found {
             let fits = {
@@ -153,7 +157,10 @@ impl ManifestCopies {
                 }
             }
         }
-        self.copy(origin, &digest, &local)?;
+        {
+            let _one_at_a_time = self.copying.lock().expect("not poisoned");
+            self.copy(origin, &digest, &local)?;
+        }
         let m = Manifest::open(&local, Verify::No)
             .with_context(|| format!("reading the copy of {}", origin.display()))?;
         self.used(digest);

@@ -7,7 +7,7 @@
 //! cached object.
 //!
 //! A record is a disk-tier entry (see `disk`): a file of exactly
-//! [`RECORD_LEN`] bytes named by the sha256 of its volume and path, so
+//! [`RECORD_LEN`] bytes named after its volume and path ([`record_key`]), so
 //! records are charged to `cache.disk_size` and evicted like objects, and
 //! one path has one record however often the file changes. The text is
 //! plain ASCII, one line, fixed width:
@@ -29,15 +29,22 @@ pub struct PlainRecord {
     pub sha: Sha256Digest,
 }
 
-/// The name of the record of `path` in `volume`: a sha256 of both, with a
-/// prefix no object's bytes are hashed under by this daemon.
+/// The name of the record of `path` in `volume`: a sha256 of both, every
+/// byte then flipped. Records and objects share the disk tier's index, and
+/// an object is named by the sha256 of its bytes: without the flip, an
+/// upstream file whose bytes were this text would take the record's name.
+/// With it, that takes a preimage of a chosen digest.
 pub fn record_key(volume: &str, path: &[u8]) -> Sha256Digest {
     let mut named = Vec::with_capacity(16 + volume.len() + path.len());
     named.extend_from_slice(b"unimirror plain\0");
     named.extend_from_slice(volume.as_bytes());
     named.push(0);
     named.extend_from_slice(path);
-    Sha256Digest::of(&named)
+    let mut key = Sha256Digest::of(&named);
+    for b in &mut key.0 {
+        *b = !*b;
+    }
+    key
 }
 
 impl PlainRecord {

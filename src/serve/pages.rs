@@ -87,13 +87,20 @@ async fn namespace(daemon: &Daemon, path: &CleanPath) -> Response<Body> {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
     let read = async {
-        let len = tokio::fs::metadata(&key).await?.len();
-        if len > MAX_KEY_FILE {
+        use tokio::io::AsyncReadExt;
+        let mut bytes = Vec::new();
+        // Bounded by the read itself: a file growing meanwhile is caught.
+        tokio::fs::File::open(&key)
+            .await?
+            .take(MAX_KEY_FILE + 1)
+            .read_to_end(&mut bytes)
+            .await?;
+        if bytes.len() as u64 > MAX_KEY_FILE {
             return Err(std::io::Error::other(format!(
-                "{len} bytes is more than a key file holds ({MAX_KEY_FILE})"
+                "more than the {MAX_KEY_FILE} bytes a key file holds"
             )));
         }
-        tokio::fs::read(&key).await
+        Ok(bytes)
     };
     match read.await {
         Ok(bytes) => Response::builder()

@@ -124,13 +124,14 @@ pub fn verify_detached(release: &[u8], signature: &[u8], keys: &Keyring) -> Resu
 const COMPRESSIONS: &[&str] = &[".gz", ".xz", ".bz2", ".lzma", ".zst"];
 
 /// The architecture a segment of an index's path names: `binary-<arch>`,
-/// `Contents-<arch>`, `Contents-udeb-<arch>`, `Commands-<arch>` (cnf),
+/// `installer-<arch>`, `Contents-<arch>`, `Contents-udeb-<arch>`, `Commands-<arch>` (cnf),
 /// `Components-<arch>.yml` (dep11), each possibly compressed.
 fn arch_of(segment: &str) -> Option<&str> {
     let name = uncompressed(segment);
     let name = name.strip_suffix(".yml").unwrap_or(name);
     [
         "binary-",
+        "installer-",
         "Contents-udeb-",
         "Contents-",
         "Commands-",
@@ -146,8 +147,11 @@ fn arch_of(segment: &str) -> Option<&str> {
 /// kind that the upstream does not serve (real archives list some) is left
 /// out without failing the sync.
 fn required(path: &str) -> bool {
-    let name = uncompressed(path);
-    name.ends_with("/Packages") || name.ends_with("/Sources")
+    let segments: Vec<&str> = uncompressed(path).split('/').collect();
+    matches!(
+        segments[..],
+        [_, dir, "Packages"] if dir.starts_with("binary-")
+    ) || matches!(segments[..], [_, "source", "Sources"])
 }
 
 /// An index's name without its compression suffix.
@@ -374,9 +378,13 @@ impl Apt<'_> {
                     size: Some(l.size),
                 };
                 // A dry run writes nothing, but reads the Packages and
-                // Sources the tree lacks, to list the pool files a sync
-                // would fetch.
-                if f.dry_run && required(&l.path) && !dest.exists() {
+                // Sources the tree lacks (or has in another version), to
+                // list the pool files a sync would fetch.
+                let digest = super::fetch::Digest::Sha256(l.sha256);
+                if f.dry_run
+                    && required(&l.path)
+                    && f.present(&dest, digest, Some(l.size)).await?.is_none()
+                {
                     return match f.bytes(&url).await {
                         Ok(bytes) => {
                             if Sha256Digest::of(&bytes) != l.sha256 {
@@ -689,7 +697,18 @@ mod tests {
             assert!(!selected(&apt, other), "{other}");
         }
         assert!(required("main/binary-amd64/Packages.xz"));
+        assert!(required("main/source/Sources.gz"));
         assert!(!required("main/Contents-amd64.gz"));
+        // A partial mirror without the installer is not refused for it.
+        assert!(!required("main/debian-installer/binary-amd64/Packages.xz"));
+        assert!(!selected(
+            &apt,
+            "main/installer-arm64/current/images/SHA256SUMS"
+        ));
+        assert!(selected(
+            &apt,
+            "main/installer-amd64/current/images/SHA256SUMS"
+        ));
         upstream.sources = true;
         let apt = Apt {
             upstream: &upstream,

@@ -411,7 +411,7 @@ impl Fetcher {
     }
 
     /// The sha256 of `dest` if it is already there with `digest` and `size`.
-    async fn present(
+    pub async fn present(
         &self,
         dest: &Path,
         digest: Digest,

@@ -466,13 +466,17 @@ pub fn mirror_path(index: &Url, file: &Url, filename: &str) -> Result<String> {
     if segments.last().map(String::as_str) != Some(filename) {
         return Err(refuse("its last segment is not the file's name"));
     }
-    if segments.len() > 1 && segments[0] == "simple" {
+    if segments[0] == "simple" {
         return Err(refuse(
             "it would sit among the mirror's pages, under simple/",
         ));
     }
     Ok(segments.join("/"))
 }
+
+/// At most this many projects, named and found by `dependencies`
+/// together: a bound on what a hostile index can make a sync fetch.
+const MAX_PROJECTS: usize = 20_000;
 
 /// The projects the mirrored files of one project require: the names in
 /// their core metadata's `Requires-Dist` (extras and markers ignored, so a
@@ -515,7 +519,12 @@ pub fn requires_dist(metadata: &str) -> Vec<String> {
             let end = v
                 .find(|c: char| !(c.is_ascii_alphanumeric() || "._-".contains(c)))
                 .unwrap_or(v.len());
-            (end > 0).then(|| normalize(&v[..end]))
+            let name = &v[..end];
+            // PEP 508: a letter or digit at each end (`_` alone would
+            // normalize to nothing, the index's root).
+            let valid = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+            valid.then(|| normalize(name))
         })
         .collect()
 }
@@ -557,8 +566,9 @@ impl Pypi<'_> {
         let mut gate = Gate::default();
         let mut names = self.project_names()?;
         let mut pages: Vec<(String, Vec<Dist>)> = Vec::new();
-        // Where each file goes.
+        // Where each file goes, and which link (and sha256) took each path.
         let mut paths = std::collections::BTreeMap::new();
+        let mut taken = std::collections::BTreeMap::new();
         // The projects asked for, then (with `dependencies`) each round the
         // projects the files just fetched require and nothing named yet.
         let mut round: Vec<(String, Option<String>)> =
@@ -576,10 +586,23 @@ impl Pypi<'_> {
                     ));
                     continue;
                 };
-                // Where each file goes, checked before anything is fetched.
+                // Where each file goes, checked before anything is fetched:
+                // two links may not land on one path with other contents
+                // (a file's `.metadata` path counts as taken too).
                 for d in &dists {
                     safe_filename(&d.filename)?;
-                    paths.insert(d.url.clone(), mirror_path(&base, &d.url, &d.filename)?);
+                    let path = mirror_path(&base, &d.url, &d.filename)?;
+                    let sha = Some(d.sha256);
+                    for (p, want) in [(path.clone(), sha), (format!("{path}.metadata"), None)] {
+                        match taken.insert(p.clone(), (want, d.url.clone())) {
+                            Some((had, url)) if had != want || url != d.url => bail!(
+                                "project `{name}`: {} and {url} would both be mirrored at `{p}`",
+                                d.url
+                            ),
+                            _ => {}
+                        }
+                    }
+                    paths.insert(d.url.clone(), path);
                 }
                 fetched.push((name.clone(), dists));
             }
@@ -589,6 +612,12 @@ impl Pypi<'_> {
             if self.upstream.dependencies {
                 for (name, dists) in &fetched {
                     for dep in requirements_of(tree, dists, &paths)? {
+                        if names.len() >= MAX_PROJECTS {
+                            gate.note(format!(
+                                "{dep}, a dependency of {name}, and any further ones: not mirrored, past {MAX_PROJECTS} projects"
+                            ));
+                            break;
+                        }
                         if names.insert(dep.clone()) {
                             round.push((dep, Some(name.clone())));
                         }
@@ -680,9 +709,12 @@ impl Pypi<'_> {
                 let dest = tree.join(&paths[&d.url]);
                 // From the earlier layout: linked, not downloaded again
                 // (the fetch below checks it like any file already there).
-                let old = tree.join("packages").join(name).join(&d.filename);
-                move_from_old_layout(&old, &dest)?;
-                move_from_old_layout(&meta_path(&old), &meta_path(&dest))?;
+                // (Not in a dry run, which changes nothing.)
+                if !fetcher.dry_run {
+                    let old = tree.join("packages").join(name).join(&d.filename);
+                    move_from_old_layout(&old, &dest)?;
+                    move_from_old_layout(&meta_path(&old), &meta_path(&dest))?;
+                }
                 gate.files.insert(dest.clone(), Some(d.sha256));
                 let (f, d) = (fetcher.clone(), d.clone());
                 if let CoreMetadata::Hashed(sha) = d.core_metadata {
@@ -924,7 +956,7 @@ mod tests {
 
     #[test]
     fn requires_dist_names_ignore_versions_extras_and_markers() {
-        let meta = "Metadata-Version: 2.1\nName: app\nRequires-Dist: Charset_Normalizer<4,>=2\nRequires-Dist: idna (>=2.5)\nRequires-Dist: PySocks!=1.5.7; extra == \"socks\"\nRequires-Dist: certifi[extra]>=2017\nRequires-Dist: \n\nRequires-Dist: in-the-body\n";
+        let meta = "Metadata-Version: 2.1\nName: app\nRequires-Dist: Charset_Normalizer<4,>=2\nRequires-Dist: idna (>=2.5)\nRequires-Dist: PySocks!=1.5.7; extra == \"socks\"\nRequires-Dist: certifi[extra]>=2017\nRequires-Dist: \nRequires-Dist: _\nRequires-Dist: -x\n\nRequires-Dist: in-the-body\n";
         assert_eq!(
             requires_dist(meta),
             ["charset-normalizer", "idna", "pysocks", "certifi"]

@@ -1365,6 +1365,42 @@ fn an_https_upstream_is_verified_and_never_downgraded_to_plain_http() {
 }
 
 #[test]
+fn two_links_that_would_share_a_mirror_path_with_other_contents_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = dir.path().join("up");
+    fs::create_dir_all(up.join("files")).unwrap();
+    fs::write(up.join("files/x-1.0-py3-none-any.whl"), b"one").unwrap();
+    // Two projects link the same file path with other hashes: whichever
+    // came second would overwrite what the first one's page advertises.
+    for (project, content) in [("a", &b"one"[..]), ("b", &b"two"[..])] {
+        let sha = unimirror::digest::Sha256Digest::of(content);
+        fs::create_dir_all(up.join("simple").join(project)).unwrap();
+        fs::write(
+            up.join("simple").join(project).join("index.html"),
+            format!("<a href=\"../../files/x-1.0-py3-none-any.whl#sha256={sha}\">x-1.0-py3-none-any.whl</a>"),
+        )
+        .unwrap();
+    }
+    let upstream = Upstream::serve(&up);
+    let env = Env::new();
+    set_upstream(
+        &env,
+        &format!(
+            "type = \"pypi\"\nurl = \"{}simple/\"\nprojects = [\"a\", \"b\"]",
+            upstream.url()
+        ),
+    );
+    let out = env.update(&["sync", "vol"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("would both be mirrored at `files/x-1.0-py3-none-any.whl`"),
+        "{err}"
+    );
+    assert_eq!(env.current(), None);
+}
+
+#[test]
 fn with_dependencies_a_project_brings_what_its_files_require() {
     let dir = tempfile::tempdir().unwrap();
     let root = pypi_upstream(dir.path());
