@@ -43,20 +43,35 @@ pub fn href_encode(name: &str) -> String {
 /// Decodes one percent-encoded URL path segment (`+` stays `+`); `None`
 /// for a malformed escape or a result that is not UTF-8.
 pub fn percent_decode(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+    let mut out = Vec::with_capacity(segment.len());
+    percent_decode_into(segment.as_bytes(), &mut out)?;
+    String::from_utf8(out).ok()
+}
+
+/// Percent-decodes `s` once onto the end of `out`; `None` for a malformed
+/// escape (a `%` without two hex digits after it).
+pub fn percent_decode_into(s: &[u8], out: &mut Vec<u8>) -> Option<()> {
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+    while i < s.len() {
+        if s[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(hex_value(hex[0])? << 4 | hex_value(hex[1])?);
             i += 3;
         } else {
-            out.push(bytes[i]);
+            out.push(s[i]);
             i += 1;
         }
     }
-    String::from_utf8(out).ok()
+    Some(())
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
 }
 
 fn encode(name: &[u8], kept: &[u8]) -> String {
@@ -81,7 +96,7 @@ mod tests {
             assert_eq!(percent_decode(&href_encode(name)).as_deref(), Some(name));
         }
         assert_eq!(percent_decode("a+b").as_deref(), Some("a+b"));
-        for bad in ["%", "%4", "%zz", "%ff"] {
+        for bad in ["%", "%4", "%zz", "%ff", "%+f"] {
             assert_eq!(percent_decode(bad), None, "{bad}");
         }
     }

@@ -1015,7 +1015,7 @@ fn remove_any(path: &Path) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -1118,7 +1118,7 @@ mod tests {
     }
 
     /// Total size of the files under `dir` (the cache's `tmp/` included).
-    fn du(dir: &Path) -> u64 {
+    pub(crate) fn du(dir: &Path) -> u64 {
         let mut total = 0;
         let mut stack = vec![dir.to_path_buf()];
         while let Some(d) = stack.pop() {

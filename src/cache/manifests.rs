@@ -227,31 +227,24 @@ impl ManifestCopies {
             s.used.retain(|d| *d != digest);
             s.used.push_front(digest);
         }
-        loop {
-            let oldest = {
-                let s = self.state();
-                match s.used.len() > KEEP {
-                    true => s.used.back().copied(),
-                    false => None,
-                }
-            };
-            match oldest {
-                Some(d) => self.remove(&d),
-                None => break,
-            }
-        }
+        self.remove_oldest_while(|s| s.used.len() > KEEP);
     }
 
     /// Removes the least recently used copies until `len` more bytes fit
     /// in the share.
     fn make_room(&self, len: u64) {
+        self.remove_oldest_while(|s| s.held_bytes() + len > self.share);
+    }
+
+    /// Removes the least recently used copy while `over` holds.
+    fn remove_oldest_while(&self, over: impl Fn(&State) -> bool) {
         loop {
             let oldest = {
                 let s = self.state();
-                match s.held_bytes() + len > self.share {
-                    true => s.used.back().copied(),
-                    false => None,
+                if !over(&s) {
+                    break;
                 }
+                s.used.back().copied()
             };
             match oldest {
                 Some(d) => self.remove(&d),
@@ -277,6 +270,7 @@ impl ManifestCopies {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::disk::tests::du;
     use crate::metrics::Metrics;
     use crate::volume::manifest::{Entry, Kind, ManifestWriter, key_for_path};
 
@@ -288,17 +282,6 @@ mod tests {
     /// Manifest copies in a cache with a budget of 1 GiB.
     fn copies_in(dir: &Path) -> ManifestCopies {
         ManifestCopies::open(tier(dir, 1 << 30)).unwrap()
-    }
-
-    /// Total size of the files under `dir`.
-    fn du(dir: &Path) -> u64 {
-        let mut total = 0;
-        for e in fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            let m = e.metadata().unwrap();
-            total += if m.is_dir() { du(&e.path()) } else { m.len() };
-        }
-        total
     }
 
     /// A small real manifest in `dir`, and its sha256.

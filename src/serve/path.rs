@@ -121,29 +121,7 @@ pub fn rest_after(path: &[u8], skip: usize) -> &[u8] {
 
 /// Percent-decodes one segment, once, onto the end of `out`.
 fn decode_into(s: &[u8], out: &mut Vec<u8>) -> Result<(), PathError> {
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).ok_or(PathError::BadEscape)?;
-            let hi = hex_value(hex[0]).ok_or(PathError::BadEscape)?;
-            let lo = hex_value(hex[1]).ok_or(PathError::BadEscape)?;
-            out.push(hi << 4 | lo);
-            i += 3;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
-    }
-    Ok(())
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    crate::html::percent_decode_into(s, out).ok_or(PathError::BadEscape)
 }
 
 #[cfg(test)]
