@@ -138,5 +138,10 @@ mod tests {
         assert_ne!(record_key("a", b"bc"), record_key("ab", b"c"));
         assert_ne!(record_key("v", b"p"), record_key("v", b"p\0"));
         assert_eq!(record_key("v", b"\xff/x"), record_key("v", b"\xff/x"));
+        // Not the name of an object whose bytes are the text hashed.
+        assert_ne!(
+            record_key("v", b"p"),
+            Sha256Digest::of(b"unimirror plain\0v\0p")
+        );
     }
 }

@@ -1173,6 +1173,9 @@ fn pypi_sync_mirrors_projects_that_pip_installs_with_hashes() {
         fs::rename(&path, old.join(&name)).unwrap();
     }
     fs::remove_dir(staged.join("files")).unwrap();
+    // A dry run leaves the old layout as it is.
+    env.update_ok(&["sync", "vol", "--dry-run"]);
+    assert!(!staged.join("files").exists() && staged.join("packages/greet").is_dir());
     let out = env.update_ok(&["sync", "vol"]);
     assert!(
         out.contains("0 files fetched") && out.contains("0 new objects"),
@@ -1230,13 +1233,7 @@ fn pypi_sync_mirrors_projects_that_pip_installs_with_hashes() {
     // The home page's pip.conf, used as it is.
     let conf = env.path().join("pip.conf");
     fs::write(&conf, home_block(&d.get("/").text(), "vol")).unwrap();
-    let target = env.path().join("site-conf");
-    let o = pip_with_config(
-        &conf,
-        &["install", "--target", target.to_str().unwrap(), "greet"],
-    );
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    assert!(target.join("greet_lib/__init__.py").exists());
+    greet_installs(&env, "site-conf", &conf, &[]);
 
     // A lockfile made against the upstream (pip's report of what it would
     // install), with the upstream's host swapped for the mirror's,
@@ -1447,9 +1444,12 @@ fn with_dependencies_a_project_brings_what_its_files_require() {
         d.get("/vol/simple/").header("x-unimirror-release") == Some("2")
     });
     assert!(d.get("/vol/simple/").text().contains("greet-lib"));
-    let o = install("site2");
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    assert!(env.path().join("site2/greet_lib/__init__.py").exists());
+    greet_installs(
+        &env,
+        "site2",
+        Path::new("/dev/null"),
+        &["--index-url", &index],
+    );
 }
 
 #[test]
@@ -1544,52 +1544,33 @@ fn wheel_sync_makes_each_platform_an_index_root_that_pip_installs_from_and_keeps
     let index = format!("http://{}/vol/ubuntu-22.04-x86_64/", d.addr);
     greet_installs_with_hashes_and_pulls_its_dependency(&env, &index, &built);
     // As an extra index beside a PyPI index that lacks the dependency.
-    let target = env.path().join("site-extra");
-    let o = pip(&[
-        "install",
-        "--index-url",
-        &format!("http://{}/plain/simple/", d.addr),
-        "--extra-index-url",
-        &index,
-        "--target",
-        target.to_str().unwrap(),
-        "greet",
-    ]);
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    assert!(target.join("greet_lib/__init__.py").exists());
+    let pypi = format!("http://{}/plain/simple/", d.addr);
+    let no_config = Path::new("/dev/null");
+    greet_installs(
+        &env,
+        "site-extra",
+        no_config,
+        &["--index-url", &pypi, "--extra-index-url", &index],
+    );
     // The home page's pip.conf for the platform, used as it is, beside
     // the PyPI index.
     let conf = env.path().join("wheel-pip.conf");
     fs::write(&conf, home_block(&d.get("/").text(), "vol")).unwrap();
-    let target = env.path().join("site-conf");
-    let o = pip_with_config(
-        &conf,
+    greet_installs(&env, "site-conf", &conf, &["--index-url", &pypi]);
+    // And by --find-links on the projects' directories, with no index.
+    let (greet, greet_lib) = (format!("{index}greet/"), format!("{index}greet-lib/"));
+    greet_installs(
+        &env,
+        "site-links",
+        no_config,
         &[
-            "install",
-            "--index-url",
-            &format!("http://{}/plain/simple/", d.addr),
-            "--target",
-            target.to_str().unwrap(),
-            "greet",
+            "--no-index",
+            "--find-links",
+            &greet,
+            "--find-links",
+            &greet_lib,
         ],
     );
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    assert!(target.join("greet_lib/__init__.py").exists());
-    // And by --find-links on the projects' directories, with no index.
-    let target = env.path().join("site-links");
-    let o = pip(&[
-        "install",
-        "--no-index",
-        "--find-links",
-        &format!("{index}greet/"),
-        "--find-links",
-        &format!("{index}greet-lib/"),
-        "--target",
-        target.to_str().unwrap(),
-        "greet",
-    ]);
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    assert!(target.join("greet_lib/__init__.py").exists());
 
     // The build output is cleaned: the mirror keeps what it imported.
     fs::remove_file(platform.join("greet_lib-1.0-py3-none-any.whl")).unwrap();
@@ -1766,11 +1747,34 @@ fn yum_upstream(dir: &Path) -> (PathBuf, PathBuf) {
 
 /// `dnf` isolated in its own install root, with one repository.
 fn dnf(root: &Path, baseurl: &str, key: &Path, args: &[&str]) -> std::process::Output {
-    let repo = format!(
+    dnf_with(root, &one_repo(baseurl, key), args)
+}
+
+/// The `.repo` text of one repository at `baseurl`, its `repomd.xml`
+/// verified with `key`.
+fn one_repo(baseurl: &str, key: &Path) -> String {
+    format!(
         "[mirror]\nname=mirror\nbaseurl={baseurl}\ngpgcheck=0\nrepo_gpgcheck=1\ngpgkey=file://{}\n",
         key.display()
+    )
+}
+
+/// dnf, in its own install root with the repositories of `repo_file`,
+/// downloads `greet` and what it requires into `dl`.
+fn dnf_downloads_greet(root: &Path, repo_file: &str, dl: &Path) {
+    let o = dnf_with(
+        root,
+        repo_file,
+        &[
+            "--enableplugin=download",
+            "download",
+            "--resolve",
+            "--destdir",
+            dl.to_str().unwrap(),
+            "greet",
+        ],
     );
-    dnf_with(root, &repo, args)
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 }
 
 /// `dnf` isolated in its own install root, with the repositories of
@@ -1840,20 +1844,7 @@ fn yum_sync_mirrors_a_signed_repository_that_dnf_downloads_from() {
     let o = dnf(&root, &baseurl, &key, &["makecache"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let dl = root.join("dl");
-    let o = dnf(
-        &root,
-        &baseurl,
-        &key,
-        &[
-            "--enableplugin=download",
-            "download",
-            "--resolve",
-            "--destdir",
-            dl.to_str().unwrap(),
-            "greet",
-        ],
-    );
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    dnf_downloads_greet(&root, &one_repo(&baseurl, &key), &dl);
     for rpm in ["greet-1.0-1.noarch.rpm", "greet-lib-1.0-1.noarch.rpm"] {
         assert_eq!(
             fs::read(dl.join(rpm)).unwrap(),
@@ -2195,19 +2186,7 @@ fn yum_repositories_are_mirrored_at_their_paths_and_a_new_one_moves_none() {
         k = key.display()
     );
     let dl = env.path().join("dl");
-    let o = dnf_with(
-        &env.path().join("dnf"),
-        &repo_file,
-        &[
-            "--enableplugin=download",
-            "download",
-            "--resolve",
-            "--destdir",
-            dl.to_str().unwrap(),
-            "greet",
-        ],
-    );
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    dnf_downloads_greet(&env.path().join("dnf"), &repo_file, &dl);
     for rpm in ["greet-1.0-1.noarch.rpm", "greet-lib-1.0-1.noarch.rpm"] {
         assert!(dl.join(rpm).is_file(), "{rpm}");
     }
@@ -2302,19 +2281,7 @@ fn yum_home_page_shows_a_dnf_section_per_repository_that_dnf_uses_verbatim() {
     // with it (the fixture rpms are unsigned, and `download` does not
     // check them).
     let dl = env.path().join("dl");
-    let o = dnf_with(
-        &env.path().join("dnf"),
-        &repo_file,
-        &[
-            "--enableplugin=download",
-            "download",
-            "--resolve",
-            "--destdir",
-            dl.to_str().unwrap(),
-            "greet",
-        ],
-    );
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    dnf_downloads_greet(&env.path().join("dnf"), &repo_file, &dl);
     assert!(dl.join("greet-lib-1.0-1.noarch.rpm").is_file());
 }
 
@@ -2481,20 +2448,8 @@ fn yum_checksums_must_be_sha256_or_sha512() {
     assert_eq!(env.current(), Some(1));
     let d = Daemon::start(&env);
     let dl = env.path().join("dl");
-    let o = dnf(
-        &env.path().join("dnf"),
-        &yum_baseurl(&d),
-        &key,
-        &[
-            "--enableplugin=download",
-            "download",
-            "--resolve",
-            "--destdir",
-            dl.to_str().unwrap(),
-            "greet",
-        ],
-    );
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let repo_file = one_repo(&yum_baseurl(&d), &key);
+    dnf_downloads_greet(&env.path().join("dnf"), &repo_file, &dl);
     assert_eq!(
         fs::read(dl.join("greet-lib-1.0-1.noarch.rpm")).unwrap(),
         good
@@ -2645,17 +2600,13 @@ fn core_metadata_without_an_upstream_hash_is_neither_mirrored_nor_advertised() {
     assert_eq!((r.status, r.body), (200, meta));
 
     // pip resolves both (reading greet-lib's metadata from its wheel).
-    let target = env.path().join("site");
-    let o = pip(&[
-        "install",
-        "--index-url",
-        &format!("http://{}/vol/simple/", d.addr),
-        "--target",
-        target.to_str().unwrap(),
-        "greet",
-    ]);
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    assert!(target.join("greet_lib/__init__.py").exists());
+    let index = format!("http://{}/vol/simple/", d.addr);
+    greet_installs(
+        &env,
+        "site",
+        Path::new("/dev/null"),
+        &["--index-url", &index],
+    );
 }
 
 #[test]
@@ -3463,15 +3414,26 @@ fn greet_installs_with_hashes_and_pulls_its_dependency(env: &Env, index: &str, w
     );
 
     // A plain resolve of the dependent project pulls its dependency.
-    let target = env.path().join("site2");
-    let o = pip(&[
-        "install",
-        "--index-url",
-        index,
-        "--target",
-        target.to_str().unwrap(),
-        "greet",
-    ]);
+    greet_installs(
+        env,
+        "site2",
+        Path::new("/dev/null"),
+        &["--index-url", index],
+    );
+}
+
+/// pip, reading `config` (a pip.conf, or `/dev/null`), installs `greet`
+/// into `<env>/<site>` with `options` saying where to look; its
+/// dependency, greet-lib, must come along.
+fn greet_installs(env: &Env, site: &str, config: &Path, options: &[&str]) {
+    let target = env.path().join(site);
+    let mut args = vec!["install"];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&["--target", target.to_str().unwrap(), "greet"]);
+    let o = pip_with_config(config, &args);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    assert!(target.join("greet_lib/__init__.py").exists());
+    assert!(
+        target.join("greet_lib/__init__.py").exists(),
+        "greet-lib did not come along"
+    );
 }
