@@ -1879,9 +1879,10 @@ fn a_repomd_naming_a_missing_file_releases_nothing() {
 fn an_upstream_dying_mid_sync_releases_nothing_and_the_rerun_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let archive = AptArchive::new(dir.path());
-    // InRelease, Release, Release.gpg, Packages, Packages.gz, one pool file:
-    // then it is gone.
-    let dying = Upstream::serve_dying(&archive.archive(), 6);
+    // The three signed files, the nine indexes the Release lists for
+    // main/amd64 (one of which, the uncompressed Contents, is a 404), and
+    // one of the two pool files: then it is gone.
+    let dying = Upstream::serve_dying(&archive.archive(), 13);
     let env = apt_env(&dying, &archive.keyring, "");
     let out = env.update(&["sync", "vol"]);
     assert!(!out.status.success(), "{}", stdout(&out));
