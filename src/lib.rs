@@ -26,4 +26,5 @@ pub mod progress;
 pub mod release;
 pub mod serve;
 pub mod sync;
+pub mod upstream;
 pub mod volume;

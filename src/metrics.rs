@@ -101,6 +101,9 @@ pub enum OriginError {
     Changed,
     /// The origin made no progress for `daemon.origin_timeout`.
     Timeout,
+    /// An upstream (on-demand) could not be reached within
+    /// `daemon.origin_timeout`, or answered an error status.
+    Upstream,
 }
 
 impl OriginError {
@@ -111,6 +114,24 @@ impl OriginError {
             OriginError::Integrity => "integrity",
             OriginError::Changed => "changed",
             OriginError::Timeout => "timeout",
+            OriginError::Upstream => "upstream",
+        }
+    }
+}
+
+/// Where a fill reads an object: the origin volume, or (for a remote entry
+/// of an on-demand release) its upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FillSource {
+    Origin,
+    Upstream,
+}
+
+impl FillSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FillSource::Origin => "origin",
+            FillSource::Upstream => "upstream",
         }
     }
 }
@@ -190,12 +211,16 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// volume, tier
     pub bytes_served: IntCounterVec,
-    /// volume
-    pub origin_fetch_seconds: HistogramVec,
+    /// volume, source (through [`Metrics::fill_seconds`])
+    origin_fetch_seconds: HistogramVec,
     /// volume, kind
     pub origin_errors: IntCounterVec,
-    /// volume
-    pub origin_read_bytes: IntCounterVec,
+    /// volume (through [`Metrics::read_bytes`])
+    origin_read_bytes: IntCounterVec,
+    /// volume (through [`Metrics::read_bytes`])
+    upstream_read_bytes: IntCounterVec,
+    /// volume, source (through [`Metrics::fills`])
+    fills: IntCounterVec,
     /// tier (through [`Metrics::cache_bytes`])
     cache_bytes: IntGaugeVec,
     /// tier (through [`Metrics::cache_entries`])
@@ -249,6 +274,26 @@ impl Metrics {
         self.integrity_failures.with_label_values(&[at.as_str()])
     }
 
+    /// Fills started, by where they read.
+    pub fn fills(&self, volume: &str, from: FillSource) -> IntCounter {
+        self.fills.with_label_values(&[volume, from.as_str()])
+    }
+
+    /// How long fills took, by where they read.
+    pub fn fill_seconds(&self, volume: &str, from: FillSource) -> prometheus::Histogram {
+        self.origin_fetch_seconds
+            .with_label_values(&[volume, from.as_str()])
+    }
+
+    /// Bytes read by fills and uncached reads: from the origin, or fetched
+    /// from upstreams.
+    pub fn read_bytes(&self, volume: &str, from: FillSource) -> IntCounter {
+        match from {
+            FillSource::Origin => self.origin_read_bytes.with_label_values(&[volume]),
+            FillSource::Upstream => self.upstream_read_bytes.with_label_values(&[volume]),
+        }
+    }
+
     /// Failed writes to the cache directory.
     pub fn cache_write_failures(&self, why: WriteFailure) -> IntCounter {
         self.cache_write_failures.with_label_values(&[why.as_str()])
@@ -286,10 +331,10 @@ impl Metrics {
             HistogramVec::new(
                 HistogramOpts::new(
                     "unimirror_origin_fetch_seconds",
-                    "Time to read one object from the origin into the cache",
+                    "Time to read one object from the origin (or its upstream) into the cache, by volume and source",
                 )
                 .buckets(buckets),
-                &["volume"],
+                &["volume", "source"],
             )
             .expect("valid metric"),
         );
@@ -314,6 +359,16 @@ impl Metrics {
                 "unimirror_origin_read_bytes_total",
                 "Bytes read from the origin by fills (whatever became of them)",
                 &["volume"],
+            ),
+            upstream_read_bytes: counter(
+                "unimirror_upstream_read_bytes_total",
+                "Bytes fetched from upstreams for remote entries of on-demand releases (whatever became of them)",
+                &["volume"],
+            ),
+            fills: counter(
+                "unimirror_fills_total",
+                "Fills started, by volume and source (origin, or upstream for an on-demand release)",
+                &["volume", "source"],
             ),
             cache_bytes: gauge(
                 "unimirror_cache_bytes",

@@ -14,9 +14,14 @@
 //!   must still have that size and mtime afterwards, or it changed under
 //!   the read.
 //!
-//! A new kind of origin (an HTTP upstream filled on demand, an
-//! S3-compatible store) is a new variant: its [`Reader`] gives the body,
-//! and its check is the sha256 the release names. Callers do not change.
+//! - [`Object::Upstream`]: a remote entry of an on-demand release, fetched
+//!   from its upstream URL over HTTP(S) (see [`Upstreams`]). What is read
+//!   must have the sha256 and size the release took from the upstream's
+//!   verified index, exactly as a stored object.
+//!
+//! A new kind of origin (an S3-compatible store) is a new variant: its
+//! [`Reader`] gives the body, and its check is the sha256 the release
+//! names. Callers do not change.
 //!
 //! The metadata of volumes (release pointers, manifests, listings, the
 //! `stat` of plain-tree paths) is read by `volume`, `cache::manifests` and
@@ -25,12 +30,15 @@
 use std::fs::Metadata;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::digest::Sha256Digest;
-use crate::metrics::OriginError;
+use crate::metrics::{FillSource, OriginError};
 
 /// One object at its origin, and what it must turn out to be.
 #[derive(Clone, Debug)]
@@ -47,6 +55,89 @@ pub enum Object {
         size: u64,
         mtime_ns: i128,
     },
+    /// A remote entry of an on-demand release, at its upstream.
+    Upstream {
+        url: Arc<str>,
+        sha: Sha256Digest,
+        size: u64,
+        upstreams: Arc<Upstreams>,
+    },
+}
+
+/// The daemon's HTTP client for upstreams, and how long it keeps trying
+/// one: retries with backoff end before `daemon.origin_timeout` does, so
+/// that an unreachable upstream is a clear 502, not a timeout.
+#[derive(Debug)]
+pub struct Upstreams {
+    client: reqwest::Client,
+    timeout: Duration,
+}
+
+impl Upstreams {
+    /// `client` follows redirects under the sync's rules (see
+    /// `crate::upstream`); `timeout` is `daemon.origin_timeout`.
+    pub fn new(client: reqwest::Client, timeout: Duration) -> Upstreams {
+        Upstreams { client, timeout }
+    }
+
+    /// GETs `url` until it answers 200, retrying what may pass (no
+    /// connection, 5xx, 429) with doubling waits; a 404 or another 4xx is
+    /// final. Gives up when the next wait would end past three quarters
+    /// of the timeout.
+    async fn get(&self, url: &str, size: u64) -> Result<reqwest::Response, Error> {
+        let started = Instant::now();
+        let budget = self.timeout.mul_f64(0.75);
+        let mut wait = Duration::from_millis(100);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let last = match self.client.get(url).send().await {
+                Ok(resp) => match resp.status().as_u16() {
+                    200 => {
+                        // Announced at once: a length other than the
+                        // index's is other bytes, whatever they are.
+                        if let Some(n) = resp.content_length()
+                            && n != size
+                        {
+                            return Err(Error::new(
+                                OriginError::Integrity,
+                                format!(
+                                    "{url}: the upstream announces {n} bytes; the release records {size}"
+                                ),
+                            ));
+                        }
+                        return Ok(resp);
+                    }
+                    404 | 410 => {
+                        return Err(Error::new(
+                            OriginError::Missing,
+                            format!("{url}: the upstream answered {}", resp.status()),
+                        ));
+                    }
+                    429 | 500..=599 => format!("answered {}", resp.status()),
+                    _ => {
+                        return Err(Error::new(
+                            OriginError::Upstream,
+                            format!("{url}: the upstream answered {}", resp.status()),
+                        ));
+                    }
+                },
+                Err(e) => crate::upstream::error_chain(&e),
+            };
+            if started.elapsed() + wait > budget {
+                return Err(Error::new(
+                    OriginError::Upstream,
+                    format!(
+                        "{url}: the upstream could not be reached ({attempts} attempts in {:.1} s; the last {last})",
+                        started.elapsed().as_secs_f64()
+                    ),
+                ));
+            }
+            tracing::debug!(%url, attempt = attempts, "upstream {last}; retrying in {wait:?}");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+    }
 }
 
 /// Why the origin did not give an object: a kind from the closed set the
@@ -80,7 +171,9 @@ impl Object {
     /// The size the object must have.
     pub fn size(&self) -> u64 {
         match self {
-            Object::Stored { size, .. } | Object::Plain { size, .. } => *size,
+            Object::Stored { size, .. }
+            | Object::Plain { size, .. }
+            | Object::Upstream { size, .. } => *size,
         }
     }
 
@@ -88,11 +181,33 @@ impl Object {
     pub fn location(&self) -> &Path {
         match self {
             Object::Stored { file, .. } | Object::Plain { file, .. } => file,
+            Object::Upstream { url, .. } => Path::new(&**url),
+        }
+    }
+
+    /// Which source it is read from, for the metrics.
+    pub fn source(&self) -> FillSource {
+        match self {
+            Object::Stored { .. } | Object::Plain { .. } => FillSource::Origin,
+            Object::Upstream { .. } => FillSource::Upstream,
         }
     }
 
     /// Opens it, on the runtime (fills).
     pub async fn open(&self) -> Result<Reader, Error> {
+        if let Object::Upstream {
+            url,
+            size,
+            upstreams,
+            ..
+        } = self
+        {
+            let response = upstreams.get(url, *size).await?;
+            return Ok(Reader::Http {
+                response,
+                pending: Bytes::new(),
+            });
+        }
         let file = tokio::fs::File::open(self.location())
             .await
             .map_err(Error::io)?;
@@ -100,8 +215,15 @@ impl Object {
     }
 
     /// Opens it on a blocking thread (small fills, uncached reads); the
-    /// reader reads from the start, in order.
+    /// reader reads from the start, in order. An upstream's response is
+    /// read through the runtime, each read blocking this thread.
     pub fn open_blocking(&self) -> Result<BlockingReader, Error> {
+        if let Object::Upstream { .. } = self {
+            let runtime = tokio::runtime::Handle::try_current()
+                .map_err(|e| Error::new(OriginError::Io, e.to_string()))?;
+            let reader = runtime.block_on(self.open())?;
+            return Ok(BlockingReader::Http { runtime, reader });
+        }
         let file = std::fs::File::open(self.location()).map_err(Error::io)?;
         Ok(BlockingReader::File(file))
     }
@@ -109,7 +231,7 @@ impl Object {
     /// The error for an object that ends before its size.
     pub fn ended_early(&self) -> Error {
         let kind = match self {
-            Object::Stored { .. } => OriginError::Integrity,
+            Object::Stored { .. } | Object::Upstream { .. } => OriginError::Integrity,
             Object::Plain { .. } => OriginError::Changed,
         };
         Error::new(
@@ -123,6 +245,11 @@ impl Object {
     fn check(&self, total: u64, sha: &Sha256Digest, now: Option<&Metadata>) -> Result<(), Error> {
         match self {
             Object::Stored {
+                sha: expected,
+                size,
+                ..
+            }
+            | Object::Upstream {
                 sha: expected,
                 size,
                 ..
@@ -155,6 +282,11 @@ impl Object {
 /// An object being read on the runtime.
 pub enum Reader {
     File(tokio::fs::File),
+    /// An upstream's response, and what is left of its last chunk.
+    Http {
+        response: reqwest::Response,
+        pending: Bytes,
+    },
 }
 
 impl Reader {
@@ -165,6 +297,25 @@ impl Reader {
                 .read(buf)
                 .await
                 .map_err(|e| Error::new(OriginError::Io, e.to_string())),
+            Reader::Http { response, pending } => {
+                if pending.is_empty() {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => *pending = chunk,
+                        Ok(None) => return Ok(0),
+                        Err(e) => {
+                            let detail = format!(
+                                "{}: reading the upstream's answer: {}",
+                                response.url(),
+                                crate::upstream::error_chain(&e)
+                            );
+                            return Err(Error::new(OriginError::Upstream, detail));
+                        }
+                    }
+                }
+                let n = pending.len().min(buf.len());
+                buf[..n].copy_from_slice(&pending.split_to(n));
+                Ok(n)
+            }
         }
     }
 }
@@ -172,12 +323,20 @@ impl Reader {
 /// An object being read on a blocking thread, from its start.
 pub enum BlockingReader {
     File(std::fs::File),
+    /// An upstream's response, read through the runtime.
+    Http {
+        runtime: tokio::runtime::Handle,
+        reader: Reader,
+    },
 }
 
 impl io::Read for BlockingReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             BlockingReader::File(f) => f.read(buf),
+            BlockingReader::Http { runtime, reader } => runtime
+                .block_on(reader.read(buf))
+                .map_err(|e| io::Error::other(e.detail)),
         }
     }
 }
@@ -209,7 +368,7 @@ impl Verifier {
     pub async fn finish(self, object: &Object) -> Result<Sha256Digest, Error> {
         let now = match object {
             Object::Plain { file, .. } => tokio::fs::metadata(file).await.ok(),
-            Object::Stored { .. } => None,
+            Object::Stored { .. } | Object::Upstream { .. } => None,
         };
         self.finish_with(object, now.as_ref())
     }
@@ -218,7 +377,7 @@ impl Verifier {
     pub fn finish_blocking(self, object: &Object) -> Result<Sha256Digest, Error> {
         let now = match object {
             Object::Plain { file, .. } => std::fs::metadata(file).ok(),
-            Object::Stored { .. } => None,
+            Object::Stored { .. } | Object::Upstream { .. } => None,
         };
         self.finish_with(object, now.as_ref())
     }

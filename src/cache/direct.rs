@@ -105,8 +105,7 @@ impl Direct {
         let req = self.req.clone();
         let origin_bytes = self
             .metrics
-            .origin_read_bytes
-            .with_label_values(&[&self.req.volume]);
+            .read_bytes(&self.req.volume, self.req.origin.source());
         let job = tokio::task::spawn_blocking(move || {
             let before = state.verifier.total();
             let r = f(&req, &mut state);

@@ -93,6 +93,9 @@ pub enum WaitError {
 impl std::fmt::Display for WaitError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            WaitError::Failed(OriginError::Upstream) => f.write_str(
+                "the upstream of this file (an on-demand release) could not be reached or refused it; nothing was cached",
+            ),
             WaitError::Failed(e) => write!(f, "the origin read failed ({})", e.as_str()),
             WaitError::TimedOut => f.write_str("the origin read made no progress in time"),
             WaitError::Abandoned => f.write_str("the origin read was abandoned"),
@@ -257,6 +260,7 @@ async fn run(
         return;
     }
     let _running = Running::new(&cache.metrics);
+    cache.metrics.fills(&volume, req.origin.source()).inc();
     let mut reservation = Some(admitted.reservation);
     let started = Instant::now();
     let result = if req.size() <= SMALL {
@@ -266,8 +270,7 @@ async fn run(
     };
     cache
         .metrics
-        .origin_fetch_seconds
-        .with_label_values(&[&volume])
+        .fill_seconds(&volume, req.origin.source())
         .observe(started.elapsed().as_secs_f64());
     match result {
         Ok((copied, sha, small)) => {
@@ -398,10 +401,7 @@ async fn copy(
     let mut small = Vec::new();
     let mut verifier = origin::Verifier::new();
     let mut buf = vec![0u8; CHUNK];
-    let origin_bytes = cache
-        .metrics
-        .origin_read_bytes
-        .with_label_values(&[&req.volume]);
+    let origin_bytes = cache.metrics.read_bytes(&req.volume, req.origin.source());
     loop {
         let n = match tokio::time::timeout(timeout, from.read(&mut buf)).await {
             Ok(Ok(n)) => n,
@@ -464,10 +464,7 @@ async fn copy_small(
     cache: &Cache,
     req: &FillRequest,
 ) -> Result<(Copied, Sha256Digest, Option<Bytes>), CopyError> {
-    let origin_bytes = cache
-        .metrics
-        .origin_read_bytes
-        .with_label_values(&[&req.volume]);
+    let origin_bytes = cache.metrics.read_bytes(&req.volume, req.origin.source());
     let job = {
         let req = req.clone();
         tokio::task::spawn_blocking(move || -> Result<_, CopyError> {
@@ -585,6 +582,7 @@ impl Fill {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::FillSource;
 
     fn fill(rx: watch::Receiver<Progress>, stall: Duration) -> Fill {
         Fill {
@@ -654,11 +652,7 @@ mod tests {
             assert!(Instant::now() < deadline, "the fill never ended");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let read = cache
-            .metrics
-            .origin_read_bytes
-            .with_label_values(&["t"])
-            .get();
+        let read = cache.metrics.read_bytes("t", FillSource::Origin).get();
         assert_eq!(read, 0, "a fill nobody waits for read the origin");
         assert!(!cache.disk.contains(&sha));
         // Asked again, it is filled as usual.
@@ -668,14 +662,7 @@ mod tests {
         while got < 100 << 10 {
             got += fill.read(got, 100 << 10, 1 << 20).await.unwrap().len() as u64;
         }
-        assert!(
-            cache
-                .metrics
-                .origin_read_bytes
-                .with_label_values(&["t"])
-                .get()
-                >= 100 << 10
-        );
+        assert!(cache.metrics.read_bytes("t", FillSource::Origin).get() >= 100 << 10);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,6 +64,19 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Copy remote entries of the current (on-demand) release into the
+    /// origin's object store, and release the same tree with them as
+    /// ordinary files.
+    Materialize {
+        volume: String,
+        /// Only these paths, one per line (as served, or as asked for with
+        /// the volume's prefix: e.g. the access log's upstream fills).
+        #[arg(long, value_name = "FILE")]
+        paths: Option<PathBuf>,
+        /// Wait for a running sync, release, rollback or gc instead of failing.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Show the current release of each volume, its age and the retained ones.
     Status {
         volume: Option<String>,
@@ -149,6 +162,14 @@ fn run(cli: Cli) -> Result<()> {
             let opts = ReleaseOptions { from, verify, wait };
             let outcome = release::release(&config, &volume, &opts)?;
             println!("{}", outcome.summary(&volume));
+        }
+        Command::Materialize {
+            volume,
+            paths,
+            wait,
+        } => {
+            let r = release::materialize::materialize(&config, &volume, paths.as_deref(), wait)?;
+            println!("{}", r.summary(&volume));
         }
         Command::Status { volume, json } => {
             let st = status::status(&config, volume.as_deref())?;

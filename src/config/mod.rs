@@ -28,8 +28,8 @@ use values::{
     AtLeastKib, Bounded, ByteSize, Bytes, Count, MIB, NetTimeout, Seconds, UpToHour, UpToYear,
 };
 pub use volume::{
-    AptUpstream, Platforms, PypiUpstream, Upstream, VolumeConfig, VolumeSource, WheelUpstream,
-    YumUpstream,
+    AptUpstream, Fetch, Platforms, PypiUpstream, Upstream, VolumeConfig, VolumeSource,
+    WheelUpstream, YumUpstream,
 };
 
 /// A configuration problem: which file, which key, and why.
@@ -841,6 +841,14 @@ mod tests {
             (
                 "[volumes.a]\nprefix = \"/x\"\n[volumes.b]\nprefix = \"/x/y\"\n",
                 "volumes.b.prefix",
+            ),
+            (
+                "[volumes.w.upstream]\ntype = \"wheel\"\ndirectory = \"d\"\nfetch = \"on-demand\"\n",
+                "volumes.w.upstream.fetch",
+            ),
+            (
+                "[volumes.p.upstream]\ntype = \"pypi\"\nurl = \"u\"\nfetch = \"lazily\"\n",
+                "volumes.p.upstream.fetch",
             ),
             (
                 "[sync]\nallow_redirect_hosts = [\"https://cdn.example\"]\n",

@@ -98,12 +98,42 @@ pub struct PypiUpstream {
     /// transitively.
     #[serde(default)]
     pub dependencies: bool,
+    #[serde(default)]
+    pub fetch: Fetch,
+}
+
+/// Whether a sync downloads the artifacts its verified indexes list
+/// (`mirror`), or releases them as remote entries that the daemon fetches
+/// from the upstream on first request (`on-demand`). Metadata is always
+/// fetched and verified.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Fetch {
+    #[default]
+    Mirror,
+    OnDemand,
+}
+
+impl<'de> Deserialize<'de> for Fetch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "mirror" => Ok(Fetch::Mirror),
+            "on-demand" => Ok(Fetch::OnDemand),
+            other => Err(at_key(
+                "fetch",
+                format_args!("`{other}` is neither \"mirror\" nor \"on-demand\""),
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WheelUpstream {
     pub directory: PathBuf,
+    /// Refused with its reason: a build job's wheels are local files, with
+    /// no upstream to fetch them from later.
+    #[serde(default, rename = "fetch", deserialize_with = "no_fetch")]
+    _fetch: Option<std::convert::Infallible>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -117,6 +147,8 @@ pub struct AptUpstream {
     /// Also mirror source packages (`Sources` and the files they name).
     #[serde(default)]
     pub sources: bool,
+    #[serde(default)]
+    pub fetch: Fetch,
 }
 
 /// A mirror root and the repositories under it. Each repository is
@@ -139,6 +171,8 @@ pub struct YumUpstream {
     /// deserializer refuses the key with the new form spelt out.
     #[serde(default, rename = "urls", deserialize_with = "no_urls")]
     _urls: Option<std::convert::Infallible>,
+    #[serde(default)]
+    pub fetch: Fetch,
 }
 
 /// Wheel platform tags to keep: the patterns as written, and compiled.
@@ -253,6 +287,14 @@ pub(super) fn check_repo_path(r: &str) -> Result<String, String> {
 }
 
 /// Refuses `urls`, and shows what to write instead for the URLs given.
+fn no_fetch<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::convert::Infallible>, D::Error> {
+    let _ = String::deserialize(d)?;
+    Err(at_key(
+        "fetch",
+        "a wheel volume imports a local directory of built wheels: there is no upstream to fetch them from on demand, so `fetch` does not apply",
+    ))
+}
+
 fn no_urls<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::convert::Infallible>, D::Error> {
     let urls = Vec::<String>::deserialize(d)?;
     Err(at_key(

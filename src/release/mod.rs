@@ -11,11 +11,12 @@
 //! by `gc`.
 
 pub mod gc;
+pub mod materialize;
 pub mod rollback;
 pub mod scan;
 pub mod status;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
@@ -151,124 +152,281 @@ pub fn release(config: &Config, volume: &str, opts: &ReleaseOptions) -> Result<O
         );
     }
     let vol = lock(&dir, Need::AnyState, opts.wait, "release")?;
-    publish(&vol, &source, opts.verify)
+    publish(&vol, &source, opts.verify, &RemoteFiles::new())
 }
 
-/// Publishes `source` as the next release of the locked volume, creating
-/// the volume if it is new; `verify` rehashes every file. What `release`
-/// and `sync` both end with.
-pub fn publish(vol: &LockedVolume, source: &Path, verify: bool) -> Result<Outcome> {
-    let started = Instant::now();
-    let volume = vol.name.as_str();
-    vol.init()?;
-    vol.repair_history()?;
+/// A file of a release whose bytes stay upstream until a client asks for
+/// them (`fetch = "on-demand"`): what the upstream's verified index says
+/// of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    pub size: u64,
+    pub sha256: Sha256Digest,
+    pub url: String,
+}
 
-    let parent = vol.current()?;
-    let previous = match parent {
-        Some(id) => {
-            let meta = vol.meta(id)?;
-            Some(
-                vol.manifest(&meta)
-                    .with_context(|| format!("reading the current release #{id}"))?,
-            )
-        }
-        None => None,
-    };
-    // Ids never repeat: above every release on disk and every id the
-    // history ever named (gc may have removed those releases since).
-    let id = vol
-        .release_ids()?
-        .into_iter()
-        .chain(vol.history()?.iter().map(|h| h.to))
-        .chain(parent)
-        .max()
-        .unwrap_or(0)
-        + 1;
+/// Remote files by their path in the release (`a/b/c`).
+pub type RemoteFiles = BTreeMap<Vec<u8>, RemoteFile>;
 
-    let mut progress = Progress::new(
-        &format!("release {volume}"),
-        previous.as_ref().map(|m| m.counts().entries),
-    );
-    let manifest_tmp = vol
-        .tmp_dir()
-        .join(durable::temp_name(&format!("{id}.manifest")));
-    let mut writer = ManifestWriter::create(&manifest_tmp)?;
+/// Publishes `source`, with the `remote` files beside its own, as the next
+/// release of the locked volume, creating the volume if it is new;
+/// `verify` rehashes every file. What `release` and `sync` both end with.
+pub fn publish(
+    vol: &LockedVolume,
+    source: &Path,
+    verify: bool,
+    remote: &RemoteFiles,
+) -> Result<Outcome> {
+    let mut draft = Draft::begin(vol, "release")?;
+    let remote = remote_entries(vol.dir(), remote, draft.previous.as_ref())?;
+    let has_remote = remote.values().any(|e| e.kind == Kind::Remote);
+    let mut writer = draft.writer(has_remote)?;
     let mut store = ObjectStore::new(vol.dir());
     let built = build(
         source,
-        previous.as_ref(),
+        remote,
+        draft.previous.as_ref(),
         verify,
         &mut writer,
         &mut store,
-        &mut progress,
-    )
-    .and_then(|changed| store.flush().map(|()| changed));
-    progress.finish();
-    let changed = match built {
-        Ok(changed) => changed,
-        Err(e) => {
-            writer.abandon();
-            store.abandon();
-            return Err(e.context(format!(
-                "release of volume `{volume}` failed; the current release is unchanged"
-            )));
-        }
-    };
-    if !changed && let Some(current) = parent {
-        writer.abandon();
-        return Ok(Outcome::Unchanged {
-            current,
-            seconds: started.elapsed().as_secs_f64(),
-        });
-    }
-
-    let (sha, manifest_size, counts) = writer.finish()?;
-    fault::point("manifest-written");
-    let manifest_file = vol.manifest_file(id);
-    fs::rename(&manifest_tmp, &manifest_file)
-        .with_context(|| format!("renaming manifest into {}", manifest_file.display()))?;
-    durable::fsync_dir(&vol.releases_dir())?;
-    fault::point("manifest-renamed");
-
-    let now = SystemTime::now();
-    let meta = ReleaseMeta {
-        format: crate::volume::FORMAT,
-        volume: volume.to_string(),
-        id,
-        parent,
-        created_unix: crate::volume::unix(now),
-        created: humantime::format_rfc3339_seconds(now).to_string(),
-        files: counts.files,
-        directories: counts.dirs,
-        symlinks: counts.symlinks,
-        bytes: counts.bytes,
-        manifest_sha256: sha.hex(),
-        manifest_size,
-        new_objects: progress.counters.new_objects,
-        new_bytes: progress.counters.copied_bytes,
-        source: source.display().to_string(),
-    };
-    durable::write_atomic(
-        &vol.meta_file(id),
-        &vol.tmp_dir(),
-        &serde_json::to_vec_pretty(&meta)?,
-    )
-    .with_context(|| format!("writing {}", vol.meta_file(id).display()))?;
-    fault::point("meta-written");
-
-    vol.set_current(id)?;
-    fault::point("pointer-renamed");
-    vol.record(Action::Release, parent, id, None)?;
-    Ok(Outcome::Released {
-        meta,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+        &mut draft.progress,
+    );
+    draft.finish(writer, store, built, &source.display().to_string())
 }
 
-/// Streams the tree into the manifest writer, merging with the previous
-/// manifest. Returns whether anything differs from it.
+/// A release being made: what it follows, its id, and its progress; what
+/// `publish` and `materialize` share from taking the volume to moving
+/// its pointer.
+pub(crate) struct Draft<'v> {
+    vol: &'v LockedVolume,
+    started: Instant,
+    id: u64,
+    parent: Option<u64>,
+    /// The current release's manifest, which the new one is merged with.
+    pub previous: Option<Manifest>,
+    pub progress: Progress,
+    manifest_tmp: PathBuf,
+}
+
+impl<'v> Draft<'v> {
+    /// Prepares the locked volume (created if new, its history repaired)
+    /// and picks the next id; `what` names the run in its progress line.
+    pub fn begin(vol: &'v LockedVolume, what: &str) -> Result<Draft<'v>> {
+        let started = Instant::now();
+        vol.init()?;
+        vol.repair_history()?;
+        let parent = vol.current()?;
+        let previous = match parent {
+            Some(id) => {
+                let meta = vol.meta(id)?;
+                Some(
+                    vol.manifest(&meta)
+                        .with_context(|| format!("reading the current release #{id}"))?,
+                )
+            }
+            None => None,
+        };
+        // Ids never repeat: above every release on disk and every id the
+        // history ever named (gc may have removed those releases since).
+        let id = vol
+            .release_ids()?
+            .into_iter()
+            .chain(vol.history()?.iter().map(|h| h.to))
+            .chain(parent)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let progress = Progress::new(
+            &format!("{what} {}", vol.name),
+            previous.as_ref().map(|m| m.counts().entries),
+        );
+        let manifest_tmp = vol
+            .tmp_dir()
+            .join(durable::temp_name(&format!("{id}.manifest")));
+        Ok(Draft {
+            vol,
+            started,
+            id,
+            parent,
+            previous,
+            progress,
+            manifest_tmp,
+        })
+    }
+
+    /// The new manifest's writer. Only a release that has remote entries
+    /// takes the manifest version that can hold them, so every other
+    /// release stays readable by daemons that predate them.
+    pub fn writer(&self, has_remote: bool) -> Result<ManifestWriter> {
+        match has_remote {
+            true => ManifestWriter::create_with_remote(&self.manifest_tmp),
+            false => ManifestWriter::create(&self.manifest_tmp),
+        }
+    }
+
+    /// Ends the run: after a failed build, removes what it wrote; when
+    /// nothing changed, releases nothing; else makes the objects and the
+    /// manifest durable, writes the metadata and moves the pointer.
+    /// `source` is what the metadata says the release was made from.
+    pub fn finish(
+        self,
+        writer: ManifestWriter,
+        mut store: ObjectStore,
+        built: Result<bool>,
+        source: &str,
+    ) -> Result<Outcome> {
+        let (vol, id, parent) = (self.vol, self.id, self.parent);
+        let volume = vol.name.as_str();
+        let built = built.and_then(|changed| store.flush().map(|()| changed));
+        self.progress.finish();
+        let changed = match built {
+            Ok(changed) => changed,
+            Err(e) => {
+                writer.abandon();
+                store.abandon();
+                return Err(e.context(format!(
+                    "release of volume `{volume}` failed; the current release is unchanged"
+                )));
+            }
+        };
+        if !changed && let Some(current) = parent {
+            writer.abandon();
+            return Ok(Outcome::Unchanged {
+                current,
+                seconds: self.started.elapsed().as_secs_f64(),
+            });
+        }
+
+        let (sha, manifest_size, counts) = writer.finish()?;
+        fault::point("manifest-written");
+        let manifest_file = vol.manifest_file(id);
+        fs::rename(&self.manifest_tmp, &manifest_file)
+            .with_context(|| format!("renaming manifest into {}", manifest_file.display()))?;
+        durable::fsync_dir(&vol.releases_dir())?;
+        fault::point("manifest-renamed");
+
+        let now = SystemTime::now();
+        let meta = ReleaseMeta {
+            format: crate::volume::FORMAT,
+            volume: volume.to_string(),
+            id,
+            parent,
+            created_unix: crate::volume::unix(now),
+            created: humantime::format_rfc3339_seconds(now).to_string(),
+            files: counts.files,
+            directories: counts.dirs,
+            symlinks: counts.symlinks,
+            bytes: counts.bytes,
+            remote_files: counts.remote,
+            remote_bytes: counts.remote_bytes,
+            manifest_sha256: sha.hex(),
+            manifest_size,
+            new_objects: self.progress.counters.new_objects,
+            new_bytes: self.progress.counters.copied_bytes,
+            source: source.to_string(),
+        };
+        durable::write_atomic(
+            &vol.meta_file(id),
+            &vol.tmp_dir(),
+            &serde_json::to_vec_pretty(&meta)?,
+        )
+        .with_context(|| format!("writing {}", vol.meta_file(id).display()))?;
+        fault::point("meta-written");
+
+        vol.set_current(id)?;
+        fault::point("pointer-renamed");
+        vol.record(Action::Release, parent, id, None)?;
+        Ok(Outcome::Released {
+            meta,
+            seconds: self.started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// The manifest entries of the remote files, by key, with the
+/// directories that hold them: a remote file whose object the store
+/// already has (mirrored before, or materialized) is an ordinary file. An
+/// entry the previous release has with the same content keeps its mtime,
+/// so that a sync that finds nothing new releases nothing; a new one is
+/// dated now.
+fn remote_entries(
+    vol: &VolumeDir,
+    remote: &RemoteFiles,
+    previous: Option<&Manifest>,
+) -> Result<BTreeMap<Vec<u8>, Entry>> {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut entries = BTreeMap::new();
+    for (path, r) in remote {
+        let Some(k) = crate::volume::manifest::key_for_path(path) else {
+            bail!("a remote file without a path");
+        };
+        let stored = vol.object_file(&r.sha256).exists();
+        let mut entry = Entry {
+            kind: if stored { Kind::File } else { Kind::Remote },
+            size: r.size,
+            mtime: now.as_secs() as i64,
+            mtime_nsec: 0,
+            sha256: r.sha256,
+            target: if stored {
+                Vec::new()
+            } else {
+                r.url.clone().into_bytes()
+            },
+            source_inode: 0,
+        };
+        if let Some(old) = previous.map(|m| m.get_key(&k)).transpose()?.flatten()
+            && old.is_file()
+            && old.sha256 == entry.sha256
+            && old.size == entry.size
+        {
+            (entry.mtime, entry.mtime_nsec) = (old.mtime, old.mtime_nsec);
+        }
+        // Every directory above it, from the top.
+        let mut at = 0;
+        while let Some(i) = path[at..].iter().position(|&b| b == b'/') {
+            let dir = &path[..at + i];
+            let dk = crate::volume::manifest::key_for_path(dir).expect("not the root");
+            if let std::collections::btree_map::Entry::Vacant(slot) = entries.entry(dk) {
+                let mtime = match previous
+                    .map(|m| m.get_key(slot.key()))
+                    .transpose()?
+                    .flatten()
+                {
+                    Some(old) if old.kind == Kind::Dir => (old.mtime, old.mtime_nsec),
+                    _ => (now.as_secs() as i64, 0),
+                };
+                slot.insert(Entry {
+                    kind: Kind::Dir,
+                    size: 0,
+                    mtime: mtime.0,
+                    mtime_nsec: mtime.1,
+                    sha256: Sha256Digest::default(),
+                    target: Vec::new(),
+                    source_inode: 0,
+                });
+            }
+            at += i + 1;
+        }
+        entries.insert(k, entry);
+    }
+    Ok(entries)
+}
+
+/// What comes next in key order: from the tree, or a remote entry.
+enum Next {
+    Found(scan::Found),
+    Remote(Entry),
+}
+
+/// Streams the tree, merged with the remote entries, into the manifest
+/// writer, merging with the previous manifest. Returns whether anything
+/// differs from it. A path both in the tree and remote is the tree's (a
+/// directory they share, or a file mirrored after all).
 fn build(
     source: &Path,
+    remote: BTreeMap<Vec<u8>, Entry>,
     previous: Option<&Manifest>,
     verify: bool,
     writer: &mut ManifestWriter,
@@ -276,6 +434,31 @@ fn build(
     progress: &mut Progress,
 ) -> Result<bool> {
     let mut walker = scan::Walker::new(source)?;
+    let mut remote = remote.into_iter().peekable();
+    let mut found_next = walker.next_entry().transpose()?;
+    let mut next = move || -> Result<Option<(Vec<u8>, Next)>> {
+        let found_key = found_next.as_ref().map(|f| key(&f.dir, &f.name));
+        let order = match (&found_key, remote.peek()) {
+            (_, None) => std::cmp::Ordering::Greater,
+            (None, Some(_)) => std::cmp::Ordering::Less,
+            (Some(fk), Some((rk, _))) => rk.cmp(fk),
+        };
+        if order == std::cmp::Ordering::Equal {
+            remote.next();
+        }
+        let take_remote = order == std::cmp::Ordering::Less;
+        if take_remote {
+            let (k, e) = remote.next().expect("peeked");
+            return Ok(Some((k, Next::Remote(e))));
+        }
+        match found_next.take() {
+            Some(f) => {
+                found_next = walker.next_entry().transpose()?;
+                Ok(Some((found_key.expect("found"), Next::Found(f))))
+            }
+            None => Ok(None),
+        }
+    };
     let mut prev_stream = previous.map(|m| m.stream());
     let mut prev_next = || -> Result<Option<(Vec<u8>, Entry)>> {
         match prev_stream.as_mut().and_then(|s| s.next_entry()) {
@@ -286,9 +469,7 @@ fn build(
     let mut prev = prev_next()?;
     let mut changed = previous.is_none();
 
-    while let Some(found) = walker.next_entry() {
-        let found = found?;
-        let k = key(&found.dir, &found.name);
+    while let Some((k, found)) = next()? {
         // Entries of the previous release that sort before this one are gone.
         let mut old = None;
         while let Some((pk, pe)) = prev.take() {
@@ -304,7 +485,10 @@ fn build(
                 break;
             }
         }
-        let entry = entry_for(&found, old.as_ref(), verify, store, progress)?;
+        let entry = match found {
+            Next::Found(found) => entry_for(&found, old.as_ref(), verify, store, progress)?,
+            Next::Remote(entry) => entry,
+        };
         if !old.as_ref().is_some_and(|o| o.same_as_served(&entry)) {
             changed = true;
         }
@@ -390,7 +574,7 @@ fn hash_file(path: &Path, size: u64) -> Result<Sha256Digest> {
 /// `syncfs` and only then renamed to the objects' final names, so a name in
 /// the store always holds complete, verified content, even after a crash
 /// (an object that merely *exists* is trusted by later releases).
-struct ObjectStore {
+pub(crate) struct ObjectStore {
     vol: VolumeDir,
     pending: Vec<(PathBuf, Sha256Digest)>,
     pending_digests: HashSet<Sha256Digest>,
@@ -401,7 +585,7 @@ const BATCH_FILES: usize = 2048;
 const BATCH_BYTES: u64 = 512 << 20;
 
 impl ObjectStore {
-    fn new(vol: &VolumeDir) -> ObjectStore {
+    pub(crate) fn new(vol: &VolumeDir) -> ObjectStore {
         ObjectStore {
             vol: vol.clone(),
             pending: Vec::new(),
@@ -451,6 +635,22 @@ impl ObjectStore {
             return Err(e);
         }
         fault::point("object-temp-written");
+        self.adopt(tmp, digest, size, progress)
+    }
+
+    /// Takes a verified temporary file in the volume's `tmp/` as the
+    /// object `digest` (made durable and renamed with the next batch).
+    pub(crate) fn adopt(
+        &mut self,
+        tmp: PathBuf,
+        digest: Sha256Digest,
+        size: u64,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        if self.pending_digests.contains(&digest) || self.vol.object_file(&digest).exists() {
+            let _ = fs::remove_file(tmp);
+            return Ok(());
+        }
         self.pending.push((tmp, digest));
         self.pending_digests.insert(digest);
         self.pending_bytes += size;

@@ -70,6 +70,8 @@ pub struct Daemon {
     /// How long a first load of a volume's release may take before start
     /// goes on without it (it then answers 503 until the load completes).
     origin_timeout: Duration,
+    /// The client that fetches remote entries of on-demand releases.
+    pub upstreams: Arc<crate::origin::Upstreams>,
 }
 
 /// The outcome of a readiness probe, once it has one.
@@ -105,7 +107,18 @@ impl Daemon {
                 config.cache.dir.display()
             )
         })?;
+        // The sync's redirect rules, so that a remote entry is fetched
+        // from where the sync that listed it would have fetched it.
+        let client = crate::upstream::client(&crate::upstream::ClientRules {
+            user_agent: concat!("unimirror/", env!("CARGO_PKG_VERSION")),
+            allow_http: config.sync.allow_http,
+            redirect_hosts: &config.sync.allow_redirect_hosts,
+            connect_timeout: config.daemon.origin_timeout.min(Duration::from_secs(10)),
+            read_timeout: config.daemon.origin_timeout,
+        })?;
+        let upstreams = crate::origin::Upstreams::new(client, config.daemon.origin_timeout);
         let daemon = Daemon {
+            upstreams: Arc::new(upstreams),
             manifests: Arc::new(manifests),
             volumes: ArcSwap::from_pointee(Vec::new()),
             cache,

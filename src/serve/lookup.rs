@@ -92,7 +92,7 @@ impl Ask<'_> {
                 for name in index_candidates(self.headers) {
                     let index = join(&resolved, name);
                     if let Ok(Some((_, e))) = resolve(&release, &index)
-                        && e.kind == Kind::File
+                        && e.is_file()
                     {
                         let sent = self.send(object(&index, &e)).await;
                         a = Some(sent.unwrap_or_else(|r| self.refused(r)));
@@ -333,8 +333,10 @@ fn resolve<'p>(
             }
             // A file ends the walk; anything after it (even a slash) is
             // not there.
-            Kind::File if todo.is_empty() => return Ok(Some((candidate.into(), entry))),
-            Kind::File => return Ok(None),
+            Kind::File | Kind::Remote if todo.is_empty() => {
+                return Ok(Some((candidate.into(), entry)));
+            }
+            Kind::File | Kind::Remote => return Ok(None),
             Kind::Dir => {
                 resolved = candidate;
                 here = entry;

@@ -4,6 +4,7 @@
 //! (memory, disk, a fill from the origin, or an uncached read of it).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use hyper::StatusCode;
@@ -19,7 +20,7 @@ use crate::cache::direct::Direct;
 use crate::cache::fill::{FillRequest, WaitError};
 use crate::cache::{Joined, ObjectKey, Source};
 use crate::metrics::{Outcome, Tier};
-use crate::origin;
+use crate::origin::{self, Upstreams};
 use crate::volume::VolumeDir;
 use crate::volume::manifest::{Entry, Sha256Digest};
 
@@ -38,11 +39,13 @@ pub struct Meta<'a> {
 /// A file to send: where its bytes are, and how the cache knows them.
 pub enum Object<'a> {
     /// A released volume's file: known by its sha256, and stored by it in
-    /// the volume's objects.
+    /// the volume's objects; or, a remote entry of an on-demand release,
+    /// at its upstream `url` until the store has it.
     Released {
         meta: Meta<'a>,
         sha: Sha256Digest,
         dir: &'a VolumeDir,
+        url: Option<&'a str>,
     },
     /// A plain-tree file: known by `(path, size, mtime)`, its sha256 only
     /// once a fill recorded it; a miss reads its resolved path on the
@@ -58,7 +61,12 @@ pub enum Object<'a> {
 
 impl<'a> Object<'a> {
     /// A released volume's file, by its manifest entry.
-    pub fn released(dir: &'a VolumeDir, name: &'a [u8], e: &Entry, immutable: bool) -> Object<'a> {
+    pub fn released(
+        dir: &'a VolumeDir,
+        name: &'a [u8],
+        e: &'a Entry,
+        immutable: bool,
+    ) -> Object<'a> {
         Object::Released {
             meta: Meta {
                 size: e.size,
@@ -69,6 +77,7 @@ impl<'a> Object<'a> {
             },
             sha: e.sha256,
             dir,
+            url: e.remote_url(),
         }
     }
 
@@ -85,18 +94,36 @@ impl<'a> Object<'a> {
         }
     }
 
-    /// What a miss asks the origin for.
-    fn fill_request(self, volume: std::sync::Arc<str>) -> FillRequest {
+    /// What a miss asks the origin for. A remote entry whose object the
+    /// store has (mirrored before, or materialized) is read from there.
+    fn fill_request(self, volume: Arc<str>, upstreams: &Arc<Upstreams>) -> FillRequest {
         match self {
-            Object::Released { meta, sha, dir } => FillRequest {
-                origin: origin::Object::Stored {
-                    file: dir.object_file(&sha),
-                    sha,
-                    size: meta.size,
-                },
-                key: ObjectKey::Content(sha),
-                volume,
-            },
+            Object::Released {
+                meta,
+                sha,
+                dir,
+                url,
+            } => {
+                let file = dir.object_file(&sha);
+                let origin = match url {
+                    Some(url) if !file.exists() => origin::Object::Upstream {
+                        url: url.into(),
+                        sha,
+                        size: meta.size,
+                        upstreams: upstreams.clone(),
+                    },
+                    _ => origin::Object::Stored {
+                        file,
+                        sha,
+                        size: meta.size,
+                    },
+                };
+                FillRequest {
+                    origin,
+                    key: ObjectKey::Content(sha),
+                    volume,
+                }
+            }
             Object::Plain {
                 meta,
                 key,
@@ -187,7 +214,10 @@ impl Ask<'_> {
             Some(sha) => cache.hit(sha, size).await,
             None => None,
         };
-        let source = hit.unwrap_or_else(|| cache.miss(obj.fill_request(self.volume.name.clone())));
+        let source = hit.unwrap_or_else(|| {
+            let req = obj.fill_request(self.volume.name.clone(), &self.daemon.upstreams);
+            cache.miss(req)
+        });
         let (outcome, tier, body) = match source {
             Source::Memory(b) => (
                 Outcome::HitMemory,

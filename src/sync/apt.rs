@@ -26,7 +26,7 @@ use super::fetch::{Fetcher, Want, is_not_found};
 use super::openpgp::Keyring;
 use super::replay::{Freshness, same_release_text};
 use super::{Gate, safe_relative};
-use crate::config::AptUpstream;
+use crate::config::{AptUpstream, Fetch};
 use crate::digest::Sha256Digest;
 
 /// What a sync of one apt upstream needs.
@@ -282,8 +282,12 @@ impl Apt<'_> {
         for (file, want) in pool {
             // `pool_files` let only relative paths inside the tree through.
             let dest = tree.join(&file);
-            gate.files.insert(dest.clone(), Some(want.sha256));
             let url = super::join_under(&base, &file)?;
+            if self.upstream.fetch == Fetch::OnDemand {
+                gate.remote(dest, want.size, want.sha256, &url);
+                continue;
+            }
+            gate.files.insert(dest.clone(), Some(want.sha256));
             let f = fetcher.clone();
             tasks.spawn(async move { f.file(&url, &dest, want).await });
         }

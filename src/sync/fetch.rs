@@ -191,43 +191,14 @@ pub struct Fetcher {
 
 impl Fetcher {
     pub fn new(settings: &SyncSettings, tmp: &Path, dry_run: bool) -> Result<Fetcher> {
-        // rustls needs a process-wide provider; ring is the one in the build.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let allow_http = settings.allow_http;
-        let hosts = settings.allow_redirect_hosts.clone();
-        let redirect = reqwest::redirect::Policy::custom(move |attempt| {
-            let next = attempt.url().clone();
-            let first = attempt.previous()[0].clone();
-            if attempt.previous().len() > 10 {
-                return attempt.error("more than 10 redirects");
-            }
-            // Plain HTTP only where the upstream itself is plain HTTP (and
-            // allowed): never a step down from HTTPS.
-            let scheme_ok = next.scheme() == "https"
-                || (next.scheme() == "http" && first.scheme() == "http" && allow_http);
-            // The same scheme, host and port as the URL asked for: another
-            // port on the same host is another service.
-            let same_origin = next.scheme() == first.scheme()
-                && next.host_str() == first.host_str()
-                && next.port_or_known_default() == first.port_or_known_default();
-            if !scheme_ok {
-                let why = "plain HTTP is followed only from a plain-HTTP upstream";
-                attempt.error(format!("refusing a redirect from {first} to {next}: {why}"))
-            } else if same_origin || hosts.iter().any(|h| h.allows(&next)) {
-                attempt.follow()
-            } else {
-                attempt.error(format!(
-                    "refusing a redirect from {first} to {next}: another host or port (list it in `sync.allow_redirect_hosts` to follow it)"
-                ))
-            }
-        });
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("unimirror-update/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(settings.timeout)
-            .redirect(redirect)
-            .build()
-            .context("setting up the HTTP client")?;
+        let client = crate::upstream::client(&crate::upstream::ClientRules {
+            user_agent: concat!("unimirror-update/", env!("CARGO_PKG_VERSION")),
+            allow_http,
+            redirect_hosts: &settings.allow_redirect_hosts,
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: settings.timeout,
+        })?;
         if !dry_run {
             std::fs::create_dir_all(tmp).with_context(|| format!("creating {}", tmp.display()))?;
         }
@@ -441,6 +412,39 @@ impl Fetcher {
             })
         })
         .await?
+    }
+
+    /// A file's size by its `Content-Length` (a HEAD request), for an
+    /// on-demand release of an index that lists files without their sizes
+    /// (PEP 503 HTML). The size is only what `Content-Length` announces;
+    /// the daemon checks the bytes against it and the index's sha256.
+    pub async fn size_of(&self, url: &Url) -> Result<u64> {
+        self.check_url(url)?;
+        let _slot = self.slots.acquire().await.expect("never closed");
+        self.retrying(url, || {
+            self.within_deadline(url, async {
+                let resp = self
+                    .client
+                    .head(url.clone())
+                    .send()
+                    .await
+                    .with_context(|| format!("asking {url} for its size"))?;
+                if resp.status() != StatusCode::OK {
+                    return Err(HttpStatus {
+                        url: url.to_string(),
+                        status: resp.status().as_u16(),
+                    }
+                    .into());
+                }
+                // reqwest gives a HEAD answer's length as 0 (no body);
+                // the header says what a GET would send.
+                resp.headers()
+                    .get(reqwest::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .ok_or_else(|| anyhow!("{url}: the upstream gives no Content-Length"))
+            })
+        })
+        .await
     }
 
     /// A GET that must answer 200; any other status is an [`HttpStatus`].

@@ -41,13 +41,17 @@ use crate::config::{Config, Upstream};
 use crate::digest::Sha256Digest;
 use crate::release::{self, Need};
 use fetch::Fetcher;
+use reqwest::Url;
 
 /// What must be in the tree for a release: each file, with its sha256 when
 /// the upstream's signed metadata gives one; and problems already found.
 /// The tree released is exactly `files`: anything else is pruned first.
+/// With `fetch = "on-demand"`, the artifacts are `remote` instead: each
+/// released as a remote entry, not downloaded.
 #[derive(Default)]
 pub struct Gate {
     pub files: BTreeMap<PathBuf, Option<Sha256Digest>>,
+    pub remote: BTreeMap<PathBuf, release::RemoteFile>,
     pub problems: Vec<String>,
     /// What the sync chose not to publish, and why (printed with the
     /// summary, so an operator sees it without reading logs).
@@ -60,6 +64,36 @@ impl Gate {
     pub fn note(&mut self, note: String) {
         tracing::warn!("{note}");
         self.notes.push(note);
+    }
+
+    /// Records an artifact left upstream, at `dest` in the tree: its size
+    /// and sha256 are what the verified index says. Without them there is
+    /// nothing to check the bytes against on the day they are fetched, so
+    /// that is a problem (the release is refused), not a guess.
+    pub fn remote(&mut self, dest: PathBuf, size: Option<u64>, sha256: Sha256Digest, url: &Url) {
+        match size {
+            Some(size) => {
+                let url = url.to_string();
+                self.remote
+                    .insert(dest, release::RemoteFile { size, sha256, url });
+            }
+            None => self.problems.push(format!(
+                "{}: the upstream's index gives no size, which an on-demand release needs",
+                dest.display()
+            )),
+        }
+    }
+
+    /// The remote files by their path in the release.
+    pub fn remote_files(&self, tree: &Path) -> Result<release::RemoteFiles> {
+        let mut files = release::RemoteFiles::new();
+        for (dest, r) in &self.remote {
+            let rel = dest
+                .strip_prefix(tree)
+                .with_context(|| format!("{} is outside {}", dest.display(), tree.display()))?;
+            files.insert(rel.as_os_str().as_encoded_bytes().to_vec(), r.clone());
+        }
+        Ok(files)
     }
 
     /// Every problem that forbids a release: a required file missing, or
@@ -295,12 +329,13 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
         // nothing changed upstream, release again. Older releases keep
         // their own copies, so nothing a client still holds goes missing.
         report.pruned = prune(&tree, &gate)?;
+        let remote = gate.remote_files(&tree)?;
         report.notes = gate.notes;
         if opts.no_release {
             return Ok(());
         }
         let vol = vol.as_ref().expect("locked unless a dry run");
-        report.release = Some(release::publish(vol, &tree, false)?);
+        report.release = Some(release::publish(vol, &tree, false, &remote)?);
         Ok(())
     });
     report.seconds = started.elapsed().as_secs_f64();

@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use super::Gate;
 use super::fetch::{Fetcher, Want};
-use crate::config::{AllowedHost, PypiUpstream};
+use crate::config::{AllowedHost, Fetch, PypiUpstream};
 use crate::digest::Sha256Digest;
 use crate::html::{escape, href_encode};
 
@@ -703,7 +703,9 @@ impl Pypi<'_> {
                     }
                 ));
         }
+        let on_demand = self.upstream.fetch == Fetch::OnDemand;
         let mut tasks = tokio::task::JoinSet::new();
+        let mut sizes = tokio::task::JoinSet::new();
         for (name, dists) in pages {
             for d in dists {
                 let dest = tree.join(&paths[&d.url]);
@@ -715,23 +717,39 @@ impl Pypi<'_> {
                     move_from_old_layout(&old, &dest)?;
                     move_from_old_layout(&meta_path(&old), &meta_path(&dest))?;
                 }
-                gate.files.insert(dest.clone(), Some(d.sha256));
                 let (f, d) = (fetcher.clone(), d.clone());
                 if let CoreMetadata::Hashed(sha) = d.core_metadata {
                     gate.files.insert(meta_path(&dest), Some(sha));
                 }
+                if on_demand {
+                    // The file stays upstream; its size is the page's
+                    // (PEP 700), or else what the file host announces.
+                    let (f, d, dest) = (f.clone(), d.clone(), dest.clone());
+                    sizes.spawn(async move {
+                        let size = match d.size {
+                            Some(s) => s,
+                            None if f.dry_run => 0,
+                            None => f.size_of(&d.url).await?,
+                        };
+                        anyhow::Ok((dest, size, d))
+                    });
+                } else {
+                    gate.files.insert(dest.clone(), Some(d.sha256));
+                }
                 tasks.spawn(async move {
-                    f.file(
-                        &d.url,
-                        &dest,
-                        Want {
-                            sha256: d.sha256,
-                            // PEP 700's size, when the page gives one,
-                            // bounds the download as it streams.
-                            size: d.size,
-                        },
-                    )
-                    .await?;
+                    if !on_demand {
+                        f.file(
+                            &d.url,
+                            &dest,
+                            Want {
+                                sha256: d.sha256,
+                                // PEP 700's size, when the page gives one,
+                                // bounds the download as it streams.
+                                size: d.size,
+                            },
+                        )
+                        .await?;
+                    }
                     // Core metadata only with the upstream's hash: with none,
                     // there is nothing to check the file against, so it is
                     // not mirrored (pip then reads the metadata from the
@@ -753,6 +771,9 @@ impl Pypi<'_> {
             }
         }
         super::all_done(tasks, "fetching distribution files").await?;
+        for (dest, size, d) in super::all_done(sizes, "asking for file sizes").await? {
+            gate.remote(dest, Some(size), d.sha256, &d.url);
+        }
         Ok(())
     }
 

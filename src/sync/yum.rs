@@ -31,7 +31,7 @@ use super::fetch::{Digest, Fetcher, is_not_found};
 use super::openpgp::Keyring;
 use super::replay::Freshness;
 use super::{Gate, safe_relative};
-use crate::config::YumUpstream;
+use crate::config::{Fetch, YumUpstream};
 use crate::digest::Sha256Digest;
 
 pub struct Yum<'a> {
@@ -269,7 +269,21 @@ impl Yum<'_> {
             })
             .await??
         };
-        fetch_all(fetcher, base, root, &packages, gate, "fetching packages").await?;
+        if self.upstream.fetch == Fetch::OnDemand {
+            for l in &packages {
+                let dest = root.join(safe_relative(&l.href)?);
+                let url = super::join_under(base, &l.href)?;
+                match l.digest {
+                    Digest::Sha256(sha) => gate.remote(dest, l.size, sha, &url),
+                    Digest::Sha512(_) => gate.problems.push(format!(
+                        "{}: primary.xml gives only sha512, and an on-demand release names content by sha256 (use fetch = \"mirror\" for this repository)",
+                        dest.display()
+                    )),
+                }
+            }
+        } else {
+            fetch_all(fetcher, base, root, &packages, gate, "fetching packages").await?;
+        }
         // The signed index last.
         let repodata = root.join("repodata");
         fetcher.write(&repodata.join("repomd.xml"), &repomd)?;

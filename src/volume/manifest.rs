@@ -37,15 +37,34 @@ use memmap2::Mmap;
 pub use crate::digest::{HashingWriter, Sha256Digest, sha256_of_reader};
 
 pub const MAGIC: &[u8; 8] = b"UNIMIRMF";
+/// The header version of a manifest without remote entries: what every
+/// release had before on-demand volumes, and still has without them, so
+/// that such releases stay readable by daemons that predate them.
 pub const FORMAT: u32 = 1;
+/// The header version of a manifest holding remote entries. A daemon that
+/// does not know it refuses the release by name (its check of the version
+/// fails) instead of answering 404 for every artifact.
+pub const FORMAT_REMOTE: u32 = 2;
 const HEADER_LEN: u64 = 16;
 const FOOTER_LEN: usize = 88;
+
+/// Version 2's footer adds the remote count and bytes before the format.
+fn footer_len(format: u32) -> usize {
+    match format {
+        FORMAT => FOOTER_LEN,
+        _ => FOOTER_LEN + 16,
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     File = 1,
     Dir = 2,
     Symlink = 3,
+    /// A file whose bytes are not on the origin: the daemon fetches them
+    /// from the upstream URL the entry carries, on first request, and
+    /// checks them against the entry's size and sha256.
+    Remote = 4,
 }
 
 impl Kind {
@@ -54,6 +73,7 @@ impl Kind {
             1 => Some(Kind::File),
             2 => Some(Kind::Dir),
             3 => Some(Kind::Symlink),
+            4 => Some(Kind::Remote),
             _ => None,
         }
     }
@@ -63,14 +83,16 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub kind: Kind,
-    /// Bytes of a file's content; 0 for directories and symlinks.
+    /// Bytes of a file's content (local or remote); 0 for directories and
+    /// symlinks.
     pub size: u64,
     /// Modification time, seconds and nanoseconds since the Unix epoch.
     pub mtime: i64,
     pub mtime_nsec: u32,
-    /// Content hash of a file; zero for the other kinds.
+    /// Content hash of a file (local or remote); zero for the other kinds.
     pub sha256: Sha256Digest,
-    /// Target of a symlink, relative to the link's directory; empty otherwise.
+    /// Target of a symlink, relative to the link's directory; the upstream
+    /// URL of a remote file; empty otherwise.
     pub target: Vec<u8>,
     /// The inode the updater read the file from: a hint that lets the next
     /// release skip rehashing an unchanged file. Meaningless to readers.
@@ -78,6 +100,19 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Whether it has content to serve: a file, here or remote.
+    pub fn is_file(&self) -> bool {
+        matches!(self.kind, Kind::File | Kind::Remote)
+    }
+
+    /// The upstream URL of a remote file.
+    pub fn remote_url(&self) -> Option<&str> {
+        match self.kind {
+            Kind::Remote => std::str::from_utf8(&self.target).ok(),
+            _ => None,
+        }
+    }
+
     /// Same content and metadata as served (the source inode aside).
     pub fn same_as_served(&self, other: &Entry) -> bool {
         self.kind == other.kind
@@ -97,6 +132,11 @@ impl Entry {
         match self.kind {
             Kind::File => out.extend_from_slice(&self.sha256.0),
             Kind::Symlink => {
+                out.extend_from_slice(&(self.target.len() as u32).to_le_bytes());
+                out.extend_from_slice(&self.target);
+            }
+            Kind::Remote => {
+                out.extend_from_slice(&self.sha256.0);
                 out.extend_from_slice(&(self.target.len() as u32).to_le_bytes());
                 out.extend_from_slice(&self.target);
             }
@@ -126,7 +166,12 @@ impl Entry {
             Kind::File => entry.sha256 = Sha256Digest(buf.get(29..61)?.try_into().ok()?),
             Kind::Symlink => {
                 let len = u32::from_le_bytes(buf.get(29..33)?.try_into().ok()?) as usize;
-                entry.target = buf.get(33..33 + len)?.to_vec();
+                entry.target = buf.get(33..33usize.checked_add(len)?)?.to_vec();
+            }
+            Kind::Remote => {
+                entry.sha256 = Sha256Digest(buf.get(29..61)?.try_into().ok()?);
+                let len = u32::from_le_bytes(buf.get(61..65)?.try_into().ok()?) as usize;
+                entry.target = buf.get(65..65usize.checked_add(len)?)?.to_vec();
             }
             Kind::Dir => {}
         }
@@ -179,6 +224,9 @@ pub struct Counts {
     pub symlinks: u64,
     /// Sum of file sizes.
     pub bytes: u64,
+    /// Of the files, those remote (header version 2 only), and their bytes.
+    pub remote: u64,
+    pub remote_bytes: u64,
 }
 
 // ---------------------------------------------------------------------------
@@ -193,17 +241,28 @@ pub struct ManifestWriter {
     record_pos: u64,
     buf: Vec<u8>,
     counts: Counts,
+    format: u32,
 }
 
 impl ManifestWriter {
     /// Creates the manifest at `path` (a temporary name: the caller renames it
     /// into place once finished). A scratch file for the index goes beside it.
     pub fn create(path: &Path) -> Result<ManifestWriter> {
+        ManifestWriter::create_version(path, FORMAT)
+    }
+
+    /// [`ManifestWriter::create`] for a manifest that may hold remote
+    /// entries (header version 2).
+    pub fn create_with_remote(path: &Path) -> Result<ManifestWriter> {
+        ManifestWriter::create_version(path, FORMAT_REMOTE)
+    }
+
+    fn create_version(path: &Path, format: u32) -> Result<ManifestWriter> {
         let file = crate::durable::create_new(path)
             .with_context(|| format!("creating {}", path.display()))?;
         let mut out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
         out.write_all(MAGIC)?;
-        out.write_all(&FORMAT.to_le_bytes())?;
+        out.write_all(&format.to_le_bytes())?;
         out.write_all(&0u32.to_le_bytes())?;
         let fst_path = path.with_extension("fst.tmp");
         let fst_file = crate::durable::create_new(&fst_path)
@@ -217,11 +276,19 @@ impl ManifestWriter {
             record_pos: 0,
             buf: Vec::with_capacity(128),
             counts: Counts::default(),
+            format,
         })
     }
 
     /// Adds an entry under its key (see [`key`]). Keys must increase.
     pub fn push(&mut self, key: &[u8], entry: &Entry) -> Result<()> {
+        if entry.kind == Kind::Remote && self.format < FORMAT_REMOTE {
+            bail!(
+                "a remote entry ({}) in a manifest of version {}",
+                lossy(key),
+                self.format
+            );
+        }
         self.fst
             .insert(key, self.record_pos)
             .with_context(|| format!("manifest key out of order: {:?}", lossy(key)))?;
@@ -234,6 +301,12 @@ impl ManifestWriter {
             Kind::File => {
                 self.counts.files += 1;
                 self.counts.bytes += entry.size;
+            }
+            Kind::Remote => {
+                self.counts.files += 1;
+                self.counts.bytes += entry.size;
+                self.counts.remote += 1;
+                self.counts.remote_bytes += entry.size;
             }
             Kind::Dir => self.counts.dirs += 1,
             Kind::Symlink => self.counts.symlinks += 1,
@@ -254,14 +327,15 @@ impl ManifestWriter {
             fst,
             record_pos,
             counts,
+            format,
             ..
         } = self;
         fst.finish()?;
         let mut fst_file = File::open(&fst_path)?;
         let fst_len = io::copy(&mut fst_file, &mut out)?;
         let _ = std::fs::remove_file(&fst_path);
-        let mut footer = Vec::with_capacity(FOOTER_LEN);
-        for v in [
+        let mut footer = Vec::with_capacity(footer_len(format));
+        let mut fields = vec![
             counts.entries,
             counts.files,
             counts.dirs,
@@ -271,13 +345,17 @@ impl ManifestWriter {
             record_pos,
             HEADER_LEN + record_pos,
             fst_len,
-        ] {
+        ];
+        if format >= FORMAT_REMOTE {
+            fields.extend([counts.remote, counts.remote_bytes]);
+        }
+        for v in fields {
             footer.extend_from_slice(&v.to_le_bytes());
         }
-        footer.extend_from_slice(&FORMAT.to_le_bytes());
+        footer.extend_from_slice(&format.to_le_bytes());
         footer.extend_from_slice(&0u32.to_le_bytes());
         footer.extend_from_slice(MAGIC);
-        debug_assert_eq!(footer.len(), FOOTER_LEN);
+        debug_assert_eq!(footer.len(), footer_len(format));
         out.write_all(&footer)?;
         let (buf, digest, size) = out.finish();
         let file = buf.into_inner().map_err(|e| e.into_error())?;
@@ -368,11 +446,17 @@ impl Manifest {
             bail!("not a unimirror manifest (bad magic or too short)");
         }
         let format = u32::from_le_bytes(map[8..12].try_into().unwrap());
-        if format != FORMAT {
-            bail!("manifest format {format} is not supported (this unimirror reads {FORMAT})");
+        if format != FORMAT && format != FORMAT_REMOTE {
+            bail!(
+                "manifest format {format} is not supported (this unimirror reads {FORMAT} and {FORMAT_REMOTE})"
+            );
         }
-        let footer = &map[len - FOOTER_LEN..];
-        if &footer[80..88] != MAGIC {
+        let footer_len = footer_len(format);
+        if len < HEADER_LEN as usize + footer_len {
+            bail!("manifest is truncated (no footer)");
+        }
+        let footer = &map[len - footer_len..];
+        if &footer[footer_len - 8..] != MAGIC {
             bail!("manifest is truncated (no footer)");
         }
         let f = |i: usize| u64::from_le_bytes(footer[i * 8..i * 8 + 8].try_into().unwrap());
@@ -382,9 +466,11 @@ impl Manifest {
             dirs: f(2),
             symlinks: f(3),
             bytes: f(4),
+            remote: if format >= FORMAT_REMOTE { f(9) } else { 0 },
+            remote_bytes: if format >= FORMAT_REMOTE { f(10) } else { 0 },
         };
         let (rec_off, rec_len, fst_off, fst_len) = (f(5), f(6), f(7), f(8));
-        let body_end = (len - FOOTER_LEN) as u64;
+        let body_end = (len - footer_len) as u64;
         let fits = rec_off.checked_add(rec_len).is_some_and(|e| e <= body_end)
             && fst_off.checked_add(fst_len).is_some_and(|e| e <= body_end);
         if !fits {
@@ -673,7 +759,8 @@ mod tests {
                 files: 3,
                 dirs: 1,
                 symlinks: 1,
-                bytes: 13
+                bytes: 13,
+                ..Counts::default()
             }
         );
         for (p, e) in &entries {
@@ -692,6 +779,47 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 5);
+    }
+
+    /// Remote entries round-trip with their URL and are counted; they
+    /// need the version-2 header, which a version-1 writer refuses to
+    /// hold them in.
+    #[test]
+    fn remote_entries_take_header_version_2() {
+        let remote = Entry {
+            kind: Kind::Remote,
+            target: b"https://deb.example/pool/a.deb".to_vec(),
+            source_inode: 0,
+            ..file(1234, 7)
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = ManifestWriter::create(&tmp.path().join("v1")).unwrap();
+        let e = w.push(&key(b"pool", b"a.deb"), &remote).unwrap_err();
+        assert!(e.to_string().contains("version 1"), "{e}");
+
+        let path = tmp.path().join("v2");
+        let mut w = ManifestWriter::create_with_remote(&path).unwrap();
+        w.push(&key(b"", b"pool"), &dir()).unwrap();
+        w.push(&key(b"pool", b"a.deb"), &remote).unwrap();
+        w.push(&key(b"pool", b"b.deb"), &file(10, 1)).unwrap();
+        let (sha, _, _) = w.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
+        let m = Manifest::open(&path, Verify::Sha256(sha)).unwrap();
+        let got = m.get(b"pool/a.deb").unwrap().unwrap();
+        assert_eq!(got, remote);
+        assert!(got.is_file());
+        assert_eq!(got.remote_url(), Some("https://deb.example/pool/a.deb"));
+        assert_eq!(m.get(b"pool/b.deb").unwrap().unwrap().remote_url(), None);
+        let c = m.counts();
+        assert_eq!((c.files, c.bytes), (2, 1244));
+        assert_eq!((c.remote, c.remote_bytes), (1, 1234));
+        // Truncated records are refused, never read past.
+        let mut record = Vec::new();
+        remote.encode(&mut record);
+        for cut in 0..record.len() {
+            assert!(Entry::decode(&record[..cut]).is_none(), "cut at {cut}");
+        }
     }
 
     #[test]

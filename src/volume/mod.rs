@@ -65,6 +65,12 @@ pub struct ReleaseMeta {
     pub symlinks: u64,
     /// Sum of the file sizes.
     pub bytes: u64,
+    /// Of the files, those left upstream until asked for (on-demand), and
+    /// their bytes: absent from releases made before on-demand volumes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub remote_files: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub remote_bytes: u64,
     pub manifest_sha256: String,
     pub manifest_size: u64,
     /// Objects this release added to the store, and their bytes.
@@ -72,6 +78,10 @@ pub struct ReleaseMeta {
     pub new_bytes: u64,
     /// The tree it was made from.
     pub source: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What changed the pointer.

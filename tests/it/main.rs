@@ -12,6 +12,7 @@ mod config;
 mod daemon;
 mod faults;
 mod hostile;
+mod ondemand;
 mod openpgp;
 mod operations;
 mod release;

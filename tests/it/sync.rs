@@ -2,132 +2,19 @@
 //! served over HTTP, then checked with the real clients through the daemon.
 
 use std::fs;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use crate::common::*;
 
-/// A directory served over HTTP by Python's `http.server`, stopped on drop.
-struct Upstream {
-    child: Child,
-    port: u16,
-}
-
-impl Upstream {
-    fn serve(dir: &Path) -> Upstream {
-        let mut child = Command::new("python3")
-            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
-            .current_dir(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
-        let port = line
-            .split_whitespace()
-            .skip_while(|w| *w != "port")
-            .nth(1)
-            .unwrap_or_else(|| panic!("unexpected {line:?}"))
-            .parse()
-            .unwrap();
-        Upstream { child, port }
-    }
-
-    /// Serves `dir`, then dies abruptly on the request after the first
-    /// `requests`: an upstream going away in the middle of a sync.
-    fn serve_dying(dir: &Path, requests: usize) -> Upstream {
-        let script = r#"
-import functools, http.server, os, sys
-left = [int(sys.argv[2])]
-class H(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *a): pass
-    def do_GET(self):
-        if left[0] == 0:
-            os._exit(0)
-        left[0] -= 1
-        super().do_GET()
-s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(H, directory=sys.argv[1]))
-print("Serving HTTP on 127.0.0.1 port", s.server_address[1], flush=True)
-s.serve_forever()
-"#;
-        Upstream::python(script, &[dir.as_os_str(), requests.to_string().as_ref()])
-    }
-
-    /// Runs a Python server `script` with `args`; it prints a line ending
-    /// in its port when it listens.
-    fn python(script: &str, args: &[&std::ffi::OsStr]) -> Upstream {
-        let mut child = Command::new("python3")
-            .args(["-u", "-c", script])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
-        Upstream { child, port }
-    }
-
-    /// Serves `dir` over HTTPS with `cert` and `key`; with `redirect`,
-    /// answers every request with a redirect to `redirect` + its path.
-    fn serve_tls(dir: &Path, cert: &Path, key: &Path, redirect: Option<&str>) -> Upstream {
-        let script = r#"
-import functools, http.server, ssl, sys
-redirect = sys.argv[4]
-class H(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *a): pass
-    def do_GET(self):
-        if redirect:
-            self.send_response(302)
-            self.send_header("Location", redirect + self.path)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        super().do_GET()
-s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(H, directory=sys.argv[1]))
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(sys.argv[2], sys.argv[3])
-s.socket = ctx.wrap_socket(s.socket, server_side=True)
-print("Serving HTTPS on 127.0.0.1 port", s.server_address[1], flush=True)
-s.serve_forever()
-"#;
-        let args = [
-            dir.as_os_str(),
-            cert.as_os_str(),
-            key.as_os_str(),
-            redirect.unwrap_or("").as_ref(),
-        ];
-        Upstream::python(script, &args)
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A signed apt archive built with dpkg-deb, apt-ftparchive and gpg.
-struct AptArchive {
-    root: PathBuf,
+pub(crate) struct AptArchive {
+    pub root: PathBuf,
     gnupg: PathBuf,
-    keyring: PathBuf,
+    pub keyring: PathBuf,
 }
 
-fn deb(root: &Path, name: &str, version: &str, depends: Option<&str>) {
+pub(crate) fn deb(root: &Path, name: &str, version: &str, depends: Option<&str>) {
     let build = root.join("build").join(format!("{name}-{version}"));
     fs::create_dir_all(build.join("DEBIAN")).unwrap();
     fs::create_dir_all(build.join("usr/share").join(name)).unwrap();
@@ -152,7 +39,7 @@ fn deb(root: &Path, name: &str, version: &str, depends: Option<&str>) {
 }
 
 /// A native source package built with dpkg-source into the pool.
-fn dsc(root: &Path, name: &str, version: &str) {
+pub(crate) fn dsc(root: &Path, name: &str, version: &str) {
     let src = root.join("build-src").join(format!("{name}-{version}"));
     fs::create_dir_all(src.join("debian/source")).unwrap();
     fs::write(src.join("debian/source/format"), "3.0 (native)\n").unwrap();
@@ -181,7 +68,7 @@ fn dsc(root: &Path, name: &str, version: &str) {
 }
 
 impl AptArchive {
-    fn new(dir: &Path) -> AptArchive {
+    pub(crate) fn new(dir: &Path) -> AptArchive {
         let gnupg = dir.join("gnupg");
         fs::create_dir_all(&gnupg).unwrap();
         fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
@@ -224,13 +111,13 @@ impl AptArchive {
         o.stdout
     }
 
-    fn archive(&self) -> PathBuf {
+    pub(crate) fn archive(&self) -> PathBuf {
         self.root.join("archive")
     }
 
     /// Indexes the pool and signs the suite `stable`, the way a real
     /// archive does (with by-hash copies).
-    fn index(&self) {
+    pub(crate) fn index(&self) {
         let archive = self.archive();
         let dist = archive.join("dists/stable");
         let bin = dist.join("main/binary-amd64");
@@ -348,7 +235,7 @@ impl AptArchive {
     }
 
     /// Signs the suite's `Release` as `InRelease` and `Release.gpg`.
-    fn sign(&self) {
+    pub(crate) fn sign(&self) {
         let dist = self.archive().join("dists/stable");
         for f in ["InRelease", "Release.gpg"] {
             let _ = fs::remove_file(dist.join(f));
@@ -372,7 +259,7 @@ impl AptArchive {
 
 /// Gives volume `vol` the upstream table `upstream` (TOML lines), and sync
 /// settings for a local plain-HTTP upstream that fails at once.
-fn set_upstream(env: &Env, upstream: &str) {
+pub(crate) fn set_upstream(env: &Env, upstream: &str) {
     let text = fs::read_to_string(env.config()).unwrap();
     fs::write(
         env.config(),
@@ -383,7 +270,7 @@ fn set_upstream(env: &Env, upstream: &str) {
 
 /// An env whose volume `vol` syncs the archive; `extra` adds keys to the
 /// upstream table.
-fn apt_env(upstream: &Upstream, keyring: &Path, extra: &str) -> Env {
+pub(crate) fn apt_env(upstream: &Upstream, keyring: &Path, extra: &str) -> Env {
     let env = Env::new();
     set_upstream(
         &env,
@@ -396,7 +283,7 @@ fn apt_env(upstream: &Upstream, keyring: &Path, extra: &str) -> Env {
     env
 }
 
-fn apt_source(d: &Daemon, keyring: &Path) -> String {
+pub(crate) fn apt_source(d: &Daemon, keyring: &Path) -> String {
     format!(
         "deb [signed-by={}] http://{}/vol stable main",
         keyring.display(),
@@ -1046,7 +933,7 @@ fn a_dead_upstream_fails_the_sync_clearly() {
 /// by setuptools, from two projects (`greet` depends on `greet-lib`), with
 /// a PEP 503 index written the way PyPI writes it (sha256 fragments,
 /// requires-python, core-metadata files for the wheels).
-fn pypi_upstream(dir: &Path) -> PathBuf {
+pub(crate) fn pypi_upstream(dir: &Path) -> PathBuf {
     let src = dir.join("src");
     let files = dir.join("upstream/files");
     fs::create_dir_all(&files).unwrap();
@@ -1658,16 +1545,16 @@ fn a_wheel_tree_in_the_old_layout_moves_to_index_roots_on_the_next_sync() {
 
 /// Where `yum_upstream` puts its repository under the mirror root, as
 /// CentOS Stream lays out its own.
-const YUM_REPO: &str = "9-stream/BaseOS/x86_64/os";
+pub(crate) const YUM_REPO: &str = "9-stream/BaseOS/x86_64/os";
 
 /// The mirror root the yum fixtures in `dir` put their repositories under.
-fn yum_root(dir: &Path) -> PathBuf {
+pub(crate) fn yum_root(dir: &Path) -> PathBuf {
     dir.join("mirror")
 }
 
 /// The rpms of the yum fixtures, built once per `dir` by rpmbuild: `greet`
 /// requires `greet-lib`. Returns the directory holding them.
-fn yum_rpms(dir: &Path) -> PathBuf {
+pub(crate) fn yum_rpms(dir: &Path) -> PathBuf {
     let top = dir.join("rpmbuild");
     let rpms = top.join("RPMS/noarch");
     if rpms.is_dir() {
@@ -1692,7 +1579,7 @@ fn yum_rpms(dir: &Path) -> PathBuf {
 
 /// The armored public key of the gpg key the yum fixtures in `dir` sign
 /// `repomd.xml` with (made on first use).
-fn yum_key(dir: &Path) -> PathBuf {
+pub(crate) fn yum_key(dir: &Path) -> PathBuf {
     let key = dir.join("key.asc");
     if key.is_file() {
         return key;
@@ -1720,7 +1607,7 @@ fn yum_key(dir: &Path) -> PathBuf {
 /// A yum repository at `rel` under the mirror root in `dir`: the fixture
 /// rpms whose names start with one of `packages`, indexed by createrepo_c
 /// (`args` added), `repomd.xml` signed by gpg. Returns the repository.
-fn yum_repo(dir: &Path, rel: &str, packages: &[&str], args: &[&str]) -> PathBuf {
+pub(crate) fn yum_repo(dir: &Path, rel: &str, packages: &[&str], args: &[&str]) -> PathBuf {
     let repo = yum_root(dir).join(rel);
     fs::create_dir_all(repo.join("Packages")).unwrap();
     for e in fs::read_dir(yum_rpms(dir)).unwrap() {
@@ -1740,7 +1627,7 @@ fn yum_repo(dir: &Path, rel: &str, packages: &[&str], args: &[&str]) -> PathBuf 
 
 /// The fixture repository with both rpms at `YUM_REPO`. Returns the
 /// repository and the armored public key.
-fn yum_upstream(dir: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn yum_upstream(dir: &Path) -> (PathBuf, PathBuf) {
     let repo = yum_repo(dir, YUM_REPO, &["greet", "greet-lib"], &[]);
     (repo, yum_key(dir))
 }
@@ -1752,7 +1639,7 @@ fn dnf(root: &Path, baseurl: &str, key: &Path, args: &[&str]) -> std::process::O
 
 /// The `.repo` text of one repository at `baseurl`, its `repomd.xml`
 /// verified with `key`.
-fn one_repo(baseurl: &str, key: &Path) -> String {
+pub(crate) fn one_repo(baseurl: &str, key: &Path) -> String {
     format!(
         "[mirror]\nname=mirror\nbaseurl={baseurl}\ngpgcheck=0\nrepo_gpgcheck=1\ngpgkey=file://{}\n",
         key.display()
@@ -1761,7 +1648,7 @@ fn one_repo(baseurl: &str, key: &Path) -> String {
 
 /// dnf, in its own install root with the repositories of `repo_file`,
 /// downloads `greet` and what it requires into `dl`.
-fn dnf_downloads_greet(root: &Path, repo_file: &str, dl: &Path) {
+pub(crate) fn dnf_downloads_greet(root: &Path, repo_file: &str, dl: &Path) {
     let o = dnf_with(
         root,
         repo_file,
@@ -1779,7 +1666,7 @@ fn dnf_downloads_greet(root: &Path, repo_file: &str, dl: &Path) {
 
 /// `dnf` isolated in its own install root, with the repositories of
 /// `repo_file` (a `.repo` file's text).
-fn dnf_with(root: &Path, repo_file: &str, args: &[&str]) -> std::process::Output {
+pub(crate) fn dnf_with(root: &Path, repo_file: &str, args: &[&str]) -> std::process::Output {
     for d in ["repos", "cache", "log", "persist"] {
         fs::create_dir_all(root.join(d)).unwrap();
     }
@@ -1801,13 +1688,13 @@ fn dnf_with(root: &Path, repo_file: &str, args: &[&str]) -> std::process::Output
 
 /// An env whose volume `vol` syncs `repos` from the mirror root `upstream`
 /// serves, verified with `key`.
-fn yum_env_repos(upstream: &Upstream, key: &Path, repos: &[&str]) -> Env {
+pub(crate) fn yum_env_repos(upstream: &Upstream, key: &Path, repos: &[&str]) -> Env {
     let env = Env::new();
     set_upstream(&env, &yum_upstream_table(upstream, key, repos));
     env
 }
 
-fn yum_upstream_table(upstream: &Upstream, key: &Path, repos: &[&str]) -> String {
+pub(crate) fn yum_upstream_table(upstream: &Upstream, key: &Path, repos: &[&str]) -> String {
     format!(
         "type = \"yum\"\nurl = \"{}\"\nrepos = {repos:?}\nkey = {:?}",
         upstream.url(),
@@ -1815,12 +1702,12 @@ fn yum_upstream_table(upstream: &Upstream, key: &Path, repos: &[&str]) -> String
     )
 }
 
-fn yum_env(upstream: &Upstream, key: &Path) -> Env {
+pub(crate) fn yum_env(upstream: &Upstream, key: &Path) -> Env {
     yum_env_repos(upstream, key, &[YUM_REPO])
 }
 
 /// The URL of the fixture repository on daemon `d`.
-fn yum_baseurl(d: &Daemon) -> String {
+pub(crate) fn yum_baseurl(d: &Daemon) -> String {
     format!("http://{}/vol/{YUM_REPO}/", d.addr)
 }
 
@@ -2090,7 +1977,7 @@ fn yum_resign(dir: &Path, repo: &Path) {
 }
 
 /// Indexes `repo` again with createrepo_c (`args` added) and signs it.
-fn yum_reindex(dir: &Path, repo: &Path, args: &[&str]) {
+pub(crate) fn yum_reindex(dir: &Path, repo: &Path, args: &[&str]) {
     run(Command::new("createrepo_c").arg("-q").args(args).arg(repo));
     yum_resign(dir, repo);
 }
@@ -3398,7 +3285,11 @@ fn symlinks_and_fifos_in_the_wheel_build_output_are_refused() {
 /// pip installs `greet` and `greet-lib` 1.0 from `index` with
 /// `--require-hashes` (the wheels built in `wheels`), and a plain resolve
 /// of `greet` pulls its dependency.
-fn greet_installs_with_hashes_and_pulls_its_dependency(env: &Env, index: &str, wheels: &Path) {
+pub(crate) fn greet_installs_with_hashes_and_pulls_its_dependency(
+    env: &Env,
+    index: &str,
+    wheels: &Path,
+) {
     let target = pip_install_with_hashes(
         env.path(),
         index,
@@ -3426,7 +3317,7 @@ fn greet_installs_with_hashes_and_pulls_its_dependency(env: &Env, index: &str, w
 /// pip, reading `config` (a pip.conf, or `/dev/null`), installs `greet`
 /// into `<env>/<site>` with `options` saying where to look; its
 /// dependency, greet-lib, must come along.
-fn greet_installs(env: &Env, site: &str, config: &Path, options: &[&str]) {
+pub(crate) fn greet_installs(env: &Env, site: &str, config: &Path, options: &[&str]) {
     let target = env.path().join(site);
     let mut args = vec!["install"];
     args.extend_from_slice(options);

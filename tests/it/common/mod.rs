@@ -4,11 +4,13 @@
 mod clients;
 mod daemon;
 mod http;
+mod upstream;
 mod watch;
 
 pub use clients::*;
 pub use daemon::*;
 pub use http::*;
+pub use upstream::*;
 pub use watch::*;
 
 use std::fs;
