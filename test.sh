@@ -26,8 +26,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     dnf-plugins-core apt-file python3 python3-pip >/dev/null
 fi
 # The PyPI sync tests build real wheels and an sdist with pip and
-# setuptools (no build isolation: no index needed while building).
-python3 -m pip install -q --disable-pip-version-check wheel setuptools 2>/dev/null \
-  || python3 -m pip install -q --disable-pip-version-check --break-system-packages wheel setuptools
+# setuptools (no build isolation: no index needed while building); uv is
+# the second Python client the proxy tests install with.
+python3 -m pip install -q --disable-pip-version-check wheel setuptools uv 2>/dev/null \
+  || python3 -m pip install -q --disable-pip-version-check --break-system-packages wheel setuptools uv
 
 exec cargo test -- --include-ignored "$@"

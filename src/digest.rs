@@ -15,6 +15,21 @@ use sha2::{Digest, Sha256};
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Sha256Digest(pub [u8; 32]);
 
+/// As its lowercase hex, in JSON.
+impl serde::Serialize for Sha256Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Sha256Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Sha256Digest::from_hex(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not a sha256")))
+    }
+}
+
 impl Sha256Digest {
     pub fn hex(&self) -> String {
         let mut out = [0u8; 64];

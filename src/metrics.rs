@@ -30,6 +30,9 @@ pub enum Outcome {
     /// Read straight from the origin and not cached, because the cache
     /// disk is full or failing.
     Bypass,
+    /// A released volume's page answered by its fallback proxy volume,
+    /// because the current release lacks it.
+    Fallback,
     /// Not an object: listings, redirects, errors, the daemon's own pages.
     None,
 }
@@ -43,6 +46,7 @@ impl Outcome {
             Outcome::Coalesced => "coalesced",
             Outcome::Stale => "stale",
             Outcome::Bypass => "bypass",
+            Outcome::Fallback => "fallback",
             Outcome::None => "none",
         }
     }
@@ -221,6 +225,8 @@ pub struct Metrics {
     upstream_read_bytes: IntCounterVec,
     /// volume, source (through [`Metrics::fills`])
     fills: IntCounterVec,
+    /// volume, reason (through [`Metrics::proxy_pages_refused`])
+    proxy_pages_refused: IntCounterVec,
     /// tier (through [`Metrics::cache_bytes`])
     cache_bytes: IntGaugeVec,
     /// tier (through [`Metrics::cache_entries`])
@@ -272,6 +278,13 @@ impl Metrics {
     /// `Tier::Origin` or `Tier::Disk`.
     pub fn integrity_failures(&self, at: Tier) -> IntCounter {
         self.integrity_failures.with_label_values(&[at.as_str()])
+    }
+
+    /// Upstream pages a proxy volume refused (and kept its page instead):
+    /// reason `older-serial` (a stale CDN answer).
+    pub fn proxy_pages_refused(&self, volume: &str, reason: &'static str) -> IntCounter {
+        self.proxy_pages_refused
+            .with_label_values(&[volume, reason])
     }
 
     /// Fills started, by where they read.
@@ -364,6 +377,11 @@ impl Metrics {
                 "unimirror_upstream_read_bytes_total",
                 "Bytes fetched from upstreams for remote entries of on-demand releases (whatever became of them)",
                 &["volume"],
+            ),
+            proxy_pages_refused: counter(
+                "unimirror_proxy_pages_refused_total",
+                "Upstream pages a proxy volume refused, keeping its own, by volume and reason (older-serial: a stale CDN answer)",
+                &["volume", "reason"],
             ),
             fills: counter(
                 "unimirror_fills_total",

@@ -55,13 +55,23 @@ pub enum Object {
         size: u64,
         mtime_ns: i128,
     },
-    /// A remote entry of an on-demand release, at its upstream.
+    /// A file at an upstream: a remote entry of an on-demand release, or
+    /// a file of a proxy volume.
     Upstream {
         url: Arc<str>,
-        sha: Sha256Digest,
+        check: Check,
         size: u64,
         upstreams: Arc<Upstreams>,
     },
+}
+
+/// What an upstream file must hash to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// The sha256 a release or an index page names.
+    Sha256(Sha256Digest),
+    /// The BLAKE2b-256 its path names (PyPI's file host).
+    Blake2b([u8; 32]),
 }
 
 /// The daemon's HTTP client for upstreams, and how long it keeps trying
@@ -78,6 +88,14 @@ impl Upstreams {
     /// `crate::upstream`); `timeout` is `daemon.origin_timeout`.
     pub fn new(client: reqwest::Client, timeout: Duration) -> Upstreams {
         Upstreams { client, timeout }
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// GETs `url` until it answers 200, retrying what may pass (no
@@ -240,30 +258,19 @@ impl Object {
         )
     }
 
-    /// Whether bytes read (`total` of them, hashing to `sha`) are this
-    /// object; `now` is a plain file's metadata after the read.
-    fn check(&self, total: u64, sha: &Sha256Digest, now: Option<&Metadata>) -> Result<(), Error> {
-        match self {
-            Object::Stored {
-                sha: expected,
-                size,
-                ..
-            }
-            | Object::Upstream {
-                sha: expected,
-                size,
-                ..
-            } => {
-                if total != *size || sha != expected {
-                    return Err(Error::new(
-                        OriginError::Integrity,
-                        format!(
-                            "expected {size} bytes with sha256 {expected}, read {total}{} bytes with sha256 {sha}",
-                            if total > *size { "+" } else { "" }
-                        ),
-                    ));
-                }
-            }
+    /// Whether bytes read (`total` of them, hashing to `sha`, and to
+    /// `blake2` when the object is checked by it) are this object; `now`
+    /// is a plain file's metadata after the read.
+    fn check(
+        &self,
+        total: u64,
+        sha: &Sha256Digest,
+        blake2: Option<[u8; 32]>,
+        now: Option<&Metadata>,
+    ) -> Result<(), Error> {
+        let (expected, size) = match self {
+            Object::Stored { sha, size, .. } => (Check::Sha256(*sha), *size),
+            Object::Upstream { check, size, .. } => (*check, *size),
             Object::Plain { size, mtime_ns, .. } => {
                 let same =
                     now.is_some_and(|m| m.len() == *size && crate::cache::mtime_ns(m) == *mtime_ns);
@@ -273,7 +280,32 @@ impl Object {
                         "the file changed while it was read",
                     ));
                 }
+                return Ok(());
             }
+        };
+        let (matches, want, got) = match expected {
+            Check::Sha256(want) => (
+                *sha == want,
+                format!("sha256 {want}"),
+                format!("sha256 {sha}"),
+            ),
+            Check::Blake2b(want) => {
+                let got = blake2.map(hex::encode).unwrap_or_default();
+                (
+                    blake2 == Some(want),
+                    format!("BLAKE2b-256 {}", hex::encode(want)),
+                    format!("BLAKE2b-256 {got}"),
+                )
+            }
+        };
+        if total != size || !matches {
+            return Err(Error::new(
+                OriginError::Integrity,
+                format!(
+                    "expected {size} bytes with {want}, read {total}{} bytes with {got}",
+                    if total > size { "+" } else { "" }
+                ),
+            ));
         }
         Ok(())
     }
@@ -346,16 +378,36 @@ impl io::Read for BlockingReader {
 #[derive(Clone, Default)]
 pub struct Verifier {
     hasher: Sha256,
+    /// Only for an object checked by its BLAKE2b-256.
+    blake2: Option<Blake2b256>,
     total: u64,
 }
 
+type Blake2b256 = blake2::Blake2b<blake2::digest::consts::U32>;
+
 impl Verifier {
-    pub fn new() -> Verifier {
-        Verifier::default()
+    /// A verifier for `object`: every object is hashed with sha256 (the
+    /// cache's name for it); one checked by BLAKE2b-256 with that too.
+    pub fn for_object(object: &Object) -> Verifier {
+        let blake2 = matches!(
+            object,
+            Object::Upstream {
+                check: Check::Blake2b(_),
+                ..
+            }
+        )
+        .then(Blake2b256::default);
+        Verifier {
+            blake2,
+            ..Verifier::default()
+        }
     }
 
     pub fn update(&mut self, bytes: &[u8]) {
         self.hasher.update(bytes);
+        if let Some(b) = &mut self.blake2 {
+            b.update(bytes);
+        }
         self.total += bytes.len() as u64;
     }
 
@@ -384,8 +436,9 @@ impl Verifier {
 
     fn finish_with(self, object: &Object, now: Option<&Metadata>) -> Result<Sha256Digest, Error> {
         let total = self.total;
+        let blake2 = self.blake2.map(|b| b.finalize().into());
         let sha = Sha256Digest::from_hasher(self.hasher);
-        object.check(total, &sha, now)?;
+        object.check(total, &sha, blake2, now)?;
         Ok(sha)
     }
 }
@@ -407,7 +460,7 @@ mod tests {
 
     fn read_all(object: &Object) -> Result<Sha256Digest, Error> {
         let mut r = object.open_blocking()?;
-        let mut v = Verifier::new();
+        let mut v = Verifier::for_object(object);
         let mut buf = [0u8; 7];
         loop {
             let n = r.read(&mut buf).unwrap();

@@ -59,13 +59,14 @@ type StepError = origin::Error;
 
 impl Direct {
     pub fn new(cache: &Cache, req: FillRequest) -> Direct {
+        let verifier = origin::Verifier::for_object(&req.origin);
         Direct {
             req,
             timeout: cache.settings.origin_timeout,
             metrics: cache.metrics.clone(),
             state: Some(State {
                 reader: None,
-                verifier: origin::Verifier::new(),
+                verifier,
                 last: None,
             }),
         }

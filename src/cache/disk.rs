@@ -524,6 +524,14 @@ impl DiskTier {
             .is_some_and(|e| e.kind == Kind::Content && e.present.load(Ordering::Acquire))
     }
 
+    /// The size of object `sha`, if the tier holds it.
+    pub fn size_of(&self, sha: &Sha256Digest) -> Option<u64> {
+        self.index
+            .peek(sha)
+            .filter(|e| e.kind == Kind::Content && e.present.load(Ordering::Acquire))
+            .map(|e| e.size)
+    }
+
     /// Opens an entry for reading, verifying it first if this process has
     /// not yet. `None` when it is absent or was found corrupt (and dropped).
     pub async fn open_entry(self: &Arc<Self>, sha: &Sha256Digest) -> Option<Arc<OpenEntry>> {

@@ -399,7 +399,7 @@ async fn copy(
 
     let keep_small = req.size() <= cache.settings.memory_max_object && cache.memory_enabled();
     let mut small = Vec::new();
-    let mut verifier = origin::Verifier::new();
+    let mut verifier = origin::Verifier::for_object(&req.origin);
     let mut buf = vec![0u8; CHUNK];
     let origin_bytes = cache.metrics.read_bytes(&req.volume, req.origin.source());
     loop {
@@ -479,7 +479,7 @@ async fn copy_small(
                 .read_to_end(&mut data)
                 .map_err(|e| failed(origin::Error::io(e)))?;
             origin_bytes.inc_by(data.len() as u64);
-            let mut verifier = origin::Verifier::new();
+            let mut verifier = origin::Verifier::for_object(&req.origin);
             verifier.update(&data);
             let sha = verifier.finish_blocking(&req.origin).map_err(failed)?;
             Ok((Bytes::from(data), sha))

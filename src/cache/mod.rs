@@ -262,6 +262,22 @@ impl Cache {
         Source::Fill(self.fills.join_or_start(self, req))
     }
 
+    /// The size of object `sha` if a tier holds it: what a proxy volume
+    /// need not ask its upstream for.
+    pub fn stored_size(&self, sha: &Sha256Digest) -> Option<u64> {
+        if let Some(b) = self.memory.as_ref().and_then(|m| m.get(sha)) {
+            return Some(b.len() as u64);
+        }
+        self.disk.size_of(sha)
+    }
+
+    /// What the plain record of `(volume, path)` says, whatever its size
+    /// and mtime. May block (reads the record).
+    pub fn plain_record(&self, volume: &str, path: &[u8]) -> Option<plain::PlainRecord> {
+        let bytes = self.disk.read_record(&plain::record_key(volume, path))?;
+        plain::PlainRecord::parse(&bytes)
+    }
+
     /// Whether the disk tier holds `sha` (without verifying it).
     pub fn on_disk(&self, sha: &Sha256Digest) -> bool {
         self.disk.contains(sha)
@@ -346,10 +362,27 @@ impl Cache {
         reservation: disk::Reservation,
     ) {
         let (done, committed) = tokio::sync::oneshot::channel();
+        let record = match &req.key {
+            ObjectKey::Plain {
+                volume,
+                path,
+                size,
+                mtime_ns,
+            } => Some((
+                plain::record_key(volume, path),
+                plain::PlainRecord {
+                    size: *size,
+                    mtime_ns: *mtime_ns,
+                    sha,
+                },
+            )),
+            ObjectKey::Content(_) => None,
+        };
         let write = Write {
             copied,
             sha,
-            req: req.clone(),
+            size: req.size(),
+            record,
             reservation,
             done,
         };
@@ -358,6 +391,73 @@ impl Cache {
             return;
         }
         let _ = committed.await;
+    }
+
+    /// Keeps a document (a proxy volume's page) in the disk tier under
+    /// `(volume, path)`, stamped with `stamp_ns`: a plain record names its
+    /// bytes, so it is charged to `disk_size` and evicted like any entry,
+    /// and replaces the one there. Not kept when the budget has no room
+    /// for it in time.
+    pub async fn keep_document(
+        self: &Arc<Self>,
+        volume: &str,
+        path: &[u8],
+        stamp_ns: i128,
+        bytes: Bytes,
+    ) {
+        let size = bytes.len() as u64;
+        if kib(size) > self.fill_budget_kib {
+            return;
+        }
+        let sha = Sha256Digest::of(&bytes);
+        let disk = self.disk.clone();
+        let Ok(reservation) = tokio::task::spawn_blocking(move || disk.reserve(size)).await else {
+            return;
+        };
+        let record = plain::PlainRecord {
+            size,
+            mtime_ns: stamp_ns,
+            sha,
+        };
+        let (done, committed) = tokio::sync::oneshot::channel();
+        let write = Write {
+            copied: fill::Copied::Bytes(bytes),
+            sha,
+            size,
+            record: Some((plain::record_key(volume, path), record)),
+            reservation,
+            done,
+        };
+        if self.writer.send(write).is_ok() {
+            let _ = committed.await;
+        }
+    }
+
+    /// The document kept under `(volume, path)` and its stamp, if the disk
+    /// tier still has both.
+    pub async fn document(self: &Arc<Self>, volume: &str, path: &[u8]) -> Option<(i128, Bytes)> {
+        let key = plain::record_key(volume, path);
+        let disk = self.disk.clone();
+        let record = tokio::task::spawn_blocking(move || {
+            let bytes = disk.read_record(&key)?;
+            let record = plain::PlainRecord::parse(&bytes);
+            if record.is_none() {
+                disk.drop_record(&key);
+            }
+            record
+        })
+        .await
+        .ok()??;
+        let bytes = match self.hit(&record.sha, record.size).await? {
+            Source::Memory(b) | Source::DiskBytes(b) => b,
+            Source::Disk(open) => {
+                let len = record.size as usize;
+                mapped_bytes(open.mapped()?, 0..len)
+            }
+            Source::Fill(_) | Source::Direct(_) => return None,
+        };
+        // Checked here too: a document is read whole before it is used.
+        (Sha256Digest::of(&bytes) == record.sha).then_some((record.mtime_ns, bytes))
     }
 
     fn remember_plain(&self, key: &ObjectKey, sha: Sha256Digest) {
@@ -469,7 +569,10 @@ fn kib(size: u64) -> u64 {
 struct Write {
     copied: fill::Copied,
     sha: Sha256Digest,
-    req: FillRequest,
+    size: u64,
+    /// The plain record (its key and text) that names it, for a plain-tree
+    /// file or a document.
+    record: Option<(Sha256Digest, plain::PlainRecord)>,
     reservation: disk::Reservation,
     done: tokio::sync::oneshot::Sender<()>,
 }
@@ -487,7 +590,14 @@ fn spawn_writer(disk: Arc<DiskTier>) -> std::sync::mpsc::Sender<Write> {
         .name("cache-write".into())
         .spawn(move || {
             for mut w in rx {
-                let written = write_entry(&disk, w.copied, &w.sha, &w.req, &mut w.reservation);
+                let written = write_entry(
+                    &disk,
+                    w.copied,
+                    &w.sha,
+                    w.size,
+                    &w.record,
+                    &mut w.reservation,
+                );
                 // The room is given back (or was handed to the entry) before
                 // the fill is told it is done.
                 drop(w.reservation);
@@ -502,8 +612,8 @@ fn spawn_writer(disk: Arc<DiskTier>) -> std::sync::mpsc::Sender<Write> {
     tx
 }
 
-/// Writes a verified fill into the disk tier; for plain-tree files, its
-/// plain record too.
+/// Writes a verified fill (or a document) into the disk tier, and the
+/// plain record that names it, if it has one.
 ///
 /// Not fsynced: the cache is not the copy of record. After a restart every
 /// entry is hashed again on its first read, so a file a power cut left
@@ -514,7 +624,8 @@ fn write_entry(
     disk: &DiskTier,
     copied: fill::Copied,
     sha: &Sha256Digest,
-    req: &FillRequest,
+    size: u64,
+    record: &Option<(Sha256Digest, plain::PlainRecord)>,
     reservation: &mut disk::Reservation,
 ) -> std::io::Result<()> {
     let temp = match copied {
@@ -529,22 +640,15 @@ fn write_entry(
             temp
         }
     };
-    disk.commit(&temp, sha, req.size(), Some(reservation))?;
-    if let ObjectKey::Plain {
-        volume,
-        path,
-        size,
-        mtime_ns,
-    } = &req.key
-    {
-        let record = plain::PlainRecord {
-            size: *size,
-            mtime_ns: *mtime_ns,
-            sha: *sha,
-        };
-        disk.write_record(&plain::record_key(volume, path), &record.encode())?;
-    }
-    Ok(())
+    // The record first: once the entry can be seen on disk (a HEAD says
+    // `hit-disk`), a restart finds it by its record too. A record whose
+    // entry is then refused is a miss, never wrong bytes.
+    let recorded = match record {
+        Some((key, record)) => disk.write_record(key, &record.encode()),
+        None => Ok(()),
+    };
+    disk.commit(&temp, sha, size, Some(reservation))?;
+    recorded
 }
 
 /// A file's mtime in nanoseconds since the epoch.

@@ -28,8 +28,8 @@ use values::{
     AtLeastKib, Bounded, ByteSize, Bytes, Count, MIB, NetTimeout, Seconds, UpToHour, UpToYear,
 };
 pub use volume::{
-    AptUpstream, Fetch, Platforms, PypiUpstream, Upstream, VolumeConfig, VolumeSource,
-    WheelUpstream, YumUpstream,
+    AptUpstream, Fetch, Platforms, ProxyConfig, ProxyVerify, PypiUpstream, Upstream, VolumeConfig,
+    VolumeSource, WheelUpstream, YumUpstream,
 };
 
 /// A configuration problem: which file, which key, and why.
@@ -728,6 +728,29 @@ mod tests {
     const MINIMAL: &str = "origin = \"/srv/origin\"\nstaging = \"stage\"\n";
 
     #[test]
+    fn a_proxy_volume_gets_its_defaults_and_a_released_one_falls_back_to_it() {
+        let c = parse(&format!(
+            "{MINIMAL}[volumes.pypi]\nproxy = {{ type = \"pypi\", url = \"https://pypi.org/simple/\" }}\n\
+             [volumes.pinned]\nfallback = \"pypi\"\n\
+             [volumes.other.proxy]\ntype = \"pypi\"\nurl = \"https://index.example/simple/\"\nrevalidate_after = \"1m\"\nverify = \"page-sha256\"\n"
+        ))
+        .unwrap();
+        let VolumeSource::Proxy(p) = &c.volumes["pypi"].source else {
+            panic!("not a proxy: {:?}", c.volumes["pypi"].source);
+        };
+        assert_eq!(p.revalidate_after, Duration::from_secs(600));
+        assert_eq!(p.stale_if_error, Duration::from_secs(86_400));
+        assert_eq!(p.verify, None);
+        assert_eq!(c.volumes["pinned"].fallback.as_deref(), Some("pypi"));
+        assert_eq!(c.volumes["pinned"].source, VolumeSource::Released);
+        let VolumeSource::Proxy(o) = &c.volumes["other"].source else {
+            panic!("the table form is a proxy too");
+        };
+        assert_eq!(o.revalidate_after, Duration::from_secs(60));
+        assert_eq!(o.verify, Some(ProxyVerify::PageSha256));
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.origin, Path::new("/srv/origin"));
@@ -842,6 +865,15 @@ mod tests {
                 "[volumes.a]\nprefix = \"/x\"\n[volumes.b]\nprefix = \"/x/y\"\n",
                 "volumes.b.prefix",
             ),
+            (
+                "[volumes.p]\nproxy = { type = \"pypi\", url = \"not a url\" }\n",
+                "volumes.p.proxy.url",
+            ),
+            (
+                "[volumes.p]\ntree = \"t\"\nproxy = { type = \"pypi\", url = \"https://pypi.org/simple/\" }\n",
+                "volumes.p.proxy",
+            ),
+            ("[volumes.r]\nfallback = \"nope\"\n", "volumes.r.fallback"),
             (
                 "[volumes.w.upstream]\ntype = \"wheel\"\ndirectory = \"d\"\nfetch = \"on-demand\"\n",
                 "volumes.w.upstream.fetch",

@@ -23,6 +23,14 @@ pub struct VolumeConfig {
     pub source: VolumeSource,
     #[serde(default)]
     pub upstream: Option<Upstream>,
+    /// `proxy = { type = "pypi", url = … }`: moved into `source` once the
+    /// volumes are read (a volume is a proxy, a tree or released).
+    #[serde(default)]
+    proxy: Option<ProxyConfig>,
+    /// A released PyPI volume's fallback: the name of a proxy volume that
+    /// answers the project pages the current release lacks.
+    #[serde(default)]
+    pub fallback: Option<String>,
 }
 
 /// Where a volume's files come from when it is served.
@@ -33,6 +41,65 @@ pub enum VolumeSource {
     Released,
     /// A plain directory tree, served as it is.
     Tree(PathBuf),
+    /// A pull-through proxy of an upstream index: pages fetched on request
+    /// and kept for a while, files fetched on first request and verified.
+    Proxy(ProxyConfig),
+}
+
+/// `[volumes.<name>.proxy]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    #[serde(rename = "type")]
+    pub kind: ProxyKind,
+    /// The simple index (`https://pypi.org/simple/`).
+    pub url: String,
+    /// Where file paths are fetched from when no page linked them (with
+    /// `verify = "blake2b-path"`): PyPI's file host for pypi.org, else
+    /// the directory above `simple/`.
+    #[serde(default)]
+    pub files_url: Option<String>,
+    /// How a file is checked: `"blake2b-path"` (its path's 64 hex digits
+    /// are its BLAKE2b-256, as on PyPI's file host; the default for
+    /// pypi.org) or `"page-sha256"` (the sha256 of the page that linked
+    /// it; the default elsewhere).
+    #[serde(default)]
+    pub verify: Option<ProxyVerify>,
+    /// Hosts the pages may link files on besides the index's own and
+    /// `files_url`'s.
+    #[serde(default, deserialize_with = "allow_file_hosts")]
+    pub allow_file_hosts: Vec<AllowedHost>,
+    /// A page is revalidated with the upstream once this old.
+    #[serde(
+        default = "ten_minutes",
+        deserialize_with = "super::values::UpToYear::de"
+    )]
+    pub revalidate_after: std::time::Duration,
+    /// While the upstream fails, the last good page is served (marked
+    /// stale) for this long past `revalidate_after`.
+    #[serde(default = "one_day", deserialize_with = "super::values::UpToYear::de")]
+    pub stale_if_error: std::time::Duration,
+}
+
+fn ten_minutes() -> std::time::Duration {
+    std::time::Duration::from_secs(600)
+}
+
+fn one_day() -> std::time::Duration {
+    std::time::Duration::from_secs(86_400)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyKind {
+    Pypi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyVerify {
+    Blake2bPath,
+    PageSha256,
 }
 
 fn prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -50,6 +117,7 @@ impl fmt::Display for VolumeSource {
         match self {
             VolumeSource::Released => f.write_str("released"),
             VolumeSource::Tree(p) => write!(f, "tree {}", p.display()),
+            VolumeSource::Proxy(p) => write!(f, "proxy of {}", p.url),
         }
     }
 }
@@ -420,6 +488,43 @@ pub(super) fn settle(volumes: &mut BTreeMap<String, VolumeConfig>) -> Result<(),
             v.prefix = format!("/{name}");
             check_prefix(&v.prefix).map_err(|reason| (key("prefix"), reason))?;
         }
+        if let Some(proxy) = v.proxy.take() {
+            if v.source != VolumeSource::Released || v.upstream.is_some() {
+                return Err((
+                    key("proxy"),
+                    "a proxy volume has neither `tree` nor an upstream to sync: it fetches from its own `url`".into(),
+                ));
+            }
+            check_proxy(&proxy).map_err(|reason| (key("proxy.url"), reason))?;
+            v.source = VolumeSource::Proxy(proxy);
+        }
+    }
+    let proxies: Vec<String> = volumes
+        .values()
+        .filter(|v| matches!(v.source, VolumeSource::Proxy(_)))
+        .map(|v| v.name.clone())
+        .collect();
+    for (name, v) in volumes.iter() {
+        let Some(fallback) = &v.fallback else {
+            continue;
+        };
+        let why = if v.source != VolumeSource::Released {
+            Some("only a released volume falls back to a proxy".to_string())
+        } else if !proxies.contains(fallback) {
+            Some(format!(
+                "`{fallback}` is not a proxy volume (proxy volumes: {})",
+                if proxies.is_empty() {
+                    "none".to_string()
+                } else {
+                    proxies.join(", ")
+                }
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err((format!("volumes.{name}.fallback"), why));
+        }
     }
     for (name, v) in volumes.iter() {
         for (other, other_prefix) in &prefixes {
@@ -434,6 +539,17 @@ pub(super) fn settle(volumes: &mut BTreeMap<String, VolumeConfig>) -> Result<(),
             }
         }
         prefixes.push((name, &v.prefix));
+    }
+    Ok(())
+}
+
+/// A proxy's index URL must be an absolute http(s) URL.
+fn check_proxy(p: &ProxyConfig) -> Result<(), String> {
+    for url in std::iter::once(&p.url).chain(&p.files_url) {
+        match reqwest::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+            _ => return Err(format!("`{url}` is not an http(s) URL")),
+        }
     }
     Ok(())
 }

@@ -24,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use reqwest::Url;
 
 use super::{Draft, Need, ObjectStore, Outcome};
-use crate::config::{Config, VolumeConfig};
+use crate::config::Config;
 use crate::sync::fetch::{Fetcher, Want};
 use crate::volume::manifest::{Entry, Kind, key_for_path, path_for_key};
 
@@ -65,7 +65,7 @@ pub fn materialize(
 ) -> Result<Report> {
     let (dir, vc) = super::released_volume(config, volume)?;
     let wanted = match paths {
-        Some(file) => Some(read_paths(file, vc)?),
+        Some(file) => Some(read_paths(file, &vc.prefix)?),
         None => None,
     };
     let vol = super::lock(&dir, Need::Existing, wait, "materialize")?;
@@ -189,10 +189,10 @@ fn current_id(vol: &crate::volume::VolumeDir) -> Result<u64> {
 }
 
 /// The release paths a `--paths` file names.
-fn read_paths(file: &Path, vc: &VolumeConfig) -> Result<Vec<String>> {
+fn read_paths(file: &Path, volume_prefix: &str) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("reading the paths file {}", file.display()))?;
-    let prefix = format!("{}/", vc.prefix);
+    let prefix = format!("{volume_prefix}/");
     let mut paths = Vec::new();
     for line in text.lines() {
         let line = line.trim();
@@ -222,14 +222,8 @@ mod tests {
             "# the fleet's week\n/ubuntu/pool/a.deb\npool/b.deb\n\n  /ubuntu/pool/c.deb?x=1  \n/pool/d.deb\n",
         )
         .unwrap();
-        let vc = VolumeConfig {
-            name: "ubuntu".into(),
-            prefix: "/ubuntu".into(),
-            source: crate::config::VolumeSource::Released,
-            upstream: None,
-        };
         assert_eq!(
-            read_paths(&file, &vc).unwrap(),
+            read_paths(&file, "/ubuntu").unwrap(),
             ["pool/a.deb", "pool/b.deb", "pool/c.deb", "pool/d.deb"]
         );
     }

@@ -94,13 +94,17 @@ pub fn released_volume<'c>(
     name: &str,
 ) -> Result<(VolumeDir, &'c VolumeConfig)> {
     let vc = config.volume(name)?;
-    if let VolumeSource::Tree(path) = &vc.source {
-        bail!(
+    match &vc.source {
+        VolumeSource::Tree(path) => bail!(
             "volume `{name}` serves the plain tree {} and has no releases",
             path.display()
-        );
+        ),
+        VolumeSource::Proxy(p) => bail!(
+            "volume `{name}` is a pull-through proxy of {} and has no releases",
+            p.url
+        ),
+        VolumeSource::Released => Ok((VolumeDir::new(&config.origin, name), vc)),
     }
-    Ok((VolumeDir::new(&config.origin, name), vc))
 }
 
 /// What a writer needs of the volume before it takes the lock.

@@ -2,6 +2,7 @@
 //! volumes (swapped whole on reload), the cache, the metrics; following
 //! the volumes' release pointers, and the readiness probe.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use super::immutable::Immutable;
 use super::listing;
 use super::path::CleanPath;
 use super::plain::PlainVolume;
+use super::proxy::ProxyVolume;
 use super::released::ReleasedVolume;
 use super::watch;
 use crate::cache::Cache;
@@ -28,6 +30,9 @@ pub struct Volume {
     pub prefix: String,
     segments: Vec<Vec<u8>>,
     pub kind: VolumeKind,
+    /// A released volume's fallback: the proxy volume that answers the
+    /// project pages its release lacks.
+    pub fallback: Option<Arc<ProxyVolume>>,
     /// What `sync` fetches it from (the home page's client hints use it).
     pub upstream: Option<crate::config::Upstream>,
     /// Paths whose content never changes under their name.
@@ -45,6 +50,7 @@ impl Volume {
 pub enum VolumeKind {
     Released(Arc<ReleasedVolume>),
     Plain(Arc<PlainVolume>),
+    Proxy(Arc<ProxyVolume>),
 }
 
 /// What the daemon serves, shared by every connection.
@@ -152,8 +158,38 @@ impl Daemon {
         // Checked when the config was loaded.
         let immutable = Arc::new(Immutable::new(&config.freshness.immutable).expect("valid globs"));
         let mut volumes = Vec::new();
+        let mut proxies: HashMap<String, Arc<ProxyVolume>> = HashMap::new();
+        for v in config.volumes.values() {
+            let VolumeSource::Proxy(p) = &v.source else {
+                continue;
+            };
+            // Kept across a reload when unchanged: its pages stay in memory.
+            let kept = old.iter().find_map(|o| match &o.kind {
+                VolumeKind::Proxy(k)
+                    if *o.name == *v.name && k.config == *p && k.prefix == v.prefix =>
+                {
+                    Some(k.clone())
+                }
+                _ => None,
+            });
+            let proxy = match kept {
+                Some(k) => k,
+                None => match ProxyVolume::new(&v.name, &v.prefix, p) {
+                    Ok(k) => Arc::new(k),
+                    Err(e) => {
+                        tracing::error!(volume = %v.name, "proxy volume not served: {e:#}");
+                        continue;
+                    }
+                },
+            };
+            proxies.insert(v.name.clone(), proxy);
+        }
         for v in config.volumes.values() {
             let kind = match &v.source {
+                VolumeSource::Proxy(_) => match proxies.get(&v.name) {
+                    Some(p) => VolumeKind::Proxy(p.clone()),
+                    None => continue,
+                },
                 VolumeSource::Tree(root) => VolumeKind::Plain(Arc::new(PlainVolume::new(
                     &v.name,
                     root,
@@ -199,6 +235,7 @@ impl Daemon {
                 prefix: v.prefix.clone(),
                 segments,
                 kind,
+                fallback: v.fallback.as_ref().and_then(|f| proxies.get(f).cloned()),
                 upstream: v.upstream.clone(),
                 immutable: immutable.clone(),
             }));
@@ -238,7 +275,7 @@ impl Daemon {
             .iter()
             .filter_map(|v| match &v.kind {
                 VolumeKind::Released(r) => Some(r.dir.root.clone()),
-                VolumeKind::Plain(_) => None,
+                VolumeKind::Plain(_) | VolumeKind::Proxy(_) => None,
             })
             .collect();
         let watched = watch::spawn(dirs, wake.clone());
@@ -370,6 +407,9 @@ fn probe(origin: &std::path::Path, volumes: &[Arc<Volume>], cache: &Cache) -> Op
                     || (std::fs::read_dir(&r.dir.root).is_ok() && r.dir.current().is_ok())
             }
             VolumeKind::Plain(p) => p.readable(),
+            // Its upstream being down is no reason to take the daemon out
+            // of service: kept pages and files are still served.
+            VolumeKind::Proxy(_) => true,
         };
         if !ok {
             return Some(format!("volume `{}`: origin not readable", v.name));

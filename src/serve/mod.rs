@@ -44,6 +44,7 @@ pub mod media;
 pub mod pages;
 pub mod path;
 pub mod plain;
+pub mod proxy;
 pub mod range;
 pub mod recent;
 pub mod refusal;

@@ -166,6 +166,7 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
                 None => ("released", "none yet".to_string()),
             },
             VolumeKind::Plain(_) => ("plain tree", "-".to_string()),
+            VolumeKind::Proxy(_) => ("proxy", "-".to_string()),
         };
         rows += &format!(
             "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td></tr>\n",
@@ -174,7 +175,11 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
             kind,
             escape(&release)
         );
+        let proxied = matches!(v.kind, VolumeKind::Proxy(_));
         let hint = match v.upstream.clone().or_else(|| guess_upstream(v)) {
+            _ if proxied => format!(
+                "# /etc/pip.conf (or, in a virtualenv: pip config --site set global.index-url {url}simple/)\n[global]\nindex-url = {url}simple/"
+            ),
             Some(Upstream::Pypi(_)) => format!(
                 "# /etc/pip.conf (or, in a virtualenv: pip config --site set global.index-url {url}simple/)\n[global]\nindex-url = {url}simple/"
             ),
@@ -242,6 +247,7 @@ fn top_directories(v: &Volume) -> Vec<String> {
                     .collect()
             })
             .unwrap_or_default(),
+        VolumeKind::Proxy(_) => Vec::new(),
     };
     let mut names = names;
     names.sort();
@@ -369,6 +375,7 @@ fn holds(v: &Volume, rel: &str, dir: bool) -> bool {
             true => p.root.join(rel).is_dir(),
             false => p.root.join(rel).is_file(),
         },
+        VolumeKind::Proxy(_) => false,
     }
 }
 
@@ -397,6 +404,7 @@ fn guess_upstream(v: &Volume) -> Option<Upstream> {
                         .collect()
                 })
                 .unwrap_or_default(),
+            VolumeKind::Proxy(_) => Vec::new(),
         };
         Some(Upstream::Apt(AptUpstream {
             suites,

@@ -70,8 +70,15 @@ async fn answer<B>(daemon: &Arc<Daemon>, req: &Request<B>) -> Answer {
         head,
     };
     let looked = match &volume.kind {
-        VolumeKind::Released(r) => ask.released(r, skip).await,
+        VolumeKind::Released(r) => match ask.released(r, skip).await {
+            // What the release lacks, its fallback proxy may have.
+            Err(Refusal::NotFound) if let Some(p) = &volume.fallback => {
+                ask.fallback(p, path.rest(skip)).await
+            }
+            looked => looked,
+        },
         VolumeKind::Plain(p) => ask.plain(p, path.rest(skip)).await,
+        VolumeKind::Proxy(p) => ask.proxy(p, path.rest(skip)).await,
     };
     looked.unwrap_or_else(|refusal| ask.refused(refusal))
 }

@@ -57,6 +57,15 @@ pub enum Object<'a> {
         real: PathBuf,
         mtime_ns: i128,
     },
+    /// A file a proxy volume fetches from its upstream: known by its
+    /// sha256 when a page gave it, else by its path (a plain record names
+    /// its sha256 once a fill stored it); checked as `origin` says.
+    Fetched {
+        meta: Meta<'a>,
+        key: ObjectKey,
+        sha: Option<Sha256Digest>,
+        origin: origin::Object,
+    },
 }
 
 impl<'a> Object<'a> {
@@ -83,14 +92,16 @@ impl<'a> Object<'a> {
 
     fn meta(&self) -> &Meta<'a> {
         match self {
-            Object::Released { meta, .. } | Object::Plain { meta, .. } => meta,
+            Object::Released { meta, .. }
+            | Object::Plain { meta, .. }
+            | Object::Fetched { meta, .. } => meta,
         }
     }
 
     fn sha(&self) -> Option<Sha256Digest> {
         match self {
             Object::Released { sha, .. } => Some(*sha),
-            Object::Plain { sha, .. } => *sha,
+            Object::Plain { sha, .. } | Object::Fetched { sha, .. } => *sha,
         }
     }
 
@@ -108,7 +119,7 @@ impl<'a> Object<'a> {
                 let origin = match url {
                     Some(url) if !file.exists() => origin::Object::Upstream {
                         url: url.into(),
-                        sha,
+                        check: origin::Check::Sha256(sha),
                         size: meta.size,
                         upstreams: upstreams.clone(),
                     },
@@ -136,6 +147,11 @@ impl<'a> Object<'a> {
                     size: meta.size,
                     mtime_ns,
                 },
+                key,
+                volume,
+            },
+            Object::Fetched { key, origin, .. } => FillRequest {
+                origin,
                 key,
                 volume,
             },
@@ -208,7 +224,9 @@ impl Ask<'_> {
             head.insert(X_CACHE, x_cache(x));
             return Ok(self.answer(response(status, head, body::empty())));
         }
-        let plain = matches!(obj, Object::Plain { .. });
+        // A file gone from a plain tree or an upstream index is not there
+        // (404), unlike a released object the origin lost (502).
+        let plain = matches!(obj, Object::Plain { .. } | Object::Fetched { .. });
         let failed = |error| Refusal::Origin { error, plain };
         let hit = match &sha {
             Some(sha) => cache.hit(sha, size).await,
@@ -327,16 +345,18 @@ pub fn object_head(
 /// Where a response came from: `hit-memory`, `hit-disk`, `miss`,
 /// `coalesced`, `bypass` (from the origin, uncached: the cache disk is
 /// full).
-const X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
+pub(super) const X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
 
 /// The `X-Cache` value of an outcome: its metrics label (`Outcome::as_str`),
-/// made at compile time; a stale or other answer says `miss`.
-fn x_cache(outcome: Outcome) -> HeaderValue {
+/// made at compile time; any other answer says `miss`.
+pub(super) fn x_cache(outcome: Outcome) -> HeaderValue {
     match outcome {
         Outcome::HitMemory => const { HeaderValue::from_static("hit-memory") },
         Outcome::HitDisk => const { HeaderValue::from_static("hit-disk") },
         Outcome::Coalesced => const { HeaderValue::from_static("coalesced") },
         Outcome::Bypass => const { HeaderValue::from_static("bypass") },
+        Outcome::Stale => const { HeaderValue::from_static("stale") },
+        Outcome::Fallback => const { HeaderValue::from_static("fallback") },
         _ => const { HeaderValue::from_static("miss") },
     }
 }

@@ -257,7 +257,7 @@ pub fn requirement_names(text: &str) -> Vec<String> {
     names
 }
 
-const ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1";
+pub const ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1";
 
 /// Reads a PEP 691 JSON project page.
 pub fn parse_json(body: &[u8], page: &Url) -> Result<Vec<Dist>> {
@@ -796,6 +796,7 @@ impl Pypi<'_> {
                     filename: d.filename.clone(),
                     path: paths[&d.url].clone(),
                     sha256: d.sha256,
+                    size: d.size,
                     requires_python: d.requires_python.clone(),
                     yanked: d.yanked.clone(),
                     metadata_sha,
@@ -827,6 +828,8 @@ pub struct PageFile {
     /// `files_at` points.
     pub path: String,
     pub sha256: Sha256Digest,
+    /// Its size, when known (PEP 700).
+    pub size: Option<u64>,
     pub requires_python: Option<String>,
     pub yanked: Option<String>,
     /// The sha256 of `<filename>.metadata`, when the mirror has it.
@@ -865,6 +868,9 @@ pub fn project_pages(name: &str, files_at: &str, files: &[PageFile]) -> Result<(
             "url": href,
             "hashes": { "sha256": d.sha256.hex() },
         });
+        if let Some(size) = d.size {
+            f["size"] = json!(size);
+        }
         if let Some(rp) = &d.requires_python {
             f["requires-python"] = json!(rp);
         }

@@ -242,13 +242,15 @@ impl Wheels<'_> {
                     let (meta, requires_python) = wheel_metadata(path)?;
                     let meta_path = PathBuf::from(format!("{}.metadata", path.display()));
                     fetcher.write(&meta_path, &meta)?;
-                    let sha256 = Sha256Digest::of(&std::fs::read(path)?);
+                    let bytes = std::fs::read(path)?;
+                    let sha256 = Sha256Digest::of(&bytes);
                     gate.files.insert(path.clone(), Some(sha256));
                     gate.files.insert(meta_path, None);
                     files.push(PageFile {
                         filename: filename.clone(),
                         path: filename.clone(),
                         sha256,
+                        size: Some(bytes.len() as u64),
                         requires_python,
                         yanked: None,
                         metadata_sha: Some(Sha256Digest::of(&meta)),

@@ -15,6 +15,7 @@ mod hostile;
 mod ondemand;
 mod openpgp;
 mod operations;
+mod proxy;
 mod release;
 mod serve;
 mod sync;

@@ -118,10 +118,12 @@ s.serve_forever()
 
     /// Serves `dir`, writing `<method> <path> <status>` to `log` for each
     /// request it answers: what the tests count upstream reads by, from
-    /// the server's own record.
+    /// the server's own record. Answers `If-Modified-Since` with 304 (as
+    /// `http.server` does), and sends a directory's `serial` file as
+    /// `X-PyPI-Last-Serial`.
     pub fn logged(dir: &Path, log: &Path) -> Upstream {
         let script = r#"
-import functools, http.server, sys, threading
+import functools, http.server, os, sys, threading
 out = open(sys.argv[2], "a", buffering=1)
 lock = threading.Lock()
 class H(http.server.SimpleHTTPRequestHandler):
@@ -129,6 +131,13 @@ class H(http.server.SimpleHTTPRequestHandler):
     def log_request(self, code="-", size="-"):
         with lock:
             out.write("%s %s %s\n" % (self.command, self.path, getattr(code, "value", code)))
+    def end_headers(self):
+        # A directory's `serial` file is its pages' X-PyPI-Last-Serial.
+        p = self.translate_path(self.path)
+        serial = os.path.join(p if os.path.isdir(p) else os.path.dirname(p), "serial")
+        if os.path.isfile(serial):
+            self.send_header("X-PyPI-Last-Serial", open(serial).read().strip())
+        super().end_headers()
 s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(H, directory=sys.argv[1]))
 s.daemon_threads = True
 print("Serving HTTP on 127.0.0.1 port", s.server_address[1], flush=True)
