@@ -808,6 +808,13 @@ impl DiskTier {
         }
     }
 
+    /// Whether the index has the record `key` (without reading it).
+    pub fn has_record(&self, key: &Sha256Digest) -> bool {
+        self.index
+            .peek(key)
+            .is_some_and(|e| e.kind == Kind::Record && e.present.load(Ordering::Acquire))
+    }
+
     /// Drops a record its reader found malformed.
     pub fn drop_record(&self, key: &Sha256Digest) {
         if self.index.peek(key).is_some_and(|e| e.kind == Kind::Record) {

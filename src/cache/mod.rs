@@ -383,7 +383,8 @@ impl Cache {
             sha,
             size: req.size(),
             record,
-            reservation,
+            reservation: Some(reservation),
+            budget: None,
             done,
         };
         if self.writer.send(write).is_err() {
@@ -396,47 +397,53 @@ impl Cache {
     /// Keeps a document (a proxy volume's page) in the disk tier under
     /// `(volume, path)`, stamped with `stamp_ns`: a plain record names its
     /// bytes, so it is charged to `disk_size` and evicted like any entry,
-    /// and replaces the one there. Not kept when the budget has no room
-    /// for it in time.
-    pub async fn keep_document(
-        self: &Arc<Self>,
-        volume: &str,
-        path: &[u8],
-        stamp_ns: i128,
-        bytes: Bytes,
-    ) {
+    /// and replaces the one there. Written by the cache's writer thread,
+    /// which also makes room for it: the caller does not wait.
+    pub fn keep_document(&self, volume: &str, path: &[u8], stamp_ns: i128, bytes: Bytes) {
         let size = bytes.len() as u64;
         if kib(size) > self.fill_budget_kib {
             return;
         }
-        let sha = Sha256Digest::of(&bytes);
-        let disk = self.disk.clone();
-        let Ok(reservation) = tokio::task::spawn_blocking(move || disk.reserve(size)).await else {
+        // Its room comes out of the share fills take (three quarters of
+        // `disk_size`), as a fill's does, so that documents, fills and
+        // manifest copies together stay within the budget. No room now:
+        // not kept (the page is in memory; only a restart would miss it).
+        let permits = u32::try_from(kib(size)).expect("checked against the budget");
+        let Ok(budget) = self.fill_budget.clone().try_acquire_many_owned(permits) else {
+            tracing::debug!(
+                volume,
+                "a document not kept: the fills' share of the disk budget is taken"
+            );
             return;
         };
+        let sha = Sha256Digest::of(&bytes);
         let record = plain::PlainRecord {
             size,
             mtime_ns: stamp_ns,
             sha,
         };
-        let (done, committed) = tokio::sync::oneshot::channel();
+        let (done, _) = tokio::sync::oneshot::channel();
         let write = Write {
             copied: fill::Copied::Bytes(bytes),
             sha,
             size,
             record: Some((plain::record_key(volume, path), record)),
-            reservation,
+            reservation: None,
+            budget: Some(budget),
             done,
         };
-        if self.writer.send(write).is_ok() {
-            let _ = committed.await;
-        }
+        let _ = self.writer.send(write);
     }
 
     /// The document kept under `(volume, path)` and its stamp, if the disk
     /// tier still has both.
     pub async fn document(self: &Arc<Self>, volume: &str, path: &[u8]) -> Option<(i128, Bytes)> {
         let key = plain::record_key(volume, path);
+        // Most documents asked for were never kept: the in-memory index
+        // says so without a trip to the blocking pool.
+        if !self.disk.has_record(&key) {
+            return None;
+        }
         let disk = self.disk.clone();
         let record = tokio::task::spawn_blocking(move || {
             let bytes = disk.read_record(&key)?;
@@ -573,7 +580,12 @@ struct Write {
     /// The plain record (its key and text) that names it, for a plain-tree
     /// file or a document.
     record: Option<(Sha256Digest, plain::PlainRecord)>,
-    reservation: disk::Reservation,
+    /// A fill's room in the budget; `None` for a document, whose room the
+    /// writer makes itself.
+    reservation: Option<disk::Reservation>,
+    /// A document's share of the fills' budget, held until it is written
+    /// (a fill holds its own in the fill).
+    budget: Option<tokio::sync::OwnedSemaphorePermit>,
     done: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -589,18 +601,17 @@ fn spawn_writer(disk: Arc<DiskTier>) -> std::sync::mpsc::Sender<Write> {
     std::thread::Builder::new()
         .name("cache-write".into())
         .spawn(move || {
-            for mut w in rx {
-                let written = write_entry(
-                    &disk,
-                    w.copied,
-                    &w.sha,
-                    w.size,
-                    &w.record,
-                    &mut w.reservation,
-                );
+            for w in rx {
+                let mut reservation = match w.reservation {
+                    Some(r) => r,
+                    None => disk.reserve(w.size),
+                };
+                let written =
+                    write_entry(&disk, w.copied, &w.sha, w.size, &w.record, &mut reservation);
                 // The room is given back (or was handed to the entry) before
                 // the fill is told it is done.
-                drop(w.reservation);
+                drop(reservation);
+                drop(w.budget);
                 if let Err(e) = written {
                     disk.write_failed(&e);
                     tracing::error!(sha = %w.sha, "cannot commit to the disk cache: {e}");

@@ -265,7 +265,7 @@ impl ProxyVolume {
                 match self.render(doc) {
                     Ok(page) => {
                         let page = self.remember(page);
-                        self.keep(ask, &page).await;
+                        self.keep(ask, &page);
                         Lookup::Fetched(page)
                     }
                     Err(e) => {
@@ -287,7 +287,7 @@ impl ProxyVolume {
                         html_etag: p.html_etag.clone(),
                         json_etag: p.json_etag.clone(),
                     });
-                    self.keep(ask, &page).await;
+                    self.keep(ask, &page);
                     Lookup::Fetched(page)
                 }
                 None => {
@@ -323,16 +323,17 @@ impl ProxyVolume {
         page
     }
 
-    /// Keeps a page's document in the disk tier.
-    async fn keep(&self, ask: &Ask<'_>, page: &Page) {
+    /// Keeps a page's document in the disk tier, in the background: the
+    /// client does not wait for the write (the page is in memory already).
+    fn keep(&self, ask: &Ask<'_>, page: &Page) {
         let Ok(bytes) = serde_json::to_vec(&page.doc) else {
             return;
         };
         let stamp = page.doc.fetched_ms as i128 * 1_000_000;
+        let key = doc_key(&page.doc.project);
         ask.daemon
             .cache
-            .keep_document(&self.name, &doc_key(&page.doc.project), stamp, bytes.into())
-            .await;
+            .keep_document(&self.name, &key, stamp, bytes.into());
     }
 
     /// Asks the upstream for a project's page, conditionally when one is

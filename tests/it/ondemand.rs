@@ -135,7 +135,15 @@ fn materialized_and_cached_artifacts_outlive_their_upstream_and_the_rest_get_502
     let dir = tempfile::tempdir().unwrap();
     let (archive, mut upstream, env) = apt_on_demand(dir.path());
     let pool = |rel: &str| fs::read(archive.archive().join(rel)).unwrap();
-    let d = Daemon::start(&env);
+    // Retries end within three quarters of the origin timeout: a short
+    // one keeps the unreachable case quick.
+    let d = Daemon::start_with(
+        &env,
+        &DaemonOpts {
+            daemon: "origin_timeout = \"4s\"\n".into(),
+            ..DaemonOpts::default()
+        },
+    );
     let greet = d.get(&format!("/vol/{GREET_DEB}"));
     assert_eq!(greet.status, 200);
     assert_eq!(greet.body, pool(GREET_DEB));
@@ -316,11 +324,74 @@ fn an_on_demand_pypi_release_serves_pip_from_the_file_host() {
     let d = Daemon::start(&env);
     let index = format!("http://{}/vol/simple/", d.addr);
     greet_installs_with_hashes_and_pulls_its_dependency(&env, &index, &files);
+    // uv, the second client, from the same release.
+    let target = env.path().join("uv-site");
+    let o = std::process::Command::new("uv")
+        .args([
+            "pip",
+            "install",
+            "--no-cache",
+            "--index-url",
+            &index,
+            "--target",
+        ])
+        .arg(&target)
+        .arg("greet")
+        .output()
+        .expect("uv is installed (test.sh)");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(target.join("greet_lib/__init__.py").exists());
     for w in &wheels {
         let name = w.file_name().unwrap().to_str().unwrap();
         assert_eq!(upstream.requests("GET", &format!("/{name}")), 1, "{name}");
         assert!(!stored(&env, &fs::read(w).unwrap()));
     }
+}
+
+#[test]
+fn remote_entries_are_fetched_over_https_from_an_upstream_the_daemon_trusts() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = pypi_upstream(dir.path());
+    make_cert(dir.path());
+    let p = |f: &str| dir.path().join(f);
+    let tls = Upstream::serve_tls(&root, &p("cert.pem"), &p("key.pem"), None);
+    let env = Env::new();
+    set_upstream(
+        &env,
+        &format!(
+            "type = \"pypi\"\nurl = \"https://localhost:{}/simple/\"\nprojects = [\"greet-lib\"]\nfetch = \"on-demand\"",
+            tls.port
+        ),
+    );
+    let out = env
+        .update_cmd(&["sync", "vol"])
+        .env("SSL_CERT_FILE", p("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m = manifest(&env, 1);
+    let wheel = "greet_lib-1.0-py3-none-any.whl";
+    let bytes = fs::read(root.join("files").join(wheel)).unwrap();
+    let e = m.get(format!("files/{wheel}").as_bytes()).unwrap().unwrap();
+    assert_eq!(e.kind, Kind::Remote);
+    assert!(e.remote_url().unwrap().starts_with("https://localhost:"));
+
+    // A daemon that does not trust the upstream's CA (the system's roots
+    // only) fetches nothing.
+    let untrusting = Daemon::start(&env);
+    let r = untrusting.get(&format!("/vol/files/{wheel}"));
+    assert_eq!(r.status, 502, "{}", r.text());
+    drop(untrusting);
+    // One that does: verified and served.
+    let d = Daemon::start_with(
+        &env,
+        &DaemonOpts {
+            env: vec![("SSL_CERT_FILE".into(), p("ca.pem").display().to_string())],
+            ..DaemonOpts::default()
+        },
+    );
+    let r = d.get(&format!("/vol/files/{wheel}"));
+    assert_eq!((r.status, r.body == bytes), (200, true));
 }
 
 /// A PyPI-style upstream with one project, `big`, whose one file is

@@ -391,6 +391,18 @@ fn a_kept_page_survives_a_restart_in_the_disk_tier() {
     let d = Daemon::start(&env);
     let first = d.get("/pypi/simple/greet/");
     assert_eq!(first.status, 200);
+    // The page is written to the disk tier after the answer: its record
+    // and its document.
+    let cache = env.path().join("cache");
+    let files_under = |sub: &str| {
+        walk(&cache.join(sub))
+            .iter()
+            .filter(|p| p.is_file())
+            .count()
+    };
+    wait_for("the page in the disk tier", 10, || {
+        files_under("plain-v1") == 1 && files_under("content-v2") == 1
+    });
     drop(d);
     let d = Daemon::start(&env);
     let r = d.get("/pypi/simple/greet/");
