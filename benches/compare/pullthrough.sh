@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # unimirror's PyPI proxy volume side by side with the pull-through peers,
 # all filling from one PyPI-layout upstream (nginx serving
-# pullthrough_data.py's tree) behind a front that adds DELAY_MS (default
-# 20) to every upstream request (delay.py). See docs/performance.md.
+# pullthrough_data.py's tree) that waits DELAY_MS (default 20) before
+# answering each request: nginx's echo module (`apt-get install
+# libnginx-mod-http-echo`), or, without it, delay.py, a Python relay in
+# front of the upstream, which caps every target at about 1,300 pages a
+# second on two cores. See docs/performance.md.
 #
 #   benches/compare/pullthrough.sh [--rounds N] [--seconds S]
 #
@@ -111,6 +114,18 @@ EOF
 nginx_conf origin "log_format bytes '\$body_bytes_sent \$uri'; access_log $WORK/logs/origin.access.log bytes;
   sendfile on; server { listen 127.0.0.1:$ORIGIN_PORT; root $DATA; index index.html;
   add_header X-PyPI-Last-Serial 1; } "
+ECHO_MODULE=/usr/lib/nginx/modules/ngx_http_echo_module.so
+if [ -e "$ECHO_MODULE" ]; then
+  # The delaying front is the upstream itself: each request waits, then
+  # is served (try_files serves an index.html in place, with no second
+  # pass through the delay).
+  nginx_conf origin "log_format bytes '\$body_bytes_sent \$uri'; access_log $WORK/logs/origin.access.log bytes;
+    sendfile on; server { listen 127.0.0.1:$FRONT_PORT;
+      location / { echo_sleep $(awk "BEGIN { print $DELAY_MS / 1000 }"); echo_exec @files; }
+      location @files { root $DATA; try_files \$uri \$uri/index.html =404; add_header X-PyPI-Last-Serial 1; } }
+    server { listen 127.0.0.1:$ORIGIN_PORT; root $DATA; } "
+  sed -i "1i load_module $ECHO_MODULE;" "$WORK/run/origin/nginx.conf"
+fi
 nginx_conf nginx-proxy "access_log off; sendfile on;
   proxy_cache_path $CACHES/cache-nginx levels=1:2 keys_zone=pt:64m max_size=4g inactive=1d use_temp_path=off;
   upstream front { server 127.0.0.1:$FRONT_PORT; keepalive 64; }
@@ -166,7 +181,7 @@ calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
 sed 's|^simple/||' "$DATA/pages.paths" > "$WORK/run/projects.paths"
 
 start origin
-start front
+[ -e "$ECHO_MODULE" ] || start front
 for r in $(seq 1 "$ROUNDS"); do
   for t in unimirror nginx-proxy varnish proxpi; do
     start "$t"

@@ -325,22 +325,7 @@ fn an_on_demand_pypi_release_serves_pip_from_the_file_host() {
     let index = format!("http://{}/vol/simple/", d.addr);
     greet_installs_with_hashes_and_pulls_its_dependency(&env, &index, &files);
     // uv, the second client, from the same release.
-    let target = env.path().join("uv-site");
-    let o = std::process::Command::new("uv")
-        .args([
-            "pip",
-            "install",
-            "--no-cache",
-            "--index-url",
-            &index,
-            "--target",
-        ])
-        .arg(&target)
-        .arg("greet")
-        .output()
-        .expect("uv is installed (test.sh)");
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    assert!(target.join("greet_lib/__init__.py").exists());
+    uv_installs_greet(env.path(), &index);
     for w in &wheels {
         let name = w.file_name().unwrap().to_str().unwrap();
         assert_eq!(upstream.requests("GET", &format!("/{name}")), 1, "{name}");

@@ -6,7 +6,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use blake2::Digest;
@@ -136,22 +135,7 @@ fn pip_and_uv_install_through_the_proxy_each_upstream_file_read_once() {
 
     greet_installs_with_hashes_and_pulls_its_dependency(&env, &index, &up.built);
     // uv, the second client, from the same proxy.
-    let target = env.path().join("uv-site");
-    let o = Command::new("uv")
-        .args([
-            "pip",
-            "install",
-            "--no-cache",
-            "--index-url",
-            &index,
-            "--target",
-        ])
-        .arg(&target)
-        .arg("greet")
-        .output()
-        .expect("uv is installed (test.sh)");
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    assert!(target.join("greet_lib/__init__.py").exists());
+    uv_installs_greet(env.path(), &index);
 
     // Each page and each file was read from the upstream once, for both
     // clients and every install.

@@ -126,3 +126,28 @@ pub fn apt_get(dir: &Path, source: &str, args: &[&str]) -> Output {
         .output()
         .expect("apt-get is installed")
 }
+
+/// uv (the second Python client, installed by test.sh) installs `greet`
+/// from `index` into `<dir>/uv-site`, without a cache of its own; its
+/// dependency, greet-lib, must come along.
+pub fn uv_installs_greet(dir: &Path, index: &str) {
+    let target = dir.join("uv-site");
+    let o = Command::new("uv")
+        .args([
+            "pip",
+            "install",
+            "--no-cache",
+            "--index-url",
+            index,
+            "--target",
+        ])
+        .arg(&target)
+        .arg("greet")
+        .output()
+        .expect("uv is installed (test.sh)");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        target.join("greet_lib/__init__.py").exists(),
+        "greet-lib did not come along"
+    );
+}
