@@ -140,6 +140,14 @@ impl Upstreams {
                         ));
                     }
                 },
+                // A certificate refused or a redirect refused will not
+                // pass by retrying.
+                Err(e) if crate::upstream::is_refusal(&e) => {
+                    return Err(Error::new(
+                        OriginError::Upstream,
+                        format!("{url}: {}", crate::upstream::error_chain(&e)),
+                    ));
+                }
                 Err(e) => crate::upstream::error_chain(&e),
             };
             if started.elapsed() + wait > budget {

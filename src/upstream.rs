@@ -78,3 +78,24 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// Whether a failed request was refused on purpose, by the TLS check of the
+/// upstream's certificate or by the redirect rules, rather than failing on
+/// the way (no connection, a reset): retrying cannot change the answer.
+/// By the chain's text as well as its types: between reqwest, hyper-util
+/// and tokio-rustls the certificate error reaches us boxed in ways a
+/// downcast does not see through.
+pub fn is_refusal(e: &reqwest::Error) -> bool {
+    if e.is_redirect() {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        source = s.source();
+    }
+    let text = error_chain(e);
+    text.contains("invalid peer certificate") || text.contains("refusing a redirect")
+}

@@ -362,10 +362,26 @@ fn remote_entries_are_fetched_over_https_from_an_upstream_the_daemon_trusts() {
     assert!(e.remote_url().unwrap().starts_with("https://localhost:"));
 
     // A daemon that does not trust the upstream's CA (the system's roots
-    // only) fetches nothing.
-    let untrusting = Daemon::start(&env);
+    // only) fetches nothing, and says so at once: a refused certificate is
+    // not retried (with a minute's origin timeout, retries took 41 s).
+    let untrusting = Daemon::start_with(
+        &env,
+        &DaemonOpts {
+            daemon: "origin_timeout = \"60s\"\n".into(),
+            ..DaemonOpts::default()
+        },
+    );
+    let asked = std::time::Instant::now();
     let r = untrusting.get(&format!("/vol/files/{wheel}"));
     assert_eq!(r.status, 502, "{}", r.text());
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(30),
+        "a refused certificate was retried for {:?}",
+        asked.elapsed()
+    );
+    wait_for("the refusal in the log", 10, || {
+        untrusting.log_text().to_lowercase().contains("certificate")
+    });
     drop(untrusting);
     // One that does: verified and served.
     let d = Daemon::start_with(
