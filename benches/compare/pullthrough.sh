@@ -27,6 +27,8 @@
 # of files deleted (the million workload), ext4's inode allocation costs a
 # cold page more than the rest of its work, and unimirror creates two
 # files per page (the page and its record) where nginx creates one.
+# VARNISH_STORAGE=file gives Varnish a cache file there too (default:
+# malloc, memory only).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -68,6 +70,10 @@ if [ "${CACHE_TMPFS:-0}" = 1 ]; then
   mkdir -p "$CACHES"
   mountpoint -q "$CACHES" || mount -t tmpfs -o size=6g tmpfs "$CACHES"
 fi
+# Varnish keeps objects in memory by default (malloc); VARNISH_STORAGE=file
+# gives it a file on the caches' filesystem, persisted like the others'.
+VARNISH_STORAGE=${VARNISH_STORAGE:-malloc,2G}
+[ "$VARNISH_STORAGE" = file ] && VARNISH_STORAGE="file,$CACHES/varnish.bin,2G"
 ACCEPT="Accept: application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 python3 "$HERE/pullthrough_data.py" "$DATA" "http://127.0.0.1:$FRONT_PORT/"
 
@@ -151,7 +157,7 @@ start() { # target
     varnish)
       rm -rf "$WORK/run/varnish" && mkdir -p "$WORK/run/varnish"
       taskset -c "$SERVER_CPU" varnishd -F -n "$WORK/run/varnish" -a "127.0.0.1:$port" \
-        -b "127.0.0.1:$FRONT_PORT" -s malloc,2G -t 600 -p thread_pools=1 >"$WORK/logs/varnish.log" 2>&1 & ;;
+        -b "127.0.0.1:$FRONT_PORT" -s "$VARNISH_STORAGE" -t 600 -p thread_pools=1 >"$WORK/logs/varnish.log" 2>&1 & ;;
     proxpi)
       rm -rf "$WORK/cache-proxpi"
       PROXPI_INDEX_URL="http://127.0.0.1:$FRONT_PORT/simple/" PROXPI_CACHE_DIR="$WORK/cache-proxpi" \
@@ -172,7 +178,7 @@ pages_prefix() { [ "$1" = proxpi ] && echo /index || echo "${PREFIX[$1]}/simple"
 record() { # workload target round fields...
   local w=$1 t=$2 r=$3; shift 3
   printf '{"run":"%s","caches":"%s","workload":"%s","target":"%s","round":%s,%s}\n' \
-    "$RUN_ID" "$([ "$CACHES" = "$WORK" ] && echo disk || echo tmpfs)" "$w" "$t" "$r" "$(IFS=,; echo "$*")" >> "$RESULTS"
+    "$RUN_ID" "$([ "$CACHES" = "$WORK" ] && echo disk || echo tmpfs) varnish=${VARNISH_STORAGE%%,*}" "$w" "$t" "$r" "$(IFS=,; echo "$*")" >> "$RESULTS"
 }
 wrk_json() { taskset -c "$LOAD_CPU" wrk "$@" | tail -1; }
 calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
