@@ -15,31 +15,15 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// Serves `dir` as `python3 -m http.server` does.
     pub fn serve(dir: &Path) -> Upstream {
-        let mut child = Command::new("python3")
-            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
-            .current_dir(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
-        let port = line
-            .split_whitespace()
-            .skip_while(|w| *w != "port")
-            .nth(1)
-            .unwrap_or_else(|| panic!("unexpected {line:?}"))
-            .parse()
-            .unwrap();
-        Upstream {
-            child,
-            port,
-            log: None,
-        }
+        let script = r#"
+import functools, http.server, sys
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1]))
+print("Serving HTTP on 127.0.0.1 port", s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+        Upstream::python(script, &[dir.as_os_str()])
     }
 
     /// Serves `dir`, then dies abruptly on the request after the first
