@@ -274,8 +274,14 @@ impl Cache {
     /// What the plain record of `(volume, path)` says, whatever its size
     /// and mtime. May block (reads the record).
     pub fn plain_record(&self, volume: &str, path: &[u8]) -> Option<plain::PlainRecord> {
-        let bytes = self.disk.read_record(&plain::record_key(volume, path))?;
-        plain::PlainRecord::parse(&bytes)
+        let key = plain::record_key(volume, path);
+        let bytes = self.disk.read_record(&key)?;
+        let record = plain::PlainRecord::parse(&bytes);
+        if record.is_none() {
+            // Not one this cache wrote: dropped, a miss from now on.
+            self.disk.drop_record(&key);
+        }
+        record
     }
 
     /// Whether the disk tier holds `sha` (without verifying it).
@@ -444,17 +450,10 @@ impl Cache {
         if !self.disk.has_record(&key) {
             return None;
         }
-        let disk = self.disk.clone();
-        let record = tokio::task::spawn_blocking(move || {
-            let bytes = disk.read_record(&key)?;
-            let record = plain::PlainRecord::parse(&bytes);
-            if record.is_none() {
-                disk.drop_record(&key);
-            }
-            record
-        })
-        .await
-        .ok()??;
+        let (cache, volume, path) = (self.clone(), volume.to_string(), path.to_vec());
+        let record = tokio::task::spawn_blocking(move || cache.plain_record(&volume, &path))
+            .await
+            .ok()??;
         let bytes = match self.hit(&record.sha, record.size).await? {
             Source::Memory(b) | Source::DiskBytes(b) => b,
             Source::Disk(open) => {
@@ -488,12 +487,7 @@ impl Cache {
         if let Some(sha) = self.plain_shas.get(key) {
             return Some(sha);
         }
-        let key = plain::record_key(volume, path);
-        let bytes = self.disk.read_record(&key)?;
-        let Some(record) = plain::PlainRecord::parse(&bytes) else {
-            self.disk.drop_record(&key);
-            return None;
-        };
+        let record = self.plain_record(volume, path)?;
         (record.size == *size && record.mtime_ns == *mtime_ns).then_some(record.sha)
     }
 

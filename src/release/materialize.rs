@@ -152,12 +152,14 @@ pub fn materialize(
     let mut adopted = Ok(());
     for (k, dest) in fetched {
         let e = &chosen[&k];
+        if adopted.is_err() {
+            let _ = std::fs::remove_file(dest);
+            continue;
+        }
+        adopted = store.adopt(dest, e.sha256, e.size, &mut draft.progress);
         if adopted.is_ok() {
-            adopted = store.adopt(dest, e.sha256, e.size, &mut draft.progress);
             bytes += e.size;
             done.insert(k);
-        } else {
-            let _ = std::fs::remove_file(dest);
         }
     }
     let still_remote = current.counts().remote > done.len() as u64;
@@ -174,7 +176,10 @@ pub fn materialize(
         }
         Ok(!done.is_empty())
     });
-    let source = format!("materialized from release #{}", current_id(&vol)?);
+    let source = format!(
+        "materialized from release #{}",
+        draft.parent().context("no current release")?
+    );
     let release = draft.finish(writer, store, built, &source)?;
     Ok(Report {
         materialized: done.len() as u64,
@@ -182,10 +187,6 @@ pub fn materialize(
         not_remote,
         release,
     })
-}
-
-fn current_id(vol: &crate::volume::VolumeDir) -> Result<u64> {
-    vol.current()?.context("no current release")
 }
 
 /// The release paths a `--paths` file names.

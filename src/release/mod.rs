@@ -258,6 +258,11 @@ impl<'v> Draft<'v> {
         })
     }
 
+    /// The release the new one follows (the current one when it began).
+    pub fn parent(&self) -> Option<u64> {
+        self.parent
+    }
+
     /// The new manifest's writer. Only a release that has remote entries
     /// takes the manifest version that can hold them, so every other
     /// release stays readable by daemons that predate them.

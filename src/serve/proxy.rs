@@ -72,6 +72,9 @@ pub struct ProxyVolume {
     hosts: FileHosts,
     pages: quick_cache::sync::Cache<String, Arc<Page>, PageWeight>,
     links: quick_cache::sync::Cache<String, Arc<Link>>,
+    /// Size and sha256 of files checked by their path, once the cache has
+    /// them: what their plain record says, without reading it again.
+    held: quick_cache::sync::Cache<String, (u64, Sha256Digest)>,
     /// One upstream fetch per project at a time.
     fetching: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
 }
@@ -189,6 +192,7 @@ impl ProxyVolume {
             verify,
             pages: quick_cache::sync::Cache::with_weighter(4096, PAGES_IN_MEMORY, PageWeight),
             links: quick_cache::sync::Cache::new(LINKS_IN_MEMORY),
+            held: quick_cache::sync::Cache::new(LINKS_IN_MEMORY),
             fetching: Mutex::new(HashMap::new()),
         })
     }
@@ -619,21 +623,33 @@ impl ProxyVolume {
             (link.url.clone(), Check::Sha256(link.sha256), link.size)
         };
         let upstreams = &ask.daemon.upstreams;
-        // A file the cache holds needs no upstream, even for its size.
+        // A file the cache holds needs no upstream, even for its size. One
+        // checked by its path is known by its plain record (read once,
+        // then remembered).
         let cache = &ask.daemon.cache;
-        let held = match check {
-            Check::Sha256(sha) => cache.stored_size(&sha),
-            Check::Blake2b(_) => {
-                let (cache, volume, rel) = (cache.clone(), self.name.clone(), rel.to_vec());
-                tokio::task::spawn_blocking(move || cache.plain_record(&volume, &rel))
-                    .await
-                    .ok()
-                    .flatten()
-                    .filter(|r| ask.daemon.cache.stored_size(&r.sha).is_some())
-                    .map(|r| r.size)
-            }
+        let recorded = match check {
+            Check::Sha256(_) => None,
+            Check::Blake2b(_) => match self.held.get(path) {
+                Some(held) => Some(held),
+                None => {
+                    let (c, volume, rel) = (cache.clone(), self.name.clone(), rel.to_vec());
+                    tokio::task::spawn_blocking(move || c.plain_record(&volume, &rel))
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|r| (r.size, r.sha))
+                }
+            },
         };
-        let size = match size.or(held) {
+        let recorded = recorded.filter(|(_, sha)| cache.stored_size(sha).is_some());
+        if let Some(held) = recorded {
+            self.held.insert(path.to_string(), held);
+        }
+        let held_size = match check {
+            Check::Sha256(sha) => cache.stored_size(&sha),
+            Check::Blake2b(_) => recorded.map(|(size, _)| size),
+        };
+        let size = match size.or(held_size) {
             Some(s) => s,
             None => match self.size_of(upstreams, &url).await {
                 Ok(Some(s)) => s,
@@ -656,11 +672,7 @@ impl ProxyVolume {
                     size,
                     mtime_ns: 0,
                 };
-                let (cache, k) = (ask.daemon.cache.clone(), key.clone());
-                let sha = tokio::task::spawn_blocking(move || cache.plain_sha(&k))
-                    .await
-                    .ok()
-                    .flatten();
+                let sha = recorded.filter(|(s, _)| *s == size).map(|(_, sha)| sha);
                 let etag = header_value(format!("\"b2-{}\"", hex::encode(digest)));
                 (key, sha, etag)
             }

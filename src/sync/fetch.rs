@@ -423,19 +423,7 @@ impl Fetcher {
         let _slot = self.slots.acquire().await.expect("never closed");
         self.retrying(url, || {
             self.within_deadline(url, async {
-                let resp = self
-                    .client
-                    .head(url.clone())
-                    .send()
-                    .await
-                    .with_context(|| format!("asking {url} for its size"))?;
-                if resp.status() != StatusCode::OK {
-                    return Err(HttpStatus {
-                        url: url.to_string(),
-                        status: resp.status().as_u16(),
-                    }
-                    .into());
-                }
+                let resp = ok_answer(url, self.client.head(url.clone())).await?;
                 // reqwest gives a HEAD answer's length as 0 (no body);
                 // the header says what a GET would send.
                 resp.headers()
@@ -453,18 +441,7 @@ impl Fetcher {
         if let Some(accept) = accept {
             request = request.header(reqwest::header::ACCEPT, accept);
         }
-        let resp = request
-            .send()
-            .await
-            .with_context(|| format!("fetching {url}"))?;
-        if resp.status() != StatusCode::OK {
-            return Err(HttpStatus {
-                url: url.to_string(),
-                status: resp.status().as_u16(),
-            }
-            .into());
-        }
-        Ok(resp)
+        ok_answer(url, request).await
     }
 
     /// Downloads `url` to `dest` (through a temporary file, verified,
@@ -579,6 +556,23 @@ impl Fetcher {
             }
         }
     }
+}
+
+/// Sends a request that must answer 200; any other status is an
+/// [`HttpStatus`].
+async fn ok_answer(url: &Url, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+    let resp = request
+        .send()
+        .await
+        .with_context(|| format!("fetching {url}"))?;
+    if resp.status() != StatusCode::OK {
+        return Err(HttpStatus {
+            url: url.to_string(),
+            status: resp.status().as_u16(),
+        }
+        .into());
+    }
+    Ok(resp)
 }
 
 /// Whether an error is the upstream saying 404.
