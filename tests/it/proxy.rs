@@ -13,7 +13,8 @@ use unimirror::volume::manifest::Sha256Digest;
 
 use crate::common::*;
 use crate::sync::{
-    greet_installs_with_hashes_and_pulls_its_dependency, pypi_upstream, set_upstream,
+    greet_installs, greet_installs_with_hashes_and_pulls_its_dependency, home_block, pypi_upstream,
+    set_upstream,
 };
 
 /// The fixture: the wheels and sdist `pypi_upstream` builds, laid out on a
@@ -136,6 +137,10 @@ fn pip_and_uv_install_through_the_proxy_each_upstream_file_read_once() {
     greet_installs_with_hashes_and_pulls_its_dependency(&env, &index, &up.built);
     // uv, the second client, from the same proxy.
     uv_installs_greet(env.path(), &index);
+    // The home page's pip.conf for the proxy, used as it is.
+    let conf = env.path().join("pip.conf");
+    fs::write(&conf, home_block(&d.get("/").text(), "pypi")).unwrap();
+    greet_installs(&env, "site-conf", &conf, &[]);
 
     // Each page and each file was read from the upstream once, for both
     // clients and every install.
@@ -492,4 +497,53 @@ fn a_released_volume_falls_back_to_the_proxy_for_what_it_lacks_and_never_shadowe
     );
     // What neither has is a 404.
     assert_eq!(d.get("/vol/simple/no-such-project/").status, 404);
+}
+
+/// An upstream that takes connections and never says a word.
+fn silent_upstream() -> Upstream {
+    let script = r#"
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(128)
+print("listening on port", s.getsockname()[1], flush=True)
+held = []
+while True:
+    held.append(s.accept()[0])
+"#;
+    Upstream::python(script, &[])
+}
+
+#[test]
+fn a_silent_upstream_costs_a_page_or_a_file_the_origin_timeout_and_then_a_502() {
+    let silent = silent_upstream();
+    let env = Env::new();
+    let text = fs::read_to_string(env.config()).unwrap();
+    fs::write(
+        env.config(),
+        text + &format!(
+            "\n[volumes.pypi]\nproxy = {{ type = \"pypi\", url = \"{0}simple/\", files_url = \"{0}\", verify = \"blake2b-path\" }}\n",
+            silent.url()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start_with(
+        &env,
+        &DaemonOpts {
+            daemon: "origin_timeout = \"2s\"\n".into(),
+            ..DaemonOpts::default()
+        },
+    );
+    let page = d.get("/pypi/simple/greet/");
+    assert_eq!(page.status, 502, "{}", page.text());
+    let why = page.text();
+    assert!(
+        why.contains("upstream") && (why.contains("timed out") || why.contains("no answer")),
+        "{why}"
+    );
+    let file = format!("/pypi/packages/00/11/{}/greet-1.0.tar.gz", "2".repeat(60));
+    let r = d.get(&file);
+    assert_eq!(r.status, 502, "{}", r.text());
+    // The daemon is still answering everything else meanwhile.
+    assert_eq!(d.get("/pypi/simple/").status, 200);
 }

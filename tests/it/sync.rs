@@ -499,7 +499,7 @@ fn an_apt_dry_run_lists_what_a_sync_would_fetch_pool_included_and_writes_nothing
 
 /// A volume's block of client settings on the home page, as a browser
 /// shows it (HTML entities decoded).
-fn home_block(page: &str, volume: &str) -> String {
+pub(crate) fn home_block(page: &str, volume: &str) -> String {
     page.split(&format!("<h3>{volume}</h3>\n<pre>"))
         .nth(1)
         .and_then(|b| b.split("</pre>").next())
