@@ -28,7 +28,8 @@
 # cold page more than the rest of its work, and unimirror creates two
 # files per page (the page and its record) where nginx creates one.
 # VARNISH_STORAGE=file gives Varnish a cache file there too (default:
-# malloc, memory only).
+# malloc, memory only). TARGETS="unimirror varnish" measures only those
+# (default: all four).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -189,7 +190,7 @@ sed 's|^simple/||' "$DATA/pages.paths" > "$WORK/run/projects.paths"
 start origin
 [ -e "$ECHO_MODULE" ] || start front
 for r in $(seq 1 "$ROUNDS"); do
-  for t in unimirror nginx-proxy varnish proxpi; do
+  for t in ${TARGETS:-unimirror nginx-proxy varnish proxpi}; do
     start "$t"
     out=$(wrk_json -t1 -c32 -d600s -H "$ACCEPT" -s "$HERE/once.lua" "$(url "$t")" -- "$WORK/run/projects.paths" "$(pages_prefix "$t")")
     record pages-cold "$t" "$r" "${out:1:-1}"

@@ -18,6 +18,7 @@ pub mod plain;
 
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -173,6 +174,9 @@ pub struct Cache {
     fill_budget_kib: u64,
     /// The thread that writes fills into the disk tier.
     writer: std::sync::mpsc::Sender<Write>,
+    /// The bytes of the documents waiting for the writer (see
+    /// [`MAX_DOCUMENTS_QUEUED`]).
+    documents_queued: Arc<AtomicU64>,
     /// Plain-tree files read since start: their sha256 without an index
     /// read (and before the commit has written the index).
     plain_shas: quick_cache::sync::Cache<ObjectKey, Sha256Digest>,
@@ -203,12 +207,14 @@ impl Cache {
                 CountEvictions(metrics.clone()),
             )
         });
-        let writer = spawn_writer(disk.clone());
+        let documents_queued = Arc::new(AtomicU64::new(0));
+        let writer = spawn_writer(disk.clone(), documents_queued.clone());
         // The rest is for manifest copies, so that the two never hold more
         // than the whole budget together.
         let fill_budget_kib = (config.disk_size - config.disk_size / manifests::SHARE) >> 10;
         Ok(Arc::new(Cache {
             writer,
+            documents_queued,
             fill_slots: Arc::new(tokio::sync::Semaphore::new(config.max_fills)),
             fill_budget: Arc::new(tokio::sync::Semaphore::new(fill_budget_kib as usize)),
             fill_budget_kib,
@@ -368,27 +374,27 @@ impl Cache {
         reservation: disk::Reservation,
     ) {
         let (done, committed) = tokio::sync::oneshot::channel();
-        let record = match &req.key {
+        let named = match &req.key {
             ObjectKey::Plain {
                 volume,
                 path,
                 size,
                 mtime_ns,
-            } => Some((
+            } => Named::Plain(
                 plain::record_key(volume, path),
                 plain::PlainRecord {
                     size: *size,
                     mtime_ns: *mtime_ns,
                     sha,
                 },
-            )),
-            ObjectKey::Content(_) => None,
+            ),
+            ObjectKey::Content(_) => Named::Object,
         };
         let write = Write {
             copied,
             sha,
             size: req.size(),
-            record,
+            named,
             reservation: Some(reservation),
             budget: None,
             done,
@@ -401,12 +407,21 @@ impl Cache {
     }
 
     /// Keeps a document (a proxy volume's page) in the disk tier under
-    /// `(volume, path)`, stamped with `stamp_ns`: a plain record names its
-    /// bytes, so it is charged to `disk_size` and evicted like any entry,
-    /// and replaces the one there. Written by the cache's writer thread,
-    /// which also makes room for it: the caller does not wait.
+    /// `(volume, path)`, stamped with `stamp_ns`: one file, a plain
+    /// record's line (size, stamp, sha256) and then the bytes, charged to
+    /// `disk_size` and evicted like any entry; it replaces the one there.
+    /// Written by the cache's writer thread, which also makes room for it:
+    /// the caller does not wait.
     pub fn keep_document(&self, volume: &str, path: &[u8], stamp_ns: i128, bytes: Bytes) {
-        let size = bytes.len() as u64;
+        let record = plain::PlainRecord {
+            size: bytes.len() as u64,
+            mtime_ns: stamp_ns,
+            sha: Sha256Digest::of(&bytes),
+        };
+        let mut file = Vec::with_capacity(disk::RECORD_LEN + bytes.len());
+        file.extend_from_slice(&record.encode());
+        file.extend_from_slice(&bytes);
+        let size = file.len() as u64;
         if kib(size) > self.fill_budget_kib {
             return;
         }
@@ -422,18 +437,21 @@ impl Cache {
             );
             return;
         };
-        let sha = Sha256Digest::of(&bytes);
-        let record = plain::PlainRecord {
-            size,
-            mtime_ns: stamp_ns,
-            sha,
-        };
+        // The writer yields to the responses (see `spawn_writer`): under a
+        // long burst its queue is bounded, and a page past the bound is
+        // not kept (it is in memory; only a restart would miss it).
+        let queued = self.documents_queued.fetch_add(size, Ordering::Relaxed);
+        if queued + size > MAX_DOCUMENTS_QUEUED {
+            self.documents_queued.fetch_sub(size, Ordering::Relaxed);
+            tracing::debug!(volume, "a document not kept: the cache writer is behind");
+            return;
+        }
         let (done, _) = tokio::sync::oneshot::channel();
         let write = Write {
-            copied: fill::Copied::Bytes(bytes),
-            sha,
+            copied: fill::Copied::Bytes(file.into()),
+            sha: plain::document_key(volume, path),
             size,
-            record: Some((plain::record_key(volume, path), record)),
+            named: Named::Document,
             reservation: None,
             budget: Some(budget),
             done,
@@ -442,28 +460,31 @@ impl Cache {
     }
 
     /// The document kept under `(volume, path)` and its stamp, if the disk
-    /// tier still has both.
+    /// tier has it and it is whole: its line must parse and name the size
+    /// and sha256 of the bytes after it, or it is dropped.
     pub async fn document(self: &Arc<Self>, volume: &str, path: &[u8]) -> Option<(i128, Bytes)> {
-        let key = plain::record_key(volume, path);
+        let key = plain::document_key(volume, path);
         // Most documents asked for were never kept: the in-memory index
         // says so without a trip to the blocking pool.
-        if !self.disk.has_record(&key) {
+        if !self.disk.has_document(&key) {
             return None;
         }
-        let (cache, volume, path) = (self.clone(), volume.to_string(), path.to_vec());
-        let record = tokio::task::spawn_blocking(move || cache.plain_record(&volume, &path))
-            .await
-            .ok()??;
-        let bytes = match self.hit(&record.sha, record.size).await? {
-            Source::Memory(b) | Source::DiskBytes(b) => b,
-            Source::Disk(open) => {
-                let len = record.size as usize;
-                mapped_bytes(open.mapped()?, 0..len)
+        let disk = self.disk.clone();
+        tokio::task::spawn_blocking(move || {
+            let file = Bytes::from(disk.read_document(&key)?);
+            let whole = file.get(..disk::RECORD_LEN).and_then(|line| {
+                let record = plain::PlainRecord::parse(line.try_into().ok()?)?;
+                let bytes = file.slice(disk::RECORD_LEN..);
+                (record.size == bytes.len() as u64 && Sha256Digest::of(&bytes) == record.sha)
+                    .then_some((record.mtime_ns, bytes))
+            });
+            if whole.is_none() {
+                disk.drop_document(&key);
             }
-            Source::Fill(_) | Source::Direct(_) => return None,
-        };
-        // Checked here too: a document is read whole before it is used.
-        (Sha256Digest::of(&bytes) == record.sha).then_some((record.mtime_ns, bytes))
+            whole
+        })
+        .await
+        .ok()?
     }
 
     fn remember_plain(&self, key: &ObjectKey, sha: Sha256Digest) {
@@ -571,9 +592,8 @@ struct Write {
     copied: fill::Copied,
     sha: Sha256Digest,
     size: u64,
-    /// The plain record (its key and text) that names it, for a plain-tree
-    /// file or a document.
-    record: Option<(Sha256Digest, plain::PlainRecord)>,
+    /// What names the entry on disk.
+    named: Named,
     /// A fill's room in the budget; `None` for a document, whose room the
     /// writer makes itself.
     reservation: Option<disk::Reservation>,
@@ -583,6 +603,25 @@ struct Write {
     done: tokio::sync::oneshot::Sender<()>,
 }
 
+/// What names a disk entry the writer commits.
+enum Named {
+    /// Its sha256 alone.
+    Object,
+    /// Its sha256, and the plain record (key and text) of the plain-tree
+    /// file it was read as.
+    Plain(Sha256Digest, plain::PlainRecord),
+    /// A document: `Write::sha` is its key, not its bytes' sha256.
+    Document,
+}
+
+/// At most this many bytes of documents wait for the cache writer; more
+/// are not kept.
+const MAX_DOCUMENTS_QUEUED: u64 = 64 << 20;
+
+/// The cache writer's nice value: a CPU share of about a tenth against
+/// the threads that answer clients, when they want the whole CPU.
+const WRITER_NICE: libc::c_int = 10;
+
 /// Starts the thread that commits fills, one after the other.
 ///
 /// One thread rather than a blocking-pool task per fill: under a burst of
@@ -590,18 +629,32 @@ struct Write {
 /// file creation itself, while one thread that finds its queue full just
 /// goes on. Creating files in one directory tree is serialised by the
 /// filesystem anyway.
-fn spawn_writer(disk: Arc<DiskTier>) -> std::sync::mpsc::Sender<Write> {
+///
+/// It runs at a lower priority ([`WRITER_NICE`]): creating a file is most
+/// of what a cold page costs (ext4 allocating an inode), and nobody waits
+/// for it, while clients wait for their answers. Under a burst the writes
+/// fall behind and catch up when the burst is over; its waiting fills stay
+/// registered meanwhile (and answered from their temporary files), and
+/// waiting documents are bounded by [`MAX_DOCUMENTS_QUEUED`].
+fn spawn_writer(
+    disk: Arc<DiskTier>,
+    documents_queued: Arc<AtomicU64>,
+) -> std::sync::mpsc::Sender<Write> {
     let (tx, rx) = std::sync::mpsc::channel::<Write>();
     std::thread::Builder::new()
         .name("cache-write".into())
         .spawn(move || {
+            lower_own_priority(WRITER_NICE);
             for w in rx {
+                if matches!(w.named, Named::Document) {
+                    documents_queued.fetch_sub(w.size, Ordering::Relaxed);
+                }
                 let mut reservation = match w.reservation {
                     Some(r) => r,
                     None => disk.reserve(w.size),
                 };
                 let written =
-                    write_entry(&disk, w.copied, &w.sha, w.size, &w.record, &mut reservation);
+                    write_entry(&disk, w.copied, &w.sha, w.size, &w.named, &mut reservation);
                 // The room is given back (or was handed to the entry) before
                 // the fill is told it is done.
                 drop(reservation);
@@ -617,8 +670,22 @@ fn spawn_writer(disk: Arc<DiskTier>) -> std::sync::mpsc::Sender<Write> {
     tx
 }
 
-/// Writes a verified fill (or a document) into the disk tier, and the
-/// plain record that names it, if it has one.
+/// Lowers the calling thread's priority to `nice` (Linux keeps a nice
+/// value per thread). A failure only costs the ordering, so it is logged.
+fn lower_own_priority(nice: libc::c_int) {
+    // SAFETY: plain system calls on the calling thread's own id.
+    let failed = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice) != 0
+    };
+    if failed {
+        let e = std::io::Error::last_os_error();
+        tracing::warn!("cannot lower the cache writer's priority: {e}");
+    }
+}
+
+/// Writes a verified fill into the disk tier, and the plain record that
+/// names it, if it has one; or a document.
 ///
 /// Not fsynced: the cache is not the copy of record. After a restart every
 /// entry is hashed again on its first read, so a file a power cut left
@@ -630,7 +697,7 @@ fn write_entry(
     copied: fill::Copied,
     sha: &Sha256Digest,
     size: u64,
-    record: &Option<(Sha256Digest, plain::PlainRecord)>,
+    named: &Named,
     reservation: &mut disk::Reservation,
 ) -> std::io::Result<()> {
     let temp = match copied {
@@ -648,9 +715,10 @@ fn write_entry(
     // The record first: once the entry can be seen on disk (a HEAD says
     // `hit-disk`), a restart finds it by its record too. A record whose
     // entry is then refused is a miss, never wrong bytes.
-    let recorded = match record {
-        Some((key, record)) => disk.write_record(key, &record.encode()),
-        None => Ok(()),
+    let recorded = match named {
+        Named::Plain(key, record) => disk.write_record(key, &record.encode()),
+        Named::Object => Ok(()),
+        Named::Document => return disk.commit_document(&temp, sha, size, reservation),
     };
     disk.commit(&temp, sha, size, Some(reservation))?;
     recorded

@@ -35,8 +35,19 @@ pub struct PlainRecord {
 /// upstream file whose bytes were this text would take the record's name.
 /// With it, that takes a preimage of a chosen digest.
 pub fn record_key(volume: &str, path: &[u8]) -> Sha256Digest {
-    let mut named = Vec::with_capacity(16 + volume.len() + path.len());
-    named.extend_from_slice(b"unimirror plain\0");
+    flipped_key(b"unimirror plain\0", volume, path)
+}
+
+/// The name of the document kept for `path` in `volume` (a proxy volume's
+/// page): made like a record's, under another prefix, so that one path
+/// never names both.
+pub fn document_key(volume: &str, path: &[u8]) -> Sha256Digest {
+    flipped_key(b"unimirror document\0", volume, path)
+}
+
+fn flipped_key(prefix: &[u8], volume: &str, path: &[u8]) -> Sha256Digest {
+    let mut named = Vec::with_capacity(prefix.len() + volume.len() + 1 + path.len());
+    named.extend_from_slice(prefix);
     named.extend_from_slice(volume.as_bytes());
     named.push(0);
     named.extend_from_slice(path);
@@ -138,6 +149,7 @@ mod tests {
         assert_ne!(record_key("a", b"bc"), record_key("ab", b"c"));
         assert_ne!(record_key("v", b"p"), record_key("v", b"p\0"));
         assert_eq!(record_key("v", b"\xff/x"), record_key("v", b"\xff/x"));
+        assert_ne!(record_key("v", b"p"), document_key("v", b"p"));
         // Not the name of an object whose bytes are the text hashed.
         assert_ne!(
             record_key("v", b"p"),

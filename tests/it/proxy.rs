@@ -373,25 +373,31 @@ fn touch_later(path: &Path) {
 }
 
 #[test]
-fn a_kept_page_survives_a_restart_in_the_disk_tier() {
+fn a_kept_page_survives_a_restart_in_the_disk_tier_as_one_file_checked_when_read() {
     let dir = tempfile::tempdir().unwrap();
     let up = PypiUpstream::new(dir.path());
     let env = proxy_env(&up, "");
     let d = Daemon::start(&env);
     let first = d.get("/pypi/simple/greet/");
     assert_eq!(first.status, 200);
-    // The page is written to the disk tier after the answer: its record
-    // and its document.
+    // The page is written to the disk tier after the answer, as one file.
     let cache = env.path().join("cache");
     let files_under = |sub: &str| {
         walk(&cache.join(sub))
-            .iter()
+            .into_iter()
             .filter(|p| p.is_file())
-            .count()
+            .collect::<Vec<_>>()
     };
     wait_for("the page in the disk tier", 10, || {
-        files_under("plain-v1") == 1 && files_under("content-v2") == 1
+        files_under("docs-v1").len() == 1
     });
+    assert_eq!(
+        (
+            files_under("plain-v1").len(),
+            files_under("content-v2").len()
+        ),
+        (0, 0)
+    );
     drop(d);
     let d = Daemon::start(&env);
     let r = d.get("/pypi/simple/greet/");
@@ -400,6 +406,25 @@ fn a_kept_page_survives_a_restart_in_the_disk_tier() {
         (Some("hit-disk"), true)
     );
     assert_eq!(up.index.requests("GET", "/simple/greet/"), 1);
+    drop(d);
+
+    // A document whose bytes no longer match its line is dropped, and the
+    // page fetched again.
+    let doc = files_under("docs-v1").pop().unwrap();
+    let mut bytes = fs::read(&doc).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x20;
+    fs::write(&doc, &bytes).unwrap();
+    let d = Daemon::start(&env);
+    let r = d.get("/pypi/simple/greet/");
+    assert_eq!(
+        (r.status, r.header("x-cache"), r.body == first.body),
+        (200, Some("miss"), true)
+    );
+    assert_eq!(up.index.requests("GET", "/simple/greet/"), 2);
+    wait_for("the page kept again", 10, || {
+        fs::read(&doc).is_ok_and(|b| b != bytes)
+    });
 }
 
 #[test]
