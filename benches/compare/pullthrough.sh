@@ -25,8 +25,8 @@
 # end. CACHE_TMPFS=1 (as root) puts nginx's and unimirror's caches on a
 # tmpfs, as Varnish's is in memory: on a filesystem that has seen millions
 # of files deleted (the million workload), ext4's inode allocation costs a
-# cold page more than the rest of its work, and unimirror creates two
-# files per page (the page and its record) where nginx creates one.
+# cold page more than the rest of its work (unimirror and nginx create one
+# file per page).
 # VARNISH_STORAGE=file gives Varnish a cache file there too (default:
 # malloc, memory only). TARGETS="unimirror varnish" measures only those
 # (default: all four).
