@@ -63,6 +63,7 @@ pub const POINTS: &[&str] = &[
     "manifest-written",
     "manifest-renamed",
     "meta-written",
+    "signature-written",
     "pointer-before-rename",
     "pointer-renamed",
 ];

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use super::{DEFAULT_CONFIG, exit, report};
@@ -75,6 +75,16 @@ fn run(cli: Cli) -> Result<()> {
             println!("cache:   {}", c.cache.dir.display());
             for v in c.volumes.values() {
                 println!("volume {:<12} {:<12} {}", v.name, v.prefix, v.source);
+            }
+            // The key files are read as the updater and the daemon will.
+            if let Some(key) = crate::release::signer(&c)? {
+                println!("releases signed with key {}", key.id());
+            }
+            if !c.daemon.release_keys.is_empty() {
+                let keys = crate::volume::signature::ReleaseKeys::load(&c.daemon.release_keys)
+                    .with_context(|| format!("{}: daemon.release_keys", config.display()))?;
+                let ids: Vec<String> = keys.ids().iter().map(|k| k.to_string()).collect();
+                println!("serving only releases signed by key {}", ids.join(", "));
             }
             Ok(())
         }

@@ -86,6 +86,10 @@ pub struct ReleaseSettings {
     /// collected, and daemons still answer from it.
     #[serde(default = "defaults::grace", deserialize_with = "values::duration")]
     pub grace: Duration,
+    /// The Ed25519 private key (PKCS#8 PEM) the updater signs each
+    /// release's metadata with; none: releases are not signed.
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
 }
 
 /// Settings of `unimirror serve`.
@@ -98,6 +102,10 @@ pub struct DaemonSettings {
     /// HTTPS listeners, if any.
     #[serde(default)]
     pub tls: Option<TlsSettings>,
+    /// Ed25519 public keys (PEM): when any is given, only releases signed
+    /// by one of them are served.
+    #[serde(default)]
+    pub release_keys: Vec<PathBuf>,
     /// How often each released volume's pointer is checked for a new release.
     #[serde(
         default = "defaults::poll_interval",
@@ -600,6 +608,8 @@ impl Config {
         resolve(&mut self.origin);
         resolve(&mut self.staging);
         resolve(&mut self.cache.dir);
+        self.release.signing_key.iter_mut().for_each(resolve);
+        self.daemon.release_keys.iter_mut().for_each(resolve);
         if let Some(tls) = &mut self.daemon.tls {
             resolve(&mut tls.cert);
             resolve(&mut tls.key);

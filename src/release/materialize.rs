@@ -68,7 +68,8 @@ pub fn materialize(
         Some(file) => Some(read_paths(file, &vc.prefix)?),
         None => None,
     };
-    let vol = super::lock(&dir, Need::Existing, wait, "materialize")?;
+    let signer = super::signer(config)?;
+    let vol = super::lock(&dir, Need::Existing, wait, "materialize")?.signed_by(signer);
     let mut draft = Draft::begin(&vol, "materialize")?;
     let Some(current) = draft.previous.clone() else {
         bail!("volume `{volume}` has no current release");

@@ -21,6 +21,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
@@ -31,6 +32,7 @@ use crate::durable;
 use crate::fault;
 use crate::progress::{self, Progress};
 use crate::volume::manifest::{Entry, Kind, Manifest, ManifestWriter, key, lossy};
+use crate::volume::signature::SigningKey;
 use crate::volume::{Action, LockedVolume, ReleaseMeta, VolumeDir, VolumeLock};
 
 /// Options of `unimirror-update release`.
@@ -155,8 +157,20 @@ pub fn release(config: &Config, volume: &str, opts: &ReleaseOptions) -> Result<O
             }
         );
     }
-    let vol = lock(&dir, Need::AnyState, opts.wait, "release")?;
+    let signer = signer(config)?;
+    let vol = lock(&dir, Need::AnyState, opts.wait, "release")?.signed_by(signer);
     publish(&vol, &source, opts.verify, &RemoteFiles::new())
+}
+
+/// The key releases are signed with (`release.signing_key`), if one is
+/// configured: read before any work, so that a bad key fails at once.
+pub fn signer(config: &Config) -> Result<Option<Arc<SigningKey>>> {
+    let Some(path) = &config.release.signing_key else {
+        return Ok(None);
+    };
+    let key = SigningKey::load(path)
+        .with_context(|| format!("{}: release.signing_key", config.file.display()))?;
+    Ok(Some(Arc::new(key)))
 }
 
 /// A file of a release whose bytes stay upstream until a client asks for
@@ -334,13 +348,18 @@ impl<'v> Draft<'v> {
             new_bytes: self.progress.counters.copied_bytes,
             source: source.to_string(),
         };
-        durable::write_atomic(
-            &vol.meta_file(id),
-            &vol.tmp_dir(),
-            &serde_json::to_vec_pretty(&meta)?,
-        )
-        .with_context(|| format!("writing {}", vol.meta_file(id).display()))?;
+        let meta_bytes = serde_json::to_vec_pretty(&meta)?;
+        durable::write_atomic(&vol.meta_file(id), &vol.tmp_dir(), &meta_bytes)
+            .with_context(|| format!("writing {}", vol.meta_file(id).display()))?;
         fault::point("meta-written");
+        // Before the pointer moves: a daemon that checks signatures never
+        // sees the new release current and unsigned.
+        if let Some(key) = vol.signer() {
+            let sig = vol.signature_file(id);
+            durable::write_atomic(&sig, &vol.tmp_dir(), key.sign(&meta_bytes).as_bytes())
+                .with_context(|| format!("writing {}", sig.display()))?;
+            fault::point("signature-written");
+        }
 
         vol.set_current(id)?;
         fault::point("pointer-renamed");

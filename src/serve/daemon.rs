@@ -21,6 +21,7 @@ use crate::cache::manifests::ManifestCopies;
 use crate::config::{Config, VolumeSource};
 use crate::metrics::{Metrics, Served};
 use crate::volume::VolumeDir;
+use crate::volume::signature::ReleaseKeys;
 
 /// One configured volume, as served.
 pub struct Volume {
@@ -78,6 +79,25 @@ pub struct Daemon {
     origin_timeout: Duration,
     /// The client that fetches remote entries of on-demand releases.
     pub upstreams: Arc<crate::origin::Upstreams>,
+    /// The keys releases must be signed by (`daemon.release_keys`), if
+    /// any; shared with every released volume, replaced on reload.
+    release_keys: ReleaseKeysInUse,
+}
+
+/// The keys releases must be signed by, as every released volume reads
+/// them at each load.
+pub type ReleaseKeysInUse = Arc<arc_swap::ArcSwapOption<ReleaseKeys>>;
+
+/// Reads `daemon.release_keys`; `None` when none are configured.
+fn load_release_keys(config: &Config) -> Result<Option<Arc<ReleaseKeys>>> {
+    if config.daemon.release_keys.is_empty() {
+        return Ok(None);
+    }
+    let keys = ReleaseKeys::load(&config.daemon.release_keys)
+        .with_context(|| format!("{}: daemon.release_keys", config.file.display()))?;
+    let ids: Vec<String> = keys.ids().iter().map(|k| k.to_string()).collect();
+    tracing::info!(keys = %ids.join(","), "serving only releases signed by these keys");
+    Ok(Some(Arc::new(keys)))
 }
 
 /// The outcome of a readiness probe, once it has one.
@@ -123,7 +143,9 @@ impl Daemon {
             read_timeout: config.daemon.origin_timeout,
         })?;
         let upstreams = crate::origin::Upstreams::new(client, config.daemon.origin_timeout);
+        let release_keys = Arc::new(arc_swap::ArcSwapOption::new(load_release_keys(config)?));
         let daemon = Daemon {
+            release_keys,
             upstreams: Arc::new(upstreams),
             manifests: Arc::new(manifests),
             volumes: ArcSwap::from_pointee(Vec::new()),
@@ -143,6 +165,10 @@ impl Daemon {
 
     /// Applies the volumes of a reloaded config; see [`Daemon::set_volumes`].
     pub async fn reload_volumes(&self, config: &Config) {
+        match load_release_keys(config) {
+            Ok(keys) => self.release_keys.store(keys),
+            Err(e) => tracing::error!("release keys not reloaded, keeping the old ones: {e:#}"),
+        }
         self.set_volumes(config, RELOAD_DEADLINE).await;
     }
 
@@ -212,6 +238,7 @@ impl Daemon {
                             dir,
                             config.release.grace,
                             self.manifests.clone(),
+                            self.release_keys.clone(),
                             &self.metrics,
                         ));
                         let (metrics, vol) = (self.metrics.clone(), r.clone());

@@ -112,6 +112,8 @@ pub struct ReleasedVolume {
     pinned: Mutex<Vec<Arc<LoadedRelease>>>,
     /// Where manifests are mapped from (local verified copies).
     manifests: Arc<ManifestCopies>,
+    /// The keys a release must be signed by, when there are any.
+    keys: super::daemon::ReleaseKeysInUse,
     /// Manifests read from the origin and verified, and ones refused.
     loaded_from_origin: prometheus::IntCounter,
     refused: prometheus::IntCounter,
@@ -127,6 +129,7 @@ impl ReleasedVolume {
         dir: VolumeDir,
         grace: Duration,
         manifests: Arc<ManifestCopies>,
+        keys: super::daemon::ReleaseKeysInUse,
         metrics: &Metrics,
     ) -> ReleasedVolume {
         let loads = |result| {
@@ -141,6 +144,7 @@ impl ReleasedVolume {
             state: RwLock::new(None),
             pinned: Mutex::new(Vec::new()),
             manifests,
+            keys,
             published: Mutex::new(None),
             unknown: Mutex::new(HashSet::new()),
             loading: Mutex::new(HashMap::new()),
@@ -160,7 +164,13 @@ impl ReleasedVolume {
     }
 
     fn load(&self, id: u64) -> Result<Arc<LoadedRelease>> {
-        let meta = self.dir.meta(id)?;
+        let meta = match self.keys.load_full() {
+            Some(keys) => self
+                .dir
+                .signed_meta(id, &keys)
+                .inspect_err(|_| self.refused.inc())?,
+            None => self.dir.meta(id)?,
+        };
         let manifest = self
             .manifest(&meta)
             .with_context(|| format!("loading release #{id} of `{}`", self.dir.name))?;

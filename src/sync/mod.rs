@@ -253,9 +253,10 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
     let vol = match opts.dry_run {
         true => None,
         false => {
+            let signer = release::signer(config)?;
             std::fs::create_dir_all(&tree)
                 .with_context(|| format!("creating {}", tree.display()))?;
-            Some(release::lock(&dir, Need::AnyState, opts.wait, "sync")?)
+            Some(release::lock(&dir, Need::AnyState, opts.wait, "sync")?.signed_by(signer))
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

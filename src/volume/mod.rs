@@ -16,6 +16,7 @@
 //! ```
 
 pub mod manifest;
+pub mod signature;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -132,6 +133,10 @@ impl VolumeDir {
     pub fn meta_file(&self, id: u64) -> PathBuf {
         self.releases_dir().join(format!("{id}.json"))
     }
+    /// The release's signature, when it was signed (see `signature`).
+    pub fn signature_file(&self, id: u64) -> PathBuf {
+        self.releases_dir().join(format!("{id}.sig"))
+    }
     pub fn manifest_file(&self, id: u64) -> PathBuf {
         self.releases_dir().join(format!("{id}.manifest"))
     }
@@ -199,6 +204,33 @@ impl VolumeDir {
         let path = self.meta_file(id);
         let text = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Reads one release's metadata and checks it was signed by one of
+    /// `keys`, and that it is the metadata of release `id` of this volume
+    /// (a signed release copied under another id or volume is refused).
+    pub fn signed_meta(&self, id: u64, keys: &signature::ReleaseKeys) -> Result<ReleaseMeta> {
+        let path = self.meta_file(id);
+        let text = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let sig_path = self.signature_file(id);
+        let sig = match fs::read(&sig_path) {
+            Ok(s) => Some(s),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", sig_path.display())),
+        };
+        keys.verify(&text, sig.as_deref())
+            .map_err(|why| anyhow::anyhow!("release #{id} of `{}` refused: {why}", self.name))?;
+        let meta: ReleaseMeta =
+            serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if meta.id != id || meta.volume != self.name {
+            bail!(
+                "release #{id} of `{}` refused: its signed metadata is that of release #{} of `{}`",
+                self.name,
+                meta.id,
+                meta.volume
+            );
+        }
+        Ok(meta)
     }
 
     /// Opens a release's manifest, verified against its metadata.
@@ -340,6 +372,8 @@ fn hostname() -> String {
 pub struct LockedVolume {
     dir: VolumeDir,
     _lock: VolumeLock,
+    /// Signs the releases this writer publishes (`release.signing_key`).
+    signer: Option<std::sync::Arc<signature::SigningKey>>,
 }
 
 impl std::ops::Deref for LockedVolume {
@@ -353,6 +387,16 @@ impl LockedVolume {
     /// The volume's paths, for what outlives a borrow of the lock.
     pub fn dir(&self) -> &VolumeDir {
         &self.dir
+    }
+
+    /// Signs the releases published through this lock with `key`.
+    pub fn signed_by(mut self, key: Option<std::sync::Arc<signature::SigningKey>>) -> Self {
+        self.signer = key;
+        self
+    }
+
+    pub fn signer(&self) -> Option<&signature::SigningKey> {
+        self.signer.as_deref()
     }
 
     /// Creates the volume's directories and format marker if missing.
@@ -507,6 +551,7 @@ impl VolumeLock {
         Ok(LockedVolume {
             dir: vol.clone(),
             _lock: VolumeLock { _file: file },
+            signer: None,
         })
     }
 }

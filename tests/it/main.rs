@@ -18,4 +18,5 @@ mod operations;
 mod proxy;
 mod release;
 mod serve;
+mod signing;
 mod sync;

@@ -375,7 +375,8 @@ fn two_concurrent_releases_exclude_each_other() {
 
 /// Kills the release with SIGKILL at every named step and checks that the
 /// volume is always either at the old release or at the complete new one,
-/// that the next release succeeds, and that gc leaves no debris.
+/// that the next release succeeds, and that gc leaves no debris. Releases
+/// are signed, so that the signature's step is visited too.
 #[test]
 fn kill_9_at_every_step_leaves_a_consistent_volume() {
     let points: Vec<String> = unimirror::fault::POINTS
@@ -384,7 +385,8 @@ fn kill_9_at_every_step_leaves_a_consistent_volume() {
         .chain(["object-temp-written:kill@3".to_string()])
         .collect();
     for fault in points {
-        let env = Env::with_config("[release]\ngrace = \"0s\"\n");
+        let env = Env::with_config("[release]\ngrace = \"0s\"\nsigning_key = \"key.pem\"\n");
+        openssl_key_pair(env.path(), "key");
         for i in 0..20 {
             env.write(
                 &format!("dir{}/file{i}", i % 3),
@@ -425,6 +427,7 @@ fn kill_9_at_every_step_leaves_a_consistent_volume() {
         );
         let now = env.current().unwrap();
         assert_matches_tree(&env.vol(), now, &env.tree());
+        assert!(env.vol().signature_file(now).exists(), "{fault}");
         // The history explains every pointer change.
         assert_eq!(
             env.vol().history().unwrap().last().unwrap().to,

@@ -413,3 +413,17 @@ pub fn du(dir: &Path) -> u64 {
         .map(|m| m.len())
         .sum()
 }
+
+/// Makes an Ed25519 key pair with OpenSSL, as an operator would:
+/// `<name>.pem` (PKCS#8) and `<name>.pub` (SubjectPublicKeyInfo).
+pub fn openssl_key_pair(dir: &Path, name: &str) {
+    let private = dir.join(format!("{name}.pem"));
+    run(Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&private));
+    run(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&private)
+        .arg("-out")
+        .arg(dir.join(format!("{name}.pub"))));
+}
