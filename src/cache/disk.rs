@@ -313,30 +313,23 @@ enum Deletion {
 /// Computed here because cacache does not expose it; a unit test checks it
 /// against cacache's own reads (the crate's minor version is pinned).
 pub fn content_path(dir: &Path, sha: &Sha256Digest) -> PathBuf {
-    let hex = sha.hex();
-    dir.join("content-v2")
-        .join("sha256")
-        .join(&hex[0..2])
-        .join(&hex[2..4])
-        .join(&hex[4..])
+    fanned_out(&dir.join("content-v2").join("sha256"), sha)
 }
 
 /// Where a plain record named `key` lives: `plain-v1/ab/cd/<rest>`.
 pub fn record_path(dir: &Path, key: &Sha256Digest) -> PathBuf {
+    fanned_out(&dir.join("plain-v1"), key)
+}
+
+/// `<top>/ab/cd/<rest>` for a key whose hex starts `abcd`.
+fn fanned_out(top: &Path, key: &Sha256Digest) -> PathBuf {
     let hex = key.hex();
-    dir.join("plain-v1")
-        .join(&hex[0..2])
-        .join(&hex[2..4])
-        .join(&hex[4..])
+    top.join(&hex[0..2]).join(&hex[2..4]).join(&hex[4..])
 }
 
 /// Where a document named `key` lives: `docs-v1/ab/cd/<rest>`.
 pub fn document_path(dir: &Path, key: &Sha256Digest) -> PathBuf {
-    let hex = key.hex();
-    dir.join("docs-v1")
-        .join(&hex[0..2])
-        .join(&hex[2..4])
-        .join(&hex[4..])
+    fanned_out(&dir.join("docs-v1"), key)
 }
 
 fn entry_path(dir: &Path, sha: &Sha256Digest, kind: Kind) -> PathBuf {
