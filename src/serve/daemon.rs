@@ -276,6 +276,11 @@ impl Daemon {
         self.volumes.store(Arc::new(volumes));
     }
 
+    /// How long the origin (or an upstream) may take to answer.
+    pub fn origin_timeout(&self) -> Duration {
+        self.origin_timeout
+    }
+
     pub fn volumes(&self) -> Arc<Vec<Arc<Volume>>> {
         self.volumes.load_full()
     }

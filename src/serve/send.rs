@@ -107,7 +107,12 @@ impl<'a> Object<'a> {
 
     /// What a miss asks the origin for. A remote entry whose object the
     /// store has (mirrored before, or materialized) is read from there.
-    fn fill_request(self, volume: Arc<str>, upstreams: &Arc<Upstreams>) -> FillRequest {
+    async fn fill_request(
+        self,
+        volume: Arc<str>,
+        upstreams: &Arc<Upstreams>,
+        origin_timeout: std::time::Duration,
+    ) -> FillRequest {
         match self {
             Object::Released {
                 meta,
@@ -117,7 +122,7 @@ impl<'a> Object<'a> {
             } => {
                 let file = dir.object_file(&sha);
                 let origin = match url {
-                    Some(url) if !file.exists() => origin::Object::Upstream {
+                    Some(url) if !stored(&file, origin_timeout).await => origin::Object::Upstream {
                         url: url.into(),
                         check: origin::Check::Sha256(sha),
                         size: meta.size,
@@ -232,10 +237,16 @@ impl Ask<'_> {
             Some(sha) => cache.hit(sha, size).await,
             None => None,
         };
-        let source = hit.unwrap_or_else(|| {
-            let req = obj.fill_request(self.volume.name.clone(), &self.daemon.upstreams);
-            cache.miss(req)
-        });
+        let source = match hit {
+            Some(hit) => hit,
+            None => {
+                let (daemon, name) = (&self.daemon, self.volume.name.clone());
+                let req = obj
+                    .fill_request(name, &daemon.upstreams, daemon.origin_timeout())
+                    .await;
+                cache.miss(req)
+            }
+        };
         let (outcome, tier, body) = match source {
             Source::Memory(b) => (
                 Outcome::HitMemory,
@@ -359,4 +370,18 @@ pub(super) fn x_cache(outcome: Outcome) -> HeaderValue {
         Outcome::Fallback => const { HeaderValue::from_static("fallback") },
         _ => const { HeaderValue::from_static("miss") },
     }
+}
+
+/// Whether a remote entry's object is on the origin (mirrored before, or
+/// materialized), so that it is read from there. The `stat` runs on the
+/// blocking pool: a hung origin must not hold a runtime thread. An origin
+/// that does not answer within `origin_timeout` counts as not having it,
+/// and the upstream is asked instead.
+async fn stored(file: &std::path::Path, origin_timeout: std::time::Duration) -> bool {
+    let file = file.to_path_buf();
+    let stat = tokio::task::spawn_blocking(move || file.exists());
+    matches!(
+        tokio::time::timeout(origin_timeout, stat).await,
+        Ok(Ok(true))
+    )
 }

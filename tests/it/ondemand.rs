@@ -208,6 +208,13 @@ fn materialized_and_cached_artifacts_outlive_their_upstream_and_the_rest_get_502
         ),
         2.0
     );
+    // A remote entry whose object reached the origin after its release
+    // (another release stored it) is read from the origin.
+    let object = object_path(&env, &pool(GREET_DSC));
+    fs::create_dir_all(object.parent().unwrap()).unwrap();
+    fs::write(&object, pool(GREET_DSC)).unwrap();
+    let dsc = d.get(&format!("/vol/{GREET_DSC}"));
+    assert_eq!((dsc.status, dsc.body), (200, pool(GREET_DSC)));
 }
 
 #[test]
