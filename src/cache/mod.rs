@@ -493,6 +493,13 @@ impl Cache {
         }
     }
 
+    /// The sha256 a fill of `key` found since start, without reading its
+    /// record: a fill remembers it before its clients see the end, while
+    /// its record may still wait for the cache writer.
+    pub fn remembered_plain(&self, key: &ObjectKey) -> Option<Sha256Digest> {
+        self.plain_shas.get(key)
+    }
+
     /// The sha256 recorded for a plain-tree file, if the recorded size and
     /// mtime are still the file's. May block (reads the index).
     pub fn plain_sha(&self, key: &ObjectKey) -> Option<Sha256Digest> {

@@ -26,7 +26,7 @@
 //!   says so, in HTML or PEP 691 JSON.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -63,6 +63,8 @@ const LINKS_IN_MEMORY: usize = 200_000;
 pub struct ProxyVolume {
     pub name: Arc<str>,
     pub prefix: String,
+    /// Where its pages' links point: the prefix and `/`.
+    files_at: Arc<str>,
     pub config: ProxyConfig,
     /// The simple index, ending in `/`.
     index: Url,
@@ -83,8 +85,16 @@ pub struct ProxyVolume {
 struct PageWeight;
 
 impl quick_cache::Weighter<String, Arc<Page>> for PageWeight {
+    /// Its forms are rendered when first asked for, after it is weighed:
+    /// an estimate from its files, about what both forms take.
     fn weight(&self, _: &String, p: &Arc<Page>) -> u64 {
-        (p.html.len() + p.json.len()) as u64 + 1024
+        let files: usize = p
+            .doc
+            .files
+            .iter()
+            .map(|f| 2 * f.path.len() + f.filename.len() + 400)
+            .sum();
+        (2 * files) as u64 + 1024
     }
 }
 
@@ -93,10 +103,67 @@ impl quick_cache::Weighter<String, Arc<Page>> for PageWeight {
 struct Page {
     doc: PageDoc,
     fetched: SystemTime,
-    html: Bytes,
-    json: Bytes,
-    html_etag: HeaderValue,
-    json_etag: HeaderValue,
+    /// Where its links point: the volume's prefix and `/`.
+    files_at: Arc<str>,
+    /// Each form, rendered the first time a client asks for it (a cold
+    /// page is asked for in one form; rendering both was a tenth of its
+    /// cost).
+    html: OnceLock<Form>,
+    json: OnceLock<Form>,
+}
+
+/// One form of a page, as served.
+#[derive(Clone)]
+struct Form {
+    body: Bytes,
+    etag: HeaderValue,
+}
+
+impl Page {
+    fn new(doc: PageDoc, files_at: Arc<str>) -> Page {
+        Page {
+            fetched: UNIX_EPOCH + Duration::from_millis(doc.fetched_ms),
+            doc,
+            files_at,
+            html: OnceLock::new(),
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The PEP 691 JSON form, or the PEP 503 HTML one.
+    fn form(&self, json: bool) -> &Form {
+        let render = || {
+            let files: Vec<PageFile> = self
+                .doc
+                .files
+                .iter()
+                .map(|f| PageFile {
+                    filename: f.filename.clone(),
+                    path: f.path.clone(),
+                    sha256: f.sha256,
+                    size: f.size,
+                    requires_python: f.requires_python.clone(),
+                    yanked: f.yanked.clone(),
+                    metadata_sha: f.metadata_sha256,
+                })
+                .collect();
+            let (project, at) = (&self.doc.project, &*self.files_at);
+            let body = Bytes::from(match json {
+                true => {
+                    pypi::project_json(project, at, &files).expect("a JSON value always serializes")
+                }
+                false => pypi::project_html(project, at, &files),
+            });
+            Form {
+                etag: etag_of_digest(&Sha256Digest::of(&body)),
+                body,
+            }
+        };
+        match json {
+            true => self.json.get_or_init(render),
+            false => self.html.get_or_init(render),
+        }
+    }
 }
 
 /// What is kept of an upstream page (in the disk tier as JSON): its
@@ -185,6 +252,7 @@ impl ProxyVolume {
         Ok(ProxyVolume {
             name: name.into(),
             prefix: prefix.to_string(),
+            files_at: format!("{prefix}/").into(),
             config: config.clone(),
             hosts: FileHosts::new(&index, &allowed)?,
             index,
@@ -232,7 +300,7 @@ impl ProxyVolume {
         if kept.is_none()
             && let Some((_, bytes)) = cache.document(&self.name, &doc_key(project)).await
             && let Ok(doc) = serde_json::from_slice::<PageDoc>(&bytes)
-            && let Ok(page) = self.render(doc)
+            && let page = self.render(doc)
         {
             kept = Some(self.remember(page));
             outcome = Outcome::HitDisk;
@@ -266,18 +334,9 @@ impl ProxyVolume {
                     tracing::warn!(volume = %self.name, project, "the upstream answered serial {new}, older than the kept page's {old}: a stale CDN copy, refused; the kept page is served");
                     return Lookup::Stale(p.clone(), "upstream-serial-older");
                 }
-                match self.render(doc) {
-                    Ok(page) => {
-                        let page = self.remember(page);
-                        self.keep(ask, &page);
-                        Lookup::Fetched(page)
-                    }
-                    Err(e) => {
-                        tracing::warn!(volume = %self.name, project, "the upstream's page is refused: {e:#}");
-                        served_stale(kept, "upstream-page-refused")
-                            .unwrap_or_else(|| Lookup::Failed(format!("{e:#}")))
-                    }
-                }
+                let page = self.remember(self.render(doc));
+                self.keep(ask, &page);
+                Lookup::Fetched(page)
             }
             Answered::NotModified => match kept {
                 Some(p) => {
@@ -286,10 +345,9 @@ impl ProxyVolume {
                     let page = self.remember(Page {
                         doc,
                         fetched: now,
+                        files_at: p.files_at.clone(),
                         html: p.html.clone(),
                         json: p.json.clone(),
-                        html_etag: p.html_etag.clone(),
-                        json_etag: p.json_etag.clone(),
                     });
                     self.keep(ask, &page);
                     Lookup::Fetched(page)
@@ -447,31 +505,9 @@ impl ProxyVolume {
         files
     }
 
-    /// Both forms of a page, its links pointing at this volume.
-    fn render(&self, doc: PageDoc) -> Result<Page> {
-        let files: Vec<PageFile> = doc
-            .files
-            .iter()
-            .map(|f| PageFile {
-                filename: f.filename.clone(),
-                path: f.path.clone(),
-                sha256: f.sha256,
-                size: f.size,
-                requires_python: f.requires_python.clone(),
-                yanked: f.yanked.clone(),
-                metadata_sha: f.metadata_sha256,
-            })
-            .collect();
-        let (html, json) = pypi::project_pages(&doc.project, &format!("{}/", self.prefix), &files)?;
-        let (html, json) = (Bytes::from(html), Bytes::from(json));
-        Ok(Page {
-            fetched: UNIX_EPOCH + Duration::from_millis(doc.fetched_ms),
-            doc,
-            html_etag: etag_of_digest(&Sha256Digest::of(&html)),
-            json_etag: etag_of_digest(&Sha256Digest::of(&json)),
-            html,
-            json,
-        })
+    /// A page kept from `doc`, its links pointing at this volume.
+    fn render(&self, doc: PageDoc) -> Page {
+        Page::new(doc, self.files_at.clone())
     }
 
     /// The link of `path` from a kept page; when none is known, the page
@@ -501,9 +537,11 @@ impl ProxyVolume {
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let (bytes, etag, content_type) = match prefers_json(accept) {
-            true => (&page.json, &page.json_etag, PEP691_JSON),
-            false => (&page.html, &page.html_etag, "text/html; charset=utf-8"),
+        let json = prefers_json(accept);
+        let Form { body: bytes, etag } = page.form(json);
+        let content_type = match json {
+            true => PEP691_JSON,
+            false => "text/html; charset=utf-8",
         };
         let mut h = HeaderMap::with_capacity(8);
         h.insert(header::ETAG, etag.clone());
@@ -672,7 +710,13 @@ impl ProxyVolume {
                     size,
                     mtime_ns: 0,
                 };
-                let sha = recorded.filter(|(s, _)| *s == size).map(|(_, sha)| sha);
+                // A fill that just ended is remembered before its record
+                // is written: without this, a client asking again at once
+                // found neither, and the file was fetched again.
+                let sha = recorded
+                    .filter(|(s, _)| *s == size)
+                    .map(|(_, sha)| sha)
+                    .or_else(|| cache.remembered_plain(&key));
                 let etag = header_value(format!("\"b2-{}\"", hex::encode(digest)));
                 (key, sha, etag)
             }

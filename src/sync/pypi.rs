@@ -839,13 +839,25 @@ pub struct PageFile {
 /// A project's PEP 503 page and PEP 691 JSON; `files_at` is the link
 /// prefix of its files' paths, relative to the page.
 pub fn project_pages(name: &str, files_at: &str, files: &[PageFile]) -> Result<(String, String)> {
+    Ok((
+        project_html(name, files_at, files),
+        project_json(name, files_at, files)?,
+    ))
+}
+
+/// A file's link from its project's page.
+fn file_href(files_at: &str, d: &PageFile) -> String {
+    let encoded: Vec<String> = d.path.split('/').map(href_encode).collect();
+    format!("{files_at}{}", encoded.join("/"))
+}
+
+/// A project's PEP 503 page (see [`project_pages`]).
+pub fn project_html(name: &str, files_at: &str, files: &[PageFile]) -> String {
     let mut html = format!(
         "<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" content=\"1.1\"><title>Links for {name}</title></head><body>\n<h1>Links for {name}</h1>\n"
     );
-    let mut out = Vec::new();
     for d in files {
-        let encoded: Vec<String> = d.path.split('/').map(href_encode).collect();
-        let href = format!("{files_at}{}", encoded.join("/"));
+        let href = file_href(files_at, d);
         let mut attrs = String::new();
         if let Some(rp) = &d.requires_python {
             attrs += &format!(" data-requires-python=\"{}\"", escape(rp));
@@ -863,9 +875,18 @@ pub fn project_pages(name: &str, files_at: &str, files: &[PageFile]) -> Result<(
             d.sha256,
             escape(&d.filename)
         );
+    }
+    html += "</body></html>\n";
+    html
+}
+
+/// A project's PEP 691 JSON (see [`project_pages`]).
+pub fn project_json(name: &str, files_at: &str, files: &[PageFile]) -> Result<String> {
+    let mut out = Vec::new();
+    for d in files {
         let mut f = json!({
             "filename": d.filename,
-            "url": href,
+            "url": file_href(files_at, d),
             "hashes": { "sha256": d.sha256.hex() },
         });
         if let Some(size) = d.size {
@@ -883,13 +904,11 @@ pub fn project_pages(name: &str, files_at: &str, files: &[PageFile]) -> Result<(
         }
         out.push(f);
     }
-    html += "</body></html>\n";
-    let json = serde_json::to_string_pretty(&json!({
+    Ok(serde_json::to_string_pretty(&json!({
         "meta": { "api-version": "1.1" },
         "name": name,
         "files": out,
-    }))? + "\n";
-    Ok((html, json))
+    }))? + "\n")
 }
 
 /// The root page and JSON listing `names`.
