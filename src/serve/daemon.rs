@@ -400,11 +400,22 @@ impl Daemon {
 /// updates its gauges. Blocking: reads the origin.
 fn refresh(metrics: &Metrics, vol: &ReleasedVolume) {
     match vol.refresh() {
-        Ok(Some(id)) => tracing::info!(volume = %vol.dir.name, release = id, "serving release"),
-        Ok(None) => {}
-        Err(e) => {
-            tracing::error!(volume = %vol.dir.name, "cannot load the current release: {e:#}")
+        Ok(found) => {
+            vol.note_refresh(None);
+            if let Some(id) = found {
+                tracing::info!(volume = %vol.dir.name, release = id, "serving release")
+            }
         }
+        // Logged when it is new: the same refusal is met at every poll
+        // until the pointer moves.
+        Err(e) => match vol.note_refresh(Some(format!("{e:#}"))) {
+            true => {
+                tracing::error!(volume = %vol.dir.name, "cannot load the current release: {e:#}")
+            }
+            false => {
+                tracing::debug!(volume = %vol.dir.name, "still cannot load the current release: {e:#}")
+            }
+        },
     }
     if let Some(s) = vol.snapshot() {
         let name = vol.dir.name.as_str();

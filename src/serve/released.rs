@@ -114,6 +114,9 @@ pub struct ReleasedVolume {
     manifests: Arc<ManifestCopies>,
     /// The keys a release must be signed by, when there are any.
     keys: super::daemon::ReleaseKeysInUse,
+    /// The last error a refresh met, so that one met at every poll (a
+    /// refused release stays current until the next one) is logged once.
+    last_error: Mutex<Option<String>>,
     /// Manifests read from the origin and verified, and ones refused.
     loaded_from_origin: prometheus::IntCounter,
     refused: prometheus::IntCounter,
@@ -145,12 +148,22 @@ impl ReleasedVolume {
             pinned: Mutex::new(Vec::new()),
             manifests,
             keys,
+            last_error: Mutex::new(None),
             published: Mutex::new(None),
             unknown: Mutex::new(HashSet::new()),
             loading: Mutex::new(HashMap::new()),
             load_slots: tokio::sync::Semaphore::new(PINNED_LOADS_AT_ONCE),
             dir,
         }
+    }
+
+    /// Records what the last refresh met (`None`: it went well); whether
+    /// that differs from the time before, and so is worth logging.
+    pub fn note_refresh(&self, error: Option<String>) -> bool {
+        let mut last = self.last_error.lock().expect("not poisoned");
+        let new = *last != error;
+        *last = error;
+        new
     }
 
     /// The current release, if the volume has one.

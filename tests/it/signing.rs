@@ -83,6 +83,17 @@ fn a_daemon_with_release_keys_serves_only_what_they_signed_and_keeps_the_previou
             "release #2 of `vol` refused: it is signed by key {b}"
         ))
     });
+    // Met at every poll (200 ms here), logged once.
+    wait_for("three polls refusing #2", 10, || {
+        d.metric(
+            "unimirror_manifest_loads_total",
+            &[("volume", "vol"), ("result", "refused")],
+        ) >= 3.0
+    });
+    assert_eq!(
+        d.log_text().matches("release #2 of `vol` refused").count(),
+        1
+    );
     // Not signed at all: refused too.
     release(&env, "three", true);
     assert!(!env.vol().signature_file(3).exists());
