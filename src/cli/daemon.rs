@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use super::{DEFAULT_CONFIG, exit, report};
@@ -80,11 +80,8 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(key) = crate::release::signer(&c)? {
                 println!("releases signed with key {}", key.id());
             }
-            if !c.daemon.release_keys.is_empty() {
-                let keys = crate::volume::signature::ReleaseKeys::load(&c.daemon.release_keys)
-                    .with_context(|| format!("{}: daemon.release_keys", config.display()))?;
-                let ids: Vec<String> = keys.ids().iter().map(|k| k.to_string()).collect();
-                println!("serving only releases signed by key {}", ids.join(", "));
+            if let Some(keys) = crate::volume::signature::ReleaseKeys::of_config(&c)? {
+                println!("serving only releases signed by key {keys}");
             }
             Ok(())
         }

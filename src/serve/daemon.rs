@@ -90,13 +90,10 @@ pub type ReleaseKeysInUse = Arc<arc_swap::ArcSwapOption<ReleaseKeys>>;
 
 /// Reads `daemon.release_keys`; `None` when none are configured.
 fn load_release_keys(config: &Config) -> Result<Option<Arc<ReleaseKeys>>> {
-    if config.daemon.release_keys.is_empty() {
+    let Some(keys) = ReleaseKeys::of_config(config)? else {
         return Ok(None);
-    }
-    let keys = ReleaseKeys::load(&config.daemon.release_keys)
-        .with_context(|| format!("{}: daemon.release_keys", config.file.display()))?;
-    let ids: Vec<String> = keys.ids().iter().map(|k| k.to_string()).collect();
-    tracing::info!(keys = %ids.join(","), "serving only releases signed by these keys");
+    };
+    tracing::info!(keys = %keys, "serving only releases signed by these keys");
     Ok(Some(Arc::new(keys)))
 }
 

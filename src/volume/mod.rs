@@ -201,8 +201,19 @@ impl VolumeDir {
 
     /// Reads one release's metadata.
     pub fn meta(&self, id: u64) -> Result<ReleaseMeta> {
+        self.meta_checked(id, |_| Ok(()))
+    }
+
+    /// Reads release `id`'s metadata, lets `check` judge its exact bytes
+    /// first, then parses it.
+    fn meta_checked(
+        &self,
+        id: u64,
+        check: impl FnOnce(&[u8]) -> Result<()>,
+    ) -> Result<ReleaseMeta> {
         let path = self.meta_file(id);
         let text = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        check(&text)?;
         serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
@@ -210,18 +221,17 @@ impl VolumeDir {
     /// `keys`, and that it is the metadata of release `id` of this volume
     /// (a signed release copied under another id or volume is refused).
     pub fn signed_meta(&self, id: u64, keys: &signature::ReleaseKeys) -> Result<ReleaseMeta> {
-        let path = self.meta_file(id);
-        let text = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let sig_path = self.signature_file(id);
         let sig = match fs::read(&sig_path) {
             Ok(s) => Some(s),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e).with_context(|| format!("reading {}", sig_path.display())),
         };
-        keys.verify(&text, sig.as_deref())
-            .map_err(|why| anyhow::anyhow!("release #{id} of `{}` refused: {why}", self.name))?;
-        let meta: ReleaseMeta =
-            serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let meta = self.meta_checked(id, |text| {
+            keys.verify(text, sig.as_deref())
+                .map(|_| ())
+                .map_err(|why| anyhow::anyhow!("release #{id} of `{}` refused: {why}", self.name))
+        })?;
         if meta.id != id || meta.volume != self.name {
             bail!(
                 "release #{id} of `{}` refused: its signed metadata is that of release #{} of `{}`",

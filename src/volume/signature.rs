@@ -64,6 +64,19 @@ impl fmt::Display for KeyId {
     }
 }
 
+/// The ids, comma-separated, for logs and `check-config`.
+impl fmt::Display for ReleaseKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (id, _)) in self.keys.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{id}")?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Debug for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
@@ -159,6 +172,18 @@ impl ReleaseKeys {
     /// The ids of the keys, in the order given.
     pub fn ids(&self) -> Vec<KeyId> {
         self.keys.iter().map(|(id, _)| *id).collect()
+    }
+
+    /// The keys `daemon.release_keys` names in `config`; `None` when it
+    /// names none. Errors name the config file, the key and the file.
+    pub fn of_config(config: &crate::config::Config) -> Result<Option<ReleaseKeys>> {
+        let paths = &config.daemon.release_keys;
+        if paths.is_empty() {
+            return Ok(None);
+        }
+        let keys = ReleaseKeys::load(paths)
+            .with_context(|| format!("{}: daemon.release_keys", config.file.display()))?;
+        Ok(Some(keys))
     }
 
     /// Checks `sig` (the signature file's bytes, if there is one) over

@@ -56,14 +56,12 @@ fn a_daemon_with_release_keys_serves_only_what_they_signed_and_keeps_the_previou
     };
     use_key("a");
     release(&env, "one", false);
+    let trusting_a = DaemonOpts {
+        daemon: "release_keys = [\"a.pub\"]\n".into(),
+        ..Default::default()
+    };
     let a = signer_of(&env, 1);
-    let d = Daemon::start_with(
-        &env,
-        &DaemonOpts {
-            daemon: "release_keys = [\"a.pub\"]\n".into(),
-            ..Default::default()
-        },
-    );
+    let d = Daemon::start_with(&env, &trusting_a);
     let r = d.get("/vol/f");
     assert_eq!(
         (r.status, r.text(), r.header("x-unimirror-release")),
@@ -125,13 +123,7 @@ fn a_daemon_with_release_keys_serves_only_what_they_signed_and_keeps_the_previou
     let meta = env.vol().meta_file(4);
     let text = fs::read_to_string(&meta).unwrap();
     fs::write(&meta, text.replace("\"source\": \"", "\"source\": \"x")).unwrap();
-    let d = Daemon::start_with(
-        &env,
-        &DaemonOpts {
-            daemon: "release_keys = [\"a.pub\"]\n".into(),
-            ..Default::default()
-        },
-    );
+    let d = Daemon::start_with(&env, &trusting_a);
     wait_for("release #4 refused", 10, || {
         d.log_text().contains(&format!(
             "release #4 of `vol` refused: its signature by key {a} does not match its metadata"
