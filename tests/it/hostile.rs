@@ -520,10 +520,11 @@ fn an_http2_response_behind_a_shut_flow_control_window_counts_against_write_time
     });
 }
 
-/// Total size of the files under `dir` while the daemon creates, renames
-/// and deletes them: what vanishes between listing and `stat` counts 0.
-fn du_while_changing(dir: &std::path::Path) -> u64 {
-    let mut total = 0;
+/// The files under `dir` and their sizes, while the daemon creates,
+/// renames and deletes them: what vanishes between listing and `stat` is
+/// left out.
+fn files_while_changing(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = fs::read_dir(&d) else {
@@ -532,28 +533,41 @@ fn du_while_changing(dir: &std::path::Path) -> u64 {
         for e in entries.flatten() {
             match e.metadata() {
                 Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) => total += m.len(),
+                Ok(m) => files.push((e.path(), m.len())),
                 Err(_) => {}
             }
         }
     }
-    total
+    files
 }
 
 /// The bytes of the files in a cache directory while the daemon works.
-/// `tmp/` is walked last: a fill's file only ever moves out of it, so a
-/// file renamed during the walk is never counted twice (in `tmp/`, then
-/// where it landed); at worst it is missed once.
+///
+/// A walk is not a snapshot: it can count an entry, which eviction then
+/// deletes, and later the fill's temporary file that took its room, two
+/// files that never existed together. So the files found are checked again
+/// once the walk is over, those of `tmp/` first: the daemon deletes what
+/// it evicts before it creates the file that takes the room, so a
+/// temporary file still there means the entry it displaced is gone by the
+/// time that entry is checked. `tmp/` is also walked last: a fill's file
+/// only moves out of it, so a file renamed during the walk is at worst
+/// missed, never counted twice.
 fn cache_dir_bytes(cache: &std::path::Path) -> u64 {
-    let rest: u64 = fs::read_dir(cache)
+    let rest: Vec<_> = fs::read_dir(cache)
         .map(|d| {
             d.flatten()
                 .filter(|e| e.file_name() != "tmp")
-                .map(|e| du_while_changing(&e.path()))
-                .sum()
+                .flat_map(|e| files_while_changing(&e.path()))
+                .collect()
         })
-        .unwrap_or(0);
-    rest + du_while_changing(&cache.join("tmp"))
+        .unwrap_or_default();
+    let temps = files_while_changing(&cache.join("tmp"));
+    temps
+        .into_iter()
+        .chain(rest)
+        .filter(|(path, _)| fs::symlink_metadata(path).is_ok())
+        .map(|(_, size)| size)
+        .sum()
 }
 
 #[test]
