@@ -117,7 +117,47 @@ fn a_daemon_with_release_keys_serves_only_what_they_signed_and_keeps_the_previou
     use_key("a");
     release(&env, "four", false);
     wait_for("release #4 served", 10, || d.get("/vol/f").text() == "four");
+
+    // A signed release replayed under another id by someone who can write
+    // the origin (its files copied as #5, the pointer moved there by hand):
+    // refused, #4 stays.
+    let vol = env.vol();
+    for (from, to) in [
+        (vol.meta_file(4), vol.meta_file(5)),
+        (vol.signature_file(4), vol.signature_file(5)),
+        (vol.manifest_file(4), vol.manifest_file(5)),
+    ] {
+        fs::copy(from, to).unwrap();
+    }
+    let pointer = vol.pointer_file();
+    let forged = fs::read_to_string(&pointer)
+        .unwrap()
+        .replace("\"release\":4", "\"release\":5");
+    fs::write(pointer.with_extension("forged"), forged).unwrap();
+    fs::rename(pointer.with_extension("forged"), &pointer).unwrap();
+    assert_eq!(env.current(), Some(5));
+    wait_for("release #5 refused", 10, || {
+        d.log_text().contains(
+            "release #5 of `vol` refused: its signed metadata is that of release #4 of `vol`",
+        )
+    });
+    let r = d.get("/vol/f");
+    assert_eq!(
+        (r.text(), r.header("x-unimirror-release")),
+        ("four".to_string(), Some("4"))
+    );
     drop(d);
+    for file in [
+        vol.meta_file(5),
+        vol.signature_file(5),
+        vol.manifest_file(5),
+    ] {
+        fs::remove_file(file).unwrap();
+    }
+    let pointer_text = fs::read_to_string(&pointer)
+        .unwrap()
+        .replace("\"release\":5", "\"release\":4");
+    fs::write(&pointer, pointer_text).unwrap();
 
     // Metadata changed after it was signed: its signature no longer holds.
     let meta = env.vol().meta_file(4);
