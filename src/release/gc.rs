@@ -186,23 +186,7 @@ impl Sweep {
     /// is removed, if a kept release's manifest cannot be read.
     pub fn survey(vol: &VolumeDir, plan: &GcPlan) -> Result<Sweep> {
         let mut sweep = Sweep::default();
-        // Objects the kept releases need.
-        let mut needed: Vec<Sha256Digest> = Vec::new();
-        for id in plan.kept() {
-            let meta = vol.meta(id)?;
-            let manifest = vol
-                .manifest(&meta)
-                .with_context(|| format!("reading kept release #{id}; nothing was removed"))?;
-            let mut stream = manifest.stream();
-            while let Some(item) = stream.next_entry() {
-                let (_, entry) = item?;
-                if entry.kind == Kind::File {
-                    needed.push(entry.sha256);
-                }
-            }
-        }
-        needed.sort_unstable();
-        needed.dedup();
+        let needed = needed_objects(vol, &plan.kept())?;
 
         let listed = |id: u64| plan.releases.iter().any(|&(r, _)| r == id);
         for path in read_dir_sorted(&vol.releases_dir())? {
@@ -242,11 +226,99 @@ impl Sweep {
     }
 }
 
+/// The objects releases `ids` of `vol` name, sorted.
+fn needed_objects(vol: &VolumeDir, ids: &[u64]) -> Result<Vec<Sha256Digest>> {
+    let mut needed: Vec<Sha256Digest> = Vec::new();
+    for &id in ids {
+        let meta = vol.meta(id)?;
+        let manifest = vol.manifest(&meta).with_context(|| {
+            format!(
+                "reading release #{id} of `{}`, which is kept; nothing was removed",
+                vol.name
+            )
+        })?;
+        let mut stream = manifest.stream();
+        while let Some(item) = stream.next_entry() {
+            let (_, entry) = item?;
+            if entry.kind == Kind::File {
+                needed.push(entry.sha256);
+            }
+        }
+    }
+    needed.sort_unstable();
+    needed.dedup();
+    Ok(needed)
+}
+
+/// [`Sweep::survey`] on an S3 origin, where objects are shared by every
+/// volume and writers take no lock: an object is needed if a kept release
+/// of this volume or any release of another names it, and nothing younger
+/// than `grace` goes (another writer may have uploaded it for a release it
+/// has not published yet, or be between its manifest and its metadata).
+fn survey_store(vol: &VolumeDir, plan: &GcPlan, grace: std::time::Duration) -> Result<Sweep> {
+    let s3 = vol.s3.as_ref().expect("an S3 origin");
+    let mut sweep = Sweep::default();
+    let mut needed = needed_objects(vol, &plan.kept())?;
+    for name in s3.origin.list("")? {
+        if matches!(name.as_str(), "format" | "objects" | ".probe") || name == vol.name {
+            continue;
+        }
+        let other = vol.sibling(&name);
+        needed.extend(needed_objects(&other, &other.release_ids()?)?);
+    }
+    needed.sort_unstable();
+    needed.dedup();
+
+    let listed = |id: u64| plan.releases.iter().any(|&(r, _)| r == id);
+    for (key, _, age) in s3.origin.list_all(&s3.rel("releases"))? {
+        let name = key.rsplit('/').next().unwrap_or("");
+        let stray = name
+            .strip_suffix(".manifest")
+            .or_else(|| name.strip_suffix(".sig"))
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|id| !listed(id));
+        if stray && age >= grace {
+            sweep.stray_manifests.push(PathBuf::from(key));
+        }
+    }
+    for (key, size, age) in s3.origin.list_all("objects/sha256")? {
+        let name = key.rsplit('/').next().unwrap_or("");
+        let keep = Sha256Digest::from_hex(name).is_some_and(|d| needed.binary_search(&d).is_ok());
+        if !keep && age >= grace {
+            sweep.objects.push((PathBuf::from(key), size));
+        }
+    }
+    if let Ok(rd) = fs::read_dir(vol.tmp_dir()) {
+        for ent in rd {
+            sweep.temporaries.push(ent?.path());
+        }
+    }
+    Ok(sweep)
+}
+
 /// Removes what the plan and the sweep name: releases first (metadata
 /// before manifest, so a half-removed release is no longer listed), then
 /// stray manifests, then objects (only once no listed release names them),
 /// then temporaries.
 pub fn apply(vol: &LockedVolume, plan: &GcPlan, sweep: &Sweep) -> Result<()> {
+    if let Some(s3) = &vol.s3 {
+        for id in plan.removed() {
+            for ext in ["json", "sig", "manifest"] {
+                s3.origin.delete(&s3.rel(&format!("releases/{id}.{ext}")))?;
+            }
+        }
+        let keys = sweep
+            .stray_manifests
+            .iter()
+            .chain(sweep.objects.iter().map(|(k, _)| k));
+        for key in keys {
+            s3.origin.delete(&key.to_string_lossy())?;
+        }
+        for path in &sweep.temporaries {
+            remove_if_present(path)?;
+        }
+        return Ok(());
+    }
     for id in plan.removed() {
         remove_if_present(&vol.meta_file(id))?;
         remove_if_present(&vol.manifest_file(id))?;
@@ -330,7 +402,10 @@ pub fn gc(
         keep.unwrap_or(config.release.retain),
         config.release.grace.as_secs(),
     );
-    let sweep = Sweep::survey(&vol, &plan)?;
+    let sweep = match vol.s3 {
+        Some(_) => survey_store(&vol, &plan, config.release.grace)?,
+        None => Sweep::survey(&vol, &plan)?,
+    };
     if !dry_run {
         apply(&vol, &plan, &sweep)?;
     }

@@ -33,7 +33,7 @@ use crate::fault;
 use crate::progress::{self, Progress};
 use crate::volume::manifest::{Entry, Kind, Manifest, ManifestWriter, key, lossy};
 use crate::volume::signature::SigningKey;
-use crate::volume::{Action, LockedVolume, ReleaseMeta, VolumeDir, VolumeLock};
+use crate::volume::{Action, LockedVolume, Origin, ReleaseMeta, VolumeDir, VolumeLock};
 
 /// Options of `unimirror-update release`.
 #[derive(Debug, Clone, Default)]
@@ -105,8 +105,14 @@ pub fn released_volume<'c>(
             "volume `{name}` is a pull-through proxy of {} and has no releases",
             p.url
         ),
-        VolumeSource::Released => Ok((VolumeDir::new(&config.origin, name), vc)),
+        VolumeSource::Released => Ok((origin(config)?.volume(name), vc)),
     }
+}
+
+/// The config's origin as the updater uses it: on S3, with its local
+/// files for each volume (lock, manifests) under the staging directory.
+pub fn origin(config: &Config) -> Result<Origin> {
+    Origin::of_config(config, &config.staging.join(".s3-origin"))
 }
 
 /// What a writer needs of the volume before it takes the lock.
@@ -125,10 +131,17 @@ pub enum Need {
 /// lock. `what` names the holder in a busy writer's message.
 pub fn lock(dir: &VolumeDir, need: Need, wait: bool, what: &str) -> Result<LockedVolume> {
     if need == Need::Existing {
-        if !dir.exists() {
+        if !dir.exists()? {
             bail!("volume `{}` has never been released", dir.name);
         }
         dir.check_format()?;
+    }
+    if let Some(s3) = &dir.s3
+        && !s3.origin.single_writer
+    {
+        // Before anything is written: on a store that ignores the
+        // conditions, two updaters could both publish.
+        s3.origin.probe()?;
     }
     let vol = VolumeLock::acquire(dir, wait, what)?;
     fault::point("locked");
@@ -247,7 +260,7 @@ impl<'v> Draft<'v> {
         // Ids never repeat: above every release on disk and every id the
         // history ever named (gc may have removed those releases since).
         let id = vol
-            .release_ids()?
+            .taken_ids()?
             .into_iter()
             .chain(vol.history()?.iter().map(|h| h.to))
             .chain(parent)
@@ -322,15 +335,15 @@ impl<'v> Draft<'v> {
 
         let (sha, manifest_size, counts) = writer.finish()?;
         fault::point("manifest-written");
-        let manifest_file = vol.manifest_file(id);
-        fs::rename(&self.manifest_tmp, &manifest_file)
-            .with_context(|| format!("renaming manifest into {}", manifest_file.display()))?;
-        durable::fsync_dir(&vol.releases_dir())?;
+        vol.publish_manifest(id, &self.manifest_tmp)?;
         fault::point("manifest-renamed");
 
         let now = SystemTime::now();
         let meta = ReleaseMeta {
-            format: crate::volume::FORMAT,
+            format: match vol.s3 {
+                Some(_) => crate::volume::s3::FORMAT,
+                None => crate::volume::FORMAT,
+            },
             volume: volume.to_string(),
             id,
             parent,
@@ -349,21 +362,16 @@ impl<'v> Draft<'v> {
             source: source.to_string(),
         };
         let meta_bytes = serde_json::to_vec_pretty(&meta)?;
-        durable::write_atomic(&vol.meta_file(id), &vol.tmp_dir(), &meta_bytes)
-            .with_context(|| format!("writing {}", vol.meta_file(id).display()))?;
+        vol.publish_release_file(&format!("{id}.json"), &meta_bytes)?;
         fault::point("meta-written");
         // Before the pointer moves: a daemon that checks signatures never
         // sees the new release current and unsigned.
         if let Some(key) = vol.signer() {
-            let sig = vol.signature_file(id);
-            durable::write_atomic(&sig, &vol.tmp_dir(), key.sign(&meta_bytes).as_bytes())
-                .with_context(|| format!("writing {}", sig.display()))?;
+            vol.publish_release_file(&format!("{id}.sig"), key.sign(&meta_bytes).as_bytes())?;
             fault::point("signature-written");
         }
 
-        vol.set_current(id)?;
-        fault::point("pointer-renamed");
-        vol.record(Action::Release, parent, id, None)?;
+        vol.move_pointer(Action::Release, parent, id, None)?;
         Ok(Outcome::Released {
             meta,
             seconds: self.started.elapsed().as_secs_f64(),
@@ -390,7 +398,7 @@ fn remote_entries(
         let Some(k) = crate::volume::manifest::key_for_path(path) else {
             bail!("a remote file without a path");
         };
-        let stored = vol.object_file(&r.sha256).exists();
+        let stored = vol.has_object(&r.sha256)?;
         let mut entry = Entry {
             kind: if stored { Kind::File } else { Kind::Remote },
             size: r.size,
@@ -631,8 +639,11 @@ impl ObjectStore {
         size: u64,
         progress: &mut Progress,
     ) -> Result<()> {
-        if self.pending_digests.contains(&digest) || self.vol.object_file(&digest).exists() {
+        if self.pending_digests.contains(&digest) || self.vol.has_object(&digest)? {
             return Ok(());
+        }
+        if self.vol.s3.is_some() {
+            return self.upload(path, digest, size, progress);
         }
         let tmp = self.vol.tmp_dir().join(durable::temp_name("object"));
         let copied = (|| -> Result<()> {
@@ -675,9 +686,14 @@ impl ObjectStore {
         size: u64,
         progress: &mut Progress,
     ) -> Result<()> {
-        if self.pending_digests.contains(&digest) || self.vol.object_file(&digest).exists() {
+        if self.pending_digests.contains(&digest) || self.vol.has_object(&digest)? {
             let _ = fs::remove_file(tmp);
             return Ok(());
+        }
+        if self.vol.s3.is_some() {
+            let uploaded = self.upload(&tmp, digest, size, progress);
+            let _ = fs::remove_file(tmp);
+            return uploaded;
         }
         self.pending.push((tmp, digest));
         self.pending_digests.insert(digest);
@@ -690,9 +706,31 @@ impl ObjectStore {
         Ok(())
     }
 
+    /// Uploads `path` as the object `digest` of an S3 origin. The store
+    /// makes it durable before it answers; until a manifest names it, it is
+    /// an object nobody reads, which gc removes after its grace period.
+    fn upload(
+        &mut self,
+        path: &Path,
+        digest: Sha256Digest,
+        size: u64,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        let s3 = self.vol.s3.as_ref().expect("an S3 origin");
+        let rel = crate::volume::s3::OnS3::object_rel(&digest);
+        s3.origin.upload_file(&rel, path, digest, size)?;
+        fault::point("objects-renamed");
+        // Known from now on: the same content twice is uploaded once.
+        self.pending_digests.insert(digest);
+        progress.counters.new_objects += 1;
+        progress.counters.copied_bytes += size;
+        Ok(())
+    }
+
     /// Makes the pending copies durable, then gives them their final names.
     fn flush(&mut self) -> Result<()> {
         if self.pending.is_empty() {
+            // On S3 nothing is pending: uploads are complete when made.
             return Ok(());
         }
         let tmp_dir = self.vol.tmp_dir();

@@ -36,8 +36,7 @@ pub fn rollback(config: &Config, volume: &str, to: Option<u64>, wait: bool) -> R
     };
     check_complete(&vol, target)
         .with_context(|| format!("release #{target} cannot be made current"))?;
-    vol.set_current(target)?;
-    vol.record(Action::Rollback, Some(current), target, None)?;
+    vol.move_pointer(Action::Rollback, Some(current), target, None)?;
     Ok((current, target))
 }
 
@@ -49,7 +48,7 @@ fn check_complete(vol: &VolumeDir, id: u64) -> Result<()> {
     let mut stream = manifest.stream();
     while let Some(item) = stream.next_entry() {
         let (key, entry) = item?;
-        if entry.kind == Kind::File && !vol.object_file(&entry.sha256).exists() {
+        if entry.kind == Kind::File && !vol.has_object(&entry.sha256)? {
             bail!(
                 "object {} of {} is missing from the store",
                 entry.sha256,

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::config::{Config, VolumeSource};
 use crate::progress::bytes;
-use crate::volume::{VolumeDir, unix};
+use crate::volume::unix;
 
 #[derive(Debug, Serialize)]
 pub struct VolumeStatus {
@@ -41,6 +41,7 @@ pub fn status(config: &Config, volume: Option<&str>) -> Result<Vec<VolumeStatus>
         None => config.volumes.keys().map(String::as_str).collect(),
     };
     let now = unix(SystemTime::now());
+    let origin = super::origin(config)?;
     let mut out = Vec::new();
     for name in names {
         let vc = &config.volumes[name];
@@ -58,8 +59,8 @@ pub fn status(config: &Config, volume: Option<&str>) -> Result<Vec<VolumeStatus>
             out.push(st);
             continue;
         }
-        let vol = VolumeDir::new(&config.origin, name);
-        if vol.exists() {
+        let vol = origin.volume(name);
+        if vol.exists()? {
             vol.check_format()?;
             let current = vol.current()?;
             let published = super::published(&vol)?;

@@ -20,7 +20,6 @@ use crate::cache::Cache;
 use crate::cache::manifests::ManifestCopies;
 use crate::config::{Config, VolumeSource};
 use crate::metrics::{Metrics, Served};
-use crate::volume::VolumeDir;
 use crate::volume::signature::ReleaseKeys;
 
 /// One configured volume, as served.
@@ -68,8 +67,8 @@ pub struct Daemon {
     /// The local copies release manifests are mapped from.
     manifests: Arc<ManifestCopies>,
     pub started: std::time::SystemTime,
-    /// The origin root (where released volumes live).
-    origin: std::path::PathBuf,
+    /// Where released volumes live (a directory, or an S3 origin).
+    origin: crate::volume::Origin,
     /// The readiness probe in flight, if one is: later `/readyz` requests
     /// wait for it rather than start another (on a hung origin each would
     /// hold a blocking thread for good).
@@ -152,7 +151,8 @@ impl Daemon {
             max_url_length: config.daemon.max_url_length,
             listings: listing::Listings::default(),
             started: std::time::SystemTime::now(),
-            origin: config.origin.clone(),
+            origin: crate::volume::Origin::of_config(config, &config.cache.dir.join("s3-origin"))
+                .with_context(|| format!("{}: origin", config.file.display()))?,
             probe: Arc::default(),
             origin_timeout: config.daemon.origin_timeout,
         };
@@ -221,7 +221,7 @@ impl Daemon {
                     config.freshness.stale_if_unreachable,
                 ))),
                 VolumeSource::Released => {
-                    let dir = VolumeDir::new(&config.origin, &v.name);
+                    let dir = self.origin.volume(&v.name);
                     let kept = old.iter().find_map(|o| match &o.kind {
                         VolumeKind::Released(r)
                             if r.dir.root == dir.root && r.grace == config.release.grace =>
@@ -303,7 +303,9 @@ impl Daemon {
             .volumes()
             .iter()
             .filter_map(|v| match &v.kind {
-                VolumeKind::Released(r) => Some(r.dir.root.clone()),
+                // An S3 origin has no directory to watch: polled only.
+                VolumeKind::Released(r) if r.dir.s3.is_none() => Some(r.dir.root.clone()),
+                VolumeKind::Released(_) => None,
                 VolumeKind::Plain(_) | VolumeKind::Proxy(_) => None,
             })
             .collect();
@@ -433,18 +435,24 @@ fn refresh(metrics: &Metrics, vol: &ReleasedVolume) {
 /// directory cache), or the cache is not writable. A volume never released
 /// yet is not a reason: it answers 503 itself while the others serve.
 /// Blocking: may hang as long as the origin does.
-fn probe(origin: &std::path::Path, volumes: &[Arc<Volume>], cache: &Cache) -> Option<String> {
+fn probe(origin: &crate::volume::Origin, volumes: &[Arc<Volume>], cache: &Cache) -> Option<String> {
     let released = volumes
         .iter()
         .any(|v| matches!(v.kind, VolumeKind::Released(_)));
-    if released && std::fs::read_dir(origin).is_err() {
-        return Some(format!("origin {} not readable", origin.display()));
+    if released
+        && let crate::volume::Origin::Dir(root) = origin
+        && std::fs::read_dir(root).is_err()
+    {
+        return Some(format!("origin {} not readable", root.display()));
     }
     for v in volumes.iter() {
         let ok = match &v.kind {
+            // On S3, reading the pointer (a conditional GET) is the
+            // store's answer.
             VolumeKind::Released(r) => {
                 r.snapshot().is_none()
-                    || (std::fs::read_dir(&r.dir.root).is_ok() && r.dir.current().is_ok())
+                    || ((r.dir.s3.is_some() || std::fs::read_dir(&r.dir.root).is_ok())
+                        && r.dir.current().is_ok())
             }
             VolumeKind::Plain(p) => p.readable(),
             // Its upstream being down is no reason to take the daemon out

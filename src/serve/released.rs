@@ -204,9 +204,10 @@ impl ReleasedVolume {
                 self.dir.meta_file(meta.id).display()
             )
         })?;
+        let origin = self.dir.manifest_file(meta.id);
         match self
             .manifests
-            .load(&self.dir.manifest_file(meta.id), digest)
+            .load_from(&origin, digest, || self.dir.open_manifest(meta.id))
         {
             Ok((m, had)) => {
                 if had == Had::FromOrigin {
@@ -355,13 +356,17 @@ impl ReleasedVolume {
     }
 
     /// The ids ever made current, read from `history.jsonl` again only
-    /// when the file changed.
+    /// when the file changed (on S3: when the pointer's `seq` did, as of
+    /// the last poll; every history object has one).
     fn published_ids(&self) -> Result<Arc<HashSet<u64>>> {
         let path = self.dir.history_file();
-        let stamp = match std::fs::metadata(&path) {
-            Ok(m) => (m.ino(), m.len(), m.mtime(), m.mtime_nsec()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, 0, 0, 0),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        let stamp = match &self.dir.s3 {
+            Some(s3) => (s3.seen_seq().unwrap_or(0), 0, 0, 0),
+            None => match std::fs::metadata(&path) {
+                Ok(m) => (m.ino(), m.len(), m.mtime(), m.mtime_nsec()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, 0, 0, 0),
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            },
         };
         let mut published = self.published.lock().expect("not poisoned");
         if let Some(p) = published.as_ref()

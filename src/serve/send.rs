@@ -120,19 +120,16 @@ impl<'a> Object<'a> {
                 dir,
                 url,
             } => {
-                let file = dir.object_file(&sha);
                 let origin = match url {
-                    Some(url) if !stored(&file, origin_timeout).await => origin::Object::Upstream {
-                        url: url.into(),
-                        check: origin::Check::Sha256(sha),
-                        size: meta.size,
-                        upstreams: upstreams.clone(),
-                    },
-                    _ => origin::Object::Stored {
-                        file,
-                        sha,
-                        size: meta.size,
-                    },
+                    Some(url) if !stored(dir, sha, origin_timeout).await => {
+                        origin::Object::Upstream {
+                            url: url.into(),
+                            check: origin::Check::Sha256(sha),
+                            size: meta.size,
+                            upstreams: upstreams.clone(),
+                        }
+                    }
+                    _ => in_store(dir, sha, meta.size),
                 };
                 FillRequest {
                     origin,
@@ -372,14 +369,35 @@ pub(super) fn x_cache(outcome: Outcome) -> HeaderValue {
     }
 }
 
+/// The released object `sha` where the volume's origin keeps it.
+fn in_store(dir: &VolumeDir, sha: Sha256Digest, size: u64) -> origin::Object {
+    match &dir.s3 {
+        Some(s3) => {
+            let rel = crate::volume::s3::OnS3::object_rel(&sha);
+            origin::Object::InStore {
+                url: s3.origin.url(&rel).into(),
+                rel: rel.into(),
+                origin: s3.origin.clone(),
+                sha,
+                size,
+            }
+        }
+        None => origin::Object::Stored {
+            file: dir.object_file(&sha),
+            sha,
+            size,
+        },
+    }
+}
+
 /// Whether a remote entry's object is on the origin (mirrored before, or
 /// materialized), so that it is read from there. The `stat` runs on the
 /// blocking pool: a hung origin must not hold a runtime thread. An origin
 /// that does not answer within `origin_timeout` counts as not having it,
 /// and the upstream is asked instead.
-async fn stored(file: &std::path::Path, origin_timeout: std::time::Duration) -> bool {
-    let file = file.to_path_buf();
-    let stat = tokio::task::spawn_blocking(move || file.exists());
+async fn stored(dir: &VolumeDir, sha: Sha256Digest, origin_timeout: std::time::Duration) -> bool {
+    let dir = dir.clone();
+    let stat = tokio::task::spawn_blocking(move || dir.has_object(&sha).unwrap_or(false));
     matches!(
         tokio::time::timeout(origin_timeout, stat).await,
         Ok(Ok(true))

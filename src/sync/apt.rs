@@ -657,7 +657,10 @@ mod tests {
             architectures: vec!["amd64".to_string()],
             ..Default::default()
         };
-        let released = crate::sync::replay::Released::new(Path::new("/nonexistent"), "v");
+        let released = crate::sync::replay::Released::new(crate::volume::VolumeDir::new(
+            Path::new("/nonexistent"),
+            "v",
+        ));
         let freshness = Freshness {
             released: &released,
             allow_older: false,

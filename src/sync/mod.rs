@@ -265,7 +265,7 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
     let fetcher = Arc::new(Fetcher::new(&config.sync, &tmp, opts.dry_run)?);
     // Signed metadata is compared with what is released now (not with the
     // staging tree, which a failed or refused run may have left behind).
-    let released = replay::Released::new(&config.origin, volume);
+    let released = replay::Released::new(dir.clone());
     let freshness = replay::Freshness {
         released: &released,
         allow_older: opts.allow_older,

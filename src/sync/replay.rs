@@ -39,10 +39,10 @@ pub struct Released {
 }
 
 impl Released {
-    /// The volume `volume` on the origin `origin` (the config's).
-    pub fn new(origin: &Path, volume: &str) -> Released {
+    /// The volume `dir` as released on the origin.
+    pub fn new(dir: VolumeDir) -> Released {
         Released {
-            dir: VolumeDir::new(origin, volume),
+            dir,
             current: OnceLock::new(),
         }
     }
@@ -50,7 +50,7 @@ impl Released {
     fn current(&self) -> Result<Option<&(u64, Manifest)>> {
         let opened = self.current.get_or_init(|| {
             (|| -> Result<Option<(u64, Manifest)>> {
-                if !self.dir.exists() {
+                if !self.dir.exists()? {
                     return Ok(None);
                 }
                 let Some(id) = self.dir.current()? else {
@@ -84,18 +84,14 @@ impl Released {
         if entry.kind != Kind::File {
             return Ok(None);
         }
-        let object = self.dir.object_file(&entry.sha256);
-        let bytes = std::fs::read(&object).with_context(|| {
-            format!(
-                "reading {rel} of the current release #{id} from {}",
-                object.display()
-            )
-        })?;
+        let bytes = self
+            .dir
+            .read_object(&entry.sha256)
+            .with_context(|| format!("reading {rel} of the current release #{id}"))?;
         let got = sha256_of_reader(&bytes[..])?;
         if got != entry.sha256 {
             bail!(
-                "{rel} of the current release #{id}: the object {} has sha256 {got}, the manifest records {}",
-                object.display(),
+                "{rel} of the current release #{id}: its object has sha256 {got}, the manifest records {}",
                 entry.sha256
             );
         }

@@ -16,12 +16,14 @@
 //! ```
 
 pub mod manifest;
+pub mod s3;
 pub mod signature;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -35,11 +37,68 @@ use manifest::{Manifest, Verify};
 pub const FORMAT: u32 = 1;
 const FORMAT_LINE: &str = "unimirror-volume 1";
 
-/// Paths of one released volume on the origin.
+/// One released volume on the origin: on a filesystem, its paths; on an
+/// S3 origin, its keys (see [`s3`]), read and written through the same
+/// methods.
 #[derive(Debug, Clone)]
 pub struct VolumeDir {
     pub name: String,
+    /// Its directory; on S3, its URL (for messages).
     pub root: PathBuf,
+    /// Where this process keeps its own files for the volume (its lock,
+    /// temporary files, manifests fetched from S3): `root` on a
+    /// filesystem origin, a local directory on an S3 one.
+    pub local: PathBuf,
+    pub s3: Option<Arc<s3::OnS3>>,
+}
+
+/// Where a config's released volumes are.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    Dir(PathBuf),
+    /// An S3 origin, and the local directory this process keeps its own
+    /// files for its volumes in.
+    S3 {
+        store: Arc<crate::origin::s3::S3Origin>,
+        local: PathBuf,
+    },
+}
+
+impl Origin {
+    /// The config's origin. An S3 origin's client is set up (no request is
+    /// made yet); `local` is where this process keeps its files for it.
+    pub fn of_config(config: &crate::config::Config, local: &Path) -> Result<Origin> {
+        let Some(at) = &config.origin_s3 else {
+            return Ok(Origin::Dir(config.origin.clone()));
+        };
+        let settings = config.s3.clone().unwrap_or_default();
+        let store =
+            crate::origin::s3::S3Origin::connect(&settings, at, config.daemon.origin_timeout)?;
+        Ok(Origin::S3 {
+            store,
+            local: local.to_path_buf(),
+        })
+    }
+
+    pub fn volume(&self, name: &str) -> VolumeDir {
+        match self {
+            Origin::Dir(root) => VolumeDir::new(root, name),
+            Origin::S3 { store, local } => VolumeDir {
+                name: name.to_string(),
+                root: PathBuf::from(store.url(name)),
+                local: local.join(name),
+                s3: Some(Arc::new(s3::OnS3::new(store.clone(), name))),
+            },
+        }
+    }
+
+    /// The S3 store, for an S3 origin.
+    pub fn store(&self) -> Option<&Arc<crate::origin::s3::S3Origin>> {
+        match self {
+            Origin::Dir(_) => None,
+            Origin::S3 { store, .. } => Some(store),
+        }
+    }
 }
 
 /// The pointer file's content.
@@ -115,6 +174,8 @@ impl VolumeDir {
         VolumeDir {
             name: name.to_string(),
             root: origin.join(name),
+            local: origin.join(name),
+            s3: None,
         }
     }
 
@@ -144,10 +205,10 @@ impl VolumeDir {
         self.root.join("objects").join("sha256")
     }
     pub fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
+        self.local.join("tmp")
     }
     pub fn lock_file(&self) -> PathBuf {
-        self.root.join("lock")
+        self.local.join("lock")
     }
 
     /// Where the object with this digest lives: two levels of fan-out so
@@ -162,22 +223,32 @@ impl VolumeDir {
     }
 
     /// Whether the volume has been initialised on the origin.
-    pub fn exists(&self) -> bool {
-        self.format_file().exists()
+    pub fn exists(&self) -> Result<bool> {
+        match &self.s3 {
+            Some(s3) => s3.format().map(|f| f.is_some()),
+            None => Ok(self.format_file().exists()),
+        }
     }
 
     /// Checks the format marker of an existing volume.
     pub fn check_format(&self) -> Result<()> {
         let path = self.format_file();
-        let text = fs::read_to_string(&path)
-            .with_context(|| format!("volume `{}`: reading {}", self.name, path.display()))?;
-        if text.trim() != FORMAT_LINE {
+        let (text, want) = match &self.s3 {
+            Some(s3) => (s3.format()?.unwrap_or_default(), s3::FORMAT_LINE),
+            None => (
+                fs::read_to_string(&path).with_context(|| {
+                    format!("volume `{}`: reading {}", self.name, path.display())
+                })?,
+                FORMAT_LINE,
+            ),
+        };
+        if text.trim() != want {
             bail!(
                 "volume `{}`: {} says {:?}; this unimirror reads {:?}",
                 self.name,
                 path.display(),
                 text.trim(),
-                FORMAT_LINE
+                want
             );
         }
         Ok(())
@@ -185,6 +256,9 @@ impl VolumeDir {
 
     /// The current release id, or `None` for a volume never released.
     pub fn current(&self) -> Result<Option<u64>> {
+        if let Some(s3) = &self.s3 {
+            return Ok(s3.pointer()?.map(|p| p.release));
+        }
         let path = self.pointer_file();
         let text = match fs::read(&path) {
             Ok(t) => t,
@@ -212,7 +286,9 @@ impl VolumeDir {
         check: impl FnOnce(&[u8]) -> Result<()>,
     ) -> Result<ReleaseMeta> {
         let path = self.meta_file(id);
-        let text = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = self
+            .read_release_file(&format!("{id}.json"))?
+            .with_context(|| format!("reading {}: not found", path.display()))?;
         check(&text)?;
         serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
     }
@@ -221,12 +297,7 @@ impl VolumeDir {
     /// `keys`, and that it is the metadata of release `id` of this volume
     /// (a signed release copied under another id or volume is refused).
     pub fn signed_meta(&self, id: u64, keys: &signature::ReleaseKeys) -> Result<ReleaseMeta> {
-        let sig_path = self.signature_file(id);
-        let sig = match fs::read(&sig_path) {
-            Ok(s) => Some(s),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", sig_path.display())),
-        };
+        let sig = self.read_release_file(&format!("{id}.sig"))?;
         let meta = self.meta_checked(id, |text| {
             keys.verify(text, sig.as_deref())
                 .map(|_| ())
@@ -243,16 +314,108 @@ impl VolumeDir {
         Ok(meta)
     }
 
-    /// Opens a release's manifest, verified against its metadata.
+    /// `releases/<name>`, or `None` when it does not exist.
+    fn read_release_file(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        if let Some(s3) = &self.s3 {
+            return Ok(s3.read(&format!("releases/{name}"))?.map(Vec::from));
+        }
+        let path = self.releases_dir().join(name);
+        match fs::read(&path) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Opens a release's manifest, verified against its metadata. On S3 it
+    /// is fetched once into the local directory first.
     pub fn manifest(&self, meta: &ReleaseMeta) -> Result<Manifest> {
         let digest = Sha256Digest::from_hex(&meta.manifest_sha256).with_context(|| {
             format!("{}: bad manifest_sha256", self.meta_file(meta.id).display())
         })?;
-        Manifest::open(&self.manifest_file(meta.id), Verify::Sha256(digest))
+        if self.s3.is_none() {
+            return Manifest::open(&self.manifest_file(meta.id), Verify::Sha256(digest));
+        }
+        let local = self.local.join("manifests").join(digest.hex());
+        if let Ok(m) = Manifest::open(&local, Verify::Sha256(digest)) {
+            return Ok(m);
+        }
+        let dir = self.local.join("manifests");
+        durable::create_dir_all_durable(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let (_, mut from) = self.open_manifest(meta.id)?;
+        let tmp = dir.join(durable::temp_name("manifest"));
+        let copied = (|| -> Result<()> {
+            let mut to =
+                durable::create_new(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            io::copy(&mut from, &mut to)
+                .with_context(|| format!("fetching {}", self.manifest_file(meta.id).display()))?;
+            fs::rename(&tmp, &local).with_context(|| format!("renaming to {}", local.display()))
+        })();
+        if copied.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        copied?;
+        Manifest::open(&local, Verify::Sha256(digest))
+    }
+
+    /// A release's manifest on the origin, as a reader, with its size.
+    pub fn open_manifest(&self, id: u64) -> Result<(u64, Box<dyn Read + '_>)> {
+        let path = self.manifest_file(id);
+        if let Some(s3) = &self.s3 {
+            let (len, reader) = s3
+                .origin
+                .reader(&s3.rel(&format!("releases/{id}.manifest")))?;
+            return Ok((len, Box::new(reader)));
+        }
+        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let len = file
+            .metadata()
+            .with_context(|| format!("reading {}", path.display()))?
+            .len();
+        Ok((len, Box::new(file)))
+    }
+
+    /// Another volume of the same origin.
+    pub fn sibling(&self, name: &str) -> VolumeDir {
+        let parent = |p: &Path| p.parent().unwrap_or(Path::new("")).join(name);
+        VolumeDir {
+            name: name.to_string(),
+            root: parent(&self.root),
+            local: parent(&self.local),
+            s3: self
+                .s3
+                .as_ref()
+                .map(|s3| Arc::new(s3::OnS3::new(s3.origin.clone(), name))),
+        }
+    }
+
+    /// Whether the origin holds the object `digest`.
+    pub fn has_object(&self, digest: &Sha256Digest) -> Result<bool> {
+        match &self.s3 {
+            Some(s3) => Ok(s3.origin.head(&s3::OnS3::object_rel(digest))?.is_some()),
+            None => Ok(self.object_file(digest).exists()),
+        }
+    }
+
+    /// The bytes of the object `digest` (small ones: signed metadata).
+    pub fn read_object(&self, digest: &Sha256Digest) -> Result<Vec<u8>> {
+        if let Some(s3) = &self.s3 {
+            let rel = s3::OnS3::object_rel(digest);
+            return match s3.origin.get(&rel)? {
+                Some(got) => Ok(got.bytes.into()),
+                None => bail!("{}: no such object", s3.origin.url(&rel)),
+            };
+        }
+        let path = self.object_file(digest);
+        fs::read(&path).with_context(|| format!("reading {}", path.display()))
     }
 
     /// Ids of all releases with metadata, ascending.
     pub fn release_ids(&self) -> Result<Vec<u64>> {
+        if let Some(s3) = &self.s3 {
+            return self.ids_on_s3(s3, &["json"]);
+        }
         let dir = self.releases_dir();
         let mut ids = Vec::new();
         let rd = match fs::read_dir(&dir) {
@@ -271,9 +434,37 @@ impl VolumeDir {
         Ok(ids)
     }
 
+    /// Ids a new release may not take: every release with metadata and,
+    /// on S3, every id with any file (a manifest whose writer died before
+    /// its metadata cannot be replaced there: files are created once).
+    pub fn taken_ids(&self) -> Result<Vec<u64>> {
+        match &self.s3 {
+            Some(s3) => self.ids_on_s3(s3, &["json", "sig", "manifest"]),
+            None => self.release_ids(),
+        }
+    }
+
+    /// Ids of the files with these extensions in `releases/`, ascending.
+    fn ids_on_s3(&self, s3: &s3::OnS3, extensions: &[&str]) -> Result<Vec<u64>> {
+        let names = s3.origin.list(&s3.rel("releases"))?;
+        let mut ids: Vec<u64> = names
+            .iter()
+            .filter_map(|n| {
+                let (id, ext) = n.split_once('.')?;
+                extensions.contains(&ext).then(|| id.parse().ok())?
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
     /// The history of pointer changes, oldest first. A torn last line (a
     /// crash while appending) is skipped.
     pub fn history(&self) -> Result<Vec<HistoryEntry>> {
+        if let Some(s3) = &self.s3 {
+            return s3.history();
+        }
         let path = self.history_file();
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
@@ -411,6 +602,12 @@ impl LockedVolume {
 
     /// Creates the volume's directories and format marker if missing.
     pub fn init(&self) -> Result<()> {
+        if let Some(s3) = &self.s3 {
+            durable::create_dir_all_durable(&self.tmp_dir())
+                .with_context(|| format!("creating {}", self.tmp_dir().display()))?;
+            s3.init()?;
+            return self.check_format();
+        }
         for d in [
             self.root.clone(),
             self.releases_dir(),
@@ -420,7 +617,7 @@ impl LockedVolume {
             durable::create_dir_all_durable(&d)
                 .with_context(|| format!("creating {}", d.display()))?;
         }
-        if self.exists() {
+        if self.exists()? {
             return self.check_format();
         }
         durable::write_atomic(
@@ -431,60 +628,110 @@ impl LockedVolume {
         .with_context(|| format!("writing {}", self.format_file().display()))
     }
 
-    /// Points the volume at release `id`, atomically and durably.
-    pub fn set_current(&self, id: u64) -> Result<()> {
-        let bytes = serde_json::to_vec(&Pointer {
-            format: FORMAT,
-            release: id,
-        })?;
-        crate::fault::point("pointer-before-rename");
-        durable::write_atomic(&self.pointer_file(), &self.tmp_dir(), &bytes)
-            .with_context(|| format!("writing {}", self.pointer_file().display()))
+    /// Writes `releases/<name>`, durably; on S3 only if it does not exist
+    /// (another writer's file under this name is [`Busy`]).
+    pub fn publish_release_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        if let Some(s3) = &self.s3 {
+            return s3.create_once(&format!("releases/{name}"), bytes.to_vec().into());
+        }
+        let path = self.releases_dir().join(name);
+        durable::write_atomic(&path, &self.tmp_dir(), bytes)
+            .with_context(|| format!("writing {}", path.display()))
     }
 
-    /// Appends a history line for a pointer change.
-    pub fn record(
+    /// Makes the finished manifest `tmp` (in the volume's `tmp/`) release
+    /// `id`'s.
+    pub fn publish_manifest(&self, id: u64, tmp: &Path) -> Result<()> {
+        if self.s3.is_some() {
+            let bytes = fs::read(tmp).with_context(|| format!("reading {}", tmp.display()))?;
+            self.publish_release_file(&format!("{id}.manifest"), &bytes)?;
+            let _ = fs::remove_file(tmp);
+            return Ok(());
+        }
+        let manifest_file = self.manifest_file(id);
+        fs::rename(tmp, &manifest_file)
+            .with_context(|| format!("renaming manifest into {}", manifest_file.display()))?;
+        Ok(durable::fsync_dir(&self.releases_dir())?)
+    }
+
+    /// Points the volume at release `to`, atomically and durably, from
+    /// `from` (the release this writer read as current), and records the
+    /// move in the history. On S3, fails with [`Busy`] when another writer
+    /// moved the pointer since it was read.
+    pub fn move_pointer(
         &self,
         action: Action,
         from: Option<u64>,
         to: u64,
         reason: Option<String>,
     ) -> Result<()> {
-        let now = SystemTime::now();
-        let entry = HistoryEntry {
-            time_unix: unix(now),
-            time: humantime::format_rfc3339_seconds(now).to_string(),
-            action,
-            from,
-            to,
-            user: whoami(),
-            host: hostname(),
-            reason,
-        };
+        let entry = history_entry(action, from, to, reason);
+        if let Some(s3) = &self.s3 {
+            return s3.move_pointer(from, to, &entry);
+        }
+        let bytes = serde_json::to_vec(&Pointer {
+            format: FORMAT,
+            release: to,
+        })?;
+        crate::fault::point("pointer-before-rename");
+        durable::write_atomic(&self.pointer_file(), &self.tmp_dir(), &bytes)
+            .with_context(|| format!("writing {}", self.pointer_file().display()))?;
+        crate::fault::point("pointer-renamed");
+        self.append_history(&entry)
+    }
+
+    /// Appends a history line for a pointer change.
+    fn append_history(&self, entry: &HistoryEntry) -> Result<()> {
         let path = self.history_file();
         // A torn line from an earlier crash must not swallow this one.
         ensure_ends_with_newline(&path)?;
-        durable::append_line(&path, &serde_json::to_string(&entry)?)
+        durable::append_line(&path, &serde_json::to_string(entry)?)
             .with_context(|| format!("appending to {}", path.display()))
     }
 
     /// Brings the history in line with the pointer after a crash between
     /// the pointer flip and the history append. Call with the lock held.
     pub fn repair_history(&self) -> Result<()> {
+        let recovered = |last, current| {
+            history_entry(
+                Action::Recovered,
+                last,
+                current,
+                Some("pointer changed without a history line (interrupted writer)".into()),
+            )
+        };
+        if let Some(s3) = &self.s3 {
+            return s3.repair(recovered);
+        }
         let Some(current) = self.current()? else {
             return Ok(());
         };
         let history = self.history()?;
         let last = history.last().map(|h| h.to);
         if last != Some(current) {
-            self.record(
-                Action::Recovered,
-                last,
-                current,
-                Some("pointer changed without a history line (interrupted writer)".into()),
-            )?;
+            self.append_history(&recovered(last, current))?;
         }
         Ok(())
+    }
+}
+
+/// A history entry for a pointer move made now, by this process.
+fn history_entry(
+    action: Action,
+    from: Option<u64>,
+    to: u64,
+    reason: Option<String>,
+) -> HistoryEntry {
+    let now = SystemTime::now();
+    HistoryEntry {
+        time_unix: unix(now),
+        time: humantime::format_rfc3339_seconds(now).to_string(),
+        action,
+        from,
+        to,
+        user: whoami(),
+        host: hostname(),
+        reason,
     }
 }
 
@@ -507,8 +754,8 @@ impl VolumeLock {
     /// at once with [`Busy`] naming the holder. `what` names the holder in
     /// the next writer's message.
     pub fn acquire(vol: &VolumeDir, wait: bool, what: &str) -> Result<LockedVolume> {
-        durable::create_dir_all_durable(&vol.root)
-            .with_context(|| format!("creating {}", vol.root.display()))?;
+        durable::create_dir_all_durable(&vol.local)
+            .with_context(|| format!("creating {}", vol.local.display()))?;
         let path = vol.lock_file();
         let mut file = OpenOptions::new()
             .read(true)
@@ -587,7 +834,8 @@ mod tests {
         let v = VolumeLock::acquire(&VolumeDir::new(dir.path(), "v"), false, "test").unwrap();
         v.init().unwrap();
         assert_eq!(v.current().unwrap(), None);
-        v.set_current(3).unwrap();
+        // A writer killed between the pointer's rename and its history line.
+        fs::write(v.pointer_file(), br#"{"format":1,"release":3}"#).unwrap();
         assert_eq!(v.current().unwrap(), Some(3));
         // A crash between flip and history append is repaired.
         v.repair_history().unwrap();
@@ -602,7 +850,8 @@ mod tests {
             .unwrap()
             .write_all(b"{\"time_unix\":1,")
             .unwrap();
-        v.record(Action::Release, Some(3), 4, None).unwrap();
+        v.move_pointer(Action::Release, Some(3), 4, None).unwrap();
+        assert_eq!(v.current().unwrap(), Some(4));
         let h = v.history().unwrap();
         assert_eq!(h.len(), 2);
         assert_eq!(h[1].to, 4);

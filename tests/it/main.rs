@@ -17,6 +17,7 @@ mod openpgp;
 mod operations;
 mod proxy;
 mod release;
+mod s3;
 mod serve;
 mod signing;
 mod sync;

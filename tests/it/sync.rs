@@ -1797,7 +1797,7 @@ fn an_upstream_dying_mid_sync_releases_nothing_and_the_rerun_resumes() {
 impl AptArchive {
     /// Rewrites the suite's `Release` with `edit` and signs it again
     /// (`InRelease` and `Release.gpg`), as an upstream with the key would.
-    fn resign(&self, edit: impl Fn(String) -> String) {
+    pub(crate) fn resign(&self, edit: impl Fn(String) -> String) {
         let dist = self.archive().join("dists/stable");
         let text = edit(fs::read_to_string(dist.join("Release")).unwrap());
         fs::write(dist.join("Release"), text).unwrap();
@@ -1806,7 +1806,7 @@ impl AptArchive {
 }
 
 /// `text` (a Release) with the field `key` set to `value`.
-fn set_field(text: &str, key: &str, value: &str) -> String {
+pub(crate) fn set_field(text: &str, key: &str, value: &str) -> String {
     let kept: String = text
         .lines()
         .filter(|l| !l.starts_with(&format!("{key}:")))

@@ -4,12 +4,14 @@
 mod clients;
 mod daemon;
 mod http;
+mod s3;
 mod upstream;
 mod watch;
 
 pub use clients::*;
 pub use daemon::*;
 pub use http::*;
+pub use s3::*;
 pub use upstream::*;
 pub use watch::*;
 

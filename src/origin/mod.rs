@@ -19,9 +19,8 @@
 //!   must have the sha256 and size the release took from the upstream's
 //!   verified index, exactly as a stored object.
 //!
-//! A new kind of origin (an S3-compatible store) is a new variant: its
-//! [`Reader`] gives the body, and its check is the sha256 the release
-//! names. Callers do not change.
+//! - [`Object::InStore`]: an object of a release on an S3 origin (see
+//!   [`s3`]), read with a GET and checked exactly as a stored object.
 //!
 //! The metadata of volumes (release pointers, manifests, listings, the
 //! `stat` of plain-tree paths) is read by `volume`, `cache::manifests` and
@@ -40,12 +39,23 @@ use tokio::io::AsyncReadExt;
 use crate::digest::Sha256Digest;
 use crate::metrics::{FillSource, OriginError};
 
+pub mod s3;
+
 /// One object at its origin, and what it must turn out to be.
 #[derive(Clone, Debug)]
 pub enum Object {
     /// A released object, in a volume's store under its sha256.
     Stored {
         file: PathBuf,
+        sha: Sha256Digest,
+        size: u64,
+    },
+    /// A released object on an S3 origin: `rel` is its key under the
+    /// origin's prefix, `url` the same for logs.
+    InStore {
+        origin: Arc<s3::S3Origin>,
+        rel: Arc<str>,
+        url: PathBuf,
         sha: Sha256Digest,
         size: u64,
     },
@@ -198,6 +208,7 @@ impl Object {
     pub fn size(&self) -> u64 {
         match self {
             Object::Stored { size, .. }
+            | Object::InStore { size, .. }
             | Object::Plain { size, .. }
             | Object::Upstream { size, .. } => *size,
         }
@@ -207,6 +218,7 @@ impl Object {
     pub fn location(&self) -> &Path {
         match self {
             Object::Stored { file, .. } | Object::Plain { file, .. } => file,
+            Object::InStore { url, .. } => url,
             Object::Upstream { url, .. } => Path::new(&**url),
         }
     }
@@ -214,7 +226,9 @@ impl Object {
     /// Which source it is read from, for the metrics.
     pub fn source(&self) -> FillSource {
         match self {
-            Object::Stored { .. } | Object::Plain { .. } => FillSource::Origin,
+            Object::Stored { .. } | Object::InStore { .. } | Object::Plain { .. } => {
+                FillSource::Origin
+            }
             Object::Upstream { .. } => FillSource::Upstream,
         }
     }
@@ -234,6 +248,26 @@ impl Object {
                 pending: Bytes::new(),
             });
         }
+        if let Object::InStore {
+            origin, rel, size, ..
+        } = self
+        {
+            let (found, stream) = origin.open(rel).await.map_err(|e| match e {
+                s3::OpenError::Missing => Error::new(OriginError::Missing, "no such object"),
+                s3::OpenError::Failed(why) => Error::new(OriginError::Io, why),
+            })?;
+            // Another size is other bytes, whatever they are.
+            if found != *size {
+                return Err(Error::new(
+                    OriginError::Integrity,
+                    format!("the store holds {found} bytes, the release records {size}"),
+                ));
+            }
+            return Ok(Reader::Store {
+                stream,
+                pending: Bytes::new(),
+            });
+        }
         let file = tokio::fs::File::open(self.location())
             .await
             .map_err(Error::io)?;
@@ -244,7 +278,7 @@ impl Object {
     /// reader reads from the start, in order. An upstream's response is
     /// read through the runtime, each read blocking this thread.
     pub fn open_blocking(&self) -> Result<BlockingReader, Error> {
-        if let Object::Upstream { .. } = self {
+        if let Object::Upstream { .. } | Object::InStore { .. } = self {
             let runtime = tokio::runtime::Handle::try_current()
                 .map_err(|e| Error::new(OriginError::Io, e.to_string()))?;
             let reader = runtime.block_on(self.open())?;
@@ -257,7 +291,9 @@ impl Object {
     /// The error for an object that ends before its size.
     pub fn ended_early(&self) -> Error {
         let kind = match self {
-            Object::Stored { .. } | Object::Upstream { .. } => OriginError::Integrity,
+            Object::Stored { .. } | Object::InStore { .. } | Object::Upstream { .. } => {
+                OriginError::Integrity
+            }
             Object::Plain { .. } => OriginError::Changed,
         };
         Error::new(
@@ -277,7 +313,9 @@ impl Object {
         now: Option<&Metadata>,
     ) -> Result<(), Error> {
         let (expected, size) = match self {
-            Object::Stored { sha, size, .. } => (Check::Sha256(*sha), *size),
+            Object::Stored { sha, size, .. } | Object::InStore { sha, size, .. } => {
+                (Check::Sha256(*sha), *size)
+            }
             Object::Upstream { check, size, .. } => (*check, *size),
             Object::Plain { size, mtime_ns, .. } => {
                 let same =
@@ -330,6 +368,11 @@ pub enum Reader {
         response: reqwest::Response,
         pending: Bytes,
     },
+    /// An object of an S3 origin, and what is left of its last chunk.
+    Store {
+        stream: s3::ByteStream,
+        pending: Bytes,
+    },
 }
 
 impl Reader {
@@ -340,35 +383,58 @@ impl Reader {
                 .read(buf)
                 .await
                 .map_err(|e| Error::new(OriginError::Io, e.to_string())),
-            Reader::Http { response, pending } => {
-                // A response arrives in chunks of a few KiB, and each read
-                // costs its caller a write to the cache on the blocking
-                // pool: gathered up to a quarter MiB (or the end) first,
-                // a 200 MiB file is a thousand writes, not thirteen
-                // thousand.
+            // A response arrives in chunks of a few KiB, and each read
+            // costs its caller a write to the cache on the blocking pool:
+            // gathered up to a quarter MiB (or the end) first, a 200 MiB
+            // file is a thousand writes, not thirteen thousand.
+            Reader::Http { .. } | Reader::Store { .. } => {
                 let want = buf.len().min(GATHER);
                 let mut filled = 0;
                 while filled < want {
-                    if pending.is_empty() {
-                        match response.chunk().await {
-                            Ok(Some(chunk)) => *pending = chunk,
-                            Ok(None) => break,
-                            Err(e) => {
-                                let detail = format!(
-                                    "{}: reading the upstream's answer: {}",
-                                    response.url(),
-                                    crate::upstream::error_chain(&e)
-                                );
-                                return Err(Error::new(OriginError::Upstream, detail));
-                            }
+                    if self.pending().is_empty() {
+                        match self.next_chunk().await? {
+                            Some(chunk) => *self.pending() = chunk,
+                            None => break,
                         }
                     }
+                    let pending = self.pending();
                     let n = pending.len().min(buf.len() - filled);
                     buf[filled..filled + n].copy_from_slice(&pending.split_to(n));
                     filled += n;
                 }
                 Ok(filled)
             }
+        }
+    }
+
+    /// What is left of the last chunk of a response or a stream.
+    fn pending(&mut self) -> &mut Bytes {
+        match self {
+            Reader::Http { pending, .. } | Reader::Store { pending, .. } => pending,
+            Reader::File(_) => unreachable!("a file is read straight into the buffer"),
+        }
+    }
+
+    /// The next chunk of a response or a stream; `None` at its end.
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, Error> {
+        match self {
+            Reader::Http { response, .. } => response.chunk().await.map_err(|e| {
+                let detail = format!(
+                    "{}: reading the upstream's answer: {}",
+                    response.url(),
+                    crate::upstream::error_chain(&e)
+                );
+                Error::new(OriginError::Upstream, detail)
+            }),
+            Reader::Store { stream, .. } => {
+                use futures_util::StreamExt;
+                stream
+                    .next()
+                    .await
+                    .transpose()
+                    .map_err(|e| Error::new(OriginError::Io, s3::chain(&e)))
+            }
+            Reader::File(_) => unreachable!("a file is read straight into the buffer"),
         }
     }
 }
@@ -441,7 +507,7 @@ impl Verifier {
     pub async fn finish(self, object: &Object) -> Result<Sha256Digest, Error> {
         let now = match object {
             Object::Plain { file, .. } => tokio::fs::metadata(file).await.ok(),
-            Object::Stored { .. } | Object::Upstream { .. } => None,
+            Object::Stored { .. } | Object::InStore { .. } | Object::Upstream { .. } => None,
         };
         self.finish_with(object, now.as_ref())
     }
@@ -450,7 +516,7 @@ impl Verifier {
     pub fn finish_blocking(self, object: &Object) -> Result<Sha256Digest, Error> {
         let now = match object {
             Object::Plain { file, .. } => std::fs::metadata(file).ok(),
-            Object::Stored { .. } | Object::Upstream { .. } => None,
+            Object::Stored { .. } | Object::InStore { .. } | Object::Upstream { .. } => None,
         };
         self.finish_with(object, now.as_ref())
     }

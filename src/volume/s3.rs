@@ -1,0 +1,309 @@
+//! A released volume on an S3 origin: the keys it has, and the protocol
+//! that keeps it consistent without a lock or an append
+//! (`docs/volume-format.md`, "On S3").
+//!
+//! ```text
+//! <prefix>/format                         "unimirror-origin 2"
+//! <prefix>/objects/sha256/<ab>/<cd>/<hex> content, shared by the volumes
+//! <prefix>/<volume>/format                "unimirror-volume 2"
+//! <prefix>/<volume>/current               {"format":2,"release":42,"seq":17}
+//! <prefix>/<volume>/history/<seq>.json    one per pointer move (20 digits)
+//! <prefix>/<volume>/releases/<id>.json    metadata, .sig, .manifest
+//! ```
+//!
+//! Every key but `current` is written once, with `If-None-Match: *`, and
+//! never changed. `current` is created the same way and then only moved
+//! with `If-Match: <its ETag>`, from the state the writer read: of two
+//! writers, one moves it and the other finds it moved, and stops.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{Busy, HistoryEntry};
+use crate::digest::Sha256Digest;
+use crate::origin::s3::{Created, IfChanged, S3Origin, Swapped};
+
+/// The format of volumes on S3.
+pub const FORMAT: u32 = 2;
+pub const FORMAT_LINE: &str = "unimirror-volume 2";
+/// The marker at the origin's prefix.
+pub const ORIGIN_FORMAT_LINE: &str = "unimirror-origin 2";
+
+/// `current` on S3: the release, and the number of the pointer move that
+/// made it current (its history object's).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Pointer {
+    pub format: u32,
+    pub release: u64,
+    pub seq: u64,
+}
+
+/// The pointer as last read, with its ETag.
+#[derive(Debug, Clone)]
+struct Seen {
+    etag: Option<String>,
+    pointer: Option<Pointer>,
+}
+
+/// One volume of an S3 origin.
+#[derive(Debug)]
+pub struct OnS3 {
+    pub origin: Arc<S3Origin>,
+    name: String,
+    /// The pointer as this process last read it: a daemon's poll asks
+    /// only whether it changed, and a writer moves it from exactly that.
+    seen: Mutex<Option<Seen>>,
+    /// History objects read so far, by seq: they never change.
+    history: Mutex<BTreeMap<u64, HistoryEntry>>,
+}
+
+impl OnS3 {
+    pub fn new(origin: Arc<S3Origin>, name: &str) -> OnS3 {
+        OnS3 {
+            origin,
+            name: name.to_string(),
+            seen: Mutex::new(None),
+            history: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The key of `rel` in this volume, relative to the origin's prefix.
+    pub fn rel(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.name)
+    }
+
+    /// An object's key: shared by every volume of the origin.
+    pub fn object_rel(digest: &Sha256Digest) -> String {
+        let hex = digest.hex();
+        format!("objects/sha256/{}/{}/{hex}", &hex[0..2], &hex[2..4])
+    }
+
+    pub fn read(&self, rel: &str) -> Result<Option<Bytes>> {
+        Ok(self.origin.get(&self.rel(rel))?.map(|g| g.bytes))
+    }
+
+    /// The format marker's text, if the volume has one.
+    pub fn format(&self) -> Result<Option<String>> {
+        Ok(self
+            .read("format")?
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string()))
+    }
+
+    /// The current pointer, read again only if it changed since this
+    /// process last read it.
+    pub fn pointer(&self) -> Result<Option<Pointer>> {
+        let known = self.seen.lock().expect("not poisoned").clone();
+        let etag = known.as_ref().and_then(|s| s.etag.clone());
+        let rel = self.rel("current");
+        let seen = match self.origin.get_if_changed(&rel, etag.as_deref())? {
+            IfChanged::Same => return Ok(known.and_then(|s| s.pointer)),
+            IfChanged::Missing => Seen {
+                etag: None,
+                pointer: None,
+            },
+            IfChanged::Changed(got) => {
+                let p: Pointer = serde_json::from_slice(&got.bytes)
+                    .with_context(|| format!("{} is not a valid pointer", self.origin.url(&rel)))?;
+                if p.format != FORMAT {
+                    bail!(
+                        "{}: pointer format {} unknown",
+                        self.origin.url(&rel),
+                        p.format
+                    );
+                }
+                Seen {
+                    etag: got.etag,
+                    pointer: Some(p),
+                }
+            }
+        };
+        let pointer = seen.pointer;
+        *self.seen.lock().expect("not poisoned") = Some(seen);
+        Ok(pointer)
+    }
+
+    /// The pointer's `seq` as this process last read it.
+    pub fn seen_seq(&self) -> Option<u64> {
+        let seen = self.seen.lock().expect("not poisoned");
+        seen.as_ref().and_then(|s| s.pointer).map(|p| p.seq)
+    }
+
+    /// Every pointer move, oldest first (history objects are listed, and
+    /// only those not read before are fetched). An unparsable one is
+    /// skipped, as a torn line of format 1's history is.
+    pub fn history(&self) -> Result<Vec<HistoryEntry>> {
+        let names = self.origin.list(&self.rel("history"))?;
+        let mut known = self.history.lock().expect("not poisoned").clone();
+        for name in names {
+            let Some(seq) = name.strip_suffix(".json").and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            if known.contains_key(&seq) {
+                continue;
+            }
+            if let Some(bytes) = self.read(&format!("history/{name}"))?
+                && let Ok(entry) = serde_json::from_slice(&bytes)
+            {
+                known.insert(seq, entry);
+            }
+        }
+        let entries = known.values().cloned().collect();
+        *self.history.lock().expect("not poisoned") = known;
+        Ok(entries)
+    }
+
+    /// Creates `rel` with `bytes` unless it exists. Existing with the same
+    /// bytes is our own write whose answer was lost; with other bytes,
+    /// another writer took it first: [`Busy`].
+    pub fn create_once(&self, rel: &str, bytes: Bytes) -> Result<()> {
+        let key = self.rel(rel);
+        if self.origin.single_writer {
+            return self.origin.overwrite(&key, bytes);
+        }
+        match self.origin.create(&key, bytes.clone())? {
+            Created::New(_) => Ok(()),
+            Created::Existed => match self.origin.get(&key)? {
+                Some(got) if got.bytes == bytes => Ok(()),
+                _ => Err(Busy {
+                    volume: self.name.clone(),
+                    holder: format!("another updater wrote {} first", self.origin.url(&key)),
+                }
+                .into()),
+            },
+        }
+    }
+
+    /// Creates the volume's format marker (and the origin's) if missing.
+    pub fn init(&self) -> Result<()> {
+        let origin_marker = Bytes::from(format!("{ORIGIN_FORMAT_LINE}\n"));
+        if let Created::Existed = self.origin.create("format", origin_marker)? {
+            let text = self
+                .origin
+                .get("format")?
+                .map(|g| g.bytes)
+                .unwrap_or_default();
+            if String::from_utf8_lossy(&text).trim() != ORIGIN_FORMAT_LINE {
+                bail!(
+                    "{} says {:?}; this unimirror reads {ORIGIN_FORMAT_LINE:?}",
+                    self.origin.url("format"),
+                    String::from_utf8_lossy(&text).trim()
+                );
+            }
+        }
+        // One already there is checked by the caller.
+        let marker = Bytes::from(format!("{FORMAT_LINE}\n"));
+        self.origin.create(&self.rel("format"), marker)?;
+        Ok(())
+    }
+
+    /// Moves the pointer from `from` (what this writer based its change
+    /// on) to `to`, then records the move as history object `seq`. Fails
+    /// with [`Busy`] if the pointer is no longer at `from`: another writer
+    /// moved it since.
+    pub fn move_pointer(&self, from: Option<u64>, to: u64, entry: &HistoryEntry) -> Result<()> {
+        let before = self.seen.lock().expect("not poisoned").clone();
+        let rel = self.rel("current");
+        let base = before.as_ref().and_then(|s| s.pointer);
+        if base.map(|p| p.release) != from {
+            bail!(
+                "{}: read as {:?}, but this change was based on release {from:?}",
+                self.origin.url(&rel),
+                base.map(|p| p.release)
+            );
+        }
+        let seq = base.map_or(1, |p| p.seq + 1);
+        let next = Pointer {
+            format: FORMAT,
+            release: to,
+            seq,
+        };
+        let bytes = Bytes::from(serde_json::to_vec(&next)?);
+        crate::fault::point("pointer-before-rename");
+        let etag = before.as_ref().and_then(|s| s.etag.clone());
+        let moved = match (&etag, self.origin.single_writer) {
+            (_, true) => self.origin.overwrite(&rel, bytes.clone()).map(|()| true)?,
+            (None, false) => matches!(self.origin.create(&rel, bytes.clone())?, Created::New(_)),
+            (Some(tag), false) => self.swap_pointer(&rel, bytes.clone(), tag)?,
+        };
+        // The answer may have been lost after the write landed (a retried
+        // request then fails its own condition): what is there now says.
+        let now = {
+            *self.seen.lock().expect("not poisoned") = None;
+            self.pointer()?
+        };
+        if !moved && now != Some(next) {
+            return Err(Busy {
+                volume: self.name.clone(),
+                holder: format!(
+                    "another updater moved {} (now release {}) since this one read it",
+                    self.origin.url(&rel),
+                    now.map_or("none".into(), |p| format!(
+                        "#{} at seq {}",
+                        p.release, p.seq
+                    ))
+                ),
+            }
+            .into());
+        }
+        crate::fault::point("pointer-renamed");
+        self.record(seq, entry)
+    }
+
+    /// `If-Match` with the ETag as read; a store that compares ETags
+    /// without their quotes (Ceph RGW) refuses that, so if the pointer
+    /// still has that ETag, once more without them.
+    fn swap_pointer(&self, rel: &str, bytes: Bytes, etag: &str) -> Result<bool> {
+        if let Swapped::Done(_) = self.origin.swap(rel, bytes.clone(), etag)? {
+            return Ok(true);
+        }
+        let unquoted = etag.trim_matches('"');
+        if unquoted == etag {
+            return Ok(false);
+        }
+        match self.origin.get_if_changed(rel, Some(etag))? {
+            IfChanged::Same => Ok(matches!(
+                self.origin.swap(rel, bytes, unquoted)?,
+                Swapped::Done(_)
+            )),
+            IfChanged::Changed(_) | IfChanged::Missing => Ok(false),
+        }
+    }
+
+    /// Writes history object `seq`. One already there records this move
+    /// already (a writer that repaired the history while this one was
+    /// between its two writes): nothing is lost.
+    fn record(&self, seq: u64, entry: &HistoryEntry) -> Result<()> {
+        let rel = self.rel(&format!("history/{seq:020}.json"));
+        let bytes = Bytes::from(serde_json::to_vec(entry)?);
+        match self.origin.single_writer {
+            true => self.origin.overwrite(&rel, bytes),
+            false => self.origin.create(&rel, bytes).map(|_| ()),
+        }
+    }
+
+    /// Records a pointer move that has no history object (its writer died
+    /// between the two writes), as `entry`.
+    pub fn repair(&self, entry: impl FnOnce(Option<u64>, u64) -> HistoryEntry) -> Result<()> {
+        let Some(p) = self.pointer()? else {
+            return Ok(());
+        };
+        let history = self.history()?;
+        if self
+            .history
+            .lock()
+            .expect("not poisoned")
+            .contains_key(&p.seq)
+        {
+            return Ok(());
+        }
+        let last = history.last().map(|h| h.to);
+        self.record(p.seq, &entry(last, p.release))?;
+        self.history.lock().expect("not poisoned").remove(&p.seq);
+        Ok(())
+    }
+}
