@@ -55,7 +55,13 @@ pub fn point(name: &str) {
     }
 }
 
-/// The names of every fault point, for tests that visit them all.
+/// A point only a release to an S3 origin passes, after each part of a
+/// multipart upload (an object over 64 MiB): killed there, the updater
+/// leaves an upload for `gc` to abort.
+pub const S3_PART_UPLOADED: &str = "object-part-uploaded";
+
+/// The names of every fault point a release to a filesystem origin
+/// passes, for tests that visit them all.
 pub const POINTS: &[&str] = &[
     "locked",
     "object-temp-written",

@@ -5,7 +5,7 @@
 //! if absent, replace only if unchanged). Which keys a volume has, and in
 //! which order they are written, is `volume::s3`'s business.
 //!
-//! The client runs on a runtime of its own, on one thread that lives as
+//! The client runs on a runtime of its own, on two threads that live as
 //! long as the process: the updater's code and the daemon's release loads
 //! are blocking code (some of it called from inside the sync's runtime),
 //! and a blocking call here sends the request to that thread and waits
@@ -40,6 +40,9 @@ pub const SINGLE_PUT_MAX: u64 = 64 << 20;
 pub struct S3Origin {
     store: Arc<AmazonS3>,
     location: S3Location,
+    /// What the one request object_store cannot make (listing multipart
+    /// uploads) is signed and sent with.
+    lister: UploadLister,
     runtime: tokio::runtime::Handle,
     /// `s3.single_writer`: the store's conditions are not relied upon.
     pub single_writer: bool,
@@ -95,13 +98,29 @@ impl S3Origin {
         timeout: Duration,
     ) -> Result<Arc<S3Origin>> {
         let (key_id, secret) = credentials(settings)?;
+        let lister = UploadLister {
+            endpoint: settings
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", settings.region)),
+            region: settings.region.clone(),
+            path_style: settings.path_style,
+            key_id: key_id.clone(),
+            secret: secret.clone(),
+            token: std::env::var("AWS_SESSION_TOKEN").ok(),
+            timeout,
+        };
         // object_store builds its own reqwest client, which takes the
         // process's default TLS provider: ring, as everywhere else here.
         // (Already installed is fine.)
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // A request may take as long as its body does (a large object),
+        // but never stalls: each read of the answer must make progress
+        // within the timeout, as `origin_timeout` promises.
         let mut options = ClientOptions::new()
             .with_connect_timeout(timeout.min(Duration::from_secs(5)))
-            .with_timeout(timeout);
+            .with_timeout_disabled()
+            .with_read_timeout(timeout);
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&location.bucket)
             .with_region(&settings.region)
@@ -126,6 +145,7 @@ impl S3Origin {
             .build()
             .with_context(|| format!("setting up the client of {location}"))?;
         Ok(Arc::new(S3Origin {
+            lister,
             store: Arc::new(store),
             location: location.clone(),
             runtime: client_runtime()?,
@@ -210,6 +230,21 @@ impl S3Origin {
         }
     }
 
+    /// How long ago `rel` was last written, or `None` when it does not
+    /// exist.
+    pub fn age(&self, rel: &str) -> Result<Option<Duration>> {
+        let (store, key) = (self.store.clone(), self.key(rel));
+        match self.block(async move { store.head(&key).await }) {
+            Ok(meta) => {
+                let now = crate::volume::unix(std::time::SystemTime::now()) as i64;
+                let age = now.saturating_sub(meta.last_modified.timestamp()).max(0);
+                Ok(Some(Duration::from_secs(age as u64)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.failed("looking up", rel, e)),
+        }
+    }
+
     /// Writes `bytes` at `rel` only if nothing is there (`If-None-Match:
     /// *`).
     pub fn create(&self, rel: &str, bytes: Bytes) -> Result<Created> {
@@ -236,20 +271,26 @@ impl S3Origin {
     /// A PUT; `Ok(None)` when its condition did not hold.
     fn put(&self, rel: &str, bytes: Bytes, mode: PutMode) -> Result<Option<Option<String>>> {
         let (store, key) = (self.store.clone(), self.key(rel));
+        let conditional = !matches!(mode, PutMode::Overwrite);
         let options = PutOptions {
             mode,
             ..PutOptions::default()
         };
         let put =
             self.block(async move { store.put_opts(&key, PutPayload::from(bytes), options).await });
-        match put {
-            Ok(r) => Ok(Some(r.e_tag)),
-            Err(
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. }
-                | object_store::Error::NotFound { .. },
+        // Only a conditional write's own refusal is "the condition did not
+        // hold"; anything else (a missing bucket is a 404) is an error,
+        // never taken for another writer's work.
+        match (put, conditional) {
+            (Ok(r), _) => Ok(Some(r.e_tag)),
+            (
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ),
+                true,
             ) => Ok(None),
-            Err(e) => Err(self.failed("writing", rel, e)),
+            (Err(e), _) => Err(self.failed("writing", rel, e)),
         }
     }
 
@@ -305,6 +346,7 @@ impl S3Origin {
                 let sent = upload.put_part(PutPayload::from(part));
                 self.block(sent)
                     .map_err(|e| self.failed("uploading a part of", rel, e))?;
+                crate::fault::point(crate::fault::S3_PART_UPLOADED);
             }
             Ok(())
         })();
@@ -385,6 +427,47 @@ impl S3Origin {
         }
     }
 
+    /// Multipart uploads under the origin's prefix begun more than `age`
+    /// ago: (key, upload id). An updater killed in the middle of a large
+    /// object's upload leaves one, whose parts the store keeps (and bills)
+    /// until it is aborted.
+    pub fn stale_uploads(&self, age: Duration) -> Result<Vec<(String, String)>> {
+        let lister = self.lister.clone();
+        let bucket = self.location.bucket.clone();
+        let prefix = match self.location.prefix.is_empty() {
+            true => String::new(),
+            false => format!("{}/", self.location.prefix),
+        };
+        let listed = self.block(async move { lister.list(&bucket, &prefix).await });
+        let listed = listed
+            .with_context(|| format!("listing the multipart uploads of {}", self.location))?;
+        let now = std::time::SystemTime::now();
+        Ok(listed
+            .into_iter()
+            .filter(|u| {
+                humantime::parse_rfc3339_weak(u.initiated.trim_end_matches('Z'))
+                    .is_ok_and(|t| now.duration_since(t).is_ok_and(|a| a >= age))
+            })
+            .map(|u| (u.key, u.id))
+            .collect())
+    }
+
+    /// Aborts the multipart upload `id` of `key` (a full key, as
+    /// [`S3Origin::stale_uploads`] gives it): its parts are removed.
+    pub fn abort_upload(&self, key: &str, id: &str) -> Result<()> {
+        use object_store::multipart::MultipartStore;
+        let (store, path, id) = (self.store.clone(), Key::from(key), id.to_string());
+        let done = self.block(async move { store.abort_multipart(&path, &id).await });
+        match done {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(anyhow!(
+                "aborting the upload {key} ({}): {}",
+                "multipart",
+                chain(&e)
+            )),
+        }
+    }
+
     /// Opens `rel` for reading as a stream, from the runtime it is
     /// awaited on (fills), with its size.
     pub async fn open(&self, rel: &str) -> Result<(u64, ByteStream), OpenError> {
@@ -455,16 +538,16 @@ impl S3Origin {
     /// fail, and so must a swap with a wrong ETag. A store that ignores
     /// them (Garage 2.x does) would let two updaters both publish.
     pub fn probe(&self) -> Result<()> {
-        let rel = ".probe";
-        let nonce = format!(
-            "probe by {} at {}\n",
-            std::process::id(),
-            humantime::format_rfc3339_nanos(std::time::SystemTime::now())
-        );
-        // Created afresh each time: a key left by an earlier probe would
-        // make the first create fail for the right reason, untested.
-        self.delete(rel)?;
-        let first = self.create(rel, Bytes::from(nonce.clone()))?;
+        // A key of this run's own: updaters probing at once (syncs of
+        // several volumes) must not take each other's key for a store
+        // that ignores the conditions.
+        let now = std::time::SystemTime::now();
+        let nanos = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let rel = &format!(".probe/{}-{nanos}", std::process::id());
+        let first = self.create(rel, Bytes::from("first create\n"))?;
         let Created::New(etag) = first else {
             bail!(
                 "{}: a create-only PUT of a key just removed was refused; the store does not handle If-None-Match as S3 does",
@@ -496,6 +579,214 @@ impl S3Origin {
     fn failed(&self, doing: &str, rel: &str, e: object_store::Error) -> anyhow::Error {
         anyhow!("{doing} {}: {}", self.url(rel), chain(&e))
     }
+}
+
+/// Lists a bucket's multipart uploads (`GET /?uploads`), the one request
+/// object_store has no call for, signed here with AWS Signature V4.
+#[derive(Clone)]
+struct UploadLister {
+    endpoint: String,
+    region: String,
+    path_style: bool,
+    key_id: String,
+    secret: String,
+    token: Option<String>,
+    timeout: Duration,
+}
+
+/// One multipart upload in progress.
+#[derive(Debug, Default)]
+struct Upload {
+    key: String,
+    id: String,
+    initiated: String,
+}
+
+impl UploadLister {
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<Upload>> {
+        let client = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .build()
+            .context("setting up an HTTP client")?;
+        let mut uploads = Vec::new();
+        let mut markers: Option<(String, String)> = None;
+        loop {
+            let mut query = vec![
+                ("prefix".to_string(), prefix.to_string()),
+                ("uploads".to_string(), String::new()),
+            ];
+            if let Some((key, id)) = &markers {
+                query.push(("key-marker".into(), key.clone()));
+                query.push(("upload-id-marker".into(), id.clone()));
+            }
+            let (url, headers) = self.sign(bucket, &mut query)?;
+            let mut request = client.get(&url);
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let response = request.send().await.with_context(|| format!("GET {url}"))?;
+            let status = response.status();
+            let body = response
+                .bytes()
+                .await
+                .with_context(|| format!("GET {url}"))?;
+            if !status.is_success() {
+                bail!("GET {url}: {status}: {}", String::from_utf8_lossy(&body));
+            }
+            let page = parse_uploads(&body)?;
+            uploads.extend(page.uploads);
+            match page.next {
+                Some(next) if page.truncated => markers = Some(next),
+                _ => return Ok(uploads),
+            }
+        }
+    }
+
+    /// The URL of a GET of the bucket with `query`, and the headers that
+    /// sign it (SigV4, payload unsigned).
+    fn sign(
+        &self,
+        bucket: &str,
+        query: &mut [(String, String)],
+    ) -> Result<(String, Vec<(String, String)>)> {
+        let base = self.endpoint.trim_end_matches('/');
+        let (scheme, authority) = base
+            .split_once("://")
+            .context("an endpoint with a scheme")?;
+        let (host, path) = match self.path_style {
+            true => (authority.to_string(), format!("/{bucket}")),
+            false => (format!("{bucket}.{authority}"), "/".to_string()),
+        };
+        query.sort();
+        let canonical_query = query
+            .iter()
+            .map(|(k, v)| format!("{}={}", uri_encode(k), uri_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            .to_string()
+            .replace(['-', ':'], "");
+        let date = &stamp[..8];
+        let payload = "UNSIGNED-PAYLOAD";
+        let mut headers = vec![
+            ("host".to_string(), host.clone()),
+            ("x-amz-content-sha256".to_string(), payload.to_string()),
+            ("x-amz-date".to_string(), stamp.clone()),
+        ];
+        if let Some(t) = &self.token {
+            headers.push(("x-amz-security-token".to_string(), t.clone()));
+        }
+        let signed: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+        let canonical = format!(
+            "GET\n{path}\n{canonical_query}\n{}\n{}\n{payload}",
+            headers
+                .iter()
+                .map(|(n, v)| format!("{n}:{v}\n"))
+                .collect::<String>(),
+            signed.join(";")
+        );
+        let scope = format!("{date}/{}/s3/aws4_request", self.region);
+        let to_sign = format!(
+            "AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}",
+            Sha256Digest::of(canonical.as_bytes()).hex()
+        );
+        let hmac = |key: &[u8], data: &str| {
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+            ring::hmac::sign(&key, data.as_bytes()).as_ref().to_vec()
+        };
+        let mut key = hmac(format!("AWS4{}", self.secret).as_bytes(), date);
+        for part in [self.region.as_str(), "s3", "aws4_request"] {
+            key = hmac(&key, part);
+        }
+        let signature = hex::encode(hmac(&key, &to_sign));
+        headers.push((
+            "authorization".to_string(),
+            format!(
+                "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={}, Signature={signature}",
+                self.key_id,
+                signed.join(";")
+            ),
+        ));
+        // reqwest sets Host itself, from the URL.
+        headers.retain(|(n, _)| n != "host");
+        Ok((
+            format!("{scheme}://{host}{path}?{canonical_query}"),
+            headers,
+        ))
+    }
+}
+
+/// SigV4's encoding of a query name or value: everything but the
+/// unreserved characters is %-escaped, in upper-case hex.
+fn uri_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// One page of a `ListMultipartUploads` answer.
+#[derive(Debug, Default)]
+struct UploadsPage {
+    uploads: Vec<Upload>,
+    truncated: bool,
+    /// `NextKeyMarker` and `NextUploadIdMarker`.
+    next: Option<(String, String)>,
+}
+
+fn parse_uploads(xml: &[u8]) -> Result<UploadsPage> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(xml);
+    let mut page = UploadsPage::default();
+    let (mut next_key, mut next_id) = (None, None);
+    let mut current: Option<Upload> = None;
+    let mut element = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        match reader
+            .read_event_into(&mut buf)
+            .context("reading the list of uploads")?
+        {
+            Event::Start(e) => {
+                element = e.local_name().as_ref().to_vec();
+                if element == b"Upload" {
+                    current = Some(Upload::default());
+                }
+            }
+            Event::End(e) => {
+                if e.local_name().as_ref() == b"Upload" {
+                    page.uploads.extend(current.take());
+                }
+                element.clear();
+            }
+            Event::Text(t) => {
+                let text = t
+                    .decode()
+                    .context("reading the list of uploads")?
+                    .into_owned();
+                match (element.as_slice(), current.as_mut()) {
+                    (b"Key", Some(u)) => u.key = text,
+                    (b"UploadId", Some(u)) => u.id = text,
+                    (b"Initiated", Some(u)) => u.initiated = text,
+                    (b"IsTruncated", None) => page.truncated = text == "true",
+                    (b"NextKeyMarker", None) => next_key = Some(text),
+                    (b"NextUploadIdMarker", None) => next_id = Some(text),
+                    _ => {}
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    page.next = next_key.zip(next_id);
+    Ok(page)
 }
 
 /// Why an object could not be opened for a fill.

@@ -42,6 +42,10 @@ pub enum Fate {
     /// Kept: it stopped being current `ago` seconds ago, within the grace
     /// period.
     Grace { ago: u64 },
+    /// Kept: never published, but made `age` seconds ago, within the grace
+    /// period. On S3, where writers take no lock, another host's writer may
+    /// be about to move the pointer to it.
+    Young { age: u64 },
     /// Removed. `published`: the pointer once named it (otherwise it is
     /// left by an interrupted run).
     Remove { published: bool },
@@ -152,6 +156,11 @@ impl GcPlan {
                 Fate::Grace { ago } => format!(
                     "keep: current {} ago, within the grace period ({})",
                     super::status::age(ago),
+                    super::status::age(self.grace)
+                ),
+                Fate::Young { age } => format!(
+                    "keep: never published, but made {} ago, within the grace period ({}): its writer may still publish it",
+                    super::status::age(age),
                     super::status::age(self.grace)
                 ),
                 Fate::Remove { published: true } => format!(
@@ -307,12 +316,18 @@ pub fn apply(vol: &LockedVolume, plan: &GcPlan, sweep: &Sweep) -> Result<()> {
                 s3.origin.delete(&s3.rel(&format!("releases/{id}.{ext}")))?;
             }
         }
-        let keys = sweep
-            .stray_manifests
-            .iter()
-            .chain(sweep.objects.iter().map(|(k, _)| k));
-        for key in keys {
+        for key in &sweep.stray_manifests {
             s3.origin.delete(&key.to_string_lossy())?;
+        }
+        // Asked again right before each removal: a writer that reuses an
+        // old object uploads it again, which makes it young (see
+        // `ObjectStore::upload`), and may have done so since the survey.
+        let grace = std::time::Duration::from_secs(plan.grace);
+        for (key, _) in &sweep.objects {
+            let key = key.to_string_lossy();
+            if s3.origin.age(&key)?.is_some_and(|age| age >= grace) {
+                s3.origin.delete(&key)?;
+            }
         }
         for path in &sweep.temporaries {
             remove_if_present(path)?;
@@ -342,6 +357,9 @@ pub struct GcReport {
     pub removed_objects: u64,
     pub removed_bytes: u64,
     pub removed_temporaries: u64,
+    /// On S3: multipart uploads begun before the grace period and never
+    /// completed, aborted (or, in a dry run, found).
+    pub aborted_uploads: Option<u64>,
     pub dry_run: bool,
 }
 
@@ -351,6 +369,7 @@ impl GcReport {
             removed_objects: sweep.objects.len() as u64,
             removed_bytes: sweep.objects.iter().map(|&(_, size)| size).sum(),
             removed_temporaries: (sweep.stray_manifests.len() + sweep.temporaries.len()) as u64,
+            aborted_uploads: None,
             plan,
             dry_run,
         }
@@ -362,8 +381,12 @@ impl GcReport {
         } else {
             "removed"
         };
+        let uploads = match self.aborted_uploads {
+            Some(n) => format!(", {n} abandoned uploads"),
+            None => String::new(),
+        };
         format!(
-            "gc {volume}: kept releases {}; {verb} releases {}, {} objects ({}), {} temporary files",
+            "gc {volume}: kept releases {}; {verb} releases {}, {} objects ({}), {} temporary files{uploads}",
             ids(&self.plan.kept()),
             ids(&self.plan.removed()),
             self.removed_objects,
@@ -394,14 +417,28 @@ pub fn gc(
 ) -> Result<GcReport> {
     let (dir, _) = super::released_volume(config, volume)?;
     let vol = super::lock(&dir, Need::Existing, wait, "gc")?;
-    let plan = GcPlan::new(
+    let now = unix(SystemTime::now());
+    let mut plan = GcPlan::new(
         &vol.release_ids()?,
         vol.current()?,
         &vol.history()?,
-        unix(SystemTime::now()),
+        now,
         keep.unwrap_or(config.release.retain),
         config.release.grace.as_secs(),
     );
+    if vol.s3.is_some() {
+        // No lock keeps other hosts' writers out: a release they made but
+        // have not published yet is not debris until the grace period
+        // has passed since it was made.
+        for (id, fate) in &mut plan.releases {
+            if *fate == (Fate::Remove { published: false }) {
+                let age = now.saturating_sub(vol.meta(*id)?.created_unix);
+                if age < plan.grace {
+                    *fate = Fate::Young { age };
+                }
+            }
+        }
+    }
     let sweep = match vol.s3 {
         Some(_) => survey_store(&vol, &plan, config.release.grace)?,
         None => Sweep::survey(&vol, &plan)?,
@@ -409,7 +446,19 @@ pub fn gc(
     if !dry_run {
         apply(&vol, &plan, &sweep)?;
     }
-    Ok(GcReport::new(plan, &sweep, dry_run))
+    let mut report = GcReport::new(plan, &sweep, dry_run);
+    if let Some(s3) = &vol.s3 {
+        // Uploads younger than the grace period may be another writer's,
+        // still going.
+        let stale = s3.origin.stale_uploads(config.release.grace)?;
+        if !dry_run {
+            for (key, id) in &stale {
+                s3.origin.abort_upload(key, id)?;
+            }
+        }
+        report.aborted_uploads = Some(stale.len() as u64);
+    }
+    Ok(report)
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {

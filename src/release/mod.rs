@@ -247,6 +247,7 @@ impl<'v> Draft<'v> {
         vol.init()?;
         vol.repair_history()?;
         let parent = vol.current()?;
+        vol.check_follows(parent)?;
         let previous = match parent {
             Some(id) => {
                 let meta = vol.meta(id)?;
@@ -370,6 +371,7 @@ impl<'v> Draft<'v> {
             vol.publish_release_file(&format!("{id}.sig"), key.sign(&meta_bytes).as_bytes())?;
             fault::point("signature-written");
         }
+        store.check_reused()?;
 
         vol.move_pointer(Action::Release, parent, id, None)?;
         Ok(Outcome::Released {
@@ -612,6 +614,8 @@ fn hash_file(path: &Path, size: u64) -> Result<Sha256Digest> {
 /// (an object that merely *exists* is trusted by later releases).
 pub(crate) struct ObjectStore {
     vol: VolumeDir,
+    /// On S3: objects the store had already, which this release names.
+    reused: Vec<Sha256Digest>,
     pending: Vec<(PathBuf, Sha256Digest)>,
     pending_digests: HashSet<Sha256Digest>,
     pending_bytes: u64,
@@ -624,6 +628,7 @@ impl ObjectStore {
     pub(crate) fn new(vol: &VolumeDir) -> ObjectStore {
         ObjectStore {
             vol: vol.clone(),
+            reused: Vec::new(),
             pending: Vec::new(),
             pending_digests: HashSet::new(),
             pending_bytes: 0,
@@ -639,11 +644,14 @@ impl ObjectStore {
         size: u64,
         progress: &mut Progress,
     ) -> Result<()> {
-        if self.pending_digests.contains(&digest) || self.vol.has_object(&digest)? {
+        if self.pending_digests.contains(&digest) {
             return Ok(());
         }
         if self.vol.s3.is_some() {
             return self.upload(path, digest, size, progress);
+        }
+        if self.vol.has_object(&digest)? {
+            return Ok(());
         }
         let tmp = self.vol.tmp_dir().join(durable::temp_name("object"));
         let copied = (|| -> Result<()> {
@@ -686,14 +694,14 @@ impl ObjectStore {
         size: u64,
         progress: &mut Progress,
     ) -> Result<()> {
-        if self.pending_digests.contains(&digest) || self.vol.has_object(&digest)? {
-            let _ = fs::remove_file(tmp);
-            return Ok(());
-        }
-        if self.vol.s3.is_some() {
+        if self.vol.s3.is_some() && !self.pending_digests.contains(&digest) {
             let uploaded = self.upload(&tmp, digest, size, progress);
             let _ = fs::remove_file(tmp);
             return uploaded;
+        }
+        if self.pending_digests.contains(&digest) || self.vol.has_object(&digest)? {
+            let _ = fs::remove_file(tmp);
+            return Ok(());
         }
         self.pending.push((tmp, digest));
         self.pending_digests.insert(digest);
@@ -709,6 +717,13 @@ impl ObjectStore {
     /// Uploads `path` as the object `digest` of an S3 origin. The store
     /// makes it durable before it answers; until a manifest names it, it is
     /// an object nobody reads, which gc removes after its grace period.
+    ///
+    /// An object the store already has is uploaded again all the same: the
+    /// upload makes it young, and gc (which takes no lock on S3) removes
+    /// no object younger than its grace period. Otherwise a gc of another
+    /// volume, or on another host, could remove an old object this release
+    /// is about to name. Such objects are checked once more just before
+    /// the pointer moves ([`ObjectStore::check_reused`]).
     fn upload(
         &mut self,
         path: &Path,
@@ -718,12 +733,32 @@ impl ObjectStore {
     ) -> Result<()> {
         let s3 = self.vol.s3.as_ref().expect("an S3 origin");
         let rel = crate::volume::s3::OnS3::object_rel(&digest);
+        let existed = s3.origin.head(&rel)?.is_some();
         s3.origin.upload_file(&rel, path, digest, size)?;
         fault::point("objects-renamed");
         // Known from now on: the same content twice is uploaded once.
         self.pending_digests.insert(digest);
-        progress.counters.new_objects += 1;
-        progress.counters.copied_bytes += size;
+        match existed {
+            true => self.reused.push(digest),
+            false => {
+                progress.counters.new_objects += 1;
+                progress.counters.copied_bytes += size;
+            }
+        }
+        Ok(())
+    }
+
+    /// On S3: that every object the store had before this release uploaded
+    /// it again is still there (a gc that listed it as old before the
+    /// upload may have removed it since).
+    fn check_reused(&self) -> Result<()> {
+        for digest in &self.reused {
+            if !self.vol.has_object(digest)? {
+                bail!(
+                    "object {digest} was removed by a gc while this release was being made; nothing was published, run it again"
+                );
+            }
+        }
         Ok(())
     }
 

@@ -336,6 +336,10 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
             return Ok(());
         }
         let vol = vol.as_ref().expect("locked unless a dry run");
+        // The new metadata was judged against the release current then:
+        // it must still be the one this release follows. (Only on S3 can
+        // it have moved: a lock on a filesystem origin was held since.)
+        vol.must_follow(released.judged_against());
         report.release = Some(release::publish(vol, &tree, false, &remote)?);
         Ok(())
     });

@@ -71,6 +71,15 @@ impl Released {
         }
     }
 
+    /// The release new metadata was compared with (`Some(None)`: there was
+    /// none), or `None` when nothing was compared.
+    pub fn judged_against(&self) -> Option<Option<u64>> {
+        match self.current.get()? {
+            Ok(c) => Some(c.as_ref().map(|(id, _)| *id)),
+            Err(_) => None,
+        }
+    }
+
     /// The bytes of `rel` (a path in the volume) in the current release,
     /// with the release's id; `None` when there is no release or it has no
     /// such file. The object is checked against the manifest's sha256.

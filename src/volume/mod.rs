@@ -575,6 +575,9 @@ pub struct LockedVolume {
     _lock: VolumeLock,
     /// Signs the releases this writer publishes (`release.signing_key`).
     signer: Option<std::sync::Arc<signature::SigningKey>>,
+    /// The release the next one must follow, if a decision depended on it
+    /// (a sync's freshness check); see [`LockedVolume::must_follow`].
+    follows: std::sync::Mutex<Option<Option<u64>>>,
 }
 
 impl std::ops::Deref for LockedVolume {
@@ -598,6 +601,33 @@ impl LockedVolume {
 
     pub fn signer(&self) -> Option<&signature::SigningKey> {
         self.signer.as_deref()
+    }
+
+    /// Makes the next release fail with [`Busy`] unless it follows
+    /// `current` (`Some(None)`: no release); `None` sets no condition.
+    /// On S3, where no lock keeps other hosts out, the pointer may have
+    /// moved since a sync compared its metadata with the current release.
+    pub fn must_follow(&self, current: Option<Option<u64>>) {
+        *self.follows.lock().expect("not poisoned") = current;
+    }
+
+    /// Checks `parent`, just read as current, against [`must_follow`].
+    ///
+    /// [`must_follow`]: LockedVolume::must_follow
+    pub fn check_follows(&self, parent: Option<u64>) -> Result<()> {
+        let expected = *self.follows.lock().expect("not poisoned");
+        match expected {
+            Some(judged) if judged != parent => Err(Busy {
+                volume: self.name.clone(),
+                holder: format!(
+                    "another updater released #{} while this sync compared its metadata with #{}; run the sync again",
+                    parent.map_or("none".into(), |id| id.to_string()),
+                    judged.map_or("none".into(), |id| id.to_string()),
+                ),
+            }
+            .into()),
+            _ => Ok(()),
+        }
     }
 
     /// Creates the volume's directories and format marker if missing.
@@ -667,7 +697,13 @@ impl LockedVolume {
     ) -> Result<()> {
         let entry = history_entry(action, from, to, reason);
         if let Some(s3) = &self.s3 {
-            return s3.move_pointer(from, to, &entry);
+            let recovered = history_entry(
+                Action::Recovered,
+                None,
+                from.unwrap_or(0),
+                Some("pointer changed without a history entry (interrupted writer)".into()),
+            );
+            return s3.move_pointer(from, to, &entry, &recovered);
         }
         let bytes = serde_json::to_vec(&Pointer {
             format: FORMAT,
@@ -809,6 +845,7 @@ impl VolumeLock {
             dir: vol.clone(),
             _lock: VolumeLock { _file: file },
             signer: None,
+            follows: std::sync::Mutex::new(None),
         })
     }
 }

@@ -204,17 +204,32 @@ impl OnS3 {
     /// Moves the pointer from `from` (what this writer based its change
     /// on) to `to`, then records the move as history object `seq`. Fails
     /// with [`Busy`] if the pointer is no longer at `from`: another writer
-    /// moved it since.
-    pub fn move_pointer(&self, from: Option<u64>, to: u64, entry: &HistoryEntry) -> Result<()> {
+    /// moved it since. `recovered` is the entry for the move that made
+    /// `from` current, written first if that move has none (its writer
+    /// died between its two writes): no move is ever left unrecorded.
+    pub fn move_pointer(
+        &self,
+        from: Option<u64>,
+        to: u64,
+        entry: &HistoryEntry,
+        recovered: &HistoryEntry,
+    ) -> Result<()> {
         let before = self.seen.lock().expect("not poisoned").clone();
         let rel = self.rel("current");
         let base = before.as_ref().and_then(|s| s.pointer);
         if base.map(|p| p.release) != from {
-            bail!(
-                "{}: read as {:?}, but this change was based on release {from:?}",
-                self.origin.url(&rel),
-                base.map(|p| p.release)
-            );
+            return Err(Busy {
+                volume: self.name.clone(),
+                holder: format!(
+                    "another updater moved {} to release {:?} while this change was being made from release {from:?}",
+                    self.origin.url(&rel),
+                    base.map(|p| p.release)
+                ),
+            }
+            .into());
+        }
+        if let Some(p) = base {
+            self.record(p.seq, recovered)?;
         }
         let seq = base.map_or(1, |p| p.seq + 1);
         let next = Pointer {
@@ -226,15 +241,24 @@ impl OnS3 {
         crate::fault::point("pointer-before-rename");
         let etag = before.as_ref().and_then(|s| s.etag.clone());
         let moved = match (&etag, self.origin.single_writer) {
-            (_, true) => self.origin.overwrite(&rel, bytes.clone()).map(|()| true)?,
-            (None, false) => matches!(self.origin.create(&rel, bytes.clone())?, Created::New(_)),
-            (Some(tag), false) => self.swap_pointer(&rel, bytes.clone(), tag)?,
+            (_, true) => self.origin.overwrite(&rel, bytes.clone()).map(|()| true),
+            (None, false) => self
+                .origin
+                .create(&rel, bytes.clone())
+                .map(|c| matches!(c, Created::New(_))),
+            (Some(tag), false) => self.swap_pointer(&rel, bytes.clone(), tag),
         };
         // The answer may have been lost after the write landed (a retried
-        // request then fails its own condition): what is there now says.
+        // request then fails its own condition, or times out): what is
+        // there now says.
         let now = {
             *self.seen.lock().expect("not poisoned") = None;
-            self.pointer()?
+            self.pointer()
+        };
+        let (moved, now) = match (moved, now) {
+            (_, Ok(now)) if now == Some(next) => (true, now),
+            (Ok(moved), Ok(now)) => (moved, now),
+            (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
         };
         if !moved && now != Some(next) {
             return Err(Busy {
@@ -274,13 +298,15 @@ impl OnS3 {
         }
     }
 
-    /// Writes history object `seq`. One already there records this move
-    /// already (a writer that repaired the history while this one was
-    /// between its two writes): nothing is lost.
+    /// Writes history object `seq`, unless it exists: one already there
+    /// records this move already (a writer that repaired the history while
+    /// this one was between its two writes), and nothing is lost.
     fn record(&self, seq: u64, entry: &HistoryEntry) -> Result<()> {
         let rel = self.rel(&format!("history/{seq:020}.json"));
         let bytes = Bytes::from(serde_json::to_vec(entry)?);
         match self.origin.single_writer {
+            // No condition to rely on; the one writer asks first.
+            true if self.origin.head(&rel)?.is_some() => Ok(()),
             true => self.origin.overwrite(&rel, bytes),
             false => self.origin.create(&rel, bytes).map(|_| ()),
         }

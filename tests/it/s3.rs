@@ -215,6 +215,41 @@ fn a_file_larger_than_one_put_is_uploaded_in_parts_and_served_whole() {
     );
 }
 
+#[test]
+fn an_upload_a_killed_updater_left_is_aborted_by_gc_after_the_grace_period() {
+    let server = Seaweed::start(&tempfile::tempdir().unwrap().keep());
+    let env = s3_env(&server, "parts", "[release]\ngrace = \"0s\"\n");
+    env.write("small", b"kept");
+    env.release();
+    env.write(
+        "big.bin",
+        &blob(3, unimirror::origin::s3::SINGLE_PUT_MAX as usize + 1),
+    );
+    let out = env
+        .update_cmd(&["release", "vol", "--from", env.tree().to_str().unwrap()])
+        .env(
+            "UNIMIRROR_FAULT",
+            format!("{}:kill", unimirror::fault::S3_PART_UPLOADED),
+        )
+        .output()
+        .unwrap();
+    assert!(killed(&out.status), "{}", stderr(&out));
+    assert_eq!(releases(&env).0, Some(1));
+    // The store lists the upload (its first part is there): gc finds it,
+    // a dry run leaves it, a real run aborts it, and then it is gone.
+    let out = env.update_ok(&["gc", "vol", "--dry-run"]);
+    assert!(out.contains(", 1 abandoned uploads"), "{out}");
+    let out = env.update_ok(&["gc", "vol"]);
+    assert!(out.contains(", 1 abandoned uploads"), "{out}");
+    let out = env.update_ok(&["gc", "vol"]);
+    assert!(out.contains(", 0 abandoned uploads"), "{out}");
+    // The release that was cut short goes through on the next run.
+    env.release();
+    let d = Daemon::start(&env);
+    assert_eq!(d.get("/vol/small").body, b"kept");
+    assert!(d.get("/vol/big.bin").complete());
+}
+
 /// Two updaters with their own staging (as on two hosts) release `vol`
 /// at once: `first` is held by SIGSTOP at `point`, the other runs whole,
 /// then `first` goes on.
@@ -255,6 +290,42 @@ fn race_at(point: &str) {
     wait_for("the daemon to serve a's release", 10, || {
         d.get("/vol/f").body == b"from a"
     });
+}
+
+#[test]
+fn gc_on_another_host_leaves_a_release_that_is_about_to_be_published() {
+    let server = Seaweed::start(&tempfile::tempdir().unwrap().keep());
+    let a = s3_env(&server, "busy", "");
+    let b = s3_env(&server, "busy", "");
+    for n in 1..=4 {
+        a.write("f", format!("release {n}").as_bytes());
+        a.release();
+    }
+    // a's fifth release, held just before its pointer moves: complete on
+    // the store, published by nobody yet.
+    a.write("f", b"release 5");
+    let mut held = a.update_cmd(&["release", "vol", "--from", a.tree().to_str().unwrap()]);
+    held.env("UNIMIRROR_FAULT", "pointer-before-rename:stop");
+    let child = held
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_stopped(&child);
+    // Before, gc removed a release the pointer never named as debris, at
+    // once: here the pointer would then have moved to a release gone.
+    let out = b.update_ok(&["gc", "vol"]);
+    assert!(out.contains("kept releases #1, #2, #3, #4, #5;"), "{out}");
+    let plan = b.update_ok(&["gc", "vol", "--dry-run"]);
+    assert!(
+        plan.contains("#5      keep: never published, but made"),
+        "{plan}"
+    );
+    signal(&child, libc::SIGCONT);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d = Daemon::start(&b);
+    assert_eq!(d.get("/vol/f").body, b"release 5");
 }
 
 #[test]
@@ -377,9 +448,20 @@ s.serve_forever()
         err.contains("does not enforce If-None-Match") && err.contains("s3.single_writer"),
         "{err}"
     );
-    // Only the probe's own key was written.
-    assert_eq!(stub.requests("PUT", "/garage/vol/format"), 0);
-    assert!(stub.requests("PUT", "/garage/.probe") >= 2);
+    // Only the probe's own key was written (one per run: two twice).
+    let puts: Vec<String> = fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("PUT "))
+        .map(str::to_string)
+        .collect();
+    assert!(puts.len() >= 2, "{puts:?}");
+    let key = puts[0].split(' ').nth(1).unwrap();
+    assert!(key.starts_with("/mirrors/garage/.probe/"), "{puts:?}");
+    assert!(
+        puts.iter().all(|p| p.split(' ').nth(1) == Some(key)),
+        "{puts:?}"
+    );
 }
 
 /// A client that fetches `index` and then the file it names, from one
