@@ -40,6 +40,7 @@ staging = "$WORK/staging"
 [volumes.bench]
 prefix = "/bench"
 [daemon]
+drain_delay = "0s"
 listen = ["127.0.0.1:$PORT"]
 log_format = "json"
 [cache]

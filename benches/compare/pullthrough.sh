@@ -89,6 +89,7 @@ staging = "$WORK/staging"
 [volumes.pypi]
 proxy = { type = "pypi", url = "http://127.0.0.1:$FRONT_PORT/simple/", files_url = "http://127.0.0.1:$FRONT_PORT/", verify = "blake2b-path" }
 [daemon]
+drain_delay = "0s"
 listen = ["127.0.0.1:${PORT[unimirror]}"]
 [cache]
 dir = "$CACHES/cache-unimirror"

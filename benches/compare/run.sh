@@ -104,6 +104,7 @@ origin = "$WORK/origin"
 staging = "$WORK/staging"
 $volumes[daemon]
 listen = ["127.0.0.1:${PORT[$name]}"]
+drain_delay = "0s"
 log_format = "json"
 [cache]
 dir = "$WORK/cache-$name"

@@ -135,6 +135,7 @@ staging = "$WORK/staging"
 $s3
 [volumes.bench]
 [daemon]
+drain_delay = "0s"
 listen = ["127.0.0.1:${PORT[unimirror-$o]}"]
 [cache]
 dir = "$CACHES/cache-unimirror-$o"

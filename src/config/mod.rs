@@ -294,6 +294,11 @@ pub struct DaemonSettings {
     /// On SIGTERM, how long in-flight requests get to finish.
     #[serde(default = "defaults::drain_timeout", deserialize_with = "UpToHour::de")]
     pub drain_timeout: Duration,
+    /// On SIGTERM (or from SIGUSR1 on), how long `/readyz` says 503
+    /// `draining` while everything is still served, before the daemon
+    /// stops accepting: the time load balancers need to take it out.
+    #[serde(default = "defaults::drain_delay", deserialize_with = "UpToHour::de")]
+    pub drain_delay: Duration,
     /// An origin read that makes no progress for this long fails the fill.
     #[serde(
         default = "defaults::origin_timeout",
@@ -561,6 +566,9 @@ mod defaults {
     }
     pub fn drain_timeout() -> Duration {
         DEFAULT_DRAIN_TIMEOUT
+    }
+    pub fn drain_delay() -> Duration {
+        Duration::from_secs(10)
     }
     pub fn origin_timeout() -> Duration {
         DEFAULT_ORIGIN_TIMEOUT

@@ -81,6 +81,9 @@ pub struct Daemon {
     /// The keys releases must be signed by (`daemon.release_keys`), if
     /// any; shared with every released volume, replaced on reload.
     release_keys: ReleaseKeysInUse,
+    /// When the drain began (SIGUSR1 or SIGTERM): from then on `/readyz`
+    /// answers 503 `draining`, whatever else holds. Never undone.
+    draining: std::sync::OnceLock<std::time::Instant>,
 }
 
 /// The keys releases must be signed by, as every released volume reads
@@ -155,6 +158,7 @@ impl Daemon {
                 .with_context(|| format!("{}: origin", config.file.display()))?,
             probe: Arc::default(),
             origin_timeout: config.daemon.origin_timeout,
+            draining: std::sync::OnceLock::new(),
         };
         daemon.set_volumes(config, daemon.origin_timeout).await;
         Ok(daemon)
@@ -364,7 +368,19 @@ impl Daemon {
     /// answered within [`READY_DEADLINE`], the origin is reported as not
     /// responding (the probe goes on, and the next request waits for the
     /// same one).
+    /// Starts draining, if it has not begun; returns when it began.
+    pub fn drain(&self) -> std::time::Instant {
+        *self.draining.get_or_init(std::time::Instant::now)
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.get().is_some()
+    }
+
     pub async fn unready(&self) -> Option<String> {
+        if self.draining() {
+            return Some("draining".into());
+        }
         let mut outcome = {
             let mut slot = self.probe.lock().unwrap_or_else(|e| e.into_inner());
             match &*slot {

@@ -39,7 +39,10 @@ pub async fn own_page(
         b"readyz" => match daemon.unready().await {
             None => text(StatusCode::OK, "ready\n"),
             Some(why) => {
-                tracing::warn!("not ready: {why}");
+                // Load balancers ask often; a drain was logged once.
+                if !daemon.draining() {
+                    tracing::warn!("not ready: {why}");
+                }
                 text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     &format!("not ready: {why}\n"),

@@ -68,13 +68,14 @@ pub async fn run_with(
 ) -> Result<()> {
     // Handlers first: a SIGHUP that arrives once we look ready must
     // reload, not kill (its default action).
-    let (mut hup, mut term, mut int) = match control.signals {
+    let (mut hup, mut term, mut int, mut usr1) = match control.signals {
         true => (
             Some(signal(SignalKind::hangup())?),
             Some(signal(SignalKind::terminate())?),
             Some(signal(SignalKind::interrupt())?),
+            Some(signal(SignalKind::user_defined1())?),
         ),
-        false => (None, None, None),
+        false => (None, None, None, None),
     };
     let daemon = Arc::new(Daemon::new(&config).await?);
     let following = tokio::spawn(daemon.clone().follow_releases(config.daemon.poll_interval));
@@ -116,7 +117,8 @@ pub async fn run_with(
 
     let mut config = config;
     tokio::pin!(shutdown);
-    loop {
+    // SIGINT is a terminal's Ctrl-C: nobody's load balancer to wait for.
+    let delay = loop {
         tokio::select! {
             _ = next(&mut hup) => {
                 let mut states = vec![NotifyState::Reloading];
@@ -129,13 +131,36 @@ pub async fn run_with(
                 reload(&mut config, &daemon, tls.as_deref()).await;
                 let _ = done.send(());
             }
-            _ = next(&mut term) => break,
-            _ = next(&mut int) => break,
-            () = &mut shutdown => break,
+            _ = next(&mut usr1) => {
+                if !daemon.draining() {
+                    tracing::info!("draining (SIGUSR1): /readyz answers 503 `draining`; still serving until SIGTERM");
+                }
+                daemon.drain();
+            }
+            _ = next(&mut term) => break true,
+            _ = next(&mut int) => break false,
+            () = &mut shutdown => break true,
+        }
+    };
+
+    // Unready first, still serving, for drain_delay (counted from SIGUSR1
+    // when that came first): load balancers see /readyz fail and take the
+    // host out before it stops accepting. A second SIGTERM or SIGINT cuts
+    // the wait short.
+    notify(&[NotifyState::Stopping]);
+    let since = daemon.drain();
+    let left = config.daemon.drain_delay.saturating_sub(since.elapsed());
+    if delay && !left.is_zero() {
+        tracing::info!(
+            "stopping: /readyz answers 503 `draining`; still serving for {}",
+            humantime::format_duration(left)
+        );
+        tokio::select! {
+            () = tokio::time::sleep(left) => {}
+            _ = next(&mut term) => {}
+            _ = next(&mut int) => {}
         }
     }
-
-    notify(&[NotifyState::Stopping]);
     tracing::info!("stopping: draining requests in flight");
     let _ = stop.send(true);
     for a in accepting {
@@ -264,7 +289,7 @@ mod tests {
     fn write_config(dir: &Path, volumes: &[(&str, &str)]) -> PathBuf {
         let mut text = String::from(
             "origin = \"origin\"\nstaging = \"staging\"\n\
-             [daemon]\nlisten = [\"127.0.0.1:0\"]\ndrain_timeout = \"20s\"\n\
+             [daemon]\nlisten = [\"127.0.0.1:0\"]\ndrain_timeout = \"20s\"\ndrain_delay = \"0s\"\n\
              [cache]\ndir = \"cache\"\n",
         );
         for (name, tree) in volumes {

@@ -28,6 +28,30 @@ fn bundled_configs_are_valid() {
     }
 }
 
+/// systemd kills the daemon `TimeoutStopSec` after SIGTERM: that must
+/// leave it the whole drain, delay and timeout, as the example config and
+/// the defaults set them.
+#[test]
+fn the_systemd_unit_waits_out_the_whole_drain() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = fs::read_to_string(root.join("systemd/unimirror.service")).unwrap();
+    let stop = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+        .expect("TimeoutStopSec in the unit");
+    let stop = humantime::parse_duration(stop.trim()).unwrap();
+    let example = unimirror::config::Config::load(&root.join("config/unimirror.toml")).unwrap();
+    let defaults = unimirror::config::DaemonSettings::default();
+    for d in [&example.daemon, &defaults] {
+        assert!(
+            stop > d.drain_delay + d.drain_timeout,
+            "TimeoutStopSec={stop:?} leaves no room for drain_delay {:?} + drain_timeout {:?}",
+            d.drain_delay,
+            d.drain_timeout
+        );
+    }
+}
+
 #[test]
 fn bad_configs_name_file_key_and_reason() {
     let dir = tempfile::tempdir().unwrap();

@@ -142,6 +142,21 @@ fn sighup_reloads_volumes_and_a_bad_file_keeps_the_running_config() {
     assert_eq!(d.get("/extra/hello.txt").body, b"added by reload");
 }
 
+/// The body of a GET of `path` during which the daemon gets SIGTERM (after
+/// the first bytes arrived), read to the end of the connection.
+fn download_across_sigterm(d: &Daemon, path: &str) -> Vec<u8> {
+    let mut s = connect(d.addr);
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut first = vec![0u8; 4096];
+    let n = s.read(&mut first).unwrap();
+    assert!(n > 0);
+    signal(&d.child, libc::SIGTERM);
+    let mut all = first[..n].to_vec();
+    s.read_to_end(&mut all).unwrap();
+    let body_at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    all.split_off(body_at)
+}
+
 #[test]
 fn sigterm_finishes_requests_in_flight_then_exits() {
     let env = Env::new();
@@ -149,28 +164,69 @@ fn sigterm_finishes_requests_in_flight_then_exits() {
     env.write("big.bin", &big);
     env.release();
     let mut d = Daemon::start(&env);
-    let mut s = connect(d.addr);
-    s.write_all(b"GET /vol/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut first = vec![0u8; 4096];
-    let n = s.read(&mut first).unwrap();
-    assert!(n > 0);
-    signal(&d.child, libc::SIGTERM);
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest).unwrap();
-    let mut all = first[..n].to_vec();
-    all.extend(rest);
-    let body_at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    assert_eq!(
-        all.len() - body_at,
-        big.len(),
-        "the response in flight was cut"
-    );
-    assert!(all[body_at..] == big[..]);
+    let body = download_across_sigterm(&d, "/vol/big.bin");
+    assert_eq!(body.len(), big.len(), "the response in flight was cut");
+    assert!(body == big);
     let status = d.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     assert!(d.log_text().contains("stopped"));
     assert!(TcpStream::connect(d.addr).is_err());
+}
+
+/// A load balancer's view of a drain: `/readyz` polled all along, while a
+/// download is in flight and new requests keep coming.
+#[test]
+fn a_drain_turns_readyz_unready_first_keeps_serving_for_the_delay_then_stops() {
+    let env = Env::new();
+    let big: Vec<u8> = (0..(24u32 << 20)).map(|i| (i * 7 % 253) as u8).collect();
+    env.write("big.bin", &big);
+    env.write("small", b"small");
+    env.release();
+    let mut d = Daemon::start_with(
+        &env,
+        &DaemonOpts {
+            daemon: "drain_delay = \"1500ms\"\n".into(),
+            ..DaemonOpts::default()
+        },
+    );
+    assert_eq!(d.get("/readyz").status, 200);
+
+    // SIGUSR1: unready, but everything is still served, for as long as it
+    // takes (the host is being taken out of rotation).
+    signal(&d.child, libc::SIGUSR1);
+    wait_for("readyz to say draining", 10, || {
+        let r = d.get("/readyz");
+        r.status == 503 && r.text().contains("draining")
+    });
+    assert_eq!(d.get("/vol/small").body, b"small");
+    assert!(d.child.try_wait().unwrap().is_none(), "still running");
+
+    // A download in flight, then SIGTERM: the drain delay was served since
+    // SIGUSR1, so the daemon stops accepting at once and finishes it.
+    let body = download_across_sigterm(&d, "/vol/big.bin");
+    assert!(body == big, "the download in flight was cut");
+    assert!(d.child.wait().unwrap().success());
+
+    // SIGTERM alone: unready at once, still serving new requests during
+    // the delay, then no more connections, and exit 0.
+    let mut d = Daemon::start_with(
+        &env,
+        &DaemonOpts {
+            daemon: "drain_delay = \"3s\"\n".into(),
+            ..DaemonOpts::default()
+        },
+    );
+    signal(&d.child, libc::SIGTERM);
+    wait_for("readyz to say draining", 10, || {
+        let r = d.get("/readyz");
+        r.status == 503 && r.text().contains("draining")
+    });
+    let r = d.get("/vol/small");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"small"[..]));
+    assert!(d.child.wait().unwrap().success());
+    assert!(TcpStream::connect(d.addr).is_err());
+    let log = d.log_text();
+    assert!(log.contains("still serving for"), "{log}");
 }
 
 #[test]

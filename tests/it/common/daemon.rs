@@ -28,7 +28,8 @@ pub struct DaemonOpts {
 impl DaemonOpts {
     /// The serve config: the env's config (`base`: origin, staging,
     /// volumes, whatever the test added) as a table, with `[daemon]`
-    /// listening on a free loopback port and polling every 200 ms and
+    /// listening on a free loopback port, polling every 200 ms, with no
+    /// drain delay, and
     /// `[cache]` in `<env>/cache`; the test's own keys override those.
     pub fn serve_config(&self, base: &str) -> Table {
         let mut config: Table = base
@@ -44,6 +45,9 @@ impl DaemonOpts {
                         Value::Array(vec!["127.0.0.1:0".into()]),
                     ),
                     ("poll_interval".to_string(), "200ms".into()),
+                    // Tests that stop a daemon wait for nobody's load
+                    // balancer; the drain tests set their own.
+                    ("drain_delay".to_string(), "0s".into()),
                 ]),
             ),
             (
