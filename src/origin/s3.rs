@@ -138,7 +138,16 @@ impl S3Origin {
         if let Some(endpoint) = &settings.endpoint {
             // An http:// endpoint is the operator's explicit choice.
             options = options.with_allow_http(endpoint.starts_with("http://"));
-            builder = builder.with_endpoint(endpoint.trim_end_matches('/'));
+            let endpoint = endpoint.trim_end_matches('/');
+            // object_store takes a virtual-hosted endpoint with the bucket
+            // already in its host name.
+            let endpoint = match (settings.path_style, endpoint.split_once("://")) {
+                (false, Some((scheme, host))) => {
+                    format!("{scheme}://{}.{host}", location.bucket)
+                }
+                _ => endpoint.to_string(),
+            };
+            builder = builder.with_endpoint(endpoint);
         }
         let store = builder
             .with_client_options(options)
@@ -426,9 +435,11 @@ impl S3Origin {
     pub fn stale_uploads(&self, age: Duration) -> Result<Vec<(String, String)>> {
         let lister = self.lister.clone();
         let bucket = self.location.bucket.clone();
+        // Only objects are uploaded in parts: other software's uploads
+        // in the same bucket are not ours to abort.
         let prefix = match self.location.prefix.is_empty() {
-            true => String::new(),
-            false => format!("{}/", self.location.prefix),
+            true => "objects/".to_string(),
+            false => format!("{}/objects/", self.location.prefix),
         };
         let listed = self.block(async move { lister.list(&bucket, &prefix).await });
         let listed = listed
@@ -542,7 +553,7 @@ impl S3Origin {
         let first = self.create(rel, Bytes::from("first create\n"))?;
         let Created::New(etag) = first else {
             bail!(
-                "{}: a create-only PUT of a key just removed was refused; the store does not handle If-None-Match as S3 does",
+                "{}: a create-only PUT of a new key was refused; the store does not handle If-None-Match as S3 does",
                 self.url(rel)
             );
         };
@@ -628,7 +639,10 @@ impl UploadLister {
             let page = parse_uploads(&body)?;
             uploads.extend(page.uploads);
             match page.next {
-                Some(next) if page.truncated => markers = Some(next),
+                // A store repeating its markers would list forever.
+                Some(next) if page.truncated && markers.as_ref() != Some(&next) => {
+                    markers = Some(next)
+                }
                 _ => return Ok(uploads),
             }
         }

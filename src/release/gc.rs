@@ -449,14 +449,20 @@ pub fn gc(
     let mut report = GcReport::new(plan, &sweep, dry_run);
     if let Some(s3) = &vol.s3 {
         // Uploads younger than the grace period may be another writer's,
-        // still going.
-        let stale = s3.origin.stale_uploads(config.release.grace)?;
-        if !dry_run {
-            for (key, id) in &stale {
-                s3.origin.abort_upload(key, id)?;
+        // still going. What was removed above stays removed, so a store
+        // that will not list uploads (a policy without
+        // s3:ListBucketMultipartUploads) is a warning, not a failure.
+        match s3.origin.stale_uploads(config.release.grace) {
+            Ok(stale) => {
+                if !dry_run {
+                    for (key, id) in &stale {
+                        s3.origin.abort_upload(key, id)?;
+                    }
+                }
+                report.aborted_uploads = Some(stale.len() as u64);
             }
+            Err(e) => tracing::warn!("abandoned uploads not cleaned: {e:#}"),
         }
-        report.aborted_uploads = Some(stale.len() as u64);
     }
     Ok(report)
 }

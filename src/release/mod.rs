@@ -213,6 +213,12 @@ pub fn publish(
     let has_remote = remote.values().any(|e| e.kind == Kind::Remote);
     let mut writer = draft.writer(has_remote)?;
     let mut store = ObjectStore::new(vol.dir());
+    if vol.s3.is_some() {
+        // Objects already in the store that remote entries now name as
+        // files: checked again before the pointer moves, as reused ones.
+        let stored = remote.values().filter(|e| e.kind == Kind::File);
+        store.reused.extend(stored.map(|e| e.sha256));
+    }
     let built = build(
         source,
         remote,
@@ -616,10 +622,16 @@ pub(crate) struct ObjectStore {
     vol: VolumeDir,
     /// On S3: objects the store had already, which this release names.
     reused: Vec<Sha256Digest>,
+    /// On S3: objects this release uploaded, and when.
+    uploaded: Vec<(Sha256Digest, Instant)>,
     pending: Vec<(PathBuf, Sha256Digest)>,
     pending_digests: HashSet<Sha256Digest>,
     pending_bytes: u64,
 }
+
+/// An object uploaded longer ago than this is checked again before the
+/// pointer moves: shorter than any sensible `release.grace`.
+const RECHECK_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 const BATCH_FILES: usize = 2048;
 const BATCH_BYTES: u64 = 512 << 20;
@@ -629,6 +641,7 @@ impl ObjectStore {
         ObjectStore {
             vol: vol.clone(),
             reused: Vec::new(),
+            uploaded: Vec::new(),
             pending: Vec::new(),
             pending_digests: HashSet::new(),
             pending_bytes: 0,
@@ -745,14 +758,23 @@ impl ObjectStore {
                 progress.counters.copied_bytes += size;
             }
         }
+        self.uploaded.push((digest, Instant::now()));
         Ok(())
     }
 
-    /// On S3: that every object the store had before this release uploaded
-    /// it again is still there (a gc that listed it as old before the
-    /// upload may have removed it since).
+    /// On S3, before the pointer moves: that the objects a gc may have
+    /// removed meanwhile are still there. Those the store had before this
+    /// release (a gc that listed one as old before it was uploaded again
+    /// may remove it), and those uploaded more than [`RECHECK_AFTER`] ago
+    /// (no manifest names them until this one is published, so a gc sees
+    /// them as unreferenced once they are older than its grace period).
     fn check_reused(&self) -> Result<()> {
-        for digest in &self.reused {
+        let old = self
+            .uploaded
+            .iter()
+            .filter(|(_, at)| at.elapsed() >= RECHECK_AFTER)
+            .map(|(d, _)| d);
+        for digest in self.reused.iter().chain(old) {
             if !self.vol.has_object(digest)? {
                 bail!(
                     "object {digest} was removed by a gc while this release was being made; nothing was published, run it again"

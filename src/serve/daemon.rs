@@ -362,12 +362,6 @@ impl Daemon {
         }
     }
 
-    /// Why the daemon should not get traffic, if it should not (see
-    /// [`probe`]). The probe touches the origin and the cache directory,
-    /// so it runs on the blocking pool, one at a time; if it has not
-    /// answered within [`READY_DEADLINE`], the origin is reported as not
-    /// responding (the probe goes on, and the next request waits for the
-    /// same one).
     /// Starts draining, if it has not begun; returns when it began.
     pub fn drain(&self) -> std::time::Instant {
         *self.draining.get_or_init(std::time::Instant::now)
@@ -377,6 +371,12 @@ impl Daemon {
         self.draining.get().is_some()
     }
 
+    /// Why the daemon should not get traffic, if it should not (see
+    /// [`probe`]). The probe touches the origin and the cache directory,
+    /// so it runs on the blocking pool, one at a time; if it has not
+    /// answered within [`READY_DEADLINE`], the origin is reported as not
+    /// responding (the probe goes on, and the next request waits for the
+    /// same one).
     pub async fn unready(&self) -> Option<String> {
         if self.draining() {
             return Some("draining".into());
