@@ -269,7 +269,7 @@ impl<'v> Draft<'v> {
         let id = vol
             .taken_ids()?
             .into_iter()
-            .chain(vol.history()?.iter().map(|h| h.to))
+            .chain(vol.published_ids()?)
             .chain(parent)
             .max()
             .unwrap_or(0)
@@ -816,7 +816,7 @@ impl ObjectStore {
 
 /// Which releases count as published: those the pointer has named.
 pub(crate) fn published(vol: &VolumeDir) -> Result<HashSet<u64>> {
-    let mut ids: HashSet<u64> = vol.history()?.iter().map(|h| h.to).collect();
+    let mut ids: HashSet<u64> = vol.published_ids()?.into_iter().collect();
     ids.extend(vol.current()?);
     Ok(ids)
 }

@@ -30,6 +30,9 @@ use crate::volume::{ReleaseMeta, VolumeDir};
 pub const MIN_PREVIOUS: usize = 2;
 /// How many pinned (`@<id>`) releases stay loaded besides those.
 const PINNED_LOADED: usize = 8;
+/// How much of the history a first load reads to find the releases
+/// current just before: far more moves than any grace period sees.
+const RECENT_HISTORY: usize = 256;
 /// Pinned releases loaded at once, per volume.
 const PINNED_LOADS_AT_ONCE: usize = 2;
 /// Never-published ids remembered at most (then forgotten all at once).
@@ -241,7 +244,8 @@ impl ReleasedVolume {
         // as they would have had the daemon been running all along.
         let mut earlier = Vec::new();
         if first_load {
-            let history = self.dir.history().unwrap_or_default();
+            // Only the end of the history: a long one on S3 is many objects.
+            let history = self.dir.history_tail(RECENT_HISTORY).unwrap_or_default();
             for (i, h) in history.iter().enumerate().rev() {
                 if h.to == id || earlier.iter().any(|p: &Previous| p.release.meta.id == h.to) {
                     continue;
@@ -374,7 +378,7 @@ impl ReleasedVolume {
         {
             return Ok(p.ids.clone());
         }
-        let ids: Arc<HashSet<u64>> = Arc::new(self.dir.history()?.iter().map(|h| h.to).collect());
+        let ids: Arc<HashSet<u64>> = Arc::new(self.dir.published_ids()?.into_iter().collect());
         *published = Some(Published {
             stamp,
             ids: ids.clone(),

@@ -462,8 +462,23 @@ impl VolumeDir {
     /// The history of pointer changes, oldest first. A torn last line (a
     /// crash while appending) is skipped.
     pub fn history(&self) -> Result<Vec<HistoryEntry>> {
+        self.history_tail(usize::MAX)
+    }
+
+    /// The releases the pointer ever named (on S3, from one listing of the
+    /// history objects' names).
+    pub fn published_ids(&self) -> Result<Vec<u64>> {
+        match &self.s3 {
+            Some(s3) => s3.published_ids(),
+            None => Ok(self.history()?.iter().map(|h| h.to).collect()),
+        }
+    }
+
+    /// The last `n` entries of the history, oldest first (on S3 only those
+    /// are fetched).
+    pub fn history_tail(&self, n: usize) -> Result<Vec<HistoryEntry>> {
         if let Some(s3) = &self.s3 {
-            return s3.history();
+            return s3.history_tail(n);
         }
         let path = self.history_file();
         let text = match fs::read_to_string(&path) {
@@ -471,10 +486,12 @@ impl VolumeDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        Ok(text
+        let mut entries: Vec<HistoryEntry> = text
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
-            .collect())
+            .collect();
+        entries.drain(..entries.len().saturating_sub(n));
+        Ok(entries)
     }
 }
 
@@ -892,6 +909,10 @@ mod tests {
         let h = v.history().unwrap();
         assert_eq!(h.len(), 2);
         assert_eq!(h[1].to, 4);
+        // The end of it, oldest first; the releases ever current.
+        assert_eq!(v.history_tail(1).unwrap(), h[1..]);
+        assert_eq!(v.history_tail(5).unwrap(), h);
+        assert_eq!(v.published_ids().unwrap(), [3, 4]);
     }
 
     #[test]

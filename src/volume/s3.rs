@@ -7,7 +7,7 @@
 //! <prefix>/objects/sha256/<ab>/<cd>/<hex> content, shared by the volumes
 //! <prefix>/<volume>/format                "unimirror-volume 2"
 //! <prefix>/<volume>/current               {"format":2,"release":42,"seq":17}
-//! <prefix>/<volume>/history/<seq>.json    one per pointer move (20 digits)
+//! <prefix>/<volume>/history/<seq>-<release>.json  one per pointer move
 //! <prefix>/<volume>/releases/<id>.json    metadata, .sig, .manifest
 //! ```
 //!
@@ -133,26 +133,55 @@ impl OnS3 {
         seen.as_ref().and_then(|s| s.pointer).map(|p| p.seq)
     }
 
+    /// The history objects, by their names alone (`<seq>-<release>.json`),
+    /// in order: (seq, release, name). One listing, no object read.
+    fn listed(&self) -> Result<Vec<(u64, u64, String)>> {
+        let mut listed: Vec<(u64, u64, String)> = self
+            .origin
+            .list(&self.rel("history"))?
+            .into_iter()
+            .filter_map(|name| {
+                let (seq, to) = name.strip_suffix(".json")?.split_once('-')?;
+                Some((seq.parse().ok()?, to.parse().ok()?, name))
+            })
+            .collect();
+        listed.sort();
+        Ok(listed)
+    }
+
+    /// The releases the pointer ever named, from the history objects'
+    /// names: one listing however long the history.
+    pub fn published_ids(&self) -> Result<Vec<u64>> {
+        Ok(self.listed()?.into_iter().map(|(_, to, _)| to).collect())
+    }
+
     /// Every pointer move, oldest first (history objects are listed, and
     /// only those not read before are fetched). An unparsable one is
     /// skipped, as a torn line of format 1's history is.
     pub fn history(&self) -> Result<Vec<HistoryEntry>> {
-        let names = self.origin.list(&self.rel("history"))?;
+        self.history_tail(usize::MAX)
+    }
+
+    /// The last `n` pointer moves, oldest first: what a daemon starting
+    /// needs, read without fetching a long history whole.
+    pub fn history_tail(&self, n: usize) -> Result<Vec<HistoryEntry>> {
+        let listed = self.listed()?;
+        let tail = &listed[listed.len().saturating_sub(n)..];
         let mut known = self.history.lock().expect("not poisoned").clone();
-        for name in names {
-            let Some(seq) = name.strip_suffix(".json").and_then(|n| n.parse().ok()) else {
-                continue;
-            };
-            if known.contains_key(&seq) {
+        for (seq, _, name) in tail {
+            if known.contains_key(seq) {
                 continue;
             }
             if let Some(bytes) = self.read(&format!("history/{name}"))?
                 && let Ok(entry) = serde_json::from_slice(&bytes)
             {
-                known.insert(seq, entry);
+                known.insert(*seq, entry);
             }
         }
-        let entries = known.values().cloned().collect();
+        let entries = tail
+            .iter()
+            .filter_map(|(seq, _, _)| known.get(seq).cloned())
+            .collect();
         *self.history.lock().expect("not poisoned") = known;
         Ok(entries)
     }
@@ -300,9 +329,11 @@ impl OnS3 {
 
     /// Writes history object `seq`, unless it exists: one already there
     /// records this move already (a writer that repaired the history while
-    /// this one was between its two writes), and nothing is lost.
+    /// this one was between its two writes), and nothing is lost. Its name
+    /// carries the release the move made current, so that the releases
+    /// ever published are known from one listing.
     fn record(&self, seq: u64, entry: &HistoryEntry) -> Result<()> {
-        let rel = self.rel(&format!("history/{seq:020}.json"));
+        let rel = self.rel(&format!("history/{seq:020}-{}.json", entry.to));
         let bytes = Bytes::from(serde_json::to_vec(entry)?);
         match self.origin.single_writer {
             // No condition to rely on; the one writer asks first.
@@ -318,18 +349,11 @@ impl OnS3 {
         let Some(p) = self.pointer()? else {
             return Ok(());
         };
-        let history = self.history()?;
-        if self
-            .history
-            .lock()
-            .expect("not poisoned")
-            .contains_key(&p.seq)
-        {
+        let listed = self.listed()?;
+        if listed.iter().any(|(seq, _, _)| *seq == p.seq) {
             return Ok(());
         }
-        let last = history.last().map(|h| h.to);
-        self.record(p.seq, &entry(last, p.release))?;
-        self.history.lock().expect("not poisoned").remove(&p.seq);
-        Ok(())
+        let last = listed.last().map(|(_, to, _)| *to);
+        self.record(p.seq, &entry(last, p.release))
     }
 }
