@@ -67,13 +67,17 @@ pub fn client(rules: &ClientRules<'_>) -> Result<reqwest::Client> {
 }
 
 /// An error with its causes, on one line: reqwest's own message alone
-/// says "error sending request", not why.
+/// says "error sending request", not why. A cause the message already
+/// quotes (object_store's errors quote theirs) is not repeated.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        text += ": ";
-        text += &s.to_string();
+        let cause = s.to_string();
+        if !text.contains(&cause) {
+            text += ": ";
+            text += &cause;
+        }
         source = s.source();
     }
     text

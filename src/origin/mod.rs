@@ -432,7 +432,7 @@ impl Reader {
                     .next()
                     .await
                     .transpose()
-                    .map_err(|e| Error::new(OriginError::Io, s3::chain(&e)))
+                    .map_err(|e| Error::new(OriginError::Io, crate::upstream::error_chain(&e)))
             }
             Reader::File(_) => unreachable!("a file is read straight into the buffer"),
         }

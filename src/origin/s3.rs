@@ -466,7 +466,7 @@ impl S3Origin {
             Err(e) => Err(anyhow!(
                 "aborting the upload {key} ({}): {}",
                 "multipart",
-                chain(&e)
+                crate::upstream::error_chain(&e)
             )),
         }
     }
@@ -482,7 +482,7 @@ impl S3Origin {
         match opened {
             Ok(got) => Ok((got.meta.size, got.into_stream())),
             Err(object_store::Error::NotFound { .. }) => Err(OpenError::Missing),
-            Err(e) => Err(OpenError::Failed(chain(&e))),
+            Err(e) => Err(OpenError::Failed(crate::upstream::error_chain(&e))),
         }
     }
 
@@ -580,7 +580,11 @@ impl S3Origin {
     }
 
     fn failed(&self, doing: &str, rel: &str, e: object_store::Error) -> anyhow::Error {
-        anyhow!("{doing} {}: {}", self.url(rel), chain(&e))
+        anyhow!(
+            "{doing} {}: {}",
+            self.url(rel),
+            crate::upstream::error_chain(&e)
+        )
     }
 }
 
@@ -828,7 +832,7 @@ impl Read for BlockingStream<'_> {
                     self.stream = Some(stream);
                 }
                 Some(Err(e)) => {
-                    return Err(std::io::Error::other(chain(&e)));
+                    return Err(std::io::Error::other(crate::upstream::error_chain(&e)));
                 }
                 None => return Ok(0),
             }
@@ -837,22 +841,6 @@ impl Read for BlockingStream<'_> {
         buf[..n].copy_from_slice(&self.pending.split_to(n));
         Ok(n)
     }
-}
-
-/// An error with its causes, on one line. object_store's errors quote
-/// their cause in their own message, so a cause already quoted is skipped.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let cause = s.to_string();
-        if !text.contains(&cause) {
-            text += ": ";
-            text += &cause;
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// The access key id and secret: from the files the config names, or from
