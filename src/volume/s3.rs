@@ -155,15 +155,10 @@ impl OnS3 {
         Ok(self.listed()?.into_iter().map(|(_, to, _)| to).collect())
     }
 
-    /// Every pointer move, oldest first (history objects are listed, and
-    /// only those not read before are fetched). An unparsable one is
-    /// skipped, as a torn line of format 1's history is.
-    pub fn history(&self) -> Result<Vec<HistoryEntry>> {
-        self.history_tail(usize::MAX)
-    }
-
     /// The last `n` pointer moves, oldest first: what a daemon starting
-    /// needs, read without fetching a long history whole.
+    /// needs, read without fetching a long history whole. History objects
+    /// are listed, and only those not read before are fetched; an
+    /// unparsable one is skipped, as a torn line of format 1's history is.
     pub fn history_tail(&self, n: usize) -> Result<Vec<HistoryEntry>> {
         let listed = self.listed()?;
         let tail = &listed[listed.len().saturating_sub(n)..];
