@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use super::{DEFAULT_CONFIG, exit, report};
 use crate::config::Config;
-use crate::release::{self, ReleaseOptions, gc, rollback, status};
+use crate::release::{self, ReleaseOptions, gc, rollback, status, tag};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -90,6 +90,30 @@ enum Command {
         /// The release to return to (default: the newest older than current).
         #[arg(long, value_name = "ID")]
         to: Option<u64>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Point a tag at a release (promotion): `/<prefix>/@<name>/` serves it.
+    ///
+    /// `tag <volume> <release|current> <name>` moves the tag;
+    /// `tag <volume> <name> --undo` moves it back to where it pointed
+    /// before its last move.
+    Tag {
+        volume: String,
+        /// The release (an id, or `current`), then the tag's name; with
+        /// --undo, the tag's name alone.
+        #[arg(num_args = 1..=2, required = true, value_name = "RELEASE|current> <NAME")]
+        args: Vec<String>,
+        /// Move the tag back to where it pointed before its last move.
+        #[arg(long)]
+        undo: bool,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Remove a tag (`tag --undo` puts it back).
+    Untag {
+        volume: String,
+        name: String,
         #[arg(long)]
         wait: bool,
     },
@@ -182,6 +206,25 @@ fn run(cli: Cli) -> Result<()> {
         Command::Rollback { volume, to, wait } => {
             let (from, to) = rollback::rollback(&config, &volume, to, wait)?;
             println!("rolled {volume} back from #{from} to #{to}");
+        }
+        Command::Tag {
+            volume,
+            args,
+            undo,
+            wait,
+        } => {
+            let (target, name) = match (undo, args.as_slice()) {
+                (true, [name]) => (tag::Target::Undo, name),
+                (false, [release, name]) => (tag::Target::parse(release)?, name),
+                (true, _) => anyhow::bail!("usage: tag <volume> <name> --undo"),
+                (false, _) => anyhow::bail!("usage: tag <volume> <release|current> <name>"),
+            };
+            let moved = tag::tag(&config, &volume, name, Some(target), wait)?;
+            println!("{}", moved.summary(&volume, name));
+        }
+        Command::Untag { volume, name, wait } => {
+            let moved = tag::tag(&config, &volume, &name, None, wait)?;
+            println!("{}", moved.summary(&volume, &name));
         }
         Command::Gc {
             volume,

@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::digest::Sha256Digest;
 use crate::progress::bytes;
 use crate::volume::manifest::Kind;
+use crate::volume::tags::Tag;
 use crate::volume::{HistoryEntry, LockedVolume, VolumeDir, unix};
 
 /// The current release and the two before it.
@@ -46,6 +47,11 @@ pub enum Fate {
     /// period. On S3, where writers take no lock, another host's writer may
     /// be about to move the pointer to it.
     Young { age: u64 },
+    /// Kept: a tag names it.
+    Tagged,
+    /// Kept: a tag moved onto or away from it `ago` seconds ago, within
+    /// the grace period (nodes may still be fetching under the tag).
+    TagMoved { ago: u64 },
     /// Removed. `published`: the pointer once named it (otherwise it is
     /// left by an interrupted run).
     Remove { published: bool },
@@ -68,6 +74,8 @@ pub struct GcPlan {
     pub keep: usize,
     /// The grace period, in seconds.
     pub grace: u64,
+    /// The tags naming each tagged release (see [`GcPlan::keep_tagged`]).
+    pub tagged: Vec<(u64, String)>,
 }
 
 impl GcPlan {
@@ -124,6 +132,39 @@ impl GcPlan {
             releases,
             keep,
             grace,
+            tagged: Vec::new(),
+        }
+    }
+
+    /// Keeps, of the releases planned for removal, every one a tag names,
+    /// and every one a tag moved onto or away from within the grace period
+    /// (at `now`, Unix seconds).
+    pub fn keep_tagged(&mut self, tags: &[Tag], now: u64) {
+        self.tagged = tags
+            .iter()
+            .filter_map(|t| Some((t.release?, t.name.clone())))
+            .collect();
+        for (id, fate) in &mut self.releases {
+            if *fate == Fate::Current {
+                continue;
+            }
+            // The reason operators act on comes first: a tagged release
+            // stays until the tag moves, whatever its rank or age.
+            if self.tagged.iter().any(|(r, _)| r == id) {
+                *fate = Fate::Tagged;
+                continue;
+            }
+            if fate.kept() {
+                continue;
+            }
+            let ago = tags
+                .iter()
+                .filter_map(|t| t.last_touched(*id))
+                .map(|at| now.saturating_sub(at))
+                .min();
+            if let Some(ago) = ago.filter(|&a| a < self.grace) {
+                *fate = Fate::TagMoved { ago };
+            }
         }
     }
 
@@ -161,6 +202,20 @@ impl GcPlan {
                 Fate::Young { age } => format!(
                     "keep: never published, but made {} ago, within the grace period ({}): its writer may still publish it",
                     super::status::age(age),
+                    super::status::age(self.grace)
+                ),
+                Fate::Tagged => {
+                    let names: Vec<&str> = self
+                        .tagged
+                        .iter()
+                        .filter(|(r, _)| *r == id)
+                        .map(|(_, n)| n.as_str())
+                        .collect();
+                    format!("keep: tagged {}", names.join(", "))
+                }
+                Fate::TagMoved { ago } => format!(
+                    "keep: a tag moved onto or off it {} ago, within the grace period ({})",
+                    super::status::age(ago),
                     super::status::age(self.grace)
                 ),
                 Fate::Remove { published: true } => format!(
@@ -426,6 +481,7 @@ pub fn gc(
         keep.unwrap_or(config.release.retain),
         config.release.grace.as_secs(),
     );
+    plan.keep_tagged(&vol.tags()?, now);
     if vol.s3.is_some() {
         // No lock keeps other hosts' writers out: a release they made but
         // have not published yet is not debris until the grace period
@@ -559,6 +615,52 @@ mod tests {
         );
         assert!(
             text.contains("#1      remove: not among the 3 most recently current, out of the grace period (6m)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn tags_keep_what_they_name_and_what_they_left_lately() {
+        use crate::volume::tags::{Tag, TagMove};
+        let history: Vec<_> = (1..=6).map(|i| h(i, i * 100)).collect();
+        let mut plan = GcPlan::new(&[1, 2, 3, 4, 5, 6], Some(6), &history, 10_000, 3, 400);
+        let moved = |time_unix, from, to| TagMove {
+            time_unix,
+            time: String::new(),
+            action: crate::volume::tags::TagAction::Tag,
+            from,
+            to,
+            user: String::new(),
+            host: String::new(),
+        };
+        // `ci` names #1; `passed` moved off #2 300 s ago, and off #3 long ago.
+        let mut ci = Tag::new("ci");
+        ci.release = Some(1);
+        ci.moves = vec![moved(100, None, Some(1))];
+        let mut passed = Tag::new("passed");
+        passed.release = Some(4);
+        passed.moves = vec![
+            moved(200, None, Some(3)),
+            moved(300, Some(3), Some(2)),
+            moved(9_700, Some(2), Some(4)),
+        ];
+        plan.keep_tagged(&[ci, passed], 10_000);
+        assert_eq!(
+            plan.releases,
+            vec![
+                (1, Fate::Tagged),
+                (2, Fate::TagMoved { ago: 300 }),
+                (3, Fate::Remove { published: true }),
+                (4, Fate::Tagged),
+                (5, Fate::Recent { rank: 1 }),
+                (6, Fate::Current),
+            ]
+        );
+        let text = plan.render();
+        assert!(text.contains("#1      keep: tagged ci"), "{text}");
+        assert!(text.contains("#4      keep: tagged passed"), "{text}");
+        assert!(
+            text.contains("#2      keep: a tag moved onto or off it 5m ago"),
             "{text}"
         );
     }

@@ -15,6 +15,7 @@ pub mod materialize;
 pub mod rollback;
 pub mod scan;
 pub mod status;
+pub mod tag;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};

@@ -19,6 +19,18 @@ pub struct VolumeStatus {
     pub tree: Option<String>,
     pub current: Option<ReleaseStatus>,
     pub releases: Vec<ReleaseStatus>,
+    /// Tags naming a release (untagged ones are left out).
+    pub tags: Vec<TagStatus>,
+}
+
+#[derive(Debug, Serialize, Clone)]
+pub struct TagStatus {
+    pub name: String,
+    pub release: u64,
+    /// When it last moved, and by whom.
+    pub moved: String,
+    pub moved_by: String,
+    pub moves: usize,
 }
 
 #[derive(Debug, Serialize, Clone)]
@@ -32,6 +44,8 @@ pub struct ReleaseStatus {
     /// Whether the pointer ever named it (a release left by an interrupted
     /// run never was, and `gc` removes it).
     pub published: bool,
+    /// The tags naming it.
+    pub tags: Vec<String>,
 }
 
 /// Status of one volume, or of all when `volume` is `None`.
@@ -52,6 +66,7 @@ pub fn status(config: &Config, volume: Option<&str>) -> Result<Vec<VolumeStatus>
             tree: None,
             current: None,
             releases: Vec::new(),
+            tags: Vec::new(),
         };
         if let VolumeSource::Tree(p) = &vc.source {
             st.source = "tree".into();
@@ -64,6 +79,18 @@ pub fn status(config: &Config, volume: Option<&str>) -> Result<Vec<VolumeStatus>
             vol.check_format()?;
             let current = vol.current()?;
             let published = super::published(&vol)?;
+            for t in vol.tags()? {
+                let (Some(release), Some(last)) = (t.release, t.moves.last()) else {
+                    continue;
+                };
+                st.tags.push(TagStatus {
+                    name: t.name.clone(),
+                    release,
+                    moved: last.time.clone(),
+                    moved_by: format!("{}@{}", last.user, last.host),
+                    moves: t.moves.len(),
+                });
+            }
             for id in vol.release_ids()? {
                 let meta = vol.meta(id)?;
                 let r = ReleaseStatus {
@@ -74,6 +101,12 @@ pub fn status(config: &Config, volume: Option<&str>) -> Result<Vec<VolumeStatus>
                     bytes: meta.bytes,
                     current: Some(id) == current,
                     published: published.contains(&id),
+                    tags: st
+                        .tags
+                        .iter()
+                        .filter(|t| t.release == id)
+                        .map(|t| t.name.clone())
+                        .collect(),
                 };
                 if r.current {
                     st.current = Some(r.clone());
@@ -110,19 +143,29 @@ pub fn render(statuses: &[VolumeStatus]) -> String {
             }
         }
         for r in &v.releases {
-            let mark = if r.current {
+            let mut mark = if r.current {
                 " (current)"
             } else if !r.published {
                 " (never published; gc removes it)"
             } else {
                 ""
-            };
+            }
+            .to_string();
+            for t in &r.tags {
+                mark += &format!(" @{t}");
+            }
             s += &format!(
                 "  #{:<6} {}  {:>9} files  {:>10}{mark}\n",
                 r.id,
                 r.created,
                 r.files,
                 bytes(r.bytes)
+            );
+        }
+        for t in &v.tags {
+            s += &format!(
+                "  @{} -> #{}, moved {} by {} ({} moves)\n",
+                t.name, t.release, t.moved, t.moved_by, t.moves
             );
         }
     }

@@ -38,22 +38,31 @@ impl Ask<'_> {
         skip: usize,
     ) -> Result<Answer, Refusal> {
         let mut rel = self.path.rest(skip);
-        let pinned_id = rel.split(|&b| b == b'/').next().and_then(pin_id);
-        let (first, snapshot) = match pinned_id {
-            Some(id) => {
-                rel = super::path::rest_after(rel, 1);
-                match vol.pinned(id).await {
-                    Ok(r) => (r, None),
-                    Err(PinnedError::Unknown) => {
-                        tracing::info!(volume = %self.volume.name, "pinned release #{id} was never published");
-                        return Err(Refusal::NoSuchRelease);
-                    }
-                    Err(PinnedError::Unavailable(e)) => {
-                        tracing::warn!(volume = %self.volume.name, "pinned release #{id} cannot be loaded: {e}");
-                        return Err(Refusal::NoSuchRelease);
-                    }
+        let pin = rel.split(|&b| b == b'/').next().and_then(pin);
+        if pin.is_some() {
+            rel = super::path::rest_after(rel, 1);
+        }
+        let (first, snapshot) = match pin {
+            // A tag follows its moves as the pointer does: its release
+            // first, then those it named within the grace period.
+            Some(Pin::Tag(tag)) => match vol.tagged(tag) {
+                Some(s) => (s.current.clone(), Some(s)),
+                None => {
+                    tracing::info!(volume = %self.volume.name, "no tag `{tag}`");
+                    return Err(Refusal::NoSuchRelease);
                 }
-            }
+            },
+            Some(Pin::Id(id)) => match vol.pinned(id).await {
+                Ok(r) => (r, None),
+                Err(PinnedError::Unknown) => {
+                    tracing::info!(volume = %self.volume.name, "pinned release #{id} was never published");
+                    return Err(Refusal::NoSuchRelease);
+                }
+                Err(PinnedError::Unavailable(e)) => {
+                    tracing::warn!(volume = %self.volume.name, "pinned release #{id} cannot be loaded: {e}");
+                    return Err(Refusal::NoSuchRelease);
+                }
+            },
             None => match vol.snapshot() {
                 Some(s) => (s.current.clone(), Some(s)),
                 None => return Err(Refusal::NoRelease),
@@ -256,13 +265,28 @@ impl Ask<'_> {
     }
 }
 
-/// `@<id>` as the first segment after a prefix pins a release.
-fn pin_id(seg: &[u8]) -> Option<u64> {
-    let digits = seg.strip_prefix(b"@")?;
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) || digits.len() > 19 {
-        return None;
+/// What `@...` as the first segment after a prefix names.
+#[derive(Debug, PartialEq, Eq)]
+enum Pin<'p> {
+    /// `@<id>`: a release, forever.
+    Id(u64),
+    /// `@<tag>`: whatever the tag names now.
+    Tag(&'p str),
+}
+
+/// `@<id>` pins a release, `@<tag>` follows a tag (tag names are never all
+/// digits, so the two never clash).
+fn pin(seg: &[u8]) -> Option<Pin<'_>> {
+    let rest = seg.strip_prefix(b"@")?;
+    if !rest.is_empty() && rest.iter().all(u8::is_ascii_digit) {
+        if rest.len() > 19 {
+            return None;
+        }
+        return std::str::from_utf8(rest).ok()?.parse().ok().map(Pin::Id);
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    let tag = std::str::from_utf8(rest).ok()?;
+    crate::volume::tags::check_name(tag).ok()?;
+    Some(Pin::Tag(tag))
 }
 
 /// Looks a path up, following symlinks inside the release. Returns the
@@ -367,11 +391,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pinned_ids() {
-        assert_eq!(pin_id(b"@12"), Some(12));
-        assert_eq!(pin_id(b"@"), None);
-        assert_eq!(pin_id(b"@1a"), None);
-        assert_eq!(pin_id(b"12"), None);
-        assert_eq!(pin_id(b"@99999999999999999999"), None);
+    fn pins() {
+        assert_eq!(pin(b"@12"), Some(Pin::Id(12)));
+        assert_eq!(pin(b"@"), None);
+        assert_eq!(pin(b"@1a"), Some(Pin::Tag("1a")));
+        assert_eq!(
+            pin(b"@current-passed-ci"),
+            Some(Pin::Tag("current-passed-ci"))
+        );
+        assert_eq!(pin(b"12"), None);
+        assert_eq!(pin(b"passed"), None);
+        assert_eq!(pin(b"@99999999999999999999"), None);
+        assert_eq!(pin(b"@.hidden"), None);
+        assert_eq!(pin(b"@a@b"), None);
+        assert_eq!(pin(b"@\xff"), None);
     }
 }

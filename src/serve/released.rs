@@ -1,5 +1,6 @@
 //! Following a released volume: which release is current, which recent
-//! ones still answer during the grace period, and pinned releases.
+//! ones still answer during the grace period, what each tag names (with
+//! its own recent ones), and pinned releases.
 //!
 //! A request takes an `Arc` of the releases it starts on and finishes on
 //! them, whatever the pointer does meanwhile. The swap itself is a write
@@ -76,6 +77,44 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The snapshot after the pointer (or a tag) moved from `old` to
+    /// `release` at `now`: the old current release joins the recent ones,
+    /// and those out of the grace period leave, keeping the
+    /// `MIN_PREVIOUS` newest.
+    fn advance(
+        old: Option<&Snapshot>,
+        release: Arc<LoadedRelease>,
+        now: SystemTime,
+        grace: Duration,
+    ) -> Snapshot {
+        let previous = match old {
+            Some(old) => {
+                let id = release.meta.id;
+                let mut previous = old.previous.clone();
+                previous.retain(|p| p.release.meta.id != id);
+                previous.insert(
+                    0,
+                    Previous {
+                        release: old.current.clone(),
+                        until: now,
+                    },
+                );
+                let mut i = 0;
+                previous.retain(|p| {
+                    i += 1;
+                    i <= MIN_PREVIOUS || within(now, p.until, grace)
+                });
+                previous
+            }
+            None => Vec::new(),
+        };
+        Snapshot {
+            current: release,
+            previous,
+            grace,
+        }
+    }
+
     /// The earlier releases still answering now: always the
     /// `MIN_PREVIOUS` newest, the others while within the grace period.
     pub fn previous(&self) -> impl Iterator<Item = &Arc<LoadedRelease>> {
@@ -112,6 +151,10 @@ pub struct ReleasedVolume {
     pub dir: VolumeDir,
     pub grace: Duration,
     state: RwLock<Option<Arc<Snapshot>>>,
+    /// Per tag, the release it names and those it named lately.
+    tags: RwLock<HashMap<String, Arc<Snapshot>>>,
+    /// The last error reading the tags met, logged once.
+    tags_error: Mutex<Option<String>>,
     pinned: Mutex<Vec<Arc<LoadedRelease>>>,
     /// Where manifests are mapped from (local verified copies).
     manifests: Arc<ManifestCopies>,
@@ -148,6 +191,8 @@ impl ReleasedVolume {
             refused: loads("refused"),
             grace,
             state: RwLock::new(None),
+            tags: RwLock::new(HashMap::new()),
+            tags_error: Mutex::new(None),
             pinned: Mutex::new(Vec::new()),
             manifests,
             keys,
@@ -172,6 +217,23 @@ impl ReleasedVolume {
     /// The current release, if the volume has one.
     pub fn current(&self) -> Option<Arc<LoadedRelease>> {
         self.snapshot().map(|s| s.current.clone())
+    }
+
+    /// The releases requests under `@<tag>` should use now, if the tag
+    /// names one.
+    pub fn tagged(&self, tag: &str) -> Option<Arc<Snapshot>> {
+        self.tags.read().expect("not poisoned").get(tag).cloned()
+    }
+
+    /// The tags naming a release now, and their releases.
+    pub fn tag_names(&self) -> Vec<(String, u64)> {
+        let tags = self.tags.read().expect("not poisoned");
+        let mut names: Vec<_> = tags
+            .iter()
+            .map(|(n, s)| (n.clone(), s.current.meta.id))
+            .collect();
+        names.sort();
+        names
     }
 
     /// The releases requests should use now, if the volume has any.
@@ -225,11 +287,67 @@ impl ReleasedVolume {
         }
     }
 
+    /// Follows the pointer (see [`ReleasedVolume::refresh_current`]) and
+    /// the tags. Returns the new current id when it switched; a tag that
+    /// cannot be followed is logged (once) and keeps what it named.
+    pub fn refresh(&self) -> Result<Option<u64>> {
+        let switched = self.refresh_current();
+        let error = self.refresh_tags().err().map(|e| format!("{e:#}"));
+        let mut last = self.tags_error.lock().expect("not poisoned");
+        if *last != error {
+            match &error {
+                Some(e) => tracing::error!(volume = %self.dir.name, "cannot follow the tags: {e}"),
+                None if last.is_some() => {
+                    tracing::info!(volume = %self.dir.name, "following the tags again")
+                }
+                None => {}
+            }
+            *last = error;
+        }
+        switched
+    }
+
+    /// Reads the tags and loads the release of each one that moved. A tag
+    /// whose release cannot be loaded keeps the release it had, and the
+    /// error is returned after the others are followed.
+    fn refresh_tags(&self) -> Result<()> {
+        let tags = self.dir.tags()?;
+        let now = SystemTime::now();
+        let old = self.tags.read().expect("not poisoned").clone();
+        let mut next = HashMap::new();
+        let mut failed = None;
+        for t in tags {
+            let Some(id) = t.release else { continue };
+            let before = old.get(&t.name);
+            if let Some(s) = before
+                && s.current.meta.id == id
+            {
+                next.insert(t.name, s.clone());
+                continue;
+            }
+            let release = match self.loaded(id).map(Ok).unwrap_or_else(|| self.load(id)) {
+                Ok(r) => r,
+                Err(e) => {
+                    failed = Some(e.context(format!("tag `{}` names release #{id}", t.name)));
+                    if let Some(s) = before {
+                        next.insert(t.name, s.clone());
+                    }
+                    continue;
+                }
+            };
+            tracing::info!(volume = %self.dir.name, tag = %t.name, release = id, "serving tag");
+            let snapshot = Snapshot::advance(before.map(|s| &**s), release, now, self.grace);
+            next.insert(t.name, Arc::new(snapshot));
+        }
+        *self.tags.write().expect("not poisoned") = next;
+        failed.map_or(Ok(()), Err)
+    }
+
     /// Reads the pointer and, if it names another release, loads and
     /// verifies that release and switches to it; the old one joins the
     /// recent releases. Returns the new id when it switched. On error the
     /// previous state stays in service.
-    pub fn refresh(&self) -> Result<Option<u64>> {
+    fn refresh_current(&self) -> Result<Option<u64>> {
         let Some(id) = self.dir.current()? else {
             return Ok(None);
         };
@@ -263,31 +381,11 @@ impl ReleasedVolume {
         // An id asked for before it was published may be this one.
         self.unknown.lock().expect("not poisoned").clear();
         let mut state = self.state.write().expect("not poisoned");
-        let previous = match state.as_deref() {
-            Some(old) => {
-                let mut previous = old.previous.clone();
-                previous.retain(|p| p.release.meta.id != id);
-                previous.insert(
-                    0,
-                    Previous {
-                        release: old.current.clone(),
-                        until: now,
-                    },
-                );
-                let mut i = 0;
-                previous.retain(|p| {
-                    i += 1;
-                    i <= MIN_PREVIOUS || within(now, p.until, self.grace)
-                });
-                previous
-            }
-            None => earlier,
-        };
-        *state = Some(Arc::new(Snapshot {
-            current: release,
-            previous,
-            grace: self.grace,
-        }));
+        let mut next = Snapshot::advance(state.as_deref(), release, now, self.grace);
+        if state.is_none() {
+            next.previous = earlier;
+        }
+        *state = Some(Arc::new(next));
         Ok(Some(id))
     }
 
@@ -323,14 +421,22 @@ impl ReleasedVolume {
         result
     }
 
-    /// A pinned release already loaded (current, grace-period or pinned).
+    /// A release already loaded (current, grace-period, tagged or pinned).
     fn loaded(&self, id: u64) -> Option<Arc<LoadedRelease>> {
-        if let Some(s) = self.snapshot()
-            && let Some(r) = std::iter::once(&s.current)
+        let tagged = self
+            .tags
+            .read()
+            .expect("not poisoned")
+            .values()
+            .cloned()
+            .collect::<Vec<_>>();
+        for s in self.snapshot().into_iter().chain(tagged) {
+            if let Some(r) = std::iter::once(&s.current)
                 .chain(s.previous())
                 .find(|r| r.meta.id == id)
-        {
-            return Some(r.clone());
+            {
+                return Some(r.clone());
+            }
         }
         let pinned = self.pinned.lock().expect("not poisoned");
         pinned.iter().find(|r| r.meta.id == id).cloned()

@@ -11,6 +11,7 @@
 //!   releases/<id>.json          release metadata
 //!   releases/<id>.manifest      the release's manifest
 //!   objects/sha256/ab/cd/<hex>  content, stored once by sha256
+//!   tags/<name>                 a tag: the release it names, its moves
 //!   tmp/                        writers' temporary files (same filesystem)
 //!   lock                        flock'ed by release, rollback and gc
 //! ```
@@ -18,6 +19,7 @@
 pub mod manifest;
 pub mod s3;
 pub mod signature;
+pub mod tags;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -201,6 +203,14 @@ impl VolumeDir {
     pub fn manifest_file(&self, id: u64) -> PathBuf {
         self.releases_dir().join(format!("{id}.manifest"))
     }
+    pub fn tags_dir(&self) -> PathBuf {
+        self.root.join("tags")
+    }
+
+    pub fn tag_file(&self, name: &str) -> PathBuf {
+        self.tags_dir().join(name)
+    }
+
     pub fn objects_dir(&self) -> PathBuf {
         self.root.join("objects").join("sha256")
     }
@@ -493,6 +503,55 @@ impl VolumeDir {
         entries.drain(..entries.len().saturating_sub(n));
         Ok(entries)
     }
+
+    /// Tag `name`, if it was ever set (an untagged one names no release).
+    pub fn tag(&self, name: &str) -> Result<Option<tags::Tag>> {
+        tags::check_name(name)?;
+        if let Some(s3) = &self.s3 {
+            return Ok(s3.tag(name)?.map(|(t, _)| t));
+        }
+        let path = self.tag_file(name);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(
+                tags::Tag::parse(name, &bytes)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Every tag ever set, by name (untagged ones included: they name no
+    /// release). A file that is not a valid tag is skipped with a warning:
+    /// one bad file must not hide the others.
+    pub fn tags(&self) -> Result<Vec<tags::Tag>> {
+        let names: Vec<String> = match &self.s3 {
+            Some(s3) => s3.tag_names()?,
+            None => match fs::read_dir(self.tags_dir()) {
+                Ok(rd) => rd
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("reading {}", self.tags_dir().display()));
+                }
+            },
+        };
+        let mut found = Vec::new();
+        for name in names {
+            if tags::check_name(&name).is_err() {
+                continue;
+            }
+            match self.tag(&name) {
+                Ok(Some(t)) => found.push(t),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(volume = %self.name, "tag `{name}` skipped: {e:#}"),
+            }
+        }
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(found)
+    }
 }
 
 fn ensure_ends_with_newline(path: &Path) -> Result<()> {
@@ -555,6 +614,15 @@ pub fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs()
+}
+
+/// Now, as Unix seconds and as RFC 3339, for the records writers keep.
+fn now() -> (u64, String) {
+    let now = SystemTime::now();
+    (
+        unix(now),
+        humantime::format_rfc3339_seconds(now).to_string(),
+    )
 }
 
 /// The user name of this process (from the password database, since
@@ -733,6 +801,22 @@ impl LockedVolume {
         self.append_history(&entry)
     }
 
+    /// Replaces tag `before.name`, as read by this writer, with `next`:
+    /// atomically (a rename under the lock; on S3 a conditional PUT, and
+    /// [`Busy`] when another writer moved the tag since it was read).
+    pub fn write_tag(&self, before: &tags::Tag, next: &tags::Tag) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(next)?;
+        if let Some(s3) = &self.s3 {
+            return s3.write_tag(before, next, bytes.into());
+        }
+        durable::create_dir_all_durable(&self.tags_dir())
+            .with_context(|| format!("creating {}", self.tags_dir().display()))?;
+        let path = self.tag_file(&next.name);
+        crate::fault::point("tag-before-rename");
+        durable::write_atomic(&path, &self.tmp_dir(), &bytes)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
     /// Appends a history line for a pointer change.
     fn append_history(&self, entry: &HistoryEntry) -> Result<()> {
         let path = self.history_file();
@@ -775,10 +859,10 @@ fn history_entry(
     to: u64,
     reason: Option<String>,
 ) -> HistoryEntry {
-    let now = SystemTime::now();
+    let (time_unix, time) = now();
     HistoryEntry {
-        time_unix: unix(now),
-        time: humantime::format_rfc3339_seconds(now).to_string(),
+        time_unix,
+        time,
         action,
         from,
         to,

@@ -9,20 +9,23 @@
 //! <prefix>/<volume>/current               {"format":2,"release":42,"seq":17}
 //! <prefix>/<volume>/history/<seq>-<release>.json  one per pointer move
 //! <prefix>/<volume>/releases/<id>.json    metadata, .sig, .manifest
+//! <prefix>/<volume>/tags/<name>           a tag and its moves
 //! ```
 //!
-//! Every key but `current` is written once, with `If-None-Match: *`, and
-//! never changed. `current` is created the same way and then only moved
-//! with `If-Match: <its ETag>`, from the state the writer read: of two
-//! writers, one moves it and the other finds it moved, and stops.
+//! Every key but `current` and the tags is written once, with
+//! `If-None-Match: *`, and never changed. `current` and each tag are
+//! created the same way and then only moved with `If-Match: <its ETag>`,
+//! from the state the writer read: of two writers, one moves it and the
+//! other finds it moved, and stops.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::tags::Tag;
 use super::{Busy, HistoryEntry};
 use crate::digest::Sha256Digest;
 use crate::origin::s3::{Created, IfChanged, S3Origin, Swapped};
@@ -60,6 +63,9 @@ pub struct OnS3 {
     seen: Mutex<Option<Seen>>,
     /// History objects read so far, by seq: they never change.
     history: Mutex<BTreeMap<u64, HistoryEntry>>,
+    /// Tags as last read, with their ETags: a daemon's poll asks only
+    /// whether each changed.
+    tags: Mutex<HashMap<String, (Option<String>, Tag)>>,
 }
 
 impl OnS3 {
@@ -69,6 +75,7 @@ impl OnS3 {
             name: name.to_string(),
             seen: Mutex::new(None),
             history: Mutex::new(BTreeMap::new()),
+            tags: Mutex::new(HashMap::new()),
         }
     }
 
@@ -350,5 +357,75 @@ impl OnS3 {
         }
         let last = listed.last().map(|(_, to, _)| *to);
         self.record(p.seq, &entry(last, p.release))
+    }
+
+    /// The names under `tags/`, from one listing.
+    pub fn tag_names(&self) -> Result<Vec<String>> {
+        self.origin.list(&self.rel("tags"))
+    }
+
+    /// Tag `name` with its ETag, read again only if it changed since this
+    /// process last read it.
+    pub fn tag(&self, name: &str) -> Result<Option<(Tag, Option<String>)>> {
+        let rel = self.rel(&format!("tags/{name}"));
+        let known = self.tags.lock().expect("not poisoned").get(name).cloned();
+        let etag = known.as_ref().and_then(|(e, _)| e.clone());
+        let found = match self.origin.get_if_changed(&rel, etag.as_deref())? {
+            IfChanged::Same => known.map(|(e, t)| (t, e)),
+            IfChanged::Missing => None,
+            IfChanged::Changed(got) => {
+                let tag = Tag::parse(name, &got.bytes)
+                    .with_context(|| format!("reading {}", self.origin.url(&rel)))?;
+                Some((tag, got.etag))
+            }
+        };
+        let mut tags = self.tags.lock().expect("not poisoned");
+        match &found {
+            Some((t, e)) => tags.insert(name.to_string(), (e.clone(), t.clone())),
+            None => tags.remove(name),
+        };
+        Ok(found)
+    }
+
+    /// Replaces tag `before` (as this writer read it) with `next` (its
+    /// JSON: `bytes`), by compare-and-swap; [`Busy`] if another writer
+    /// moved it since. As with the pointer, what the store holds after the
+    /// write is what counts, whatever the write answered.
+    pub fn write_tag(&self, before: &Tag, next: &Tag, bytes: Bytes) -> Result<()> {
+        let rel = self.rel(&format!("tags/{}", next.name));
+        let busy = |now: Option<Tag>| -> anyhow::Error {
+            Busy {
+                volume: self.name.clone(),
+                holder: format!(
+                    "another updater moved tag `{}` (now release {:?}) since this one read it",
+                    next.name,
+                    now.and_then(|t| t.release)
+                ),
+            }
+            .into()
+        };
+        self.tags.lock().expect("not poisoned").remove(&next.name);
+        let read = self.tag(&next.name)?;
+        let etag = match &read {
+            Some((t, etag)) if t == before => etag.clone(),
+            None if before.moves.is_empty() => None,
+            _ => return Err(busy(read.map(|(t, _)| t))),
+        };
+        crate::fault::point("tag-before-rename");
+        let written = match (&etag, self.origin.single_writer) {
+            (_, true) => self.origin.overwrite(&rel, bytes).map(|()| true),
+            (None, false) => self
+                .origin
+                .create(&rel, bytes)
+                .map(|c| matches!(c, Created::New(_))),
+            (Some(tag), false) => self.swap_pointer(&rel, bytes, tag),
+        };
+        self.tags.lock().expect("not poisoned").remove(&next.name);
+        let now = self.tag(&next.name);
+        match (written, now) {
+            (_, Ok(Some((t, _)))) if &t == next => Ok(()),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+            (Ok(_), Ok(now)) => Err(busy(now.map(|(t, _)| t))),
+        }
     }
 }

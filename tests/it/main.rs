@@ -21,3 +21,4 @@ mod s3;
 mod serve;
 mod signing;
 mod sync;
+mod tags;

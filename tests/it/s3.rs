@@ -596,3 +596,45 @@ fn a_release_on_s3_signed_by_an_unknown_key_is_refused_and_the_previous_one_serv
     assert_eq!(d.get("/vol/f").body, b"signed by a");
     assert!(d.log_text().contains("release #2 of `vol` refused"));
 }
+
+#[test]
+fn tags_on_s3_move_by_compare_and_swap_are_served_and_kept_by_gc() {
+    let server = Seaweed::start(&tempfile::tempdir().unwrap().keep());
+    let a = s3_env(&server, "tags", "[release]\ngrace = \"0s\"\n");
+    let b = s3_env(&server, "tags", "[release]\ngrace = \"0s\"\n");
+    for n in 1..=5 {
+        a.write("f", format!("release {n}").as_bytes());
+        a.release();
+    }
+    a.update_ok(&["tag", "vol", "1", "ci"]);
+    // a's next move, held before its write: b moves the tag meanwhile, so
+    // a's compare-and-swap must fail rather than overwrite b's move.
+    let mut held = a.update_cmd(&["tag", "vol", "3", "ci"]);
+    held.env("UNIMIRROR_FAULT", "tag-before-rename:stop");
+    let child = held.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    wait_until_stopped(&child);
+    b.update_ok(&["tag", "vol", "2", "ci"]);
+    signal(&child, libc::SIGCONT);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("another updater moved tag `ci`"),
+        "{}",
+        stderr(&out)
+    );
+
+    let d = Daemon::start(&b);
+    assert_eq!(d.get("/vol/@ci/f").body, b"release 2");
+    a.update_ok(&["tag", "vol", "ci", "--undo"]);
+    wait_for("the undone tag served", 10, || {
+        d.get("/vol/@ci/f").body == b"release 1"
+    });
+    let status = a.update_ok(&["status", "vol"]);
+    assert!(status.contains("@ci -> #1"), "{status}");
+    let out = a.update_ok(&["gc", "vol", "--keep", "3"]);
+    assert!(
+        out.contains("kept releases #1, #3, #4, #5; removed releases #2"),
+        "{out}"
+    );
+    assert_eq!(d.get("/vol/@ci/f").body, b"release 1");
+}
