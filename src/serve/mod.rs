@@ -23,9 +23,10 @@
 //! - `send`: sending one object (`Object`): conditional requests, ranges,
 //!   HEAD, and the cache tiers.
 //! - `lookup`: finding a volume's path: releases (current, grace period,
-//!   pinned `@<id>`, symlinks inside them), plain trees, index files,
-//!   directory redirects and listings.
-//! - `pages`: the daemon's own pages (`/`, `/metrics`, `/readyz`).
+//!   pinned `@<id>`, tags `@<tag>`, symlinks inside them), plain trees,
+//!   index files, directory redirects and listings.
+//! - `api`: the status API (`/-/api/v1/…`, JSON); `pages`: the daemon's
+//!   own pages (`/`, which shows the API's data, `/metrics`, `/readyz`).
 //! - `respond`: one request to one response: the guards, routing, the
 //!   access record, the headers every response carries.
 //! - `timer`, `tls`, `conn`: listeners, TLS, connection limits and their
@@ -33,6 +34,7 @@
 //! - `server`: the daemon's life: bind, signals, reload, scrub, drain.
 
 pub mod answer;
+pub mod api;
 pub mod body;
 pub mod conn;
 pub mod daemon;

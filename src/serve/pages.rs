@@ -1,6 +1,7 @@
 //! The daemon's own pages: `/` (volumes and client settings), `/healthz`,
 //! `/readyz`, `/metrics`, and the `/-/` namespace (`/-/keys/<volume>.gpg`:
-//! the key a volume's metadata was verified with).
+//! the key a volume's metadata was verified with; `/-/api/v1/`: the status
+//! API, in `api`).
 
 use std::time::SystemTime;
 
@@ -71,10 +72,13 @@ pub async fn own_page(
     })
 }
 
-/// `/-/…`: the daemon's namespace. Only `/-/keys/<volume>.gpg` is there
-/// so far; the rest is 404.
+/// `/-/…`: the daemon's namespace: `/-/keys/<volume>.gpg` and the status
+/// API, `/-/api/v1/…`; the rest is 404.
 async fn namespace(daemon: &Daemon, path: &CleanPath) -> Response<Body> {
     let segs: Vec<&[u8]> = path.segments().collect();
+    if let [b"-", b"api", b"v1", rest @ ..] = &segs[..] {
+        return super::api::answer(daemon, rest).await;
+    }
     let name = match segs[..] {
         [b"-", b"keys", file] => file.strip_suffix(b".gpg"),
         _ => None,
@@ -154,29 +158,39 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
     let now = SystemTime::now();
     let mut rows = String::new();
     let mut setup = String::new();
-    for v in daemon.volumes().iter() {
+    // The same data as the status API's `/-/api/v1/volumes`.
+    let docs = super::api::volumes(daemon);
+    for (v, doc) in daemon.volumes().iter().zip(&docs) {
         let url = format!("{base}{}/", v.prefix);
-        let (kind, release) = match &v.kind {
-            VolumeKind::Released(r) => match r.snapshot() {
-                Some(s) => {
-                    let created = SystemTime::UNIX_EPOCH
-                        + std::time::Duration::from_secs(s.current.meta.created_unix);
-                    let age = now.duration_since(created).unwrap_or_default();
-                    let age =
-                        humantime::format_duration(std::time::Duration::from_secs(age.as_secs()));
-                    ("released", format!("#{} ({} old)", s.current.meta.id, age))
-                }
-                None => ("released", "none yet".to_string()),
-            },
-            VolumeKind::Plain(_) => ("plain tree", "-".to_string()),
-            VolumeKind::Proxy(_) => ("proxy", "-".to_string()),
+        let release = match (&doc.current, doc.kind) {
+            (Some(c), _) => {
+                let age = crate::release::status::age(c.age_seconds);
+                format!("#{} ({age} old)", c.id)
+            }
+            (None, "released") => "none yet".to_string(),
+            (None, _) => "-".to_string(),
+        };
+        let tags: Vec<String> = doc
+            .tags
+            .iter()
+            .map(|(name, id)| format!("@{name} #{id}"))
+            .collect();
+        let synced = match &doc.last_sync {
+            Some(s) => format!(
+                "{} {} ago",
+                s.outcome,
+                crate::release::status::age(crate::volume::unix(now).saturating_sub(s.time_unix))
+            ),
+            None => "-".to_string(),
         };
         rows += &format!(
-            "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             escape(&url),
             escape(&v.name),
-            kind,
-            escape(&release)
+            doc.kind,
+            escape(&release),
+            escape(&tags.join(", ")),
+            escape(&synced)
         );
         let proxied = matches!(v.kind, VolumeKind::Proxy(_));
         let hint = match v.upstream.clone().or_else(|| guess_upstream(v)) {
@@ -199,9 +213,9 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
     }
     format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>unimirror</title></head>\n<body>\n\
-         <h1>unimirror on {}</h1>\n<p>Up for {}.</p>\n<table>\n<tr><th>volume</th><th>kind</th><th>release</th></tr>\n{rows}</table>\n\
+         <h1>unimirror on {}</h1>\n<p>Up for {}.</p>\n<table>\n<tr><th>volume</th><th>kind</th><th>release</th><th>tags</th><th>last sync</th></tr>\n{rows}</table>\n\
          <h2>Using this mirror</h2>\n{setup}\
-         <p><a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">healthz</a> · <a href=\"/readyz\">readyz</a></p>\n\
+         <p><a href=\"/-/api/v1/volumes\">status API</a> · <a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">healthz</a> · <a href=\"/readyz\">readyz</a></p>\n\
          </body></html>\n",
         escape(host),
         humantime::format_duration(std::time::Duration::from_secs(

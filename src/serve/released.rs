@@ -155,6 +155,8 @@ pub struct ReleasedVolume {
     tags: RwLock<HashMap<String, Arc<Snapshot>>>,
     /// The last error reading the tags met, logged once.
     tags_error: Mutex<Option<String>>,
+    /// The last sync's record, as of the last check.
+    last_sync: Mutex<Option<crate::volume::LastSync>>,
     pinned: Mutex<Vec<Arc<LoadedRelease>>>,
     /// Where manifests are mapped from (local verified copies).
     manifests: Arc<ManifestCopies>,
@@ -193,6 +195,7 @@ impl ReleasedVolume {
             state: RwLock::new(None),
             tags: RwLock::new(HashMap::new()),
             tags_error: Mutex::new(None),
+            last_sync: Mutex::new(None),
             pinned: Mutex::new(Vec::new()),
             manifests,
             keys,
@@ -223,6 +226,11 @@ impl ReleasedVolume {
     /// names one.
     pub fn tagged(&self, tag: &str) -> Option<Arc<Snapshot>> {
         self.tags.read().expect("not poisoned").get(tag).cloned()
+    }
+
+    /// The last sync's record, as of the last check of the pointer.
+    pub fn last_sync(&self) -> Option<crate::volume::LastSync> {
+        self.last_sync.lock().expect("not poisoned").clone()
     }
 
     /// The tags naming a release now, and their releases.
@@ -292,6 +300,10 @@ impl ReleasedVolume {
     /// cannot be followed is logged (once) and keeps what it named.
     pub fn refresh(&self) -> Result<Option<u64>> {
         let switched = self.refresh_current();
+        // Informational: kept as it was when the origin cannot say.
+        if let Ok(record) = self.dir.last_sync() {
+            *self.last_sync.lock().expect("not poisoned") = record;
+        }
         let error = self.refresh_tags().err().map(|e| format!("{e:#}"));
         let mut last = self.tags_error.lock().expect("not poisoned");
         if *last != error {

@@ -40,6 +40,7 @@ use anyhow::{Context, Result, bail};
 use crate::config::{Config, Upstream};
 use crate::digest::Sha256Digest;
 use crate::release::{self, Need};
+use crate::volume::{LastSync, LockedVolume};
 use fetch::Fetcher;
 use reqwest::Url;
 
@@ -344,12 +345,37 @@ pub fn sync(config: &Config, volume: &str, opts: &SyncOptions) -> Result<Report>
         Ok(())
     });
     report.seconds = started.elapsed().as_secs_f64();
+    if let Some(vol) = &vol {
+        record(vol, &report, &outcome);
+    }
     if let Some(dir) = &config.sync.metrics_dir
         && let Err(e) = write_metrics(dir, volume, &report, outcome.is_ok())
     {
         tracing::warn!("cannot write the metrics file: {e:#}");
     }
     outcome.map(|()| report)
+}
+
+/// Writes the volume's `last-sync.json` (a failure to is only logged: the
+/// sync's own outcome stands).
+fn record(vol: &LockedVolume, report: &Report, outcome: &Result<()>) {
+    let name = match (outcome, &report.release) {
+        (Err(_), _) => "failed",
+        (Ok(()), Some(release::Outcome::Released { .. })) => "released",
+        (Ok(()), Some(release::Outcome::Unchanged { .. })) => "unchanged",
+        (Ok(()), None) => "fetched",
+    };
+    let mut r = LastSync::now(name, report.seconds);
+    r.fetched_files = report.fetched_files;
+    r.fetched_bytes = report.fetched_bytes;
+    r.release = match &report.release {
+        Some(o) => Some(o.id()),
+        None => vol.current().ok().flatten(),
+    };
+    r.error = outcome.as_ref().err().map(|e| format!("{e:#}"));
+    if let Err(e) = vol.record_sync(&r) {
+        tracing::warn!(volume = %vol.name, "cannot record the sync's outcome: {e:#}");
+    }
 }
 
 /// Removes files (and symlinks) of the tree that the gate does not name,

@@ -12,6 +12,7 @@
 //!   releases/<id>.manifest      the release's manifest
 //!   objects/sha256/ab/cd/<hex>  content, stored once by sha256
 //!   tags/<name>                 a tag: the release it names, its moves
+//!   last-sync.json              the outcome of the last sync
 //!   tmp/                        writers' temporary files (same filesystem)
 //!   lock                        flock'ed by release, rollback and gc
 //! ```
@@ -169,6 +170,45 @@ pub struct HistoryEntry {
     pub host: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// `last-sync.json`: how the volume's last sync ended, replaced by each
+/// sync (daemons show it in their status API and page).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LastSync {
+    /// `released` (a new release), `unchanged` (nothing new upstream),
+    /// `fetched` (`--no-release`) or `failed`.
+    pub outcome: String,
+    /// When it ended.
+    pub time_unix: u64,
+    pub time: String,
+    pub duration_seconds: f64,
+    pub fetched_files: u64,
+    pub fetched_bytes: u64,
+    /// The release current after it.
+    pub release: Option<u64>,
+    /// Why it failed, for `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub host: String,
+}
+
+impl LastSync {
+    /// A record of a sync ending now.
+    pub fn now(outcome: &str, duration_seconds: f64) -> LastSync {
+        let (time_unix, time) = now();
+        LastSync {
+            outcome: outcome.to_string(),
+            time_unix,
+            time,
+            duration_seconds,
+            fetched_files: 0,
+            fetched_bytes: 0,
+            release: None,
+            error: None,
+            host: hostname(),
+        }
+    }
 }
 
 impl VolumeDir {
@@ -504,6 +544,20 @@ impl VolumeDir {
         Ok(entries)
     }
 
+    /// The last sync's record, if a sync ever wrote one (an unreadable one
+    /// reads as none: it is informational).
+    pub fn last_sync(&self) -> Result<Option<LastSync>> {
+        let bytes = match &self.s3 {
+            Some(s3) => s3.read_if_changed("last-sync.json")?,
+            None => match fs::read(self.root.join("last-sync.json")) {
+                Ok(b) => Some(b.into()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e).context("reading last-sync.json"),
+            },
+        };
+        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
     /// Tag `name`, if it was ever set (an untagged one names no release).
     pub fn tag(&self, name: &str) -> Result<Option<tags::Tag>> {
         tags::check_name(name)?;
@@ -813,6 +867,21 @@ impl LockedVolume {
             .with_context(|| format!("creating {}", self.tags_dir().display()))?;
         let path = self.tag_file(&next.name);
         crate::fault::point("tag-before-rename");
+        durable::write_atomic(&path, &self.tmp_dir(), &bytes)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Replaces `last-sync.json`. A volume never created (a first sync that
+    /// failed early) gets none.
+    pub fn record_sync(&self, record: &LastSync) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(record)?;
+        if let Some(s3) = &self.s3 {
+            return s3.origin.overwrite(&s3.rel("last-sync.json"), bytes.into());
+        }
+        if !self.tmp_dir().is_dir() {
+            return Ok(());
+        }
+        let path = self.root.join("last-sync.json");
         durable::write_atomic(&path, &self.tmp_dir(), &bytes)
             .with_context(|| format!("writing {}", path.display()))
     }

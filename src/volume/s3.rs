@@ -66,6 +66,9 @@ pub struct OnS3 {
     /// Tags as last read, with their ETags: a daemon's poll asks only
     /// whether each changed.
     tags: Mutex<HashMap<String, (Option<String>, Tag)>>,
+    /// Other small keys read at every poll (`last-sync.json`), with their
+    /// ETags.
+    small: Mutex<HashMap<String, (Option<String>, Bytes)>>,
 }
 
 impl OnS3 {
@@ -76,6 +79,7 @@ impl OnS3 {
             seen: Mutex::new(None),
             history: Mutex::new(BTreeMap::new()),
             tags: Mutex::new(HashMap::new()),
+            small: Mutex::new(HashMap::new()),
         }
     }
 
@@ -357,6 +361,27 @@ impl OnS3 {
         }
         let last = listed.last().map(|(_, to, _)| *to);
         self.record(p.seq, &entry(last, p.release))
+    }
+
+    /// A small key of the volume, fetched again only if it changed since
+    /// this process last read it.
+    pub fn read_if_changed(&self, rel: &str) -> Result<Option<Bytes>> {
+        let known = self.small.lock().expect("not poisoned").get(rel).cloned();
+        let etag = known.as_ref().and_then(|(e, _)| e.clone());
+        let found = match self
+            .origin
+            .get_if_changed(&self.rel(rel), etag.as_deref())?
+        {
+            IfChanged::Same => known,
+            IfChanged::Missing => None,
+            IfChanged::Changed(got) => Some((got.etag, got.bytes)),
+        };
+        let mut small = self.small.lock().expect("not poisoned");
+        match &found {
+            Some(f) => small.insert(rel.to_string(), f.clone()),
+            None => small.remove(rel),
+        };
+        Ok(found.map(|(_, b)| b))
     }
 
     /// The names under `tags/`, from one listing.

@@ -8,6 +8,7 @@
 
 mod common;
 
+mod api;
 mod config;
 mod daemon;
 mod faults;
