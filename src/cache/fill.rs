@@ -592,6 +592,7 @@ mod tests {
                 volume: "t".into(),
                 origin: origin::Object::Stored {
                     file: PathBuf::new(),
+                    elsewhere: None,
                     sha: Sha256Digest([0; 32]),
                     size: 10,
                 },
@@ -626,6 +627,7 @@ mod tests {
             volume: "t".into(),
             origin: origin::Object::Stored {
                 file,
+                elsewhere: None,
                 sha,
                 size: data.len() as u64,
             },

@@ -55,8 +55,12 @@ enum Command {
     Release {
         volume: String,
         /// Publish this directory tree instead of the staging tree.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "from_release")]
         from: Option<PathBuf>,
+        /// Release another volume's release (an id, a tag or `current`)
+        /// without copying: both volumes' objects are in the shared store.
+        #[arg(long, value_name = "VOLUME@RELEASE")]
+        from_release: Option<String>,
         /// Rehash every file instead of trusting size, mtime and inode.
         #[arg(long)]
         verify: bool,
@@ -114,6 +118,13 @@ enum Command {
     Untag {
         volume: String,
         name: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Move a format-1 volume's objects into the origin's shared store
+    /// (format 2), by hard links: nothing is copied or downloaded.
+    Migrate {
+        volume: String,
         #[arg(long)]
         wait: bool,
     },
@@ -180,10 +191,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Release {
             volume,
             from,
+            from_release,
             verify,
             wait,
         } => {
-            let opts = ReleaseOptions { from, verify, wait };
+            let opts = ReleaseOptions {
+                from,
+                verify,
+                wait,
+                from_release,
+            };
             let outcome = release::release(&config, &volume, &opts)?;
             println!("{}", outcome.summary(&volume));
         }
@@ -221,6 +238,10 @@ fn run(cli: Cli) -> Result<()> {
             };
             let moved = tag::tag(&config, &volume, name, Some(target), wait)?;
             println!("{}", moved.summary(&volume, name));
+        }
+        Command::Migrate { volume, wait } => {
+            let done = release::migrate::migrate(&config, &volume, wait)?;
+            println!("{}", done.summary(&volume));
         }
         Command::Untag { volume, name, wait } => {
             let moved = tag::tag(&config, &volume, &name, None, wait)?;

@@ -203,6 +203,14 @@ pub struct ReleaseSettings {
     /// release's metadata with; none: releases are not signed.
     #[serde(default)]
     pub signing_key: Option<PathBuf>,
+    /// The format a volume created on a filesystem origin gets: 2 (its
+    /// objects in the origin's shared store) unless daemons older than
+    /// that format still read the origin (1).
+    #[serde(
+        default = "defaults::volume_format",
+        deserialize_with = "Count::<1, 2>::de"
+    )]
+    pub volume_format: usize,
 }
 
 /// Settings of `unimirror serve`.
@@ -539,6 +547,9 @@ mod defaults {
     }
     pub fn grace() -> Duration {
         DEFAULT_GRACE
+    }
+    pub fn volume_format() -> usize {
+        2
     }
     pub fn listen() -> Vec<SocketAddr> {
         vec![DEFAULT_LISTEN.parse().expect("a valid address")]

@@ -44,9 +44,12 @@ pub mod s3;
 /// One object at its origin, and what it must turn out to be.
 #[derive(Clone, Debug)]
 pub enum Object {
-    /// A released object, in a volume's store under its sha256.
+    /// A released object, in a volume's store under its sha256; where
+    /// else it may be while its volume migrates to the shared store (read
+    /// when `file` is not there).
     Stored {
         file: PathBuf,
+        elsewhere: Option<PathBuf>,
         sha: Sha256Digest,
         size: u64,
     },
@@ -223,6 +226,14 @@ impl Object {
         }
     }
 
+    /// Where else a stored object may be (see [`Object::Stored`]).
+    fn elsewhere(&self) -> Option<&Path> {
+        match self {
+            Object::Stored { elsewhere, .. } => elsewhere.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Which source it is read from, for the metrics.
     pub fn source(&self) -> FillSource {
         match self {
@@ -268,10 +279,16 @@ impl Object {
                 pending: Bytes::new(),
             });
         }
-        let file = tokio::fs::File::open(self.location())
-            .await
-            .map_err(Error::io)?;
-        Ok(Reader::File(file))
+        let file = match (
+            tokio::fs::File::open(self.location()).await,
+            self.elsewhere(),
+        ) {
+            (Err(e), Some(other)) if e.kind() == io::ErrorKind::NotFound => {
+                tokio::fs::File::open(other).await
+            }
+            (opened, _) => opened,
+        };
+        Ok(Reader::File(file.map_err(Error::io)?))
     }
 
     /// Opens it on a blocking thread (small fills, uncached reads); the
@@ -284,8 +301,13 @@ impl Object {
             let reader = runtime.block_on(self.open())?;
             return Ok(BlockingReader::Http { runtime, reader });
         }
-        let file = std::fs::File::open(self.location()).map_err(Error::io)?;
-        Ok(BlockingReader::File(file))
+        let file = match (std::fs::File::open(self.location()), self.elsewhere()) {
+            (Err(e), Some(other)) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::File::open(other)
+            }
+            (opened, _) => opened,
+        };
+        Ok(BlockingReader::File(file.map_err(Error::io)?))
     }
 
     /// The error for an object that ends before its size.
@@ -540,6 +562,7 @@ mod tests {
         std::fs::write(&file, data).unwrap();
         Object::Stored {
             file,
+            elsewhere: None,
             sha: Sha256Digest::of(data),
             size: data.len() as u64,
         }
@@ -603,10 +626,36 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_object_is_read_from_where_else_it_may_be_while_its_volume_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut object = stored(dir.path(), b"moved content");
+        let Object::Stored {
+            file, elsewhere, ..
+        } = &mut object
+        else {
+            unreachable!()
+        };
+        *elsewhere = Some(file.clone());
+        *file = dir.path().join("not-yet-linked");
+        assert_eq!(
+            read_all(&object).unwrap(),
+            Sha256Digest::of(b"moved content")
+        );
+        if let Object::Stored { elsewhere, .. } = &mut object {
+            *elsewhere = Some(dir.path().join("nor-here"));
+        }
+        assert_eq!(
+            object.open_blocking().err().unwrap().kind,
+            OriginError::Missing
+        );
+    }
+
+    #[test]
     fn a_missing_object_is_missing_and_other_failures_are_io() {
         let dir = tempfile::tempdir().unwrap();
         let gone = Object::Stored {
             file: dir.path().join("gone"),
+            elsewhere: None,
             sha: Sha256Digest::of(b""),
             size: 0,
         };
@@ -618,6 +667,7 @@ mod tests {
         std::fs::write(dir.path().join("f"), b"").unwrap();
         let through = Object::Stored {
             file: dir.path().join("f/child"),
+            elsewhere: None,
             sha: Sha256Digest::of(b""),
             size: 0,
         };

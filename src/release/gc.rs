@@ -27,7 +27,7 @@ use crate::digest::Sha256Digest;
 use crate::progress::bytes;
 use crate::volume::manifest::Kind;
 use crate::volume::tags::Tag;
-use crate::volume::{HistoryEntry, LockedVolume, VolumeDir, unix};
+use crate::volume::{HistoryEntry, Layout, LockedVolume, VolumeDir, unix};
 
 /// The current release and the two before it.
 pub const MIN_KEEP: usize = 3;
@@ -250,7 +250,17 @@ impl Sweep {
     /// is removed, if a kept release's manifest cannot be read.
     pub fn survey(vol: &VolumeDir, plan: &GcPlan) -> Result<Sweep> {
         let mut sweep = Sweep::default();
-        let needed = needed_objects(vol, &plan.kept())?;
+        let mut needed = needed_objects(vol, &plan.kept())?;
+        if vol.layout() == Layout::Shared {
+            // The store is every volume's: what any release of another
+            // volume names stays (the caller holds the store's lock, so no
+            // writer is between its objects and its release).
+            for other in other_volumes(vol)? {
+                needed.extend(needed_objects(&other, &other.release_ids()?)?);
+            }
+            needed.sort_unstable();
+            needed.dedup();
+        }
 
         let listed = |id: u64| plan.releases.iter().any(|&(r, _)| r == id);
         for path in read_dir_sorted(&vol.releases_dir())? {
@@ -288,6 +298,22 @@ impl Sweep {
         }
         Ok(sweep)
     }
+}
+
+/// The other volumes of `vol`'s filesystem origin: its directories with a
+/// format marker, whether configured here or not (another host's config
+/// may serve them).
+fn other_volumes(vol: &VolumeDir) -> Result<Vec<VolumeDir>> {
+    let mut others = Vec::new();
+    for path in read_dir_sorted(&vol.origin_root)? {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name != vol.name && path.join("format").is_file() {
+            others.push(vol.sibling(name));
+        }
+    }
+    Ok(others)
 }
 
 /// The objects releases `ids` of `vol` name, sorted.
@@ -389,16 +415,23 @@ pub fn apply(vol: &LockedVolume, plan: &GcPlan, sweep: &Sweep) -> Result<()> {
         }
         return Ok(());
     }
+    crate::fault::point("gc-surveyed");
     for id in plan.removed() {
+        // The metadata first: a release without it is no release, and a
+        // manifest left by a crash here is a stray one for the next gc.
         remove_if_present(&vol.meta_file(id))?;
+        crate::fault::point("gc-release-unlisted");
+        remove_if_present(&vol.signature_file(id))?;
         remove_if_present(&vol.manifest_file(id))?;
     }
     for path in &sweep.stray_manifests {
         remove_if_present(path)?;
     }
     crate::durable::fsync_dir(&vol.releases_dir())?;
+    crate::fault::point("gc-releases-removed");
     for (obj, _) in &sweep.objects {
         remove_if_present(obj)?;
+        crate::fault::point("gc-object-removed");
     }
     for path in &sweep.temporaries {
         remove_if_present(path)?;
@@ -495,6 +528,9 @@ pub fn gc(
             }
         }
     }
+    // Exclusive on a shared store: no writer of any volume is between its
+    // first look at the store and its pointer's move while gc decides.
+    let _store = vol.store_lock(true)?;
     let sweep = match vol.s3 {
         Some(_) => survey_store(&vol, &plan, config.release.grace)?,
         None => Sweep::survey(&vol, &plan)?,

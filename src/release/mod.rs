@@ -10,8 +10,10 @@
 //! previous release current and intact; what the crash left behind is swept
 //! by `gc`.
 
+pub mod from_release;
 pub mod gc;
 pub mod materialize;
+pub mod migrate;
 pub mod rollback;
 pub mod scan;
 pub mod status;
@@ -45,6 +47,9 @@ pub struct ReleaseOptions {
     pub verify: bool,
     /// Wait for a running writer instead of failing at once.
     pub wait: bool,
+    /// Release another volume's release instead (`<volume>@<id|tag>`),
+    /// copying nothing.
+    pub from_release: Option<String>,
 }
 
 /// What a release run did.
@@ -106,7 +111,13 @@ pub fn released_volume<'c>(
             "volume `{name}` is a pull-through proxy of {} and has no releases",
             p.url
         ),
-        VolumeSource::Released => Ok((origin(config)?.volume(name), vc)),
+        VolumeSource::Released => {
+            let mut dir = origin(config)?.volume(name);
+            if config.release.volume_format == 1 {
+                dir.new_layout = crate::volume::Layout::Own;
+            }
+            Ok((dir, vc))
+        }
     }
 }
 
@@ -155,6 +166,9 @@ pub fn lock(dir: &VolumeDir, need: Need, wait: bool, what: &str) -> Result<Locke
 /// `unimirror-update release`: publishes a tree (the staging tree, or
 /// `--from`) as the volume's next release.
 pub fn release(config: &Config, volume: &str, opts: &ReleaseOptions) -> Result<Outcome> {
+    if let Some(spec) = &opts.from_release {
+        return from_release::release_from(config, volume, spec, opts.wait);
+    }
     let (dir, _) = released_volume(config, volume)?;
     let source = opts
         .from
@@ -244,6 +258,8 @@ pub(crate) struct Draft<'v> {
     pub previous: Option<Manifest>,
     pub progress: Progress,
     manifest_tmp: PathBuf,
+    /// Held from the first look at the store to the pointer's move.
+    _store: Option<crate::volume::StoreLock>,
 }
 
 impl<'v> Draft<'v> {
@@ -252,6 +268,7 @@ impl<'v> Draft<'v> {
     pub fn begin(vol: &'v LockedVolume, what: &str) -> Result<Draft<'v>> {
         let started = Instant::now();
         vol.init()?;
+        let store = vol.store_lock(false)?;
         vol.repair_history()?;
         let parent = vol.current()?;
         vol.check_follows(parent)?;
@@ -290,6 +307,7 @@ impl<'v> Draft<'v> {
             previous,
             progress,
             manifest_tmp,
+            _store: store,
         })
     }
 

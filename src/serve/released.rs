@@ -299,6 +299,11 @@ impl ReleasedVolume {
     /// the tags. Returns the new current id when it switched; a tag that
     /// cannot be followed is logged (once) and keeps what it named.
     pub fn refresh(&self) -> Result<Option<u64>> {
+        // A volume may be migrated to the shared store while served: where
+        // its objects are read first follows (both places are tried).
+        if self.dir.s3.is_none() {
+            self.dir.reread_layout();
+        }
         let switched = self.refresh_current();
         // Informational: kept as it was when the origin cannot say.
         if let Ok(record) = self.dir.last_sync() {

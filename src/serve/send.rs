@@ -382,11 +382,15 @@ fn in_store(dir: &VolumeDir, sha: Sha256Digest, size: u64) -> origin::Object {
                 size,
             }
         }
-        None => origin::Object::Stored {
-            file: dir.object_file(&sha),
-            sha,
-            size,
-        },
+        None => {
+            let [file, elsewhere] = dir.object_files(&sha);
+            origin::Object::Stored {
+                file,
+                elsewhere: Some(elsewhere),
+                sha,
+                size,
+            }
+        }
     }
 }
 

@@ -36,9 +36,25 @@ use crate::digest::Sha256Digest;
 use crate::durable;
 use manifest::{Manifest, Verify};
 
-/// The volume format this build reads and writes.
+/// The number in pointers and release metadata on a filesystem origin
+/// (both layouts keep them as format 1 wrote them).
 pub const FORMAT: u32 = 1;
 const FORMAT_LINE: &str = "unimirror-volume 1";
+/// A volume whose objects are in the origin's shared store.
+const SHARED_FORMAT_LINE: &str = "unimirror-volume 2";
+/// The origin's own marker, once it holds the shared store.
+const ORIGIN_FORMAT_LINE: &str = "unimirror-origin 2";
+
+/// Where a volume on a filesystem origin keeps its objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Format 1: `<volume>/objects/`, its own.
+    Own,
+    /// Format 2: `<origin>/objects/`, shared by every format-2 volume, so
+    /// that one volume can be released from another's release without
+    /// copying (`release --from-release`).
+    Shared,
+}
 
 /// One released volume on the origin: on a filesystem, its paths; on an
 /// S3 origin, its keys (see [`s3`]), read and written through the same
@@ -53,6 +69,14 @@ pub struct VolumeDir {
     /// filesystem origin, a local directory on an S3 one.
     pub local: PathBuf,
     pub s3: Option<Arc<s3::OnS3>>,
+    /// The origin's directory (a filesystem origin), where the shared
+    /// store is.
+    pub origin_root: PathBuf,
+    /// The layout as last read from `format` (0: not read yet), so that
+    /// each object path does not cost a read.
+    layout: Arc<std::sync::atomic::AtomicU8>,
+    /// The layout a volume created by this writer gets.
+    pub new_layout: Layout,
 }
 
 /// Where a config's released volumes are.
@@ -91,6 +115,9 @@ impl Origin {
                 root: PathBuf::from(store.url(name)),
                 local: local.join(name),
                 s3: Some(Arc::new(s3::OnS3::new(store.clone(), name))),
+                origin_root: local.clone(),
+                layout: Default::default(),
+                new_layout: Layout::Shared,
             },
         }
     }
@@ -218,6 +245,9 @@ impl VolumeDir {
             root: origin.join(name),
             local: origin.join(name),
             s3: None,
+            origin_root: origin.to_path_buf(),
+            layout: Default::default(),
+            new_layout: Layout::Shared,
         }
     }
 
@@ -251,8 +281,77 @@ impl VolumeDir {
         self.tags_dir().join(name)
     }
 
+    /// Where this volume's objects are written and collected: its own
+    /// store, or the origin's shared one (by its `format`).
     pub fn objects_dir(&self) -> PathBuf {
+        match self.layout() {
+            Layout::Own => self.own_objects_dir(),
+            Layout::Shared => self.shared_objects_dir(),
+        }
+    }
+
+    /// Format 1's store, `<volume>/objects/sha256`.
+    pub fn own_objects_dir(&self) -> PathBuf {
         self.root.join("objects").join("sha256")
+    }
+
+    /// The origin's shared store, `<origin>/objects/sha256`.
+    pub fn shared_objects_dir(&self) -> PathBuf {
+        self.origin_root.join("objects").join("sha256")
+    }
+
+    /// The store's lock: shared by writers, exclusive for gc's sweep.
+    pub fn store_lock_file(&self) -> PathBuf {
+        self.origin_root.join("store.lock")
+    }
+
+    /// The volume's layout on a filesystem origin, read from its `format`
+    /// once (and again by [`VolumeDir::reread_layout`]). A volume without
+    /// a readable marker reads as format 1's, and is asked again next time.
+    pub fn layout(&self) -> Layout {
+        use std::sync::atomic::Ordering;
+        match self.layout.load(Ordering::Relaxed) {
+            1 => Layout::Own,
+            2 => Layout::Shared,
+            _ => self.reread_layout().unwrap_or(Layout::Own),
+        }
+    }
+
+    /// Reads the layout from `format` again (a daemon, at each check of the
+    /// pointer: a volume may be migrated while it serves).
+    pub fn reread_layout(&self) -> Option<Layout> {
+        let text = fs::read_to_string(self.format_file()).ok()?;
+        let layout = match text.trim() {
+            FORMAT_LINE => Layout::Own,
+            SHARED_FORMAT_LINE => Layout::Shared,
+            _ => return None,
+        };
+        self.set_layout(layout);
+        Some(layout)
+    }
+
+    fn set_layout(&self, layout: Layout) {
+        let n = match layout {
+            Layout::Own => 1,
+            Layout::Shared => 2,
+        };
+        self.layout.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Where an object may be, most likely first: in the volume's layout's
+    /// store, then the other (during a migration an object is in one or
+    /// both, never in neither). Readers try both; writers use the first.
+    pub fn object_files(&self, digest: &Sha256Digest) -> [PathBuf; 2] {
+        let hex = digest.hex();
+        let within = |dir: PathBuf| dir.join(&hex[0..2]).join(&hex[2..4]).join(&hex);
+        let (own, shared) = (
+            within(self.own_objects_dir()),
+            within(self.shared_objects_dir()),
+        );
+        match self.layout() {
+            Layout::Own => [own, shared],
+            Layout::Shared => [shared, own],
+        }
     }
     pub fn tmp_dir(&self) -> PathBuf {
         self.local.join("tmp")
@@ -283,23 +382,30 @@ impl VolumeDir {
     /// Checks the format marker of an existing volume.
     pub fn check_format(&self) -> Result<()> {
         let path = self.format_file();
-        let (text, want) = match &self.s3 {
-            Some(s3) => (s3.format()?.unwrap_or_default(), s3::FORMAT_LINE),
+        let (text, known) = match &self.s3 {
+            Some(s3) => (s3.format()?.unwrap_or_default(), &[s3::FORMAT_LINE][..]),
             None => (
                 fs::read_to_string(&path).with_context(|| {
                     format!("volume `{}`: reading {}", self.name, path.display())
                 })?,
-                FORMAT_LINE,
+                &[FORMAT_LINE, SHARED_FORMAT_LINE][..],
             ),
         };
-        if text.trim() != want {
+        if !known.contains(&text.trim()) {
             bail!(
-                "volume `{}`: {} says {:?}; this unimirror reads {:?}",
+                "volume `{}`: {} says {:?}; this unimirror reads {}",
                 self.name,
                 path.display(),
                 text.trim(),
-                want
+                known
+                    .iter()
+                    .map(|k| format!("{k:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
             );
+        }
+        if self.s3.is_none() {
+            self.reread_layout();
         }
         Ok(())
     }
@@ -437,6 +543,9 @@ impl VolumeDir {
                 .s3
                 .as_ref()
                 .map(|s3| Arc::new(s3::OnS3::new(s3.origin.clone(), name))),
+            origin_root: self.origin_root.clone(),
+            layout: Default::default(),
+            new_layout: self.new_layout,
         }
     }
 
@@ -444,7 +553,7 @@ impl VolumeDir {
     pub fn has_object(&self, digest: &Sha256Digest) -> Result<bool> {
         match &self.s3 {
             Some(s3) => Ok(s3.origin.head(&s3::OnS3::object_rel(digest))?.is_some()),
-            None => Ok(self.object_file(digest).exists()),
+            None => Ok(self.object_files(digest).iter().any(|p| p.exists())),
         }
     }
 
@@ -457,8 +566,13 @@ impl VolumeDir {
                 None => bail!("{}: no such object", s3.origin.url(&rel)),
             };
         }
-        let path = self.object_file(digest);
-        fs::read(&path).with_context(|| format!("reading {}", path.display()))
+        let [first, second] = self.object_files(digest);
+        match fs::read(&first) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::read(&second).with_context(|| format!("reading {}", second.display()))
+            }
+            read => read.with_context(|| format!("reading {}", first.display())),
+        }
     }
 
     /// Ids of all releases with metadata, ascending.
@@ -717,6 +831,8 @@ pub struct LockedVolume {
     /// The release the next one must follow, if a decision depended on it
     /// (a sync's freshness check); see [`LockedVolume::must_follow`].
     follows: std::sync::Mutex<Option<Option<u64>>>,
+    /// Whether the writer waits for locks (`--wait`) or fails at once.
+    wait: bool,
 }
 
 impl std::ops::Deref for LockedVolume {
@@ -769,6 +885,15 @@ impl LockedVolume {
         }
     }
 
+    /// The shared store's lock, for a volume whose objects are there
+    /// (none on S3, where no lock exists, or for a format-1 volume).
+    pub fn store_lock(&self, exclusive: bool) -> Result<Option<StoreLock>> {
+        if self.s3.is_some() || self.layout() != Layout::Shared {
+            return Ok(None);
+        }
+        StoreLock::acquire(self, exclusive, self.wait).map(Some)
+    }
+
     /// Creates the volume's directories and format marker if missing.
     pub fn init(&self) -> Result<()> {
         if let Some(s3) = &self.s3 {
@@ -777,24 +902,54 @@ impl LockedVolume {
             s3.init()?;
             return self.check_format();
         }
-        for d in [
-            self.root.clone(),
-            self.releases_dir(),
-            self.objects_dir(),
-            self.tmp_dir(),
-        ] {
+        for d in [self.root.clone(), self.releases_dir(), self.tmp_dir()] {
             durable::create_dir_all_durable(&d)
                 .with_context(|| format!("creating {}", d.display()))?;
         }
-        if self.exists()? {
-            return self.check_format();
+        if !self.exists()? {
+            // A new volume: the layout the config asks for (the shared
+            // store unless daemons older than it still read the origin).
+            if self.new_layout == Layout::Shared {
+                self.init_shared_store()?;
+            }
+            let line = match self.new_layout {
+                Layout::Own => FORMAT_LINE,
+                Layout::Shared => SHARED_FORMAT_LINE,
+            };
+            durable::write_atomic(
+                &self.format_file(),
+                &self.tmp_dir(),
+                format!("{line}\n").as_bytes(),
+            )
+            .with_context(|| format!("writing {}", self.format_file().display()))?;
         }
-        durable::write_atomic(
-            &self.format_file(),
-            &self.tmp_dir(),
-            format!("{FORMAT_LINE}\n").as_bytes(),
-        )
-        .with_context(|| format!("writing {}", self.format_file().display()))
+        self.check_format()?;
+        let objects = self.objects_dir();
+        durable::create_dir_all_durable(&objects)
+            .with_context(|| format!("creating {}", objects.display()))
+    }
+
+    /// Creates the origin's shared store and its marker if missing.
+    pub fn init_shared_store(&self) -> Result<()> {
+        let dir = self.shared_objects_dir();
+        durable::create_dir_all_durable(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let marker = self.origin_root.join("format");
+        match fs::read_to_string(&marker) {
+            Ok(text) if text.trim() == ORIGIN_FORMAT_LINE => Ok(()),
+            Ok(text) => bail!(
+                "{} says {:?}; this unimirror reads {ORIGIN_FORMAT_LINE:?}",
+                marker.display(),
+                text.trim()
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => durable::write_atomic(
+                &marker,
+                &self.tmp_dir(),
+                format!("{ORIGIN_FORMAT_LINE}\n").as_bytes(),
+            )
+            .with_context(|| format!("writing {}", marker.display())),
+            Err(e) => Err(e).with_context(|| format!("reading {}", marker.display())),
+        }
     }
 
     /// Writes `releases/<name>`, durably; on S3 only if it does not exist
@@ -1016,7 +1171,65 @@ impl VolumeLock {
             _lock: VolumeLock { _file: file },
             signer: None,
             follows: std::sync::Mutex::new(None),
+            wait,
         })
+    }
+}
+
+/// The lock of a filesystem origin's shared store (`<origin>/store.lock`):
+/// held shared by every writer that adds objects to it or relies on ones
+/// there (release, materialize, migrate), and exclusively by gc while it
+/// decides what no volume needs and removes it. So gc never sees a
+/// release half-made, and never removes an object a writer just found
+/// there and is about to name. Released on drop.
+pub struct StoreLock {
+    _file: File,
+}
+
+impl StoreLock {
+    /// Takes the lock of `vol`'s origin, shared or `exclusive`; with
+    /// `wait`, blocks until it can, otherwise fails with [`Busy`]. Taken
+    /// after the volume's own lock, never before, so two writers never
+    /// wait for each other in a circle.
+    pub fn acquire(vol: &VolumeDir, exclusive: bool, wait: bool) -> Result<StoreLock> {
+        let path = vol.store_lock_file();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let mut op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        if !wait {
+            op |= libc::LOCK_NB;
+        }
+        loop {
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+                return Ok(StoreLock { _file: file });
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) => {
+                    return Err(Busy {
+                        volume: vol.name.clone(),
+                        holder: match exclusive {
+                            true => "a writer of another volume is using the origin's shared store"
+                                .into(),
+                            false => "a gc is sweeping the origin's shared store".into(),
+                        },
+                    }
+                    .into());
+                }
+                _ => return Err(err).with_context(|| format!("locking {}", path.display())),
+            }
+        }
     }
 }
 

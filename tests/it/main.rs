@@ -20,6 +20,7 @@ mod proxy;
 mod release;
 mod s3;
 mod serve;
+mod shared;
 mod signing;
 mod sync;
 mod tags;

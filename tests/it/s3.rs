@@ -631,10 +631,18 @@ fn tags_on_s3_move_by_compare_and_swap_are_served_and_kept_by_gc() {
     });
     let status = a.update_ok(&["status", "vol"]);
     assert!(status.contains("@ci -> #1"), "{status}");
+    // Staging released from the tag: on S3 every volume shares the
+    // objects, so only the manifest and metadata are written.
+    let out = a.update_ok(&["release", "other", "--from-release", "vol@ci"]);
+    assert!(out.contains("0 new objects"), "{out}");
+    wait_for("staging served", 10, || {
+        d.get("/other/f").body == b"release 1"
+    });
     let out = a.update_ok(&["gc", "vol", "--keep", "3"]);
     assert!(
         out.contains("kept releases #1, #3, #4, #5; removed releases #2"),
         "{out}"
     );
     assert_eq!(d.get("/vol/@ci/f").body, b"release 1");
+    assert_eq!(d.get("/other/f").body, b"release 1");
 }
