@@ -1294,13 +1294,21 @@ mod tests {
     }
 
     #[test]
-    fn foreign_format_is_refused() {
+    fn both_layouts_are_read_and_a_foreign_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let v = VolumeLock::acquire(&VolumeDir::new(dir.path(), "v"), false, "test").unwrap();
         v.init().unwrap();
-        fs::write(v.format_file(), "unimirror-volume 2\n").unwrap();
+        assert_eq!(v.layout(), Layout::Shared);
+        fs::write(v.format_file(), "unimirror-volume 1\n").unwrap();
+        v.init().unwrap();
+        assert_eq!(v.layout(), Layout::Own);
+        fs::write(v.format_file(), "unimirror-volume 3\n").unwrap();
         assert!(v.init().is_err());
-        assert!(v.check_format().is_err());
+        let err = format!("{:#}", v.check_format().unwrap_err());
+        assert!(
+            err.contains("\"unimirror-volume 1\" and \"unimirror-volume 2\""),
+            "{err}"
+        );
     }
 
     #[test]
