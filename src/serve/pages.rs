@@ -187,7 +187,10 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
             "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             escape(&url),
             escape(&v.name),
-            doc.kind,
+            match doc.kind {
+                "tree" => "plain tree",
+                kind => kind,
+            },
             escape(&release),
             escape(&tags.join(", ")),
             escape(&synced)

@@ -891,7 +891,10 @@ impl LockedVolume {
         if self.s3.is_some() || self.layout() != Layout::Shared {
             return Ok(None);
         }
-        StoreLock::acquire(self, exclusive, self.wait).map(Some)
+        // A writer that has done its work (a sync that fetched for an hour)
+        // waits for a gc of another volume rather than fail at the end;
+        // gc honours --wait.
+        StoreLock::acquire(self, exclusive, self.wait || !exclusive).map(Some)
     }
 
     /// Creates the volume's directories and format marker if missing.

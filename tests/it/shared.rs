@@ -248,3 +248,34 @@ fn gc_waits_for_a_writer_of_another_volume_in_the_shared_store() {
     env.update_ok(&["gc", "vol", "--keep", "3"]);
     check_release(&staging(&env), 1);
 }
+
+#[test]
+fn a_writer_waits_for_a_gc_of_another_volume_and_then_publishes() {
+    let env = Env::with_config("[release]\ngrace = \"0s\"\n");
+    for n in 1..=4 {
+        release_big(&env, n);
+    }
+    let mut gc = env.update_cmd(&["gc", "vol", "--keep", "3"]);
+    gc.env("UNIMIRROR_FAULT", "gc-surveyed:stop");
+    let gc = gc.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    wait_until_stopped(&gc);
+    // Without --wait: a writer that did its work waits for the store
+    // rather than fail at its end.
+    let writer = env
+        .update_cmd(&["release", "other", "--from", env.tree().to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = writer.id().to_string();
+    wait_for("the writer blocked on the store's lock", 10, || {
+        fs::read_to_string("/proc/locks")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("->") && l.split_whitespace().nth(5) == Some(pid.as_str()))
+    });
+    signal(&gc, libc::SIGCONT);
+    assert!(gc.wait_with_output().unwrap().status.success());
+    let out = writer.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    check_release(&staging(&env), 1);
+}
