@@ -85,19 +85,6 @@ pub fn release_from(config: &Config, volume: &str, spec: &str, wait: bool) -> Re
             seconds: draft.started.elapsed().as_secs_f64(),
         });
     }
-    // Nothing is copied, so everything must be there already.
-    let mut stream = manifest.stream();
-    while let Some(item) = stream.next_entry() {
-        let (key, entry) = item?;
-        if entry.kind == Kind::File && !vol.has_object(&entry.sha256)? {
-            bail!(
-                "object {} of {} in release #{id} of `{source}` is missing from the store",
-                entry.sha256,
-                super::show(&crate::volume::manifest::path_for_key(&key))
-            );
-        }
-    }
-    drop(stream);
     let tmp = &draft.manifest_tmp;
     match &src.s3 {
         // The same inode: no byte of the manifest is copied either.
@@ -132,6 +119,23 @@ pub fn release_from(config: &Config, volume: &str, spec: &str, wait: bool) -> Re
     if let Some(key) = vol.signer() {
         vol.publish_release_file(&format!("{}.sig", draft.id), key.sign(&bytes).as_bytes())?;
     }
+    // Nothing is copied, so everything must be there, checked last before
+    // the pointer moves. On a filesystem the store's lock keeps every gc
+    // out until then; on S3 (no lock) a gc on another host that drops the
+    // source release at this very moment is caught here unless it removes
+    // an object after this check (docs/operations.md).
+    let mut stream = manifest.stream();
+    while let Some(item) = stream.next_entry() {
+        let (key, entry) = item?;
+        if entry.kind == Kind::File && !vol.has_object(&entry.sha256)? {
+            bail!(
+                "object {} of {} in release #{id} of `{source}` is missing from the store",
+                entry.sha256,
+                super::show(&crate::volume::manifest::path_for_key(&key))
+            );
+        }
+    }
+    drop(stream);
     vol.move_pointer(Action::Release, draft.parent, draft.id, None)?;
     draft.progress.finish();
     Ok(Outcome::Released {

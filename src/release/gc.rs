@@ -531,6 +531,9 @@ pub fn gc(
     // Exclusive on a shared store: no writer of any volume is between its
     // first look at the store and its pointer's move while gc decides.
     let _store = vol.store_lock(true)?;
+    if !dry_run {
+        vol.finish_migration()?;
+    }
     let sweep = match vol.s3 {
         Some(_) => survey_store(&vol, &plan, config.release.grace)?,
         None => Sweep::survey(&vol, &plan)?,

@@ -156,6 +156,11 @@ pub fn lock(dir: &VolumeDir, need: Need, wait: bool, what: &str) -> Result<Locke
         s3.origin.probe()?;
     }
     let vol = VolumeLock::acquire(dir, wait, what)?;
+    // Read again with the lock held: a `migrate` that ran while this
+    // writer waited changed it.
+    if vol.s3.is_none() {
+        vol.reread_layout();
+    }
     fault::point("locked");
     if need == Need::Existing {
         vol.repair_history()?;

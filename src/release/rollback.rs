@@ -48,7 +48,7 @@ fn check_complete(vol: &VolumeDir, id: u64) -> Result<()> {
     let mut stream = manifest.stream();
     while let Some(item) = stream.next_entry() {
         let (key, entry) = item?;
-        if entry.kind == Kind::File && !vol.has_object(&entry.sha256)? {
+        if entry.kind == Kind::File && !vol.has_object_anywhere(&entry.sha256)? {
             bail!(
                 "object {} of {} is missing from the store",
                 entry.sha256,

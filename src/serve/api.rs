@@ -137,8 +137,8 @@ struct Error {
 }
 
 /// What the daemon serves, volume by volume (the `/` page shows the same).
-pub fn volumes(daemon: &Daemon) -> Vec<VolumeDoc> {
-    daemon.volumes().iter().map(|v| volume_doc(v)).collect()
+pub fn volumes(list: &[Arc<Volume>]) -> Vec<VolumeDoc> {
+    list.iter().map(|v| volume_doc(v)).collect()
 }
 
 fn volume_doc(v: &Volume) -> VolumeDoc {
@@ -192,7 +192,7 @@ pub async fn answer(daemon: &Daemon, segs: &[&[u8]]) -> Response<Body> {
             StatusCode::OK,
             &Volumes {
                 api: VERSION,
-                volumes: volumes(daemon),
+                volumes: volumes(&daemon.volumes()),
             },
         ),
         [b"volumes", name, b"releases", rest @ ..] if rest.len() <= 1 => {

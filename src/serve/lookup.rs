@@ -38,21 +38,21 @@ impl Ask<'_> {
         skip: usize,
     ) -> Result<Answer, Refusal> {
         let mut rel = self.path.rest(skip);
-        let pin = rel.split(|&b| b == b'/').next().and_then(pin);
+        // `@<name>` that no tag has is an ordinary path (a tree may have a
+        // directory named so).
+        let pin = match rel.split(|&b| b == b'/').next().and_then(pin) {
+            Some(Pin::Tag(tag)) => vol.tagged(tag).map(Pinned::Tag),
+            Some(Pin::Id(id)) => Some(Pinned::Id(id)),
+            None => None,
+        };
         if pin.is_some() {
             rel = super::path::rest_after(rel, 1);
         }
         let (first, snapshot) = match pin {
             // A tag follows its moves as the pointer does: its release
             // first, then those it named within the grace period.
-            Some(Pin::Tag(tag)) => match vol.tagged(tag) {
-                Some(s) => (s.current.clone(), Some(s)),
-                None => {
-                    tracing::info!(volume = %self.volume.name, "no tag `{tag}`");
-                    return Err(Refusal::NoSuchRelease);
-                }
-            },
-            Some(Pin::Id(id)) => match vol.pinned(id).await {
+            Some(Pinned::Tag(s)) => (s.current.clone(), Some(s)),
+            Some(Pinned::Id(id)) => match vol.pinned(id).await {
                 Ok(r) => (r, None),
                 Err(PinnedError::Unknown) => {
                     tracing::info!(volume = %self.volume.name, "pinned release #{id} was never published");
@@ -263,6 +263,12 @@ impl Ask<'_> {
             }
         }
     }
+}
+
+/// A request's pin, once its tag is looked up.
+enum Pinned {
+    Id(u64),
+    Tag(Arc<super::released::Snapshot>),
 }
 
 /// What `@...` as the first segment after a prefix names.

@@ -159,8 +159,10 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
     let mut rows = String::new();
     let mut setup = String::new();
     // The same data as the status API's `/-/api/v1/volumes`.
-    let docs = super::api::volumes(daemon);
-    for (v, doc) in daemon.volumes().iter().zip(&docs) {
+    // One list for both: a reload meanwhile must not pair rows wrongly.
+    let list = daemon.volumes();
+    let docs = super::api::volumes(&list);
+    for (v, doc) in list.iter().zip(&docs) {
         let url = format!("{base}{}/", v.prefix);
         let release = match (&doc.current, doc.kind) {
             (Some(c), _) => {

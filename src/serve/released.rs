@@ -74,18 +74,23 @@ pub struct Snapshot {
     pub current: Arc<LoadedRelease>,
     previous: Vec<Previous>,
     grace: Duration,
+    /// How many earlier releases answer whatever their age: the pointer's
+    /// `MIN_PREVIOUS` (gc keeps at least that many), none for a tag (gc
+    /// keeps what a tag left only within the grace period).
+    min_previous: usize,
 }
 
 impl Snapshot {
     /// The snapshot after the pointer (or a tag) moved from `old` to
     /// `release` at `now`: the old current release joins the recent ones,
     /// and those out of the grace period leave, keeping the
-    /// `MIN_PREVIOUS` newest.
+    /// `min_previous` newest.
     fn advance(
         old: Option<&Snapshot>,
         release: Arc<LoadedRelease>,
         now: SystemTime,
         grace: Duration,
+        min_previous: usize,
     ) -> Snapshot {
         let previous = match old {
             Some(old) => {
@@ -102,7 +107,7 @@ impl Snapshot {
                 let mut i = 0;
                 previous.retain(|p| {
                     i += 1;
-                    i <= MIN_PREVIOUS || within(now, p.until, grace)
+                    i <= min_previous || within(now, p.until, grace)
                 });
                 previous
             }
@@ -112,17 +117,18 @@ impl Snapshot {
             current: release,
             previous,
             grace,
+            min_previous,
         }
     }
 
     /// The earlier releases still answering now: always the
-    /// `MIN_PREVIOUS` newest, the others while within the grace period.
+    /// `min_previous` newest, the others while within the grace period.
     pub fn previous(&self) -> impl Iterator<Item = &Arc<LoadedRelease>> {
         let now = SystemTime::now();
         self.previous
             .iter()
             .enumerate()
-            .filter(move |(i, p)| *i < MIN_PREVIOUS || within(now, p.until, self.grace))
+            .filter(move |(i, p)| *i < self.min_previous || within(now, p.until, self.grace))
             .map(|(_, p)| &p.release)
     }
 }
@@ -353,7 +359,7 @@ impl ReleasedVolume {
                 }
             };
             tracing::info!(volume = %self.dir.name, tag = %t.name, release = id, "serving tag");
-            let snapshot = Snapshot::advance(before.map(|s| &**s), release, now, self.grace);
+            let snapshot = Snapshot::advance(before.map(|s| &**s), release, now, self.grace, 0);
             next.insert(t.name, Arc::new(snapshot));
         }
         *self.tags.write().expect("not poisoned") = next;
@@ -398,7 +404,7 @@ impl ReleasedVolume {
         // An id asked for before it was published may be this one.
         self.unknown.lock().expect("not poisoned").clear();
         let mut state = self.state.write().expect("not poisoned");
-        let mut next = Snapshot::advance(state.as_deref(), release, now, self.grace);
+        let mut next = Snapshot::advance(state.as_deref(), release, now, self.grace, MIN_PREVIOUS);
         if state.is_none() {
             next.previous = earlier;
         }

@@ -401,7 +401,7 @@ fn in_store(dir: &VolumeDir, sha: Sha256Digest, size: u64) -> origin::Object {
 /// and the upstream is asked instead.
 async fn stored(dir: &VolumeDir, sha: Sha256Digest, origin_timeout: std::time::Duration) -> bool {
     let dir = dir.clone();
-    let stat = tokio::task::spawn_blocking(move || dir.has_object(&sha).unwrap_or(false));
+    let stat = tokio::task::spawn_blocking(move || dir.has_object_anywhere(&sha).unwrap_or(false));
     matches!(
         tokio::time::timeout(origin_timeout, stat).await,
         Ok(Ok(true))

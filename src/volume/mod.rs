@@ -348,9 +348,11 @@ impl VolumeDir {
             within(self.own_objects_dir()),
             within(self.shared_objects_dir()),
         );
-        match self.layout() {
-            Layout::Own => [own, shared],
-            Layout::Shared => [shared, own],
+        // As last read, without reading `format` here: daemons call this
+        // on a runtime thread (their follower rereads it off the runtime).
+        match self.layout.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => [own, shared],
+            _ => [shared, own],
         }
     }
     pub fn tmp_dir(&self) -> PathBuf {
@@ -549,10 +551,23 @@ impl VolumeDir {
         }
     }
 
-    /// Whether the origin holds the object `digest`.
+    /// Whether the object `digest` is where this volume's writers store
+    /// it (its layout's store), so that a release may name it without
+    /// storing it. Only that store: a format-1 volume must not lean on the
+    /// shared store (which its gc does not guard, and older daemons do not
+    /// read), nor a format-2 one on a copy left by an unfinished migration.
     pub fn has_object(&self, digest: &Sha256Digest) -> Result<bool> {
         match &self.s3 {
             Some(s3) => Ok(s3.origin.head(&s3::OnS3::object_rel(digest))?.is_some()),
+            None => Ok(self.object_file(digest).exists()),
+        }
+    }
+
+    /// Whether a reader finds the object `digest` (in either store while
+    /// a volume migrates): what daemons serve from.
+    pub fn has_object_anywhere(&self, digest: &Sha256Digest) -> Result<bool> {
+        match &self.s3 {
+            Some(_) => self.has_object(digest),
             None => Ok(self.object_files(digest).iter().any(|p| p.exists())),
         }
     }
@@ -897,6 +912,22 @@ impl LockedVolume {
         StoreLock::acquire(self, exclusive, self.wait || !exclusive).map(Some)
     }
 
+    /// Removes `<volume>/objects/` of a format-2 volume: what a `migrate`
+    /// killed after its commit point left (every object in it was linked
+    /// into the shared store and flushed before that point).
+    pub fn finish_migration(&self) -> Result<()> {
+        if self.s3.is_some() || self.layout() != Layout::Shared {
+            return Ok(());
+        }
+        let own = self.root.join("objects");
+        match fs::remove_dir_all(&own) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", own.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Creates the volume's directories and format marker if missing.
     pub fn init(&self) -> Result<()> {
         if let Some(s3) = &self.s3 {
@@ -927,6 +958,7 @@ impl LockedVolume {
             .with_context(|| format!("writing {}", self.format_file().display()))?;
         }
         self.check_format()?;
+        self.finish_migration()?;
         let objects = self.objects_dir();
         durable::create_dir_all_durable(&objects)
             .with_context(|| format!("creating {}", objects.display()))

@@ -279,3 +279,27 @@ fn a_writer_waits_for_a_gc_of_another_volume_and_then_publishes() {
     assert!(out.status.success(), "{}", stderr(&out));
     check_release(&staging(&env), 1);
 }
+
+#[test]
+fn a_format_1_volume_keeps_its_own_copy_of_what_the_shared_store_has() {
+    let env = Env::new();
+    env.write("f", &blob(7, 100_000));
+    env.update_ok(&["release", "other", "--from", env.tree().to_str().unwrap()]);
+    let config = fs::read_to_string(env.config()).unwrap();
+    fs::write(
+        env.config(),
+        format!("{config}\n[release]\nvolume_format = 1\n"),
+    )
+    .unwrap();
+    let out = env.release();
+    // The shared store has the content, but a format-1 volume's gc does not
+    // guard it there and older daemons do not look there: stored again.
+    assert!(out.contains("1 new objects"), "{out}");
+    let digest = unimirror::volume::manifest::Sha256Digest::of(&blob(7, 100_000));
+    let vol = env.vol();
+    assert_eq!(vol.layout(), unimirror::volume::Layout::Own);
+    let [own, shared] = vol.object_files(&digest);
+    assert!(own.starts_with(env.origin().join("vol/objects")), "{own:?}");
+    assert!(own.is_file() && shared.is_file());
+    check_release(&vol, 1);
+}

@@ -125,6 +125,8 @@ fn a_tag_moved_twenty_times_under_four_clients_never_mixes_releases() {
 #[test]
 fn undo_untag_status_and_bad_names() {
     let env = Env::new();
+    // A directory whose name reads like a tag is still a directory.
+    env.write("@scope/pkg", b"scoped");
     for n in 1..=3 {
         release_numbered(&env, n);
     }
@@ -138,6 +140,7 @@ fn undo_untag_status_and_bad_names() {
     env.update_ok(&["untag", "vol", "passed"]);
     let d = Daemon::start(&env);
     assert_eq!(d.get("/vol/@passed/index").status, 404);
+    assert_eq!(d.get("/vol/@scope/pkg").text(), "scoped");
     env.update_ok(&["tag", "vol", "passed", "--undo"]);
     wait_for("the restored tag served", 10, || {
         d.get("/vol/@passed/index").header("x-unimirror-release") == Some("1")
