@@ -12,7 +12,6 @@ use super::{Draft, Need, Outcome};
 use crate::config::Config;
 use crate::durable;
 use crate::fault;
-use crate::volume::manifest::Kind;
 use crate::volume::{Action, Layout, ReleaseMeta, VolumeDir};
 
 /// Which release of which volume: `prod@42`, `prod@passed-ci`,
@@ -124,18 +123,8 @@ pub fn release_from(config: &Config, volume: &str, spec: &str, wait: bool) -> Re
     // out until then; on S3 (no lock) a gc on another host that drops the
     // source release at this very moment is caught here unless it removes
     // an object after this check (docs/operations.md).
-    let mut stream = manifest.stream();
-    while let Some(item) = stream.next_entry() {
-        let (key, entry) = item?;
-        if entry.kind == Kind::File && !vol.has_object(&entry.sha256)? {
-            bail!(
-                "object {} of {} in release #{id} of `{source}` is missing from the store",
-                entry.sha256,
-                super::show(&crate::volume::manifest::path_for_key(&key))
-            );
-        }
-    }
-    drop(stream);
+    super::check_objects(&manifest, |d| vol.has_object(d))
+        .with_context(|| format!("release #{id} of `{source}` cannot be released again"))?;
     vol.move_pointer(Action::Release, draft.parent, draft.id, None)?;
     draft.progress.finish();
     Ok(Outcome::Released {

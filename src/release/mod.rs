@@ -838,6 +838,26 @@ impl ObjectStore {
     }
 }
 
+/// Fails, naming the first, if an object a manifest's files name is not
+/// where `has` looks.
+pub(crate) fn check_objects(
+    manifest: &Manifest,
+    mut has: impl FnMut(&Sha256Digest) -> Result<bool>,
+) -> Result<()> {
+    let mut stream = manifest.stream();
+    while let Some(item) = stream.next_entry() {
+        let (key, entry) = item?;
+        if entry.kind == Kind::File && !has(&entry.sha256)? {
+            bail!(
+                "object {} of {} is missing from the store",
+                entry.sha256,
+                show(&crate::volume::manifest::path_for_key(&key))
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Which releases count as published: those the pointer has named.
 pub(crate) fn published(vol: &VolumeDir) -> Result<HashSet<u64>> {
     let mut ids: HashSet<u64> = vol.published_ids()?.into_iter().collect();

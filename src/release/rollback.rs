@@ -4,7 +4,6 @@ use anyhow::{Context, Result, bail};
 
 use super::Need;
 use crate::config::Config;
-use crate::volume::manifest::Kind;
 use crate::volume::{Action, VolumeDir};
 
 /// Points the volume at release `to` (default: the newest published release
@@ -45,18 +44,7 @@ pub fn rollback(config: &Config, volume: &str, to: Option<u64>, wait: bool) -> R
 fn check_complete(vol: &VolumeDir, id: u64) -> Result<()> {
     let meta = vol.meta(id)?;
     let manifest = vol.manifest(&meta)?;
-    let mut stream = manifest.stream();
-    while let Some(item) = stream.next_entry() {
-        let (key, entry) = item?;
-        if entry.kind == Kind::File && !vol.has_object_anywhere(&entry.sha256)? {
-            bail!(
-                "object {} of {} is missing from the store",
-                entry.sha256,
-                super::show(&crate::volume::manifest::path_for_key(&key))
-            );
-        }
-    }
-    Ok(())
+    super::check_objects(&manifest, |d| vol.has_object_anywhere(d))
 }
 
 fn list(ids: &[u64]) -> String {

@@ -1153,42 +1153,20 @@ impl VolumeLock {
         durable::create_dir_all_durable(&vol.local)
             .with_context(|| format!("creating {}", vol.local.display()))?;
         let path = vol.lock_file();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        let mut op = libc::LOCK_EX;
-        if !wait {
-            op |= libc::LOCK_NB;
-        }
-        loop {
-            // SAFETY: flock on a descriptor we own.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
-            if rc == 0 {
-                break;
+        let (mut file, locked) = flock(&path, libc::LOCK_EX, wait)?;
+        if !locked {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(Busy {
+                volume: vol.name.clone(),
+                holder: if holder.is_empty() {
+                    "another writer holds its lock".into()
+                } else {
+                    format!("{holder} holds its lock")
+                },
             }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EWOULDBLOCK) => {
-                    let mut holder = String::new();
-                    let _ = file.read_to_string(&mut holder);
-                    let holder = holder.trim();
-                    return Err(Busy {
-                        volume: vol.name.clone(),
-                        holder: if holder.is_empty() {
-                            "another writer holds its lock".into()
-                        } else {
-                            format!("{holder} holds its lock")
-                        },
-                    }
-                    .into());
-                }
-                _ => return Err(err).with_context(|| format!("locking {}", path.display())),
-            }
+            .into());
         }
         // Say who holds it, for the message the next writer gets.
         let info = format!(
@@ -1227,43 +1205,46 @@ impl StoreLock {
     /// after the volume's own lock, never before, so two writers never
     /// wait for each other in a circle.
     pub fn acquire(vol: &VolumeDir, exclusive: bool, wait: bool) -> Result<StoreLock> {
-        let path = vol.store_lock_file();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        let mut op = if exclusive {
+        let op = if exclusive {
             libc::LOCK_EX
         } else {
             libc::LOCK_SH
         };
-        if !wait {
-            op |= libc::LOCK_NB;
+        match flock(&vol.store_lock_file(), op, wait)? {
+            (file, true) => Ok(StoreLock { _file: file }),
+            (_, false) => Err(Busy {
+                volume: vol.name.clone(),
+                holder: match exclusive {
+                    true => "a writer of another volume is using the origin's shared store".into(),
+                    false => "a gc is sweeping the origin's shared store".into(),
+                },
+            }
+            .into()),
         }
-        loop {
-            // SAFETY: flock on a descriptor we own.
-            if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-                return Ok(StoreLock { _file: file });
-            }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EWOULDBLOCK) => {
-                    return Err(Busy {
-                        volume: vol.name.clone(),
-                        holder: match exclusive {
-                            true => "a writer of another volume is using the origin's shared store"
-                                .into(),
-                            false => "a gc is sweeping the origin's shared store".into(),
-                        },
-                    }
-                    .into());
-                }
-                _ => return Err(err).with_context(|| format!("locking {}", path.display())),
-            }
+    }
+}
+
+/// Opens `path` (made if missing) and `flock`s it with `op`; without
+/// `wait`, returns at once with `false` when another process holds it.
+fn flock(path: &Path, op: i32, wait: bool) -> Result<(File, bool)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let op = if wait { op } else { op | libc::LOCK_NB };
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok((file, true));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) => return Ok((file, false)),
+            _ => return Err(err).with_context(|| format!("locking {}", path.display())),
         }
     }
 }
