@@ -38,6 +38,17 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub const ALL: [Outcome; 8] = [
+        Outcome::HitMemory,
+        Outcome::HitDisk,
+        Outcome::Miss,
+        Outcome::Coalesced,
+        Outcome::Stale,
+        Outcome::Bypass,
+        Outcome::Fallback,
+        Outcome::None,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::HitMemory => "hit-memory",
@@ -64,6 +75,8 @@ pub enum Tier {
 }
 
 impl Tier {
+    pub const ALL: [Tier; 4] = [Tier::Memory, Tier::Disk, Tier::Origin, Tier::None];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Tier::Memory => "memory",
@@ -84,6 +97,8 @@ pub enum WriteFailure {
 }
 
 impl WriteFailure {
+    pub const ALL: [WriteFailure; 2] = [WriteFailure::Full, WriteFailure::Io];
+
     pub fn as_str(self) -> &'static str {
         match self {
             WriteFailure::Full => "full",
@@ -111,6 +126,15 @@ pub enum OriginError {
 }
 
 impl OriginError {
+    pub const ALL: [OriginError; 6] = [
+        OriginError::Missing,
+        OriginError::Io,
+        OriginError::Integrity,
+        OriginError::Changed,
+        OriginError::Timeout,
+        OriginError::Upstream,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             OriginError::Missing => "missing",
@@ -132,6 +156,8 @@ pub enum FillSource {
 }
 
 impl FillSource {
+    pub const ALL: [FillSource; 2] = [FillSource::Origin, FillSource::Upstream];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FillSource::Origin => "origin",
@@ -157,14 +183,17 @@ fn status_index(status: u16) -> usize {
     }
 }
 
+/// Why the daemon closes a connection itself (`serve::conn`'s reasons).
+const CLOSE_REASONS: [&str; 4] = ["per_ip", "first_byte", "idle", "stalled"];
+
 const OUTCOMES: usize = Outcome::None as usize + 1;
 const TIERS: usize = Tier::None as usize + 1;
 
 /// One volume's request and byte counters (`-` for requests outside any
 /// volume), each label combination looked up in its vector on first use
 /// and kept: `with_label_values` hashes every label and takes a lock, which
-/// was a visible part of a memory hit when done per request. Series still
-/// appear only once used.
+/// was a visible part of a memory hit when done per request. (The series
+/// themselves exist from the start: [`Metrics::touch_volume`].)
 pub struct Served {
     pub volume: Arc<str>,
     requests: IntCounterVec,
@@ -351,7 +380,7 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
-        Metrics {
+        let metrics = Metrics {
             requests: counter(
                 "unimirror_requests_total",
                 "Requests answered, by volume, outcome and status class",
@@ -466,6 +495,60 @@ impl Metrics {
                 &["volume"],
             ),
             registry,
+        };
+        metrics.touch_fixed();
+        metrics
+    }
+
+    /// Makes every series of the closed label sets that name no volume
+    /// exist at zero, so that alerts on them (integrity failures,
+    /// evictions, a full disk) have data before the first event.
+    fn touch_fixed(&self) {
+        for tier in [Tier::Memory, Tier::Disk] {
+            self.cache_bytes(tier);
+            self.cache_entries(tier);
+            self.cache_evictions(tier);
+            self.integrity_failures(tier);
+        }
+        self.integrity_failures(Tier::Origin);
+        for why in WriteFailure::ALL {
+            self.cache_write_failures(why);
+        }
+        for reason in CLOSE_REASONS {
+            self.connections_closed.with_label_values(&[reason]);
+        }
+    }
+
+    /// Makes a served volume's series exist at zero (see
+    /// [`Metrics::touch_fixed`]): requests by outcome and status class,
+    /// bytes by tier, fills, origin errors and reads by source; a released
+    /// volume's manifest loads, a proxy's refused pages.
+    pub fn touch_volume(&self, volume: &str, released: bool, proxy: bool) {
+        for outcome in Outcome::ALL {
+            for class in STATUS_CLASSES {
+                self.requests
+                    .with_label_values(&[volume, outcome.as_str(), class]);
+            }
+        }
+        for tier in Tier::ALL {
+            self.bytes_served
+                .with_label_values(&[volume, tier.as_str()]);
+        }
+        for kind in OriginError::ALL {
+            self.origin_errors
+                .with_label_values(&[volume, kind.as_str()]);
+        }
+        for from in FillSource::ALL {
+            self.fills(volume, from);
+            self.read_bytes(volume, from);
+        }
+        if released {
+            for result in ["loaded", "refused"] {
+                self.manifest_loads.with_label_values(&[volume, result]);
+            }
+        }
+        if proxy {
+            self.proxy_pages_refused(volume, "older-serial");
         }
     }
 

@@ -717,7 +717,12 @@ impl Config {
         let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
             file: file.to_path_buf(),
             key: "(file)".into(),
-            reason: format!("cannot read: {e}"),
+            reason: match e.kind() {
+                std::io::ErrorKind::NotFound => format!(
+                    "cannot read: {e}; name the file with --config FILE or UNIMIRROR_CONFIG (config/unimirror.toml in the source tree is a documented example)"
+                ),
+                _ => format!("cannot read: {e}"),
+            },
         })?;
         Config::parse(file, &text)
     }

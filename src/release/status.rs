@@ -21,6 +21,12 @@ pub struct VolumeStatus {
     pub releases: Vec<ReleaseStatus>,
     /// Tags naming a release (untagged ones are left out).
     pub tags: Vec<TagStatus>,
+    /// What `sync` fetches it from: `<type> <url or directory>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// The last sync's record (`last-sync.json` on the origin).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_sync: Option<crate::volume::LastSync>,
 }
 
 #[derive(Debug, Serialize, Clone)]
@@ -67,6 +73,13 @@ pub fn status(config: &Config, volume: Option<&str>) -> Result<Vec<VolumeStatus>
             current: None,
             releases: Vec::new(),
             tags: Vec::new(),
+            upstream: vc.upstream.as_ref().map(|u| match u {
+                crate::config::Upstream::Pypi(p) => format!("pypi {}", p.url),
+                crate::config::Upstream::Wheel(w) => format!("wheel {}", w.directory.display()),
+                crate::config::Upstream::Apt(a) => format!("apt {}", a.url),
+                crate::config::Upstream::Yum(y) => format!("yum {}", y.url),
+            }),
+            last_sync: None,
         };
         if let VolumeSource::Tree(p) = &vc.source {
             st.source = "tree".into();
@@ -79,6 +92,7 @@ pub fn status(config: &Config, volume: Option<&str>) -> Result<Vec<VolumeStatus>
             vol.check_format()?;
             let current = vol.current()?;
             let published = super::published(&vol)?;
+            st.last_sync = vol.last_sync()?;
             for t in vol.tags()? {
                 let (Some(release), Some(last)) = (t.release, t.moves.last()) else {
                     continue;
@@ -160,6 +174,23 @@ pub fn render(statuses: &[VolumeStatus]) -> String {
                 r.created,
                 r.files,
                 bytes(r.bytes)
+            );
+        }
+        if let Some(u) = &v.upstream {
+            s += &format!("  upstream: {u}\n");
+        }
+        if let Some(l) = &v.last_sync {
+            s += &format!(
+                "  last sync: {} at {} ({} ago), {:.1} s, {} files fetched{}\n",
+                l.outcome,
+                l.time,
+                age(unix(SystemTime::now()).saturating_sub(l.time_unix)),
+                l.duration_seconds,
+                l.fetched_files,
+                l.error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
             );
         }
         for t in &v.tags {

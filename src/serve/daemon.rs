@@ -257,6 +257,11 @@ impl Daemon {
                 .map(|s| s.as_bytes().to_vec())
                 .collect();
             let name: Arc<str> = v.name.as_str().into();
+            self.metrics.touch_volume(
+                &name,
+                matches!(kind, VolumeKind::Released(_)),
+                matches!(kind, VolumeKind::Proxy(_)),
+            );
             volumes.push(Arc::new(Volume {
                 served: Arc::new(Served::new(&self.metrics, name.clone())),
                 name,

@@ -253,6 +253,9 @@ fn a_failed_sync_is_recorded_on_the_origin_and_shown_by_the_api() {
         serde_json::from_slice(&fs::read(env.origin().join("wheel/last-sync.json")).unwrap())
             .unwrap();
     assert_eq!(record["outcome"], "failed");
+    let status = env.update_ok(&["status", "wheel"]);
+    assert!(status.contains("  upstream: wheel "), "{status}");
+    assert!(status.contains("  last sync: failed at "), "{status}");
     assert_eq!(record["release"], 1, "the release current after it");
     let error = record["error"].as_str().unwrap();
     assert!(stderr(&out).contains(error), "{error}");

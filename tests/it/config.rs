@@ -108,6 +108,12 @@ fn missing_config_file_is_a_clear_error() {
         "{}",
         stderr(&out)
     );
+    // And says how to name another file.
+    assert!(
+        stderr(&out).contains("--config FILE or UNIMIRROR_CONFIG"),
+        "{}",
+        stderr(&out)
+    );
     // The updater reads the same file the same way.
     let out = Command::new(UPDATE)
         .args(["--config", "/nonexistent/unimirror.toml", "status"])

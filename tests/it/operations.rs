@@ -358,6 +358,40 @@ fn own_pages_health_readiness_metrics_and_home() {
     env.write("simple/index.html", b"<html></html>");
     env.release();
     let d = Daemon::start(&env);
+    // Before any event, the series alerts watch exist, at zero.
+    for (name, labels) in [
+        (
+            "unimirror_integrity_failures_total",
+            vec![("where", "origin")],
+        ),
+        (
+            "unimirror_integrity_failures_total",
+            vec![("where", "disk")],
+        ),
+        ("unimirror_cache_evictions_total", vec![("tier", "disk")]),
+        (
+            "unimirror_cache_write_failures_total",
+            vec![("reason", "full")],
+        ),
+        (
+            "unimirror_origin_errors_total",
+            vec![("volume", "vol"), ("kind", "missing")],
+        ),
+        (
+            "unimirror_manifest_loads_total",
+            vec![("volume", "vol"), ("result", "refused")],
+        ),
+        (
+            "unimirror_connections_closed_total",
+            vec![("reason", "first_byte")],
+        ),
+        (
+            "unimirror_requests_total",
+            vec![("volume", "vol"), ("outcome", "miss"), ("status", "5xx")],
+        ),
+    ] {
+        assert_eq!(d.metric(name, &labels), 0.0, "{name} {labels:?}");
+    }
     assert_eq!(d.get("/healthz").status, 200);
     assert_eq!(d.get("/readyz").status, 200);
     d.get("/vol/a.txt");
