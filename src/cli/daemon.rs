@@ -9,7 +9,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use super::{DEFAULT_CONFIG, exit, report};
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, LogFormat, Upstream};
 use crate::serve;
 
 #[derive(Parser, Debug)]
@@ -69,6 +69,21 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::CheckConfig { config } => {
             let c = Config::load(&config)?;
+            let problems = c.check_world();
+            if !problems.is_empty() {
+                for p in &problems {
+                    eprintln!("{p}");
+                }
+                return Err(crate::config::ConfigError {
+                    file: config.clone(),
+                    key: "(file)".into(),
+                    reason: format!(
+                        "{} problem(s) above: `sync` or `serve` would fail on them",
+                        problems.len()
+                    ),
+                }
+                .into());
+            }
             println!("{}: OK", config.display());
             println!("origin:  {}", c.origin.display());
             if let crate::volume::Origin::S3 { store, .. } =
@@ -79,7 +94,19 @@ fn run(cli: Cli) -> Result<()> {
             println!("staging: {}", c.staging.display());
             println!("cache:   {}", c.cache.dir.display());
             for v in c.volumes.values() {
-                println!("volume {:<12} {:<12} {}", v.name, v.prefix, v.source);
+                let upstream = match &v.upstream {
+                    Some(Upstream::Pypi(u)) => format!("; upstream pypi {}", u.url),
+                    Some(Upstream::Wheel(u)) => {
+                        format!("; upstream wheel {}", u.directory.display())
+                    }
+                    Some(Upstream::Apt(u)) => format!("; upstream apt {}", u.url),
+                    Some(Upstream::Yum(u)) => format!("; upstream yum {}", u.url),
+                    None => String::new(),
+                };
+                println!(
+                    "volume {:<12} {:<12} {}{upstream}",
+                    v.name, v.prefix, v.source
+                );
             }
             // The key files are read as the updater and the daemon will.
             if let Some(key) = crate::release::signer(&c)? {

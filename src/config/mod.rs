@@ -727,6 +727,67 @@ impl Config {
         Config::parse(file, &text)
     }
 
+    /// What `sync` and `serve` will need of the world beyond the file:
+    /// every key file, requirements file, build-output directory and plain
+    /// tree it names readable, and no plain-HTTP upstream without
+    /// `sync.allow_http`. One error per problem (`check-config` prints
+    /// them all), with the file and the dotted key.
+    pub fn check_world(&self) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
+        let mut problem = |key: String, reason: String| {
+            problems.push(ConfigError {
+                file: self.file.clone(),
+                key,
+                reason,
+            })
+        };
+        let mut readable = |key: String, path: &Path, dir: bool| {
+            let found = match dir {
+                true => std::fs::read_dir(path).map(|_| ()),
+                false => std::fs::File::open(path).map(|_| ()),
+            };
+            if let Err(e) = found {
+                problem(key, format!("{}: {e}", path.display()));
+            }
+        };
+        for v in self.volumes.values() {
+            let at = |k: &str| format!("volumes.{}.{k}", v.name);
+            if let VolumeSource::Tree(tree) = &v.source {
+                readable(at("tree"), tree, true);
+            }
+            match &v.upstream {
+                Some(Upstream::Pypi(u)) => {
+                    for r in &u.requirements {
+                        readable(at("upstream.requirements"), r, false);
+                    }
+                }
+                Some(Upstream::Wheel(u)) => readable(at("upstream.directory"), &u.directory, true),
+                Some(Upstream::Apt(u)) => readable(at("upstream.keyring"), &u.keyring, false),
+                Some(Upstream::Yum(u)) => {
+                    if let Some(k) = &u.key {
+                        readable(at("upstream.key"), k, false);
+                    }
+                }
+                None => {}
+            }
+        }
+        for v in self.volumes.values() {
+            let url = match &v.upstream {
+                Some(Upstream::Pypi(u)) => &u.url,
+                Some(Upstream::Apt(u)) => &u.url,
+                Some(Upstream::Yum(u)) => &u.url,
+                _ => continue,
+            };
+            if url.starts_with("http://") && !self.sync.allow_http {
+                problem(
+                    format!("volumes.{}.upstream.url", v.name),
+                    format!("{url} is plain HTTP: sync refuses it unless [sync] allow_http = true"),
+                );
+            }
+        }
+        problems
+    }
+
     /// Validates configuration text; `file` names it in errors and anchors
     /// relative paths.
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {

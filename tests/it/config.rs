@@ -14,18 +14,68 @@ fn check(path: &std::path::Path) -> std::process::Output {
 }
 
 #[test]
-fn bundled_configs_are_valid() {
-    for file in ["config/unimirror.toml", "config/demo.toml"] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
-        let out = check(&path);
-        assert!(out.status.success(), "{file}: {}", stderr(&out));
-        assert!(stdout(&out).contains(": OK"), "{}", stdout(&out));
+fn bundled_configs_are_valid_and_check_config_checks_what_sync_and_serve_need() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = check(&root.join("config/demo.toml"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(": OK"), "{}", stdout(&out));
+
+    // The example names key files, a requirements file and a build output
+    // that this machine does not have: each is reported, by its key.
+    let out = check(&root.join("config/unimirror.toml"));
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    for key in [
+        "volumes.centos.upstream.key: ",
+        "volumes.pypi.upstream.requirements: ",
+        "volumes.ubuntu.upstream.keyring: ",
+        "volumes.wheel.upstream.directory: /srv/wheel-builds/output: No such file",
+    ] {
+        assert!(stderr(&out).contains(key), "{key}: {}", stderr(&out));
     }
-    let out =
-        check(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/unimirror.toml"));
-    for v in ["/pypi", "/wheel", "/centos", "/ubuntu"] {
+    assert!(!stdout(&out).contains("OK"));
+
+    // With them in place it passes, and says where each volume syncs from.
+    let dir = tempfile::tempdir().unwrap();
+    let text = fs::read_to_string(root.join("config/unimirror.toml"))
+        .unwrap()
+        .replace("/srv/wheel-builds/output", "wheels");
+    for made in [
+        "keys/RPM-GPG-KEY-centosofficial",
+        "keys/ubuntu-archive-keyring.gpg",
+        "constraints/ci-constraints.txt",
+    ] {
+        fs::create_dir_all(dir.path().join(made).parent().unwrap()).unwrap();
+        fs::write(dir.path().join(made), "").unwrap();
+    }
+    fs::create_dir(dir.path().join("wheels")).unwrap();
+    let file = dir.path().join("unimirror.toml");
+    fs::write(&file, &text).unwrap();
+    let out = check(&file);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for v in [
+        "/pypi",
+        "/wheel",
+        "/centos",
+        "/ubuntu",
+        "upstream apt https://archive.ubuntu.com/ubuntu",
+    ] {
         assert!(stdout(&out).contains(v), "{v} missing: {}", stdout(&out));
     }
+    // A plain-HTTP upstream needs allow_http.
+    fs::write(
+        &file,
+        text.replace("https://archive.ubuntu.com", "http://archive.ubuntu.com"),
+    )
+    .unwrap();
+    let out = check(&file);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(
+            "volumes.ubuntu.upstream.url: http://archive.ubuntu.com/ubuntu is plain HTTP"
+        ) && stderr(&out).contains("allow_http = true"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// systemd kills the daemon `TimeoutStopSec` after SIGTERM: that must
