@@ -895,6 +895,17 @@ fn toml_error(file: &Path, text: &str, e: toml::de::Error) -> ConfigError {
         reason = r;
         let name = sub.split('.').next().unwrap_or(sub);
         at = at.map(|table| key_in_table(text, table, name).unwrap_or(table));
+    } else if let Some(field) = reason
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
+        && let Some(table) = at
+        && !key.ends_with(&format!(".{field}"))
+        && key != field
+    {
+        // serde points at the table (an internally tagged one, such as an
+        // upstream, is read whole): name the typo and find its own line.
+        key = format!("{key}.{field}");
+        at = Some(key_in_table(text, table, field).unwrap_or(table));
     }
     let line = at
         .map(|at| text[..at].matches('\n').count() + 1)

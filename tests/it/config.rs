@@ -113,6 +113,19 @@ fn bad_configs_name_file_key_and_reason() {
             "bad.toml: volumes.pypi.prefx: unknown field `prefx`",
         ),
         (
+            // A typo inside an upstream table: its own dotted key and line.
+            "origin = \"/o\"\nstaging = \"/s\"\n[volumes.pypi]\n\n[volumes.pypi.upstream]\ntype = \"pypi\"\nurl = \"https://pypi.org/simple/\"\n\nlatst = 3\n",
+            "bad.toml: volumes.pypi.upstream.latst: unknown field `latst`, expected one of",
+        ),
+        (
+            "origin = \"/o\"\nstaging = \"/s\"\n[volumes.pypi]\n\n[volumes.pypi.upstream]\ntype = \"pypi\"\nurl = \"https://pypi.org/simple/\"\n\nlatst = 3\n",
+            "`fetch` (line 9)",
+        ),
+        (
+            "origin = \"/o\"\nstaging = \"/s\"\n[volumes.pypi]\nupstream = { type = \"apt\", url = \"https://x/\", suitez = [] }\n",
+            "bad.toml: volumes.pypi.upstream.suitez: unknown field `suitez`",
+        ),
+        (
             "origin = \"/o\"\nstaging = \"/s\"\n[release]\ngrace = \"forever\"\n",
             "bad.toml: release.grace: `forever` is not a duration",
         ),
