@@ -7,14 +7,20 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// How often a progress line is logged when stderr is not a terminal;
-/// `UNIMIRROR_PROGRESS_INTERVAL` (seconds) overrides it.
+/// `UNIMIRROR_PROGRESS_INTERVAL` (seconds, fractions allowed: `0.5`)
+/// overrides it.
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
 pub fn log_every() -> Duration {
-    std::env::var("UNIMIRROR_PROGRESS_INTERVAL")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs)
+    interval(std::env::var("UNIMIRROR_PROGRESS_INTERVAL").ok().as_deref())
+}
+
+/// The interval a `UNIMIRROR_PROGRESS_INTERVAL` value asks for: seconds,
+/// whole or not; anything else (negative, not a number) is the default.
+fn interval(value: Option<&str>) -> Duration {
+    value
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .unwrap_or(LOG_EVERY)
 }
 
@@ -101,13 +107,22 @@ impl Progress {
 pub struct Ticker {
     task: tokio::task::JoinHandle<()>,
     bar: Option<ProgressBar>,
+    /// For the last line, logged when the ticker stops.
+    what: String,
+    report: std::sync::Arc<Report>,
 }
+
+/// What a ticker asks for each line: the message and, when known, (done,
+/// total).
+type Report = dyn Fn() -> (String, Option<(u64, u64)>) + Send + Sync;
 
 impl Ticker {
     pub fn start(
         what: String,
-        report: impl Fn() -> (String, Option<(u64, u64)>) + Send + 'static,
+        report: impl Fn() -> (String, Option<(u64, u64)>) + Send + Sync + 'static,
     ) -> Ticker {
+        let report = std::sync::Arc::new(report);
+        let (for_task, label) = (report.clone(), what.clone());
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new_spinner();
             bar.enable_steady_tick(Duration::from_millis(200));
@@ -124,9 +139,9 @@ impl Ticker {
             let mut has_total = false;
             loop {
                 tick.tick().await;
-                let (message, counts) = report();
+                let (message, counts) = for_task();
                 let Some(bar) = &shown else {
-                    tracing::info!("{what}: {message}");
+                    tracing::info!("{label}: {message}");
                     continue;
                 };
                 if let Some((done, total)) = counts.filter(|&(_, t)| t > 0) {
@@ -140,7 +155,12 @@ impl Ticker {
                 bar.set_message(message);
             }
         });
-        Ticker { task, bar }
+        Ticker {
+            task,
+            bar,
+            what,
+            report,
+        }
     }
 }
 
@@ -168,8 +188,10 @@ pub fn eta(remaining: u64, rate: u64) -> String {
 impl Drop for Ticker {
     fn drop(&mut self) {
         self.task.abort();
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+        match &self.bar {
+            Some(bar) => bar.finish_and_clear(),
+            // Where it ended, whatever the interval let through last.
+            None => tracing::info!("{}: finished: {}", self.what, (self.report)().0),
         }
     }
 }
@@ -202,6 +224,18 @@ mod tests {
     #[test]
     fn bar_template_is_valid() {
         super::bar_style();
+    }
+
+    #[test]
+    fn intervals_take_fractions_and_refuse_nonsense() {
+        use super::{LOG_EVERY, interval};
+        use std::time::Duration;
+        assert_eq!(interval(Some("0.5")), Duration::from_millis(500));
+        assert_eq!(interval(Some("2")), Duration::from_secs(2));
+        assert_eq!(interval(Some("0")), Duration::ZERO);
+        for bad in [None, Some("-1"), Some("soon"), Some("inf"), Some("NaN")] {
+            assert_eq!(interval(bad), LOG_EVERY, "{bad:?}");
+        }
     }
 
     #[test]

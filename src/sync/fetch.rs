@@ -149,6 +149,11 @@ impl Stats {
         let (done, total) = (load(&self.done_bytes), load(&self.queued_bytes));
         let elapsed = self.started.elapsed();
         let fetched = load(&self.fetched_bytes);
+        // Before the first index is read nothing is queued: a 0/0 with an
+        // ETA of 0s would say the work was done.
+        if load(&self.queued_files) == 0 {
+            return ("listing…".into(), (0, 0));
+        }
         let line = format!(
             "{files}/{} files, {}/{} ({} fetched, {} already present), {}/s, ETA {}",
             load(&self.queued_files),
@@ -588,6 +593,7 @@ mod tests {
     #[test]
     fn progress_counts_towards_the_queued_total() {
         let s = Stats::new();
+        assert_eq!(s.progress().0, "listing…");
         s.queue(Some(3 << 20));
         s.queue(Some(1 << 20));
         s.queue(None);

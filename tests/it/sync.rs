@@ -306,16 +306,23 @@ fn apt_sync_releases_a_verified_copy_that_apt_get_installs_from() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    // Each line: done/total files, done/total bytes, rate and ETA.
+    // Each line: `listing…` until something is queued, then done/total
+    // files, done/total bytes, rate and ETA; and a last line at the end.
     let err = stderr(&o);
     let lines: Vec<&str> = err.lines().filter(|l| l.contains("sync vol: ")).collect();
     assert!(!lines.is_empty(), "{}", stderr(&o));
     for l in &lines {
         assert!(
-            l.contains(" files, ") && l.contains("/s, ETA "),
+            l.contains("sync vol: listing…") || (l.contains(" files, ") && l.contains("/s, ETA ")),
             "a progress line without a total and ETA: {l}"
         );
+        assert!(!l.contains("0/0 files"), "{l}");
     }
+    let last = lines.last().unwrap();
+    assert!(
+        last.contains("sync vol: finished: ") && last.contains(" files, "),
+        "{last}"
+    );
     assert!(stdout(&o).contains("synced vol"), "{}", stdout(&o));
     assert_eq!(env.current(), Some(1));
     let staged = env.path().join("staging/vol/dists/stable");
