@@ -193,7 +193,7 @@ impl Cache {
         let disk = Arc::new(DiskTier::load(
             &config.dir,
             config.disk_size,
-            descriptors_to_keep(config.open_files),
+            descriptors_to_keep(config.open_files()),
             metrics.clone(),
         )?);
         let memory = (config.memory_size > 0).then(|| {
@@ -544,8 +544,9 @@ impl Cache {
 
 /// How many cache descriptors to keep open: `wanted`, within half of the
 /// process's descriptor limit (raised to its hard limit first), so that
-/// connections and origin reads always have room.
-fn descriptors_to_keep(wanted: usize) -> usize {
+/// connections and origin reads always have room. Only a `configured`
+/// number that does not fit is warned about: the default takes what fits.
+fn descriptors_to_keep((wanted, configured): (usize, bool)) -> usize {
     if wanted == 0 {
         return 0;
     }
@@ -570,7 +571,7 @@ fn descriptors_to_keep(wanted: usize) -> usize {
         limit.rlim_cur
     };
     let room = usize::try_from(soft / 2).unwrap_or(usize::MAX);
-    if wanted > room {
+    if wanted > room && configured {
         tracing::warn!(
             wanted,
             kept = room,

@@ -384,12 +384,11 @@ pub struct CacheSettings {
     #[serde(default = "defaults::scrub_rate", deserialize_with = "scrub_rate")]
     pub scrub_rate: u64,
     /// Disk entries whose descriptors are kept open (0 keeps none): a hit
-    /// on one is a single `pread`, without opening the file again.
-    #[serde(
-        default = "defaults::open_files",
-        deserialize_with = "Count::<0, 1_000_000>::de"
-    )]
-    pub open_files: usize,
+    /// on one is a single `pread`, without opening the file again. Unset:
+    /// [`DEFAULT_OPEN_FILES`], or fewer when the descriptor limit is low
+    /// (see [`CacheSettings::open_files`]).
+    #[serde(default, deserialize_with = "configured_open_files")]
+    pub open_files: Option<usize>,
     /// Origin reads into the cache (fills) in flight at once; more wait
     /// for a free one.
     #[serde(
@@ -605,9 +604,6 @@ mod defaults {
     pub fn scrub_rate() -> u64 {
         DEFAULT_SCRUB_RATE
     }
-    pub fn open_files() -> usize {
-        DEFAULT_OPEN_FILES
-    }
     pub fn max_fills() -> usize {
         DEFAULT_MAX_FILLS
     }
@@ -646,6 +642,23 @@ mod defaults {
             empty,
         ))
         .expect("every key of a section has a default")
+    }
+}
+
+/// `cache.open_files` as written (0 to 1,000,000), told apart from unset.
+fn configured_open_files<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    Count::<0, 1_000_000>::de(d).map(Some)
+}
+
+impl CacheSettings {
+    /// How many descriptors to keep open, and whether that was configured
+    /// (a configured number that does not fit the limit is worth a
+    /// warning; the default just takes what fits).
+    pub fn open_files(&self) -> (usize, bool) {
+        match self.open_files {
+            Some(n) => (n, true),
+            None => (DEFAULT_OPEN_FILES, false),
+        }
     }
 }
 

@@ -614,3 +614,36 @@ fn an_origin_that_stops_answering_times_the_fill_out() {
     );
     assert_eq!(d.get("/healthz").status, 200);
 }
+
+#[test]
+fn the_default_open_files_fits_a_low_descriptor_limit_quietly_and_a_configured_one_is_warned() {
+    let env = Env::new();
+    env.write("a.txt", b"a");
+    env.release();
+    let low = DaemonOpts {
+        nofile: Some(4096),
+        ..DaemonOpts::default()
+    };
+    let d = Daemon::start_with(&env, &low);
+    assert_eq!(d.get("/vol/a.txt").status, 200);
+    // Logged in order: once the request's line is out, so is anything
+    // the start logged.
+    wait_for("the access line", 10, || d.log_text().contains("/vol/a.txt"));
+    assert!(
+        !d.log_text().contains("cache.open_files"),
+        "a default start warned: {}",
+        d.log_text()
+    );
+    drop(d);
+    let configured = DaemonOpts {
+        nofile: Some(4096),
+        cache: "open_files = 100000".into(),
+        ..DaemonOpts::default()
+    };
+    let d = Daemon::start_with(&env, &configured);
+    assert_eq!(d.get("/vol/a.txt").status, 200);
+    wait_for("the warning logged", 10, || {
+        d.log_text()
+            .contains("cache.open_files is more than half the descriptor limit")
+    });
+}

@@ -23,6 +23,9 @@ pub struct DaemonOpts {
     pub cache: String,
     /// Extra environment variables for the daemon.
     pub env: Vec<(String, String)>,
+    /// A descriptor limit (soft and hard) to start it with, as a service
+    /// manager would set it.
+    pub nofile: Option<u64>,
 }
 
 impl DaemonOpts {
@@ -103,7 +106,25 @@ impl Daemon {
         let serve_config = env.path().join("serve.toml");
         fs::write(&serve_config, toml::to_string(&config).unwrap()).unwrap();
         let log = env.path().join("daemon.log");
-        let mut child = Command::new(DAEMON)
+        let mut command = Command::new(DAEMON);
+        if let Some(n) = opts.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only the
+            // child about to exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                        0 => Ok(()),
+                        _ => Err(std::io::Error::last_os_error()),
+                    }
+                });
+            }
+        }
+        let mut child = command
             .arg("serve")
             .arg("--config")
             .arg(&serve_config)
