@@ -233,21 +233,143 @@ async fn reload(config: &mut Config, daemon: &Daemon, tls: Option<&Tls>) {
             Err(e) => tracing::error!("TLS certificate not reloaded, keeping the old one: {e:#}"),
         }
     }
-    if needs_restart(config, &new) {
-        tracing::warn!("listeners, origin and cache settings change only on restart");
+    let (applied, restart) = changes(config, &new);
+    if !restart.is_empty() {
+        tracing::warn!(
+            "changed, but applied only on restart: {}",
+            restart.join(", ")
+        );
     }
-    tracing::info!("configuration reloaded from {}", file.display());
+    match applied.is_empty() {
+        true => tracing::info!(
+            "configuration reloaded from {}: nothing changed that a reload applies",
+            file.display()
+        ),
+        false => tracing::info!(
+            "configuration reloaded from {}: {}",
+            file.display(),
+            applied.join("; ")
+        ),
+    }
     *config = new;
 }
 
-/// Whether a reloaded config changes what only a restart applies.
-fn needs_restart(old: &Config, new: &Config) -> bool {
-    new.daemon.listen != old.daemon.listen
-        || new.daemon.tls.as_ref().map(|t| &t.listen) != old.daemon.tls.as_ref().map(|t| &t.listen)
-        || new.cache.dir != old.cache.dir
-        || new.cache.disk_size != old.cache.disk_size
-        || new.cache.memory_size != old.cache.memory_size
-        || new.origin != old.origin
+/// What a reloaded config changes: what the reload applies (volumes one by
+/// one, and the other settings by key), and the keys only a restart
+/// applies (listeners, limits, the origin, the cache).
+fn changes(old: &Config, new: &Config) -> (Vec<String>, Vec<&'static str>) {
+    let differ =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let mut applied = Vec::new();
+    for (name, v) in &new.volumes {
+        match old.volumes.get(name) {
+            None => applied.push(format!("volume `{name}` added")),
+            Some(o) if differ(o, v) => applied.push(format!("volume `{name}` changed")),
+            Some(_) => {}
+        }
+    }
+    for name in old.volumes.keys().filter(|n| !new.volumes.contains_key(*n)) {
+        applied.push(format!("volume `{name}` removed"));
+    }
+    let tls = |c: &Config| {
+        c.daemon
+            .tls
+            .as_ref()
+            .map(|t| (t.cert.clone(), t.key.clone()))
+    };
+    let (o, n) = (&old.daemon, &new.daemon);
+    for (key, changed) in [
+        ("freshness", differ(&old.freshness, &new.freshness)),
+        (
+            "daemon.release_keys",
+            differ(&o.release_keys, &n.release_keys),
+        ),
+        ("daemon.tls.cert and key", differ(&tls(old), &tls(new))),
+        ("daemon.drain_delay", differ(&o.drain_delay, &n.drain_delay)),
+        (
+            "daemon.drain_timeout",
+            differ(&o.drain_timeout, &n.drain_timeout),
+        ),
+    ] {
+        if changed {
+            applied.push(format!("{key} changed"));
+        }
+    }
+    let tls_rest = |c: &Config| {
+        c.daemon
+            .tls
+            .as_ref()
+            .map(|t| (t.listen.clone(), t.handshake_timeout))
+    };
+    let (oc, nc) = (&old.cache, &new.cache);
+    let restart = [
+        (
+            "origin",
+            differ(
+                &(&old.origin, &old.origin_s3, &old.s3),
+                &(&new.origin, &new.origin_s3, &new.s3),
+            ),
+        ),
+        ("daemon.listen", differ(&o.listen, &n.listen)),
+        (
+            "daemon.tls.listen and handshake_timeout",
+            differ(&tls_rest(old), &tls_rest(new)),
+        ),
+        (
+            "daemon.poll_interval",
+            differ(&o.poll_interval, &n.poll_interval),
+        ),
+        ("daemon.log_format", differ(&o.log_format, &n.log_format)),
+        (
+            "daemon.max_connections",
+            differ(&o.max_connections, &n.max_connections),
+        ),
+        (
+            "daemon.max_connections_per_ip",
+            differ(&o.max_connections_per_ip, &n.max_connections_per_ip),
+        ),
+        (
+            "daemon.first_byte_timeout",
+            differ(&o.first_byte_timeout, &n.first_byte_timeout),
+        ),
+        (
+            "daemon.header_read_timeout",
+            differ(&o.header_read_timeout, &n.header_read_timeout),
+        ),
+        (
+            "daemon.write_timeout",
+            differ(&o.write_timeout, &n.write_timeout),
+        ),
+        (
+            "daemon.max_url_length",
+            differ(&o.max_url_length, &n.max_url_length),
+        ),
+        (
+            "daemon.origin_timeout",
+            differ(&o.origin_timeout, &n.origin_timeout),
+        ),
+        ("cache.dir", differ(&oc.dir, &nc.dir)),
+        ("cache.disk_size", differ(&oc.disk_size, &nc.disk_size)),
+        (
+            "cache.memory_size",
+            differ(&oc.memory_size, &nc.memory_size),
+        ),
+        (
+            "cache.memory_max_object",
+            differ(&oc.memory_max_object, &nc.memory_max_object),
+        ),
+        (
+            "cache.scrub_interval",
+            differ(&oc.scrub_interval, &nc.scrub_interval),
+        ),
+        ("cache.scrub_rate", differ(&oc.scrub_rate, &nc.scrub_rate)),
+        ("cache.open_files", differ(&oc.open_files, &nc.open_files)),
+        ("cache.max_fills", differ(&oc.max_fills, &nc.max_fills)),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect();
+    (applied, restart)
 }
 
 /// Re-verifies the disk tier in the background, one pass per interval.

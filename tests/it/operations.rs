@@ -117,15 +117,24 @@ fn sighup_reloads_volumes_and_a_bad_file_keeps_the_running_config() {
     assert_eq!(d.get("/extra/hello.txt").status, 404);
     let serve_config = env.path().join("serve.toml");
     let text = fs::read_to_string(&serve_config).unwrap();
+    assert!(text.contains("poll_interval = \"200ms\""), "{text}");
+    let slower = text.replace("poll_interval = \"200ms\"", "poll_interval = \"300ms\"");
     fs::write(
         &serve_config,
-        format!("{text}\n[volumes.extra]\ntree = \"extra\"\n"),
+        format!("{slower}\n[volumes.extra]\ntree = \"extra\"\n"),
     )
     .unwrap();
     signal(&d.child, libc::SIGHUP);
     wait_for("the reload", 10, || {
         d.log_text().contains("configuration reloaded")
     });
+    // The log says what changed, and what waits for a restart.
+    let log = d.log_text();
+    assert!(log.contains("volume `extra` added"), "{log}");
+    assert!(
+        log.contains("changed, but applied only on restart: daemon.poll_interval"),
+        "{log}"
+    );
     assert_eq!(d.get("/extra/hello.txt").body, b"added by reload");
     assert_eq!(d.get("/vol/x.txt").body, b"x");
 
@@ -628,7 +637,9 @@ fn the_default_open_files_fits_a_low_descriptor_limit_quietly_and_a_configured_o
     assert_eq!(d.get("/vol/a.txt").status, 200);
     // Logged in order: once the request's line is out, so is anything
     // the start logged.
-    wait_for("the access line", 10, || d.log_text().contains("/vol/a.txt"));
+    wait_for("the access line", 10, || {
+        d.log_text().contains("/vol/a.txt")
+    });
     assert!(
         !d.log_text().contains("cache.open_files"),
         "a default start warned: {}",
