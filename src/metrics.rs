@@ -213,6 +213,37 @@ impl Served {
         }
     }
 
+    /// Since start: requests for objects (every outcome but `none`), those
+    /// answered from a cache tier (`hit-memory`, `hit-disk`), and body
+    /// bytes sent. For the status page and API, not the request path.
+    pub fn totals(&self) -> (u64, u64, u64) {
+        let count = |outcome: Outcome| -> u64 {
+            STATUS_CLASSES
+                .iter()
+                .map(|class| {
+                    self.requests
+                        .with_label_values(&[&self.volume, outcome.as_str(), class])
+                        .get()
+                })
+                .sum()
+        };
+        let objects = Outcome::ALL
+            .into_iter()
+            .filter(|&o| o != Outcome::None)
+            .map(count)
+            .sum();
+        let hits = count(Outcome::HitMemory) + count(Outcome::HitDisk);
+        let bytes = Tier::ALL
+            .into_iter()
+            .map(|t| {
+                self.bytes_served
+                    .with_label_values(&[&self.volume, t.as_str()])
+                    .get()
+            })
+            .sum();
+        (objects, hits, bytes)
+    }
+
     /// Counts one answered request.
     pub fn request(&self, outcome: Outcome, status: u16) {
         let class = status_index(status);

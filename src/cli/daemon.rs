@@ -35,6 +35,16 @@ enum Command {
         #[arg(long, short, env = "UNIMIRROR_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Ask a running daemon what it serves: each volume's release, hit
+    /// ratio and bytes sent since it started.
+    Stats {
+        #[arg(long, short, env = "UNIMIRROR_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The daemon's base URL (default: its first `daemon.listen`
+        /// address, on loopback if it listens on all addresses).
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -66,6 +76,23 @@ fn run(cli: Cli) -> Result<()> {
                 super::Output::Batched,
             );
             serve(config)
+        }
+        Command::Stats { config, url } => {
+            let url = match url {
+                Some(u) => u,
+                None => {
+                    let c = Config::load(&config)?;
+                    let mut addr = *c.daemon.listen.first().ok_or_else(|| {
+                        anyhow::anyhow!("{}: no daemon.listen address", config.display())
+                    })?;
+                    if addr.ip().is_unspecified() {
+                        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                    }
+                    format!("http://{addr}")
+                }
+            };
+            print!("{}", stats(&url)?);
+            Ok(())
         }
         Command::CheckConfig { config } => {
             let c = Config::load(&config)?;
@@ -118,6 +145,50 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `unimirror stats`: the status API's volumes, as a table.
+fn stats(base: &str) -> Result<String> {
+    let url = format!("{}/-/api/v1/volumes", base.trim_end_matches('/'));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // rustls needs a process-wide provider; ring is the one in the build.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let body = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()?;
+        let response = client.get(&url).send().await?.error_for_status()?;
+        anyhow::Ok(response.bytes().await?)
+    });
+    let body = body.map_err(|e| anyhow::anyhow!("{url}: {e:#}"))?;
+    let doc: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| anyhow::anyhow!("{url}: not the status API: {e}"))?;
+    let mut out = format!(
+        "{:<14} {:<9} {:<10} {:>9} {:>10} {:>10}\n",
+        "volume", "kind", "release", "hit ratio", "requests", "sent"
+    );
+    for v in doc["volumes"].as_array().into_iter().flatten() {
+        let release = match v["current"]["id"].as_u64() {
+            Some(id) => format!("#{id}"),
+            None => "-".into(),
+        };
+        let ratio = match v["served"]["hit_ratio"].as_f64() {
+            Some(r) => format!("{:.1}%", r * 100.0),
+            None => "-".into(),
+        };
+        out += &format!(
+            "{:<14} {:<9} {:<10} {:>9} {:>10} {:>10}\n",
+            v["name"].as_str().unwrap_or("?"),
+            v["kind"].as_str().unwrap_or("?"),
+            release,
+            ratio,
+            v["served"]["object_requests"].as_u64().unwrap_or(0),
+            crate::progress::bytes(v["served"]["bytes_sent"].as_u64().unwrap_or(0)),
+        );
+    }
+    Ok(out)
 }
 
 /// Runs the server until a signal stops it (see [`serve::run`]).

@@ -46,6 +46,19 @@ pub struct VolumeDoc {
     /// Tag name → the release it names, as served now.
     pub tags: BTreeMap<String, u64>,
     pub last_sync: Option<LastSync>,
+    /// What this daemon served of it since it started.
+    pub served: ServedDoc,
+}
+
+#[derive(Serialize)]
+pub struct ServedDoc {
+    /// Requests for objects (files), and those answered from a cache tier.
+    pub object_requests: u64,
+    pub hits: u64,
+    /// `hits / object_requests`, or null before the first.
+    pub hit_ratio: Option<f64>,
+    /// Response body bytes sent.
+    pub bytes_sent: u64,
 }
 
 #[derive(Serialize)]
@@ -153,6 +166,7 @@ fn volume_doc(v: &Volume) -> VolumeDoc {
             }),
         ),
     };
+    let (object_requests, hits, bytes_sent) = v.served.totals();
     let mut doc = VolumeDoc {
         name: v.name.to_string(),
         kind,
@@ -161,6 +175,12 @@ fn volume_doc(v: &Volume) -> VolumeDoc {
         current: None,
         tags: BTreeMap::new(),
         last_sync: None,
+        served: ServedDoc {
+            object_requests,
+            hits,
+            hit_ratio: (object_requests > 0).then(|| hits as f64 / object_requests as f64),
+            bytes_sent,
+        },
     };
     if let VolumeKind::Released(r) = &v.kind {
         let tags = r.tag_names();

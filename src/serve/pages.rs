@@ -185,8 +185,12 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
             ),
             None => "-".to_string(),
         };
+        let hits = match doc.served.hit_ratio {
+            Some(r) => format!("{:.1}% of {}", r * 100.0, doc.served.object_requests),
+            None => "-".to_string(),
+        };
         rows += &format!(
-            "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             escape(&url),
             escape(&v.name),
             match doc.kind {
@@ -195,7 +199,9 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
             },
             escape(&release),
             escape(&tags.join(", ")),
-            escape(&synced)
+            escape(&synced),
+            escape(&hits),
+            escape(&crate::progress::bytes(doc.served.bytes_sent))
         );
         let proxied = matches!(v.kind, VolumeKind::Proxy(_));
         let hint = match v.upstream.clone().or_else(|| guess_upstream(v)) {
@@ -218,7 +224,7 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
     }
     format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>unimirror</title></head>\n<body>\n\
-         <h1>unimirror on {}</h1>\n<p>Up for {}.</p>\n<table>\n<tr><th>volume</th><th>kind</th><th>release</th><th>tags</th><th>last sync</th></tr>\n{rows}</table>\n\
+         <h1>unimirror on {}</h1>\n<p>Up for {}.</p>\n<table>\n<tr><th>volume</th><th>kind</th><th>release</th><th>tags</th><th>last sync</th><th>hit ratio</th><th>served</th></tr>\n{rows}</table>\n\
          <h2>Using this mirror</h2>\n{setup}\
          <p><a href=\"/-/api/v1/volumes\">status API</a> · <a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">healthz</a> · <a href=\"/readyz\">readyz</a></p>\n\
          </body></html>\n",

@@ -25,6 +25,8 @@ const VOLATILE: &[&str] = &[
     "duration_seconds",
     "user",
     "host",
+    // What the daemon served depends on how often the test polled it.
+    "served",
 ];
 
 /// A wheel volume synced twice (the first release tagged `passed-ci`) and
@@ -277,4 +279,55 @@ fn a_failed_sync_is_recorded_on_the_origin_and_shown_by_the_api() {
     assert_eq!(d.get("/-/api/v1/volumes/wheel/releases/7").status, 404);
     assert_eq!(d.get("/-/api/v1/volumes/nope/releases").status, 404);
     assert_eq!(d.get("/-/api/v1/nothing").status, 404);
+}
+
+#[test]
+fn stats_and_the_home_page_show_each_volumes_hit_ratio() {
+    let (_env, d) = served();
+    let vol = || -> Value {
+        let v: Value = serde_json::from_str(&d.get("/-/api/v1/volumes").text()).unwrap();
+        let vols = v["volumes"].as_array().unwrap().clone();
+        vols.into_iter().find(|v| v["name"] == "vol").unwrap()
+    };
+    // Until one answer comes from a cache tier (the first fills it).
+    wait_for("a hit", 10, || {
+        d.get("/vol/a.whl");
+        vol()["served"]["hits"].as_u64().unwrap() > 0
+    });
+    let vol = vol();
+    let served = &vol["served"];
+    let (requests, hits) = (
+        served["object_requests"].as_u64().unwrap(),
+        served["hits"].as_u64().unwrap(),
+    );
+    assert!(hits > 0 && requests > hits, "{served}");
+    let ratio = served["hit_ratio"].as_f64().unwrap();
+    assert!((ratio - hits as f64 / requests as f64).abs() < 1e-9);
+
+    let out = Command::new(DAEMON)
+        .args(["stats", "--url", &format!("http://{}", d.addr)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    let line = table.lines().find(|l| l.starts_with("vol ")).unwrap();
+    let shown = format!("{:.1}%", ratio * 100.0);
+    assert!(line.contains(&shown) && line.contains(" #1 "), "{table}");
+
+    let page = d.get("/").text();
+    assert!(
+        page.contains(&format!("{shown} of {requests}")),
+        "the / page shows the same ratio: {page}"
+    );
+    // A daemon that is not there is a clear error.
+    let out = Command::new(DAEMON)
+        .args(["stats", "--url", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("http://127.0.0.1:9/-/api/v1/volumes"),
+        "{}",
+        stderr(&out)
+    );
 }
