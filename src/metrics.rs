@@ -299,6 +299,8 @@ pub struct Metrics {
     cache_write_failures: IntCounterVec,
     /// 1 while fills are held back for want of disk space
     pub cache_disk_full: IntGauge,
+    /// 1 when the last readiness probe (`/readyz`) passed
+    pub ready: IntGauge,
     /// volume, result: loaded (read from the origin and verified), refused
     pub manifest_loads: IntCounterVec,
     /// Fills reading the origin now.
@@ -481,6 +483,14 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            ready: reg(
+                &registry,
+                IntGauge::new(
+                    "unimirror_ready",
+                    "1 when the last /readyz answered 200, 0 when it answered 503 (1 until the first)",
+                )
+                .expect("valid metric"),
+            ),
             manifest_loads: counter(
                 "unimirror_manifest_loads_total",
                 "Release manifests read from the origin and verified (loaded), or refused as damaged, by volume",
@@ -528,6 +538,9 @@ impl Metrics {
             registry,
         };
         metrics.touch_fixed();
+        // Load balancers ask /readyz often; until the first, nothing says
+        // the daemon is unready.
+        metrics.ready.set(1);
         metrics
     }
 

@@ -38,8 +38,12 @@ pub async fn own_page(
         b"" => html(home(daemon, headers)),
         b"healthz" => text(StatusCode::OK, "ok\n"),
         b"readyz" => match daemon.unready().await {
-            None => text(StatusCode::OK, "ready\n"),
+            None => {
+                daemon.metrics.ready.set(1);
+                text(StatusCode::OK, "ready\n")
+            }
             Some(why) => {
+                daemon.metrics.ready.set(0);
                 // Load balancers ask often; a drain was logged once.
                 if !daemon.draining() {
                     tracing::warn!("not ready: {why}");

@@ -13,6 +13,7 @@ mod config;
 mod daemon;
 mod faults;
 mod hostile;
+mod kit;
 mod ondemand;
 mod openpgp;
 mod operations;

@@ -448,11 +448,15 @@ fn own_pages_health_readiness_metrics_and_home() {
     let vol = env.origin().join("vol");
     let moved = env.origin().join("vol.away");
     fs::rename(&vol, &moved).unwrap();
+    assert_eq!(d.metric("unimirror_ready", &[]), 1.0);
     let r = d.get("/readyz");
     assert_eq!(r.status, 503);
     assert!(r.text().contains("vol"));
+    // The gauge an alert watches follows the last answer.
+    assert_eq!(d.metric("unimirror_ready", &[]), 0.0);
     fs::rename(&moved, &vol).unwrap();
     assert_eq!(d.get("/readyz").status, 200);
+    assert_eq!(d.metric("unimirror_ready", &[]), 1.0);
 }
 
 #[test]
