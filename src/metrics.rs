@@ -291,6 +291,12 @@ pub struct Metrics {
     cache_bytes: IntGaugeVec,
     /// tier (through [`Metrics::cache_entries`])
     cache_entries: IntGaugeVec,
+    /// tier (through [`Metrics::cache_budget`])
+    cache_budget: IntGaugeVec,
+    /// Bytes the disk tier's scrub re-hashed.
+    pub scrub_bytes: IntCounter,
+    /// When the scrub last finished a pass (0: never).
+    pub scrub_last_pass: IntGauge,
     /// tier (through [`Metrics::cache_evictions`])
     cache_evictions: IntCounterVec,
     /// where: origin, disk (through [`Metrics::integrity_failures`])
@@ -329,6 +335,12 @@ impl Metrics {
     /// Entries held by a cache tier.
     pub fn cache_entries(&self, tier: Tier) -> IntGauge {
         self.cache_entries.with_label_values(&[tier.as_str()])
+    }
+
+    /// The byte budget of a cache tier (`cache.disk_size`,
+    /// `cache.memory_size`), to draw usage against.
+    pub fn cache_budget(&self, tier: Tier) -> IntGauge {
+        self.cache_budget.with_label_values(&[tier.as_str()])
     }
 
     /// Entries a cache tier let go to make room.
@@ -460,6 +472,27 @@ impl Metrics {
                 "Objects held by each cache tier",
                 &["tier"],
             ),
+            cache_budget: gauge(
+                "unimirror_cache_budget_bytes",
+                "The byte budget of each cache tier (cache.disk_size, cache.memory_size)",
+                &["tier"],
+            ),
+            scrub_bytes: reg(
+                &registry,
+                IntCounter::new(
+                    "unimirror_scrub_bytes_total",
+                    "Bytes the disk tier's scrub re-hashed",
+                )
+                .expect("valid metric"),
+            ),
+            scrub_last_pass: reg(
+                &registry,
+                IntGauge::new(
+                    "unimirror_scrub_last_pass_timestamp_seconds",
+                    "When the disk tier's scrub last finished a pass (Unix time; 0 before the first)",
+                )
+                .expect("valid metric"),
+            ),
             cache_evictions: counter(
                 "unimirror_cache_evictions_total",
                 "Objects evicted from each cache tier to stay within its budget",
@@ -551,6 +584,7 @@ impl Metrics {
         for tier in [Tier::Memory, Tier::Disk] {
             self.cache_bytes(tier);
             self.cache_entries(tier);
+            self.cache_budget(tier);
             self.cache_evictions(tier);
             self.integrity_failures(tier);
         }
@@ -565,8 +599,8 @@ impl Metrics {
 
     /// Makes a served volume's series exist at zero (see
     /// [`Metrics::touch_fixed`]): requests by outcome and status class,
-    /// bytes by tier, fills, origin errors and reads by source; a released
-    /// volume's manifest loads, a proxy's refused pages.
+    /// bytes by tier, fills, their durations, origin errors and reads by
+    /// source; a released volume's manifest loads, a proxy's refused pages.
     pub fn touch_volume(&self, volume: &str, released: bool, proxy: bool) {
         for outcome in Outcome::ALL {
             for class in STATUS_CLASSES {
@@ -585,6 +619,8 @@ impl Metrics {
         for from in FillSource::ALL {
             self.fills(volume, from);
             self.read_bytes(volume, from);
+            self.origin_fetch_seconds
+                .with_label_values(&[volume, from.as_str()]);
         }
         if released {
             for result in ["loaded", "refused"] {

@@ -1077,6 +1077,7 @@ impl DiskTier {
                 bad += 1;
             }
             read += entry.size;
+            self.metrics.scrub_bytes.inc_by(entry.size);
             let due = Duration::from_secs_f64(read as f64 / rate as f64);
             if let Some(ahead) = due.checked_sub(started.elapsed()) {
                 std::thread::sleep(ahead);

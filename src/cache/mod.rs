@@ -196,6 +196,12 @@ impl Cache {
             descriptors_to_keep(config.open_files()),
             metrics.clone(),
         )?);
+        metrics
+            .cache_budget(Tier::Disk)
+            .set(config.disk_size as i64);
+        metrics
+            .cache_budget(Tier::Memory)
+            .set(config.memory_size as i64);
         let memory = (config.memory_size > 0).then(|| {
             // Estimated entries: the budget over a typical small object.
             let items = (config.memory_size / (16 << 10)).clamp(64, 1 << 22) as usize;

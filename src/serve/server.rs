@@ -378,12 +378,15 @@ fn spawn_scrub(daemon: &Arc<Daemon>, config: &Config) -> Option<tokio::task::Joi
     if interval.is_zero() {
         return None;
     }
-    let cache = daemon.cache.clone();
+    let (cache, metrics) = (daemon.cache.clone(), daemon.metrics.clone());
     Some(tokio::spawn(async move {
         loop {
             tokio::time::sleep(interval).await;
             let c = cache.clone();
             let bad = tokio::task::spawn_blocking(move || c.scrub(rate)).await;
+            metrics
+                .scrub_last_pass
+                .set(crate::dates::http_seconds(std::time::SystemTime::now()) as i64);
             tracing::info!(corrupt = bad.unwrap_or(0), "disk cache scrub finished");
         }
     }))

@@ -298,6 +298,11 @@ fn a_flipped_byte_in_the_disk_cache_is_dropped_and_refetched() {
     };
     let d = Daemon::start_with(&env, &opts);
     assert_eq!(d.get("/vol/pkg.whl").header("x-cache"), Some("hit-disk"));
+    // Its progress is exposed: bytes re-hashed and the last pass's time.
+    wait_for("a finished scrub pass", 20, || {
+        d.metric("unimirror_scrub_last_pass_timestamp_seconds", &[]) > 0.0
+    });
+    assert!(d.metric("unimirror_scrub_bytes_total", &[]) >= content.len() as f64);
     flip();
     wait_for("the scrub to find the flipped byte", 20, || {
         d.metric_or_zero("unimirror_integrity_failures_total", &[("where", "disk")]) == 1.0
@@ -323,6 +328,15 @@ fn a_workload_five_times_the_disk_budget_stays_within_it() {
         ..Default::default()
     };
     let mut d = Daemon::start_with(&env, &opts);
+    // The budget is exposed, for dashboards to draw usage against.
+    assert_eq!(
+        d.metric("unimirror_cache_budget_bytes", &[("tier", "disk")]) as u64,
+        budget
+    );
+    assert_eq!(
+        d.metric("unimirror_cache_budget_bytes", &[("tier", "memory")]),
+        0.0
+    );
     let content = env.path().join("cache/content-v2");
     let mut peak = 0;
     for round in 0..2 {

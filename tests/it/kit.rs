@@ -1,7 +1,7 @@
 //! The operator's kit against the real thing: the alert rules pass
-//! `promtool check rules` and their unit tests, every metric they query is
-//! in a live daemon's `/metrics` or the updater's textfile, and both pass
-//! `promtool check metrics`.
+//! `promtool check rules` and their unit tests, every metric they and the
+//! Grafana dashboard query is in a live daemon's `/metrics` or the
+//! updater's textfile, and both pass `promtool check metrics`.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -14,6 +14,10 @@ use crate::common::*;
 const RULES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/contrib/prometheus/unimirror-alerts.yml"
+);
+const DASHBOARD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/contrib/grafana/unimirror.json"
 );
 
 fn promtool(args: &[&str], stdin: Option<&str>, dir: &Path) -> std::process::Output {
@@ -48,15 +52,74 @@ fn names(text: &str) -> BTreeSet<String> {
     found
 }
 
+/// Every PromQL expression in a Grafana dashboard's panels.
+fn exprs(value: &serde_json::Value, found: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("expr", serde_json::Value::String(e)) => found.push(e.clone()),
+                    _ => exprs(v, found),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| exprs(v, found)),
+        _ => {}
+    }
+}
+
+/// The dashboard has what the issue asks of it: the two variables, the
+/// four rows, and queries in each.
+fn dashboard() -> Vec<String> {
+    let text = fs::read_to_string(DASHBOARD).unwrap();
+    let board: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let variables: Vec<&str> = board["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    for wanted in ["instance", "volume"] {
+        assert!(variables.contains(&wanted), "{variables:?}");
+    }
+    let panels = board["panels"].as_array().unwrap();
+    let rows: Vec<&str> = panels
+        .iter()
+        .filter(|p| p["type"] == "row")
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rows,
+        ["Overview", "Origin and upstream", "Cache", "Releases"]
+    );
+    // Each row holds panels with queries.
+    let mut row = 0;
+    let mut queried = vec![0; rows.len()];
+    for p in panels {
+        if p["type"] == "row" {
+            row += 1;
+        } else {
+            let mut found = Vec::new();
+            exprs(p, &mut found);
+            queried[row - 1] += found.len();
+        }
+    }
+    assert!(queried.iter().all(|&n| n > 0), "{queried:?}");
+    let mut all = Vec::new();
+    exprs(&board, &mut all);
+    all
+}
+
 #[test]
-fn alert_rules_pass_promtool_and_query_only_metrics_that_exist() {
+fn alert_rules_and_dashboard_pass_promtool_and_query_only_metrics_that_exist() {
     let dir = Path::new(RULES).parent().unwrap();
     let out = promtool(&["check", "rules", "unimirror-alerts.yml"], None, dir);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let out = promtool(&["test", "rules", "unimirror-alerts.test.yml"], None, dir);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
 
-    // A daemon serving a synced volume, and the updater's textfile.
+    // A daemon serving a synced volume and a proxy (its upstream never
+    // asked here), and the updater's textfile.
     let env = Env::new();
     let build = env.path().join("build/ubuntu-24.04-x86_64");
     fs::create_dir_all(&build).unwrap();
@@ -71,7 +134,7 @@ fn alert_rules_pass_promtool_and_query_only_metrics_that_exist() {
     let config = fs::read_to_string(env.config()).unwrap();
     fs::write(
         env.config(),
-        format!("{config}\n[volumes.vol.upstream]\ntype = \"wheel\"\ndirectory = \"build\"\n\n[sync]\nmetrics_dir = \"metrics\"\n"),
+        format!("{config}\n[volumes.vol.upstream]\ntype = \"wheel\"\ndirectory = \"build\"\n\n[sync]\nmetrics_dir = \"metrics\"\n\n[volumes.proxied]\nproxy = {{ type = \"pypi\", url = \"http://127.0.0.1:9/simple/\" }}\n"),
     )
     .unwrap();
     env.update_ok(&["sync", "vol"]);
@@ -88,6 +151,32 @@ fn alert_rules_pass_promtool_and_query_only_metrics_that_exist() {
         assert!(
             exposed.contains(name),
             "the rules query {name}, which neither /metrics nor the textfile has"
+        );
+    }
+    // The dashboard's queries parse: promtool checks them as recording
+    // rules, with Grafana's variables put in as Grafana would.
+    let queries = dashboard();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, q) in queries.iter().enumerate() {
+        let q = q
+            .replace("$__rate_interval", "5m")
+            .replace("$__range", "6h")
+            .replace("$instance", ".*")
+            .replace("$volume", ".*");
+        let quoted = serde_json::to_string(&q).unwrap();
+        rules += &format!("      - record: dashboard_{i}\n        expr: {quoted}\n");
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    fs::write(scratch.path().join("dashboard.yml"), rules).unwrap();
+    let out = promtool(&["check", "rules", "dashboard.yml"], None, scratch.path());
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    let panels = names(&queries.join("\n"));
+    assert!(panels.len() >= 25, "{panels:?}");
+    for name in &panels {
+        assert!(
+            exposed.contains(name),
+            "the dashboard queries {name}, which neither /metrics nor the textfile has"
         );
     }
 
