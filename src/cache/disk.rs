@@ -69,6 +69,9 @@ pub struct DiskEntry {
     /// Its file is in place (a commit admits the entry first, evicts to
     /// make room, and only then moves the file in).
     present: AtomicBool,
+    /// Unix seconds of its last hit since start, else of when it was
+    /// stored (its file's mtime): what `unimirror cache ls` shows.
+    last_hit: AtomicU64,
 }
 
 /// What a disk entry's file holds, and so where it lives.
@@ -88,14 +91,25 @@ pub enum Kind {
 pub const RECORD_LEN: usize = 130;
 
 impl DiskEntry {
-    fn new(size: u64, kind: Kind, verified: bool, present: bool) -> Arc<DiskEntry> {
+    fn new(size: u64, kind: Kind, verified: bool, present: bool, stored: u64) -> Arc<DiskEntry> {
         Arc::new(DiskEntry {
             size,
             kind,
             verified: AtomicBool::new(verified),
             present: AtomicBool::new(present),
+            last_hit: AtomicU64::new(stored),
         })
     }
+
+    /// Notes a hit now. A relaxed store: the time is for people, and a
+    /// hit a second later losing the race changes nothing they can see.
+    fn hit(&self) {
+        self.last_hit.store(unix_now(), Ordering::Relaxed);
+    }
+}
+
+fn unix_now() -> u64 {
+    crate::dates::http_seconds(std::time::SystemTime::now())
 }
 
 /// A verified entry kept open for its next hits. A small one the memory
@@ -510,13 +524,14 @@ impl DiskTier {
         }
         found.sort_by_key(|(mtime, ..)| *mtime);
         let n = found.len();
-        for (_, sha, size, kind) in found {
+        for (mtime, sha, size, kind) in found {
             self.bytes.fetch_add(size, Ordering::Relaxed);
             // Records and documents are checked by their readers on
             // every read instead.
             let verified = kind != Kind::Content;
+            let stored = crate::dates::http_seconds(mtime);
             self.index
-                .insert(sha, DiskEntry::new(size, kind, verified, true));
+                .insert(sha, DiskEntry::new(size, kind, verified, true, stored));
         }
         self.update_gauges();
         tracing::info!(
@@ -544,6 +559,23 @@ impl DiskTier {
             .is_some_and(|e| e.kind == Kind::Content && e.present.load(Ordering::Acquire))
     }
 
+    /// The size of object `sha` and the Unix seconds of its last hit (or,
+    /// not hit since start, of when it was stored), if the tier holds it.
+    pub fn describe(&self, sha: &Sha256Digest) -> Option<(u64, u64)> {
+        self.index
+            .peek(sha)
+            .filter(|e| e.kind == Kind::Content && e.present.load(Ordering::Acquire))
+            .map(|e| (e.size, e.last_hit.load(Ordering::Relaxed)))
+    }
+
+    /// Notes a hit of `sha` served from another tier (the memory tier's
+    /// objects are on disk too), without counting it for eviction.
+    pub fn note_hit(&self, sha: &Sha256Digest) {
+        if let Some(e) = self.index.peek(sha) {
+            e.hit();
+        }
+    }
+
     /// The size of object `sha`, if the tier holds it.
     pub fn size_of(&self, sha: &Sha256Digest) -> Option<u64> {
         self.index
@@ -559,6 +591,7 @@ impl DiskTier {
         if !entry.present.load(Ordering::Acquire) || entry.kind != Kind::Content {
             return None; // being committed
         }
+        entry.hit();
         if let Some(open) = self.kept(sha) {
             return Some(open);
         }
@@ -607,6 +640,7 @@ impl DiskTier {
         {
             return None;
         }
+        entry.hit();
         if let Some(open) = self.kept(sha) {
             // Verified when it was kept; a mapping is exactly its size.
             if let Some(m) = open.mapping() {
@@ -937,7 +971,7 @@ impl DiskTier {
         mut reservation: Option<&mut Reservation>,
     ) -> io::Result<()> {
         let path = entry_path(&self.dir, sha, kind);
-        let entry = DiskEntry::new(size, kind, true, false);
+        let entry = DiskEntry::new(size, kind, true, false, unix_now());
         let discard = |reservation: &mut Option<&mut Reservation>| {
             let _ = std::fs::remove_file(temp);
             if let Some(r) = reservation {

@@ -182,6 +182,18 @@ pub struct Cache {
     plain_shas: quick_cache::sync::Cache<ObjectKey, Sha256Digest>,
 }
 
+/// What [`Cache::describe`] found of an object.
+#[derive(Debug, Clone, Copy)]
+pub struct Cached {
+    pub size: u64,
+    /// The fastest tier holding it: memory (then also usually on disk) or
+    /// disk.
+    pub tier: Tier,
+    /// Unix seconds of its last hit since start, else of when it was
+    /// stored; unknown for an object only the memory tier still holds.
+    pub last_hit: Option<u64>,
+}
+
 impl Cache {
     /// Opens the disk tier (sweeping and re-admitting what is there) and
     /// creates the memory tier.
@@ -242,6 +254,7 @@ impl Cache {
     /// [`miss`]: Cache::miss
     pub async fn hit(self: &Arc<Self>, sha: &Sha256Digest, size: u64) -> Option<Source> {
         if let Some(bytes) = self.memory.as_ref().and_then(|m| m.get(sha)) {
+            self.disk.note_hit(sha);
             return Some(Source::Memory(bytes));
         }
         let memory_size = size <= self.settings.memory_max_object && self.memory_enabled();
@@ -294,6 +307,26 @@ impl Cache {
             self.disk.drop_record(&key);
         }
         record
+    }
+
+    /// Where object `sha` is cached, its size and its last hit, for
+    /// `unimirror cache ls`; `None` if no tier holds it.
+    pub fn describe(&self, sha: &Sha256Digest) -> Option<Cached> {
+        let disk = self.disk.describe(sha);
+        let memory = self.memory.as_ref().and_then(|m| m.peek(sha));
+        match (memory, disk) {
+            (Some(bytes), disk) => Some(Cached {
+                size: bytes.len() as u64,
+                tier: Tier::Memory,
+                last_hit: disk.map(|(_, t)| t),
+            }),
+            (None, Some((size, t))) => Some(Cached {
+                size,
+                tier: Tier::Disk,
+                last_hit: Some(t),
+            }),
+            (None, None) => None,
+        }
     }
 
     /// Whether the disk tier holds `sha` (without verifying it).

@@ -16,7 +16,12 @@ use crate::serve;
 #[command(
     name = "unimirror",
     version,
-    about = "Caching mirror daemon for package ecosystems"
+    about = "Caching mirror daemon for package ecosystems",
+    after_help = "Examples:\n  \
+    unimirror serve --config /etc/unimirror/unimirror.toml\n  \
+    unimirror check-config\n  \
+    unimirror stats                             # hit ratio per volume of the running daemon\n\n\
+    Exit codes: 0 done, 1 failed, 2 bad command line or configuration."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -26,18 +31,31 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve the configured volumes over HTTP.
+    #[command(after_help = "Examples:\n  \
+    unimirror serve\n  \
+    UNIMIRROR_LOG=debug unimirror serve --config ./unimirror.toml")]
     Serve {
+        /// The configuration file.
         #[arg(long, short, env = "UNIMIRROR_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
-    /// Check a configuration file and print what it configures.
+    /// Check a configuration file, and what `serve` and `sync` will need
+    /// (key files, upstream directories), and print what it configures.
+    #[command(
+        after_help = "Example:\n  unimirror check-config --config /etc/unimirror/unimirror.toml"
+    )]
     CheckConfig {
+        /// The configuration file.
         #[arg(long, short, env = "UNIMIRROR_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Ask a running daemon what it serves: each volume's release, hit
     /// ratio and bytes sent since it started.
+    #[command(after_help = "Examples:\n  \
+    unimirror stats\n  \
+    unimirror stats --url http://mirror.example:8080")]
     Stats {
+        /// The configuration file (for the daemon's address).
         #[arg(long, short, env = "UNIMIRROR_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// The daemon's base URL (default: its first `daemon.listen`
@@ -45,6 +63,46 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// What a running daemon has cached.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+    /// Write the man pages and shell completions of both binaries (for
+    /// packaging).
+    #[command(hide = true)]
+    Generate {
+        /// Where: `man/` and `completions/` are made in it.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CacheCommand {
+    /// List the cached files of each released volume's current release:
+    /// last hit, tier, size and path, most recently hit first.
+    #[command(after_help = "Examples:\n  \
+    unimirror cache ls\n  \
+    unimirror cache ls --volume ubuntu\n  \
+    unimirror cache ls --volume ubuntu --paths > used   # for unimirror-update materialize --paths")]
+    Ls {
+        /// Only this volume.
+        #[arg(long)]
+        volume: Option<String>,
+        /// Print only the paths, one per line.
+        #[arg(long)]
+        paths: bool,
+        /// The configuration file (for the daemon's address).
+        #[arg(long, short, env = "UNIMIRROR_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The daemon's base URL (default: its first `daemon.listen`
+        /// address, on loopback if it listens on all addresses).
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+/// The command line's definition, for man pages and completions.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 pub fn main() -> ExitCode {
@@ -78,22 +136,20 @@ fn run(cli: Cli) -> Result<()> {
             serve(config)
         }
         Command::Stats { config, url } => {
-            let url = match url {
-                Some(u) => u,
-                None => {
-                    let c = Config::load(&config)?;
-                    let mut addr = *c.daemon.listen.first().ok_or_else(|| {
-                        anyhow::anyhow!("{}: no daemon.listen address", config.display())
-                    })?;
-                    if addr.ip().is_unspecified() {
-                        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                    }
-                    format!("http://{addr}")
-                }
-            };
-            print!("{}", stats(&url)?);
+            print!("{}", stats(&daemon_url(&config, url)?)?);
             Ok(())
         }
+        Command::Cache(CacheCommand::Ls {
+            volume,
+            paths,
+            config,
+            url,
+        }) => {
+            let base = daemon_url(&config, url)?;
+            print!("{}", cache_ls(&base, volume.as_deref(), paths)?);
+            Ok(())
+        }
+        Command::Generate { dir } => super::generate::generate(&dir),
         Command::CheckConfig { config } => {
             let c = Config::load(&config)?;
             let problems = c.check_world();
@@ -147,24 +203,52 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// `unimirror stats`: the status API's volumes, as a table.
-fn stats(base: &str) -> Result<String> {
-    let url = format!("{}/-/api/v1/volumes", base.trim_end_matches('/'));
+/// The running daemon's base URL: `--url`, else from the configuration.
+fn daemon_url(config: &std::path::Path, url: Option<String>) -> Result<String> {
+    if let Some(u) = url {
+        return Ok(u.trim_end_matches('/').to_string());
+    }
+    let c = Config::load(config)?;
+    let mut addr = *c
+        .daemon
+        .listen
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("{}: no daemon.listen address", config.display()))?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    Ok(format!("http://{addr}"))
+}
+
+/// GETs a status API path (`/-/api/v1/<path>`) of the daemon at `base`.
+/// The API's own error message when it answers one.
+fn api_get(base: &str, path: &str) -> Result<serde_json::Value> {
+    let url = format!("{base}/-/api/v1/{path}");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     // rustls needs a process-wide provider; ring is the one in the build.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let body = runtime.block_on(async {
+    let answer = runtime.block_on(async {
         let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(60))
             .build()?;
-        let response = client.get(&url).send().await?.error_for_status()?;
-        anyhow::Ok(response.bytes().await?)
+        let response = client.get(&url).send().await?;
+        anyhow::Ok((response.status(), response.bytes().await?))
     });
-    let body = body.map_err(|e| anyhow::anyhow!("{url}: {e:#}"))?;
+    let (status, body) = answer.map_err(|e| anyhow::anyhow!("{url}: {e:#}"))?;
     let doc: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| anyhow::anyhow!("{url}: not the status API: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("{url}: {status}, not the status API: {e}"))?;
+    if !status.is_success() {
+        let why = doc["error"].as_str().unwrap_or("no reason given");
+        anyhow::bail!("{url}: {status}: {why}");
+    }
+    Ok(doc)
+}
+
+/// `unimirror stats`: the status API's volumes, as a table.
+fn stats(base: &str) -> Result<String> {
+    let doc = api_get(base, "volumes")?;
     let mut out = format!(
         "{:<14} {:<9} {:<10} {:>9} {:>10} {:>10}\n",
         "volume", "kind", "release", "hit ratio", "requests", "sent"
@@ -187,6 +271,58 @@ fn stats(base: &str) -> Result<String> {
             v["served"]["object_requests"].as_u64().unwrap_or(0),
             crate::progress::bytes(v["served"]["bytes_sent"].as_u64().unwrap_or(0)),
         );
+    }
+    Ok(out)
+}
+
+/// `unimirror cache ls`: the cached paths of one released volume, or of
+/// each, from the status API.
+fn cache_ls(base: &str, volume: Option<&str>, paths_only: bool) -> Result<String> {
+    let names: Vec<String> = match volume {
+        Some(v) => vec![v.to_string()],
+        None => api_get(base, "volumes")?["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| v["kind"] == "released")
+            .filter_map(|v| v["name"].as_str().map(String::from))
+            .collect(),
+    };
+    let mut out = String::new();
+    for name in names {
+        let list = api_get(base, &format!("volumes/{name}/cache"))?;
+        let entries = list["entries"].as_array().cloned().unwrap_or_default();
+        if paths_only {
+            for e in &entries {
+                out += e["path"].as_str().unwrap_or("?");
+                out.push('\n');
+            }
+            continue;
+        }
+        let release = match list["release"].as_u64() {
+            Some(id) => format!("release #{id}"),
+            None => "no release yet".into(),
+        };
+        out += &format!(
+            "{name} ({release}): {} paths cached, {}\n",
+            list["paths"].as_u64().unwrap_or(0),
+            crate::progress::bytes(list["bytes"].as_u64().unwrap_or(0)),
+        );
+        if !entries.is_empty() {
+            out += &format!(
+                "  {:<20}  {:<6}  {:>10}  path\n",
+                "last hit", "tier", "size"
+            );
+        }
+        for e in &entries {
+            out += &format!(
+                "  {:<20}  {:<6}  {:>10}  {}\n",
+                e["last_hit"].as_str().unwrap_or("-"),
+                e["tier"].as_str().unwrap_or("?"),
+                crate::progress::bytes(e["size"].as_u64().unwrap_or(0)),
+                e["path"].as_str().unwrap_or("?"),
+            );
+        }
     }
     Ok(out)
 }

@@ -2,6 +2,7 @@
 //! exit codes and error reporting (the full chain of causes, one per line).
 
 pub mod daemon;
+pub mod generate;
 pub mod log_output;
 pub mod update;
 

@@ -14,7 +14,12 @@ use crate::release::{self, ReleaseOptions, gc, rollback, status, tag};
 #[command(
     name = "unimirror-update",
     version,
-    about = "Publishes the volumes unimirror serves"
+    about = "Publishes the volumes unimirror serves",
+    after_help = "Examples:\n  \
+    unimirror-update sync pypi                  # fetch, verify and release\n  \
+    unimirror-update status                     # every volume's release and last sync\n  \
+    unimirror-update rollback ubuntu            # back to the previous release\n\n\
+    Exit codes: 0 done, 1 failed, 2 bad command line or configuration, 75 busy (another writer holds the volume)."
 )]
 struct Cli {
     /// The configuration file.
@@ -31,7 +36,12 @@ struct Cli {
 enum Command {
     /// Fetch the volume's upstream into its staging tree, verify it, and
     /// release it.
+    #[command(after_help = "Examples:\n  \
+    unimirror-update sync pypi\n  \
+    unimirror-update sync ubuntu --dry-run       # what would be fetched\n  \
+    unimirror-update sync wheel --prune --wait   # from a timer: queue behind a running gc")]
     Sync {
+        /// The volume, as named in the configuration (`[volumes.<name>]`).
         volume: String,
         /// Fetch and verify, but do not release.
         #[arg(long)]
@@ -39,8 +49,8 @@ enum Command {
         /// Say what would be fetched, and change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Wait for a running sync, release, rollback or gc of this volume
-        /// instead of failing.
+        /// Wait for a running sync, release, tag, rollback or gc of this
+        /// volume instead of failing with exit code 75.
         #[arg(long)]
         wait: bool,
         /// Wheel volumes: drop wheels the build output no longer has.
@@ -52,7 +62,11 @@ enum Command {
         allow_older: bool,
     },
     /// Publish the volume's staging tree (or --from DIR) as a new release.
+    #[command(after_help = "Examples:\n  \
+    unimirror-update release docs --from /srv/build/docs\n  \
+    unimirror-update release pypi-frozen --from-release pypi@passed-ci   # no copy")]
     Release {
+        /// The volume, as named in the configuration.
         volume: String,
         /// Publish this directory tree instead of the staging tree.
         #[arg(long, value_name = "DIR", conflicts_with = "from_release")]
@@ -64,36 +78,53 @@ enum Command {
         /// Rehash every file instead of trusting size, mtime and inode.
         #[arg(long)]
         verify: bool,
-        /// Wait for a running release, rollback or gc instead of failing.
+        /// Wait for a running sync, release, tag, rollback or gc of this
+        /// volume instead of failing with exit code 75.
         #[arg(long)]
         wait: bool,
     },
     /// Copy remote entries of the current (on-demand) release into the
     /// origin's object store, and release the same tree with them as
     /// ordinary files.
+    #[command(after_help = "Examples:\n  \
+    unimirror-update materialize ubuntu                       # every remote entry\n  \
+    unimirror cache ls --volume ubuntu --paths > used && unimirror-update materialize ubuntu --paths used")]
     Materialize {
+        /// The volume, as named in the configuration.
         volume: String,
         /// Only these paths, one per line (as served, or as asked for with
         /// the volume's prefix: e.g. the access log's upstream fills).
         #[arg(long, value_name = "FILE")]
         paths: Option<PathBuf>,
-        /// Wait for a running sync, release, rollback or gc instead of failing.
+        /// Wait for a running sync, release, tag, rollback or gc of this
+        /// volume instead of failing with exit code 75.
         #[arg(long)]
         wait: bool,
     },
-    /// Show the current release of each volume, its age and the retained ones.
+    /// Show the current release of each volume, its age and the retained
+    /// ones, its upstream and its last sync.
+    #[command(after_help = "Examples:\n  \
+    unimirror-update status\n  \
+    unimirror-update status pypi --json")]
     Status {
+        /// Only this volume (default: all).
         volume: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Make an earlier retained release current again.
+    #[command(after_help = "Examples:\n  \
+    unimirror-update rollback ubuntu             # to the newest release older than current\n  \
+    unimirror-update rollback ubuntu --to 41")]
     Rollback {
+        /// The volume, as named in the configuration.
         volume: String,
         /// The release to return to (default: the newest older than current).
         #[arg(long, value_name = "ID")]
         to: Option<u64>,
+        /// Wait for a running sync, release, tag or gc of this volume
+        /// instead of failing with exit code 75.
         #[arg(long)]
         wait: bool,
     },
@@ -102,7 +133,12 @@ enum Command {
     /// `tag <volume> <release|current> <name>` moves the tag;
     /// `tag <volume> <name> --undo` moves it back to where it pointed
     /// before its last move.
+    #[command(after_help = "Examples:\n  \
+    unimirror-update tag pypi current passed-ci\n  \
+    unimirror-update tag pypi 41 passed-ci\n  \
+    unimirror-update tag pypi passed-ci --undo")]
     Tag {
+        /// The volume, as named in the configuration.
         volume: String,
         /// The release (an id, or `current`), then the tag's name; with
         /// --undo, the tag's name alone.
@@ -111,25 +147,40 @@ enum Command {
         /// Move the tag back to where it pointed before its last move.
         #[arg(long)]
         undo: bool,
+        /// Wait for a running sync, release, tag, rollback or gc of this
+        /// volume instead of failing with exit code 75.
         #[arg(long)]
         wait: bool,
     },
     /// Remove a tag (`tag --undo` puts it back).
+    #[command(after_help = "Example:\n  unimirror-update untag pypi passed-ci")]
     Untag {
+        /// The volume, as named in the configuration.
         volume: String,
+        /// The tag's name.
         name: String,
+        /// Wait for a running sync, release, tag, rollback or gc of this
+        /// volume instead of failing with exit code 75.
         #[arg(long)]
         wait: bool,
     },
     /// Move a format-1 volume's objects into the origin's shared store
     /// (format 2), by hard links: nothing is copied or downloaded.
+    #[command(after_help = "Example:\n  unimirror-update migrate pypi --wait")]
     Migrate {
+        /// The volume, as named in the configuration.
         volume: String,
+        /// Wait for a running writer of this volume, and for a gc of the
+        /// shared store, instead of failing with exit code 75.
         #[arg(long)]
         wait: bool,
     },
     /// Remove old releases, unreferenced objects and interrupted runs' debris.
+    #[command(after_help = "Examples:\n  \
+    unimirror-update gc ubuntu --dry-run         # what would go, and why the rest stays\n  \
+    unimirror-update gc ubuntu --keep 5 --wait")]
     Gc {
+        /// The volume, as named in the configuration.
         volume: String,
         /// Releases to keep, counting the current one (at least 3 are kept).
         #[arg(long, value_name = "N")]
@@ -137,9 +188,17 @@ enum Command {
         /// Say what would be removed, remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Wait for a running sync, release, tag or rollback of this volume
+        /// (and, on a shared store, for the other volumes' writers) instead
+        /// of failing with exit code 75.
         #[arg(long)]
         wait: bool,
     },
+}
+
+/// The command line's definition, for man pages and completions.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 pub fn main() -> ExitCode {

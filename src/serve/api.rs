@@ -6,7 +6,9 @@
 //! `/-/api/v1/volumes` answers from memory (what the daemon serves now, and
 //! the last sync's record as of the last check of the pointer). The
 //! release routes read the origin (metadata, history, tags), on the
-//! blocking pool and within `origin_timeout`.
+//! blocking pool and within `origin_timeout`. `/volumes/<name>/cache` walks
+//! the current release's manifest and asks the cache tiers about each
+//! file (`unimirror cache ls` prints it).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -143,6 +145,33 @@ struct NamedMove {
     moved: TagMove,
 }
 
+/// What the cache holds of a released volume's current release.
+#[derive(Serialize)]
+struct CacheList {
+    api: u32,
+    volume: String,
+    /// The release whose paths are listed; null before the first.
+    release: Option<u64>,
+    /// Paths cached, and the bytes of their objects.
+    paths: u64,
+    bytes: u64,
+    /// Most recently hit first.
+    entries: Vec<CachedPath>,
+}
+
+#[derive(Serialize)]
+struct CachedPath {
+    /// As clients ask for it: the volume's prefix, then its path.
+    path: String,
+    size: u64,
+    /// `memory` or `disk`: the fastest tier holding it.
+    tier: &'static str,
+    /// The last hit since the daemon started, else when it was stored;
+    /// null for an object only the memory tier still holds.
+    last_hit: Option<String>,
+    last_hit_unix: Option<u64>,
+}
+
 #[derive(Serialize)]
 struct Error {
     api: u32,
@@ -238,8 +267,97 @@ pub async fn answer(daemon: &Daemon, segs: &[&[u8]]) -> Response<Body> {
                 .map(|s| String::from_utf8_lossy(s).into_owned());
             from_origin(daemon, r.clone(), which).await
         }
+        [b"volumes", name, b"cache"] => {
+            let Some(v) = daemon
+                .volumes()
+                .iter()
+                .find(|v| v.name.as_bytes() == *name)
+                .cloned()
+            else {
+                return error(StatusCode::NOT_FOUND, "no such volume".into());
+            };
+            let VolumeKind::Released(r) = &v.kind else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "volume `{}` is not a released volume: only a release's paths can be listed",
+                        v.name
+                    ),
+                );
+            };
+            let (r, cache) = (r.clone(), daemon.cache.clone());
+            let walk = tokio::task::spawn_blocking(move || cached_paths(&v, &r, &cache));
+            match walk.await {
+                Ok(Ok(list)) => json(StatusCode::OK, &list),
+                Ok(Err(e)) => {
+                    tracing::error!("status API: reading a manifest: {e:#}");
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the release's manifest cannot be read".into(),
+                    )
+                }
+                Err(e) => {
+                    tracing::error!("status API: {e}");
+                    error(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+                }
+            }
+        }
         _ => error(StatusCode::NOT_FOUND, "no such API path".into()),
     }
+}
+
+/// Every file of the volume's current release that a cache tier holds.
+/// Blocking: walks the manifest (the daemon's own mapped copy).
+fn cached_paths(
+    v: &Volume,
+    r: &ReleasedVolume,
+    cache: &crate::cache::Cache,
+) -> anyhow::Result<CacheList> {
+    let mut list = CacheList {
+        api: VERSION,
+        volume: v.name.to_string(),
+        release: None,
+        paths: 0,
+        bytes: 0,
+        entries: Vec::new(),
+    };
+    let Some(current) = r.current() else {
+        return Ok(list);
+    };
+    list.release = Some(current.meta.id);
+    let mut stream = current.manifest.stream();
+    while let Some(next) = stream.next_entry() {
+        let (key, entry) = next?;
+        if !entry.is_file() {
+            continue;
+        }
+        let Some(found) = cache.describe(&entry.sha256) else {
+            continue;
+        };
+        let path = crate::volume::manifest::path_for_key(&key);
+        list.paths += 1;
+        list.bytes += found.size;
+        list.entries.push(CachedPath {
+            path: format!(
+                "{}/{}",
+                v.prefix.trim_end_matches('/'),
+                String::from_utf8_lossy(&path)
+            ),
+            size: found.size,
+            tier: found.tier.as_str(),
+            last_hit: found.last_hit.map(|t| {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t);
+                humantime::format_rfc3339_seconds(at).to_string()
+            }),
+            last_hit_unix: found.last_hit,
+        });
+    }
+    list.entries.sort_by(|a, b| {
+        b.last_hit_unix
+            .cmp(&a.last_hit_unix)
+            .then(a.path.cmp(&b.path))
+    });
+    Ok(list)
 }
 
 /// A release route, read from the origin on the blocking pool.

@@ -27,6 +27,8 @@ const VOLATILE: &[&str] = &[
     "host",
     // What the daemon served depends on how often the test polled it.
     "served",
+    "last_hit",
+    "last_hit_unix",
 ];
 
 /// A wheel volume synced twice (the first release tagged `passed-ci`) and
@@ -45,11 +47,20 @@ fn real_answers() -> Vec<(&'static str, u16, Value)> {
     wait_for("the tag served", 10, || {
         d.get("/wheel/@passed-ci/").status == 200
     });
+    // One file cached, for the cache listing.
+    let wheel = "/wheel/centos-9-x86_64/hello-unimirror/hello_unimirror-1.0-py3-none-any.whl";
+    assert_eq!(d.get(wheel).status, 200);
+    wait_for("the wheel cached", 10, || {
+        d.get("/-/api/v1/volumes/wheel/cache")
+            .text()
+            .contains(wheel)
+    });
     let root = env.path().display().to_string();
     [
         ("volumes", "/-/api/v1/volumes"),
         ("releases", "/-/api/v1/volumes/wheel/releases"),
         ("release", "/-/api/v1/volumes/wheel/releases/passed-ci"),
+        ("cache", "/-/api/v1/volumes/wheel/cache"),
         ("error", "/-/api/v1/volumes/docs/releases"),
     ]
     .into_iter()
@@ -330,4 +341,64 @@ fn stats_and_the_home_page_show_each_volumes_hit_ratio() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn cache_ls_lists_cached_paths_with_tier_size_and_last_hit() {
+    let opts = DaemonOpts {
+        cache: "memory_size = \"0\"\n".into(),
+        ..Default::default()
+    };
+    let (_env, d) = served_with(&opts);
+    let url = format!("http://{}", d.addr);
+    let ls = |args: &[&str]| {
+        Command::new(DAEMON)
+            .args(["cache", "ls", "--url", &url])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Nothing asked for yet: nothing listed.
+    let out = ls(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("vol (release #1): 0 paths cached"),
+        "{}",
+        stdout(&out)
+    );
+
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(d.get("/vol/packages/pkg-1.0.whl").body, b"0123456789");
+    let list =
+        || -> Value { serde_json::from_str(&d.get("/-/api/v1/volumes/vol/cache").text()).unwrap() };
+    wait_for("the file cached", 10, || list()["paths"] == 1);
+    let list = list();
+    let entry = &list["entries"][0];
+    assert_eq!(entry["path"], "/vol/packages/pkg-1.0.whl");
+    assert_eq!(
+        (entry["size"].as_u64(), entry["tier"].as_str()),
+        (Some(10), Some("disk"))
+    );
+    let hit = entry["last_hit_unix"].as_u64().unwrap();
+    assert!(hit >= before && hit <= before + 60, "{entry}");
+
+    let out = ls(&["--volume", "vol"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.ends_with("/vol/packages/pkg-1.0.whl"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains(" disk ") && line.contains("10 B"), "{line}");
+    // Paths alone: what `unimirror-update materialize --paths` takes.
+    let out = ls(&["--volume", "vol", "--paths"]);
+    assert_eq!(stdout(&out), "/vol/packages/pkg-1.0.whl\n");
+
+    // Not a volume, or not a released one: the API's reason.
+    let out = ls(&["--volume", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no such volume"), "{}", stderr(&out));
 }
