@@ -20,12 +20,13 @@ export DEBIAN_FRONTEND=noninteractive
 # (apt-utils) and gpg (gnupg), and apt-file searches their Contents; rpmbuild (rpm), createrepo_c and dnf (with
 # its plugins) for yum; pip is the real client of the PyPI tests; openssl
 # makes the Ed25519 keys the release-signature tests sign with; promtool
-# (prometheus) checks the alert rules in contrib/ and the metrics text.
+# (prometheus) checks the alert rules in contrib/ and the metrics text;
+# chromium renders the status page headless.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends util-linux mount bsdutils curl \
     ca-certificates apt gpgv apt-utils gnupg dpkg dpkg-dev rpm createrepo-c dnf \
-    dnf-plugins-core apt-file python3 python3-pip openssl prometheus >/dev/null
+    dnf-plugins-core apt-file python3 python3-pip openssl prometheus chromium >/dev/null
 fi
 # The PyPI sync tests build real wheels and an sdist with pip and
 # setuptools (no build isolation: no index needed while building); uv is

@@ -372,6 +372,15 @@ impl Daemon {
         *self.draining.get_or_init(std::time::Instant::now)
     }
 
+    /// Where released volumes are read from: a directory, or an `s3://`
+    /// URL.
+    pub fn origin_location(&self) -> String {
+        match &self.origin {
+            crate::volume::Origin::Dir(root) => root.display().to_string(),
+            crate::volume::Origin::S3 { store, .. } => store.url(""),
+        }
+    }
+
     pub fn draining(&self) -> bool {
         self.draining.get().is_some()
     }

@@ -150,8 +150,11 @@ fn html(page: String) -> Response<Body> {
         .expect("valid response")
 }
 
-/// Lists the volumes with their release and its age, and how to point
-/// pip, apt and dnf at this host (as the client named it in `Host`).
+/// The status page: each volume with its release and its age, tags, last
+/// sync, origin state, hit ratio and bytes served; the cache tiers
+/// against their budgets; and how to point pip, apt and dnf at this host
+/// (as the client named it in `Host`). One page, no scripts: the bars are
+/// inline SVG, the styles inline (the page's CSP allows nothing else).
 fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
@@ -189,12 +192,33 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
             ),
             None => "-".to_string(),
         };
+        let origin = match &v.kind {
+            VolumeKind::Released(r) => match r.refresh_error() {
+                Some(e) => Err(e),
+                None if doc.current.is_some() => Ok("ok"),
+                None => Ok("no release yet"),
+            },
+            VolumeKind::Plain(p) => match p.readable() {
+                true => Ok("ok"),
+                false => Err("tree not readable".to_string()),
+            },
+            VolumeKind::Proxy(_) => Ok("upstream"),
+        };
+        let origin = match origin {
+            Ok(state) => state.to_string(),
+            Err(e) => format!("<span class=\"bad\">{}</span>", escape(&e)),
+        };
         let hits = match doc.served.hit_ratio {
-            Some(r) => format!("{:.1}% of {}", r * 100.0, doc.served.object_requests),
+            Some(r) => format!(
+                "{} {:.1}% of {}",
+                bar(r),
+                r * 100.0,
+                doc.served.object_requests
+            ),
             None => "-".to_string(),
         };
         rows += &format!(
-            "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{origin}</td><td>{hits}</td><td class=\"n\">{}</td></tr>\n",
             escape(&url),
             escape(&v.name),
             match doc.kind {
@@ -204,7 +228,6 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
             escape(&release),
             escape(&tags.join(", ")),
             escape(&synced),
-            escape(&hits),
             escape(&crate::progress::bytes(doc.served.bytes_sent))
         );
         let proxied = matches!(v.kind, VolumeKind::Proxy(_));
@@ -226,19 +249,81 @@ fn home(daemon: &Daemon, headers: &HeaderMap) -> String {
             escape(&hint)
         );
     }
+    let ready = match (daemon.draining(), daemon.metrics.ready.get()) {
+        (true, _) => "<span class=\"bad\">draining</span>",
+        (false, 1) => "ready",
+        (false, _) => "<span class=\"bad\">not ready</span> (see the log)",
+    };
     format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>unimirror</title></head>\n<body>\n\
-         <h1>unimirror on {}</h1>\n<p>Up for {}.</p>\n<table>\n<tr><th>volume</th><th>kind</th><th>release</th><th>tags</th><th>last sync</th><th>hit ratio</th><th>served</th></tr>\n{rows}</table>\n\
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>unimirror on {host}</title>\n<style>{STYLE}</style></head>\n<body>\n\
+         <h1>unimirror on {host}</h1>\n\
+         <p>Up for {up} · {ready} as of the last <a href=\"/readyz\">/readyz</a> · origin <code>{origin}</code></p>\n\
+         <h2>Volumes</h2>\n<table>\n<tr><th>volume</th><th>kind</th><th>release</th><th>tags</th><th>last sync</th><th>origin</th><th>hit ratio since start</th><th>served</th></tr>\n{rows}</table>\n\
+         <h2>Cache</h2>\n{cache}\
          <h2>Using this mirror</h2>\n{setup}\
          <p><a href=\"/-/api/v1/volumes\">status API</a> · <a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">healthz</a> · <a href=\"/readyz\">readyz</a></p>\n\
          </body></html>\n",
-        escape(host),
-        humantime::format_duration(std::time::Duration::from_secs(
+        host = escape(host),
+        up = humantime::format_duration(std::time::Duration::from_secs(
             now.duration_since(daemon.started)
                 .unwrap_or_default()
                 .as_secs()
-        ))
+        )),
+        origin = escape(&daemon.origin_location()),
+        cache = cache_table(daemon),
     )
+}
+
+/// The page's looks: inline, as its CSP allows.
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
+table{border-collapse:collapse}th,td{padding:.25em .8em;text-align:left;border-bottom:1px solid #ddd}\
+td.n{text-align:right}.bad{color:#b00;font-weight:bold}\
+pre{background:#f4f4f4;padding:.6em;overflow-x:auto}svg{vertical-align:middle}";
+
+/// A horizontal bar filled to `fraction` (0 to 1), as inline SVG.
+fn bar(fraction: f64) -> String {
+    const WIDTH: f64 = 100.0;
+    let filled = (fraction.clamp(0.0, 1.0) * WIDTH).round();
+    format!(
+        "<svg width=\"{WIDTH}\" height=\"10\" role=\"img\" aria-label=\"{:.0}%\">\
+         <rect width=\"{WIDTH}\" height=\"10\" fill=\"#ddd\"/><rect width=\"{filled}\" height=\"10\" fill=\"#2a7\"/></svg>",
+        fraction * 100.0
+    )
+}
+
+/// Each cache tier's bytes against its budget, its objects and evictions.
+fn cache_table(daemon: &Daemon) -> String {
+    use crate::metrics::Tier;
+    daemon.cache.update_gauges();
+    let m = &daemon.metrics;
+    let mut out = String::from(
+        "<table>\n<tr><th>tier</th><th>used</th><th>of budget</th><th></th><th>objects</th><th>evicted</th></tr>\n",
+    );
+    for tier in [Tier::Memory, Tier::Disk] {
+        let used = m.cache_bytes(tier).get().max(0) as u64;
+        let budget = m.cache_budget(tier).get().max(0) as u64;
+        let fill = match budget {
+            0 => "off".to_string(),
+            b => format!(
+                "{} {:.0}%",
+                bar(used as f64 / b as f64),
+                used as f64 * 100.0 / b as f64
+            ),
+        };
+        out += &format!(
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{fill}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>\n",
+            tier.as_str(),
+            crate::progress::bytes(used),
+            crate::progress::bytes(budget),
+            m.cache_entries(tier).get(),
+            m.cache_evictions(tier).get(),
+        );
+    }
+    out += "</table>\n";
+    if m.cache_disk_full.get() == 1 {
+        out += "<p class=\"bad\">The cache disk is full: misses are served from the origin, uncached.</p>\n";
+    }
+    out
 }
 
 /// pip's settings for a wheel volume: each platform directory is an index

@@ -223,6 +223,12 @@ impl ReleasedVolume {
         new
     }
 
+    /// What the last check of the pointer met, if it went wrong (an
+    /// unreadable origin, a refused release): the `/` page shows it.
+    pub fn refresh_error(&self) -> Option<String> {
+        self.last_error.lock().expect("not poisoned").clone()
+    }
+
     /// The current release, if the volume has one.
     pub fn current(&self) -> Option<Arc<LoadedRelease>> {
         self.snapshot().map(|s| s.current.clone())

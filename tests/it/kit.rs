@@ -190,3 +190,105 @@ fn alert_rules_and_dashboard_pass_promtool_and_query_only_metrics_that_exist() {
         );
     }
 }
+
+/// Runs Debian's chromium headless on `args` (after the flags that keep
+/// it off the network and out of the way), with a fresh profile.
+fn chromium(args: &[&str]) -> std::process::Output {
+    let profile = tempfile::tempdir().unwrap();
+    let profile_flag = format!("--user-data-dir={}", profile.path().display());
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            &profile_flag,
+        ])
+        .args(args)
+        .output()
+        .expect("chromium (Debian's chromium package; test.sh installs it)")
+}
+
+/// The status page in a real browser: chromium renders `/` under the
+/// page's own security policy without a violation, takes a screenshot,
+/// and the DOM it built holds what the page promises.
+#[test]
+fn the_status_page_renders_in_headless_chromium_within_its_policy() {
+    let env = Env::new();
+    env.write("packages/pkg-1.0.whl", b"0123456789");
+    env.write("simple/pkg/index.html", b"<html></html>");
+    env.release();
+    env.update_ok(&["tag", "vol", "current", "stable"]);
+    let d = Daemon::start(&env);
+    wait_for("the tag served", 10, || {
+        d.get("/vol/@stable/packages/pkg-1.0.whl").status == 200
+    });
+    // A miss, then hits: the ratio and the cache have something to show.
+    wait_for("a memory hit", 10, || {
+        d.get("/vol/packages/pkg-1.0.whl").header("x-cache") == Some("hit-memory")
+    });
+    let home = d.get("/");
+    let policy = home.header("content-security-policy").unwrap().to_string();
+    assert!(policy.contains("default-src 'none'"), "{policy}");
+    assert_eq!(home.header("x-content-type-options"), Some("nosniff"));
+    let url = format!("http://{}/", d.addr);
+
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let _ = fs::remove_file(&shot);
+    let out = chromium(&[
+        "--window-size=1280,1024",
+        &format!("--screenshot={}", shot.display()),
+        &url,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let png = fs::read(&shot).expect("the screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    // IHDR: width and height, big-endian, at bytes 16 and 20.
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    assert_eq!(width, 1280);
+
+    let out = chromium(&["--dump-dom", &url]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(
+        !["Content Security Policy", "violates", "Refused to"]
+            .iter()
+            .any(|w| log.contains(w)),
+        "the page breaks its own policy: {log}"
+    );
+    let dom = stdout(&out);
+    let text = dom.replace("&nbsp;", " ");
+    for wanted in [
+        format!("unimirror on {}", d.addr),
+        "Volumes".into(),
+        "#1 (".into(),
+        "@stable #1".into(),
+        "hit ratio since start".into(),
+        "% of ".into(),
+        "Cache".into(),
+        "memory".into(),
+        "disk".into(),
+        "of budget".into(),
+        "Using this mirror".into(),
+        format!("index-url = http://{}/vol/simple/", d.addr),
+    ] {
+        assert!(
+            text.contains(&wanted),
+            "the rendered page lacks {wanted:?}:\n{dom}"
+        );
+    }
+    // The hit file is in both tiers, counted as it is now.
+    for tier in ["memory", "disk"] {
+        let row = format!("<td>{tier}</td><td class=\"n\">10 B</td>");
+        assert!(dom.contains(&row), "no {row:?} in {dom}");
+    }
+    // The bars: the hit ratio's, and one per tier with a budget.
+    assert!(dom.matches("<svg").count() >= 3, "{dom}");
+    assert!(!dom.contains("<script"), "{dom}");
+}
