@@ -291,7 +291,9 @@ fn cache_ls(base: &str, volume: Option<&str>, paths_only: bool) -> Result<String
     let mut out = String::new();
     for name in names {
         let list = api_get(base, &format!("volumes/{name}/cache"))?;
-        let entries = list["entries"].as_array().cloned().unwrap_or_default();
+        let mut entries = list["entries"].as_array().cloned().unwrap_or_default();
+        // Most recently hit first (an unknown last hit last).
+        entries.sort_by_key(|e| std::cmp::Reverse(e["last_hit_unix"].as_u64()));
         if paths_only {
             for e in &entries {
                 out += e["path"].as_str().unwrap_or("?");

@@ -155,7 +155,7 @@ struct CacheList {
     /// Paths cached, and the bytes of their objects.
     paths: u64,
     bytes: u64,
-    /// Most recently hit first.
+    /// In the manifest's order (by directory, then name).
     entries: Vec<CachedPath>,
 }
 
@@ -352,11 +352,6 @@ fn cached_paths(
             last_hit_unix: found.last_hit,
         });
     }
-    list.entries.sort_by(|a, b| {
-        b.last_hit_unix
-            .cmp(&a.last_hit_unix)
-            .then(a.path.cmp(&b.path))
-    });
     Ok(list)
 }
 

@@ -50,10 +50,14 @@ fn real_answers() -> Vec<(&'static str, u16, Value)> {
     // One file cached, for the cache listing.
     let wheel = "/wheel/centos-9-x86_64/hello-unimirror/hello_unimirror-1.0-py3-none-any.whl";
     assert_eq!(d.get(wheel).status, 200);
-    wait_for("the wheel cached", 10, || {
-        d.get("/-/api/v1/volumes/wheel/cache")
-            .text()
-            .contains(wheel)
+    // Until its disk copy is written too (a fill's bytes are in the
+    // memory tier first): then each entry has its last hit.
+    wait_for("the wheel cached on disk", 10, || {
+        let list: Value =
+            serde_json::from_str(&d.get("/-/api/v1/volumes/wheel/cache").text()).unwrap();
+        let entries = list["entries"].as_array().unwrap();
+        entries.iter().any(|e| e["path"] == wheel)
+            && entries.iter().all(|e| e["last_hit_unix"].is_u64())
     });
     let root = env.path().display().to_string();
     [
