@@ -305,7 +305,8 @@ pub struct Metrics {
     cache_write_failures: IntCounterVec,
     /// 1 while fills are held back for want of disk space
     pub cache_disk_full: IntGauge,
-    /// 1 when the last readiness probe (`/readyz`) passed
+    /// 1 when the last readiness probe (`/readyz`, or a scrape of
+    /// `/metrics`) passed
     pub ready: IntGauge,
     /// volume, result: loaded (read from the origin and verified), refused
     pub manifest_loads: IntCounterVec,
@@ -520,7 +521,7 @@ impl Metrics {
                 &registry,
                 IntGauge::new(
                     "unimirror_ready",
-                    "1 when the last /readyz answered 200, 0 when it answered 503 (1 until the first)",
+                    "1 when the last readiness probe (/readyz, or a /metrics scrape) passed, 0 when it failed",
                 )
                 .expect("valid metric"),
             ),

@@ -101,10 +101,15 @@ impl DiskEntry {
         })
     }
 
-    /// Notes a hit now. A relaxed store: the time is for people, and a
-    /// hit a second later losing the race changes nothing they can see.
+    /// Notes a hit now. Relaxed, and a store only when the second
+    /// changed: a hot entry's hits from many threads then mostly read a
+    /// shared cache line instead of fighting over it. The time is for
+    /// people; a hit losing a race by a second changes nothing they see.
     fn hit(&self) {
-        self.last_hit.store(unix_now(), Ordering::Relaxed);
+        let now = unix_now();
+        if self.last_hit.load(Ordering::Relaxed) != now {
+            self.last_hit.store(now, Ordering::Relaxed);
+        }
     }
 }
 

@@ -279,7 +279,11 @@ fn stats(base: &str) -> Result<String> {
 /// each, from the status API.
 fn cache_ls(base: &str, volume: Option<&str>, paths_only: bool) -> Result<String> {
     let names: Vec<String> = match volume {
-        Some(v) => vec![v.to_string()],
+        // A name no volume can have is refused here, not sent as a path.
+        Some(v) => {
+            crate::config::check_volume_name(v).map_err(anyhow::Error::msg)?;
+            vec![v.to_string()]
+        }
         None => api_get(base, "volumes")?["volumes"]
             .as_array()
             .into_iter()

@@ -29,7 +29,7 @@ use values::{
 };
 pub use volume::{
     AptUpstream, Fetch, Platforms, ProxyConfig, ProxyVerify, PypiUpstream, Upstream, VolumeConfig,
-    VolumeSource, WheelUpstream, YumUpstream,
+    VolumeSource, WheelUpstream, YumUpstream, check_volume_name,
 };
 
 /// A configuration problem: which file, which key, and why.

@@ -433,7 +433,7 @@ impl Upstream {
     }
 }
 
-pub(super) fn check_volume_name(name: &str) -> Result<(), String> {
+pub fn check_volume_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name

@@ -152,7 +152,8 @@ struct CacheList {
     volume: String,
     /// The release whose paths are listed; null before the first.
     release: Option<u64>,
-    /// Paths cached, and the bytes of their objects.
+    /// Paths cached, and the bytes of their objects (each object once,
+    /// however many paths have its content).
     paths: u64,
     bytes: u64,
     /// In the manifest's order (by directory, then name).
@@ -166,8 +167,9 @@ struct CachedPath {
     size: u64,
     /// `memory` or `disk`: the fastest tier holding it.
     tier: &'static str,
-    /// The last hit since the daemon started, else when it was stored;
-    /// null for an object only the memory tier still holds.
+    /// The last hit of its object (shared by every path with the same
+    /// content) since the daemon started, else when it was stored; null
+    /// for an object only the memory tier holds.
     last_hit: Option<String>,
     last_hit_unix: Option<u64>,
 }
@@ -285,8 +287,19 @@ pub async fn answer(daemon: &Daemon, segs: &[&[u8]]) -> Response<Body> {
                     ),
                 );
             };
+            // One walk at a time: each reads the whole manifest, and the
+            // route is open to anyone who can reach the daemon.
+            let Some(turn) = WalkTurn::take() else {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "another cache listing is being made; try again".into(),
+                );
+            };
             let (r, cache) = (r.clone(), daemon.cache.clone());
-            let walk = tokio::task::spawn_blocking(move || cached_paths(&v, &r, &cache));
+            let walk = tokio::task::spawn_blocking(move || {
+                let _turn = turn;
+                cached_paths(&v, &r, &cache)
+            });
             match walk.await {
                 Ok(Ok(list)) => json(StatusCode::OK, &list),
                 Ok(Err(e)) => {
@@ -303,6 +316,28 @@ pub async fn answer(daemon: &Daemon, segs: &[&[u8]]) -> Response<Body> {
             }
         }
         _ => error(StatusCode::NOT_FOUND, "no such API path".into()),
+    }
+}
+
+/// The one cache listing being made, if any.
+static WALKING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The turn of a cache listing; let go when dropped.
+struct WalkTurn;
+
+impl WalkTurn {
+    fn take() -> Option<WalkTurn> {
+        use std::sync::atomic::Ordering;
+        WALKING
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| WalkTurn)
+    }
+}
+
+impl Drop for WalkTurn {
+    fn drop(&mut self) {
+        WALKING.store(false, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -325,6 +360,7 @@ fn cached_paths(
         return Ok(list);
     };
     list.release = Some(current.meta.id);
+    let mut counted = std::collections::HashSet::new();
     let mut stream = current.manifest.stream();
     while let Some(next) = stream.next_entry() {
         let (key, entry) = next?;
@@ -336,7 +372,9 @@ fn cached_paths(
         };
         let path = crate::volume::manifest::path_for_key(&key);
         list.paths += 1;
-        list.bytes += found.size;
+        if counted.insert(entry.sha256) {
+            list.bytes += found.size;
+        }
         list.entries.push(CachedPath {
             path: format!(
                 "{}/{}",

@@ -37,13 +37,9 @@ pub async fn own_page(
         p if p == b"-" || p.starts_with(b"-/") => namespace(daemon, path).await,
         b"" => html(home(daemon, headers)),
         b"healthz" => text(StatusCode::OK, "ok\n"),
-        b"readyz" => match daemon.unready().await {
-            None => {
-                daemon.metrics.ready.set(1);
-                text(StatusCode::OK, "ready\n")
-            }
+        b"readyz" => match ready(daemon).await {
+            None => text(StatusCode::OK, "ready\n"),
             Some(why) => {
-                daemon.metrics.ready.set(0);
                 // Load balancers ask often; a drain was logged once.
                 if !daemon.draining() {
                     tracing::warn!("not ready: {why}");
@@ -55,6 +51,9 @@ pub async fn own_page(
             }
         },
         b"metrics" => {
+            // Where no load balancer asks /readyz, each scrape does, so
+            // that `unimirror_ready` (and its alert) follows the daemon.
+            ready(daemon).await;
             daemon.cache.update_gauges();
             let m = daemon.metrics.render();
             Response::builder()
@@ -138,6 +137,14 @@ fn verified_with(v: &Volume) -> Option<std::path::PathBuf> {
         Some(Upstream::Apt(AptUpstream { keyring, .. })) => Some(keyring.clone()),
         _ => None,
     }
+}
+
+/// The readiness probe's verdict (`None`: ready), recorded in the
+/// `unimirror_ready` gauge.
+async fn ready(daemon: &Daemon) -> Option<String> {
+    let why = daemon.unready().await;
+    daemon.metrics.ready.set(i64::from(why.is_none()));
+    why
 }
 
 fn html(page: String) -> Response<Body> {

@@ -383,11 +383,16 @@ fn spawn_scrub(daemon: &Arc<Daemon>, config: &Config) -> Option<tokio::task::Joi
         loop {
             tokio::time::sleep(interval).await;
             let c = cache.clone();
-            let bad = tokio::task::spawn_blocking(move || c.scrub(rate)).await;
-            metrics
-                .scrub_last_pass
-                .set(crate::dates::http_seconds(std::time::SystemTime::now()) as i64);
-            tracing::info!(corrupt = bad.unwrap_or(0), "disk cache scrub finished");
+            match tokio::task::spawn_blocking(move || c.scrub(rate)).await {
+                Ok(bad) => {
+                    let now = std::time::SystemTime::now();
+                    metrics
+                        .scrub_last_pass
+                        .set(crate::dates::http_seconds(now) as i64);
+                    tracing::info!(corrupt = bad, "disk cache scrub finished");
+                }
+                Err(e) => tracing::error!("disk cache scrub failed: {e}"),
+            }
         }
     }))
 }

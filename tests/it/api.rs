@@ -401,8 +401,16 @@ fn cache_ls_lists_cached_paths_with_tier_size_and_last_hit() {
     let out = ls(&["--volume", "vol", "--paths"]);
     assert_eq!(stdout(&out), "/vol/packages/pkg-1.0.whl\n");
 
-    // Not a volume, or not a released one: the API's reason.
+    // Not a volume: the API's reason. Not a volume name: said before
+    // anything is asked.
     let out = ls(&["--volume", "nope"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no such volume"), "{}", stderr(&out));
+    let out = ls(&["--volume", "vol/../x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("volume name `vol/../x` must be"),
+        "{}",
+        stderr(&out)
+    );
 }

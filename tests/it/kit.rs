@@ -196,8 +196,11 @@ fn alert_rules_and_dashboard_pass_promtool_and_query_only_metrics_that_exist() {
 fn chromium(args: &[&str]) -> std::process::Output {
     let profile = tempfile::tempdir().unwrap();
     let profile_flag = format!("--user-data-dir={}", profile.path().display());
-    Command::new("chromium")
+    // A browser that hangs must not hold CI.
+    Command::new("timeout")
         .args([
+            "120",
+            "chromium",
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -223,6 +226,12 @@ fn the_status_page_renders_in_headless_chromium_within_its_policy() {
     let env = Env::new();
     env.write("packages/pkg-1.0.whl", b"0123456789");
     env.write("simple/pkg/index.html", b"<html></html>");
+    // A page that breaks the policy volumes' HTML is served under: the
+    // browser must be seen to report it, or its silence proves nothing.
+    env.write(
+        "docs/styled.html",
+        b"<html><body><p style=\"color:red\">x</p><script>1</script></body></html>",
+    );
     env.release();
     env.update_ok(&["tag", "vol", "current", "stable"]);
     let d = Daemon::start(&env);
@@ -232,6 +241,11 @@ fn the_status_page_renders_in_headless_chromium_within_its_policy() {
     // A miss, then hits: the ratio and the cache have something to show.
     wait_for("a memory hit", 10, || {
         d.get("/vol/packages/pkg-1.0.whl").header("x-cache") == Some("hit-memory")
+    });
+    // And its disk copy written (after the fill answered), so the page
+    // shows it in both tiers.
+    wait_for("the disk copy", 10, || {
+        d.metric("unimirror_cache_entries", &[("tier", "disk")]) >= 1.0
     });
     let home = d.get("/");
     let policy = home.header("content-security-policy").unwrap().to_string();
@@ -291,4 +305,15 @@ fn the_status_page_renders_in_headless_chromium_within_its_policy() {
     // The bars: the hit ratio's, and one per tier with a budget.
     assert!(dom.matches("<svg").count() >= 3, "{dom}");
     assert!(!dom.contains("<script"), "{dom}");
+
+    // Last (it caches a page too): a page that breaks its policy is seen.
+    let out = chromium(&[
+        "--dump-dom",
+        &format!("http://{}/vol/docs/styled.html", d.addr),
+    ]);
+    assert!(
+        stderr(&out).contains("Content Security Policy"),
+        "chromium reported no violation on a page that breaks its policy: {}",
+        stderr(&out)
+    );
 }

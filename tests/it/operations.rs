@@ -445,18 +445,19 @@ fn own_pages_health_readiness_metrics_and_home() {
     assert_eq!(d.request("DELETE", "/", &[]).status, 405);
 
     // An unreadable origin makes the daemon unready, and it recovers.
+    assert_eq!(d.metric("unimirror_ready", &[]), 1.0);
     let vol = env.origin().join("vol");
     let moved = env.origin().join("vol.away");
     fs::rename(&vol, &moved).unwrap();
-    assert_eq!(d.metric("unimirror_ready", &[]), 1.0);
+    // The gauge an alert watches: each scrape runs the probe, with no
+    // /readyz asked in between.
+    assert_eq!(d.metric("unimirror_ready", &[]), 0.0);
     let r = d.get("/readyz");
     assert_eq!(r.status, 503);
     assert!(r.text().contains("vol"));
-    // The gauge an alert watches follows the last answer.
-    assert_eq!(d.metric("unimirror_ready", &[]), 0.0);
     fs::rename(&moved, &vol).unwrap();
-    assert_eq!(d.get("/readyz").status, 200);
     assert_eq!(d.metric("unimirror_ready", &[]), 1.0);
+    assert_eq!(d.get("/readyz").status, 200);
 }
 
 #[test]
