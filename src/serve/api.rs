@@ -247,45 +247,19 @@ pub async fn answer(daemon: &Daemon, segs: &[&[u8]]) -> Response<Body> {
             },
         ),
         [b"volumes", name, b"releases", rest @ ..] if rest.len() <= 1 => {
-            let Some(v) = daemon
-                .volumes()
-                .iter()
-                .find(|v| v.name.as_bytes() == *name)
-                .cloned()
-            else {
-                return error(StatusCode::NOT_FOUND, "no such volume".into());
-            };
-            let VolumeKind::Released(r) = &v.kind else {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    format!(
-                        "volume `{}` has no releases (it is not a released volume)",
-                        v.name
-                    ),
-                );
+            let (_, r) = match released(daemon, name, "has no releases") {
+                Ok(found) => found,
+                Err(why) => return error(StatusCode::NOT_FOUND, why),
             };
             let which = rest
                 .first()
                 .map(|s| String::from_utf8_lossy(s).into_owned());
-            from_origin(daemon, r.clone(), which).await
+            from_origin(daemon, r, which).await
         }
         [b"volumes", name, b"cache"] => {
-            let Some(v) = daemon
-                .volumes()
-                .iter()
-                .find(|v| v.name.as_bytes() == *name)
-                .cloned()
-            else {
-                return error(StatusCode::NOT_FOUND, "no such volume".into());
-            };
-            let VolumeKind::Released(r) = &v.kind else {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    format!(
-                        "volume `{}` is not a released volume: only a release's paths can be listed",
-                        v.name
-                    ),
-                );
+            let (v, r) = match released(daemon, name, "has no release paths to list") {
+                Ok(found) => found,
+                Err(why) => return error(StatusCode::NOT_FOUND, why),
             };
             // One walk at a time: each reads the whole manifest, and the
             // route is open to anyone who can reach the daemon.
@@ -295,7 +269,7 @@ pub async fn answer(daemon: &Daemon, segs: &[&[u8]]) -> Response<Body> {
                     "another cache listing is being made; try again".into(),
                 );
             };
-            let (r, cache) = (r.clone(), daemon.cache.clone());
+            let cache = daemon.cache.clone();
             let walk = tokio::task::spawn_blocking(move || {
                 let _turn = turn;
                 cached_paths(&v, &r, &cache)
@@ -316,6 +290,33 @@ pub async fn answer(daemon: &Daemon, segs: &[&[u8]]) -> Response<Body> {
             }
         }
         _ => error(StatusCode::NOT_FOUND, "no such API path".into()),
+    }
+}
+
+/// The released volume `name`, or why there is none such (a 404's
+/// reason; `lacks` says what a volume of another kind has not).
+fn released(
+    daemon: &Daemon,
+    name: &[u8],
+    lacks: &str,
+) -> Result<(Arc<Volume>, Arc<ReleasedVolume>), String> {
+    let Some(v) = daemon
+        .volumes()
+        .iter()
+        .find(|v| v.name.as_bytes() == name)
+        .cloned()
+    else {
+        return Err("no such volume".into());
+    };
+    match &v.kind {
+        VolumeKind::Released(r) => {
+            let r = r.clone();
+            Ok((v, r))
+        }
+        _ => Err(format!(
+            "volume `{}` {lacks} (it is not a released volume)",
+            v.name
+        )),
     }
 }
 
