@@ -82,7 +82,8 @@ enum CacheCommand {
     #[command(after_help = "Examples:\n  \
     unimirror cache ls\n  \
     unimirror cache ls --volume ubuntu\n  \
-    unimirror cache ls --volume ubuntu --paths > used   # for unimirror-update materialize --paths")]
+    unimirror cache ls --volume ubuntu --paths > used   # for unimirror-update materialize --paths\n  \
+    unimirror cache ls --offline                        # the daemon stopped: its cache directory")]
     Ls {
         /// Only this volume.
         #[arg(long)]
@@ -90,6 +91,11 @@ enum CacheCommand {
         /// Print only the paths, one per line.
         #[arg(long)]
         paths: bool,
+        /// Read the cache directory and the origin instead of asking a
+        /// running daemon: disk tier only, with when each file was stored
+        /// instead of its last hit.
+        #[arg(long, conflicts_with = "url")]
+        offline: bool,
         /// The configuration file (for the daemon's address).
         #[arg(long, short, env = "UNIMIRROR_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
@@ -142,11 +148,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Cache(CacheCommand::Ls {
             volume,
             paths,
+            offline,
             config,
             url,
         }) => {
-            let base = daemon_url(&config, url)?;
-            print!("{}", cache_ls(&base, volume.as_deref(), paths)?);
+            let listed = match offline {
+                true => cache_ls_offline(&config, volume.as_deref(), paths)?,
+                false => cache_ls(&daemon_url(&config, url)?, volume.as_deref(), paths)?,
+            };
+            print!("{listed}");
             Ok(())
         }
         Command::Generate { dir } => super::generate::generate(&dir),
@@ -327,6 +337,94 @@ fn cache_ls(base: &str, volume: Option<&str>, paths_only: bool) -> Result<String
                 e["tier"].as_str().unwrap_or("?"),
                 crate::progress::bytes(e["size"].as_u64().unwrap_or(0)),
                 e["path"].as_str().unwrap_or("?"),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// `unimirror cache ls --offline`: the same listing from the cache
+/// directory and the origin, with no daemon: each released volume's
+/// current manifest walked, each file looked for in the disk tier's
+/// content directory. Only reads, but for an S3 origin's manifests, which
+/// are fetched (verified) where the daemon keeps its own copies of them.
+fn cache_ls_offline(
+    config: &std::path::Path,
+    volume: Option<&str>,
+    paths_only: bool,
+) -> Result<String> {
+    let c = Config::load(config)?;
+    if let Some(v) = volume {
+        crate::config::check_volume_name(v).map_err(anyhow::Error::msg)?;
+        if !c.volumes.contains_key(v) {
+            anyhow::bail!("{}: no volume `{v}`", config.display());
+        }
+    }
+    let origin = crate::volume::Origin::of_config(&c, &c.cache.dir.join("s3-origin"))?;
+    let mut out = String::new();
+    for v in c.volumes.values() {
+        let wanted = volume.is_none_or(|name| name == v.name);
+        if !wanted || v.source != crate::config::VolumeSource::Released {
+            continue;
+        }
+        let dir = origin.volume(&v.name);
+        let Some(id) = dir.current()? else {
+            if !paths_only {
+                out += &format!("{} (no release yet): 0 paths cached, 0 B\n", v.name);
+            }
+            continue;
+        };
+        let manifest = dir.manifest(&dir.meta(id)?)?;
+        let mut rows = Vec::new();
+        let mut counted = std::collections::HashSet::new();
+        let mut bytes = 0;
+        let mut stream = manifest.stream();
+        while let Some(next) = stream.next_entry() {
+            let (key, entry) = next?;
+            if !entry.is_file() {
+                continue;
+            }
+            let file = crate::cache::disk::content_path(&c.cache.dir, &entry.sha256);
+            let Ok(meta) = std::fs::metadata(&file) else {
+                continue;
+            };
+            if counted.insert(entry.sha256) {
+                bytes += meta.len();
+            }
+            let path = crate::volume::manifest::path_for_key(&key);
+            let path = format!(
+                "{}/{}",
+                v.prefix.trim_end_matches('/'),
+                String::from_utf8_lossy(&path)
+            );
+            let stored = meta.modified().ok();
+            let shown = stored.map(|t| humantime::format_rfc3339_seconds(t).to_string());
+            rows.push((stored, shown, meta.len(), path));
+        }
+        // Most recently stored first.
+        rows.sort_by_key(|row| std::cmp::Reverse(row.0));
+        if paths_only {
+            for (.., path) in &rows {
+                out += path;
+                out.push('\n');
+            }
+            continue;
+        }
+        out += &format!(
+            "{} (release #{id}, offline): {} paths cached, {}\n",
+            v.name,
+            rows.len(),
+            crate::progress::bytes(bytes)
+        );
+        if !rows.is_empty() {
+            out += &format!("  {:<20}  {:<6}  {:>10}  path\n", "stored", "tier", "size");
+        }
+        for (_, stored, size, path) in &rows {
+            let stored = stored.as_deref().unwrap_or("-");
+            out += &format!(
+                "  {stored:<20}  {:<6}  {:>10}  {path}\n",
+                "disk",
+                crate::progress::bytes(*size)
             );
         }
     }

@@ -348,12 +348,12 @@ fn stats_and_the_home_page_show_each_volumes_hit_ratio() {
 }
 
 #[test]
-fn cache_ls_lists_cached_paths_with_tier_size_and_last_hit() {
+fn cache_ls_lists_cached_paths_with_tier_size_and_last_hit_live_and_offline() {
     let opts = DaemonOpts {
         cache: "memory_size = \"0\"\n".into(),
         ..Default::default()
     };
-    let (_env, d) = served_with(&opts);
+    let (env, mut d) = served_with(&opts);
     let url = format!("http://{}", d.addr);
     let ls = |args: &[&str]| {
         Command::new(DAEMON)
@@ -410,6 +410,41 @@ fn cache_ls_lists_cached_paths_with_tier_size_and_last_hit() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("volume name `vol/../x` must be"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Offline, with the daemon stopped: its cache directory and the
+    // origin say the same, with when the file was stored.
+    signal(&d.child, libc::SIGTERM);
+    assert!(d.child.wait().unwrap().success());
+    let serve_config = env.path().join("serve.toml");
+    let offline = |args: &[&str]| {
+        Command::new(DAEMON)
+            .args(["cache", "ls", "--offline", "--config"])
+            .arg(&serve_config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = offline(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("vol (release #1, offline): 1 paths cached, 10 B"),
+        "{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.ends_with("/vol/packages/pkg-1.0.whl"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains(" disk ") && line.contains("10 B"), "{line}");
+    let out = offline(&["--volume", "vol", "--paths"]);
+    assert_eq!(stdout(&out), "/vol/packages/pkg-1.0.whl\n");
+    let out = offline(&["--volume", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no volume `nope`"),
         "{}",
         stderr(&out)
     );
