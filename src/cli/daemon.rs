@@ -305,42 +305,79 @@ fn cache_ls(base: &str, volume: Option<&str>, paths_only: bool) -> Result<String
     let mut out = String::new();
     for name in names {
         let list = api_get(base, &format!("volumes/{name}/cache"))?;
-        let mut entries = list["entries"].as_array().cloned().unwrap_or_default();
-        // Most recently hit first (an unknown last hit last).
-        entries.sort_by_key(|e| std::cmp::Reverse(e["last_hit_unix"].as_u64()));
-        if paths_only {
-            for e in &entries {
-                out += e["path"].as_str().unwrap_or("?");
-                out.push('\n');
-            }
-            continue;
-        }
         let release = match list["release"].as_u64() {
             Some(id) => format!("release #{id}"),
             None => "no release yet".into(),
         };
-        out += &format!(
-            "{name} ({release}): {} paths cached, {}\n",
-            list["paths"].as_u64().unwrap_or(0),
-            crate::progress::bytes(list["bytes"].as_u64().unwrap_or(0)),
-        );
-        if !entries.is_empty() {
-            out += &format!(
-                "  {:<20}  {:<6}  {:>10}  path\n",
-                "last hit", "tier", "size"
-            );
-        }
-        for e in &entries {
-            out += &format!(
-                "  {:<20}  {:<6}  {:>10}  {}\n",
-                e["last_hit"].as_str().unwrap_or("-"),
-                e["tier"].as_str().unwrap_or("?"),
-                crate::progress::bytes(e["size"].as_u64().unwrap_or(0)),
-                e["path"].as_str().unwrap_or("?"),
-            );
-        }
+        let rows = list["entries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| CachedRow {
+                order: e["last_hit_unix"].as_u64(),
+                when: e["last_hit"].as_str().unwrap_or("-").to_string(),
+                tier: if e["tier"] == "memory" {
+                    "memory"
+                } else {
+                    "disk"
+                },
+                size: e["size"].as_u64().unwrap_or(0),
+                path: e["path"].as_str().unwrap_or("?").to_string(),
+            })
+            .collect();
+        let title = format!("{name} ({release})");
+        let bytes = list["bytes"].as_u64().unwrap_or(0);
+        render_cached(&mut out, &title, "last hit", bytes, rows, paths_only);
     }
     Ok(out)
+}
+
+/// One cached path, as `cache ls` prints it.
+struct CachedRow {
+    /// What the rows are sorted by, newest first (unknown last).
+    order: Option<u64>,
+    /// The last hit, or offline when it was stored.
+    when: String,
+    tier: &'static str,
+    size: u64,
+    path: String,
+}
+
+/// A volume's cached paths, most recent first: a title line with their
+/// count and `bytes`, then a table; or with `paths_only`, the paths alone.
+fn render_cached(
+    out: &mut String,
+    title: &str,
+    when: &str,
+    bytes: u64,
+    mut rows: Vec<CachedRow>,
+    paths_only: bool,
+) {
+    rows.sort_by_key(|r| std::cmp::Reverse(r.order));
+    if paths_only {
+        for r in &rows {
+            *out += &r.path;
+            out.push('\n');
+        }
+        return;
+    }
+    *out += &format!(
+        "{title}: {} paths cached, {}\n",
+        rows.len(),
+        crate::progress::bytes(bytes)
+    );
+    if !rows.is_empty() {
+        *out += &format!("  {when:<20}  {:<6}  {:>10}  path\n", "tier", "size");
+    }
+    for r in &rows {
+        *out += &format!(
+            "  {:<20}  {:<6}  {:>10}  {}\n",
+            r.when,
+            r.tier,
+            crate::progress::bytes(r.size),
+            r.path
+        );
+    }
 }
 
 /// `unimirror cache ls --offline`: the same listing from the cache
@@ -398,35 +435,18 @@ fn cache_ls_offline(
                 String::from_utf8_lossy(&path)
             );
             let stored = meta.modified().ok();
-            let shown = stored.map(|t| humantime::format_rfc3339_seconds(t).to_string());
-            rows.push((stored, shown, meta.len(), path));
+            rows.push(CachedRow {
+                order: stored.map(crate::volume::unix),
+                when: stored.map_or("-".into(), |t| {
+                    humantime::format_rfc3339_seconds(t).to_string()
+                }),
+                tier: "disk",
+                size: meta.len(),
+                path,
+            });
         }
-        // Most recently stored first.
-        rows.sort_by_key(|row| std::cmp::Reverse(row.0));
-        if paths_only {
-            for (.., path) in &rows {
-                out += path;
-                out.push('\n');
-            }
-            continue;
-        }
-        out += &format!(
-            "{} (release #{id}, offline): {} paths cached, {}\n",
-            v.name,
-            rows.len(),
-            crate::progress::bytes(bytes)
-        );
-        if !rows.is_empty() {
-            out += &format!("  {:<20}  {:<6}  {:>10}  path\n", "stored", "tier", "size");
-        }
-        for (_, stored, size, path) in &rows {
-            let stored = stored.as_deref().unwrap_or("-");
-            out += &format!(
-                "  {stored:<20}  {:<6}  {:>10}  {path}\n",
-                "disk",
-                crate::progress::bytes(*size)
-            );
-        }
+        let title = format!("{} (release #{id}, offline)", v.name);
+        render_cached(&mut out, &title, "stored", bytes, rows, paths_only);
     }
     Ok(out)
 }
