@@ -9,7 +9,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use super::{DEFAULT_CONFIG, exit, report};
-use crate::config::{Config, LogFormat, Upstream};
+use crate::config::{Config, LogFormat};
 use crate::serve;
 
 #[derive(Parser, Debug)]
@@ -188,12 +188,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("cache:   {}", c.cache.dir.display());
             for v in c.volumes.values() {
                 let upstream = match &v.upstream {
-                    Some(Upstream::Pypi(u)) => format!("; upstream pypi {}", u.url),
-                    Some(Upstream::Wheel(u)) => {
-                        format!("; upstream wheel {}", u.directory.display())
-                    }
-                    Some(Upstream::Apt(u)) => format!("; upstream apt {}", u.url),
-                    Some(Upstream::Yum(u)) => format!("; upstream yum {}", u.url),
+                    Some(u) => format!("; upstream {u}"),
                     None => String::new(),
                 };
                 println!(

@@ -421,7 +421,34 @@ fn new_form(urls: &[String]) -> String {
     )
 }
 
+/// `<type> <location>`, as `status` and `check-config` print it.
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind(), self.location())
+    }
+}
+
 impl Upstream {
+    /// Its `type`: `pypi`, `wheel`, `apt` or `yum`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Upstream::Pypi(_) => "pypi",
+            Upstream::Wheel(_) => "wheel",
+            Upstream::Apt(_) => "apt",
+            Upstream::Yum(_) => "yum",
+        }
+    }
+
+    /// Where it is: its URL, or a wheel upstream's directory.
+    pub fn location(&self) -> String {
+        match self {
+            Upstream::Pypi(u) => u.url.clone(),
+            Upstream::Wheel(u) => u.directory.display().to_string(),
+            Upstream::Apt(u) => u.url.clone(),
+            Upstream::Yum(u) => u.url.clone(),
+        }
+    }
+
     /// Takes relative paths relative to the config file's directory.
     pub(super) fn resolve_paths(&mut self, resolve: &dyn Fn(&mut PathBuf)) {
         match self {

@@ -73,12 +73,7 @@ pub fn status(config: &Config, volume: Option<&str>) -> Result<Vec<VolumeStatus>
             current: None,
             releases: Vec::new(),
             tags: Vec::new(),
-            upstream: vc.upstream.as_ref().map(|u| match u {
-                crate::config::Upstream::Pypi(p) => format!("pypi {}", p.url),
-                crate::config::Upstream::Wheel(w) => format!("wheel {}", w.directory.display()),
-                crate::config::Upstream::Apt(a) => format!("apt {}", a.url),
-                crate::config::Upstream::Yum(y) => format!("yum {}", y.url),
-            }),
+            upstream: vc.upstream.as_ref().map(|u| u.to_string()),
             last_sync: None,
         };
         if let VolumeSource::Tree(p) = &vc.source {

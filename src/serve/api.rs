@@ -226,13 +226,10 @@ fn volume_doc(v: &Volume) -> VolumeDoc {
 }
 
 fn upstream_doc(u: &Upstream) -> UpstreamDoc {
-    let (kind, url) = match u {
-        Upstream::Pypi(p) => ("pypi", p.url.clone()),
-        Upstream::Wheel(w) => ("wheel", w.directory.display().to_string()),
-        Upstream::Apt(a) => ("apt", a.url.clone()),
-        Upstream::Yum(y) => ("yum", y.url.clone()),
-    };
-    UpstreamDoc { kind, url }
+    UpstreamDoc {
+        kind: u.kind(),
+        url: u.location(),
+    }
 }
 
 /// The answer to `/-/api/v1/<rest>` (`segs`: the path's segments after
