@@ -407,41 +407,26 @@ fn cache_ls_offline(
             continue;
         };
         let manifest = dir.manifest(&dir.meta(id)?)?;
-        let mut rows = Vec::new();
-        let mut counted = std::collections::HashSet::new();
-        let mut bytes = 0;
-        let mut stream = manifest.stream();
-        while let Some(next) = stream.next_entry() {
-            let (key, entry) = next?;
-            if !entry.is_file() {
-                continue;
-            }
-            let file = crate::cache::disk::content_path(&c.cache.dir, &entry.sha256);
-            let Ok(meta) = std::fs::metadata(&file) else {
-                continue;
-            };
-            if counted.insert(entry.sha256) {
-                bytes += meta.len();
-            }
-            let path = crate::volume::manifest::path_for_key(&key);
-            let path = format!(
-                "{}/{}",
-                v.prefix.trim_end_matches('/'),
-                String::from_utf8_lossy(&path)
-            );
-            let stored = meta.modified().ok();
-            rows.push(CachedRow {
-                order: stored.map(crate::volume::unix),
-                when: stored.map_or("-".into(), |t| {
+        let found = manifest.files_found(&v.prefix, |sha| {
+            let file = crate::cache::disk::content_path(&c.cache.dir, sha);
+            let meta = std::fs::metadata(file).ok()?;
+            Some((meta.len(), meta.modified().ok()))
+        })?;
+        let rows = found
+            .files
+            .into_iter()
+            .map(|f| CachedRow {
+                order: f.what.map(crate::volume::unix),
+                when: f.what.map_or("-".into(), |t| {
                     humantime::format_rfc3339_seconds(t).to_string()
                 }),
                 tier: "disk",
-                size: meta.len(),
-                path,
-            });
-        }
+                size: f.size,
+                path: f.path,
+            })
+            .collect();
         let title = format!("{} (release #{id}, offline)", v.name);
-        render_cached(&mut out, &title, "stored", bytes, rows, paths_only);
+        render_cached(&mut out, &title, "stored", found.bytes, rows, paths_only);
     }
     Ok(out)
 }

@@ -358,36 +358,25 @@ fn cached_paths(
         return Ok(list);
     };
     list.release = Some(current.meta.id);
-    let mut counted = std::collections::HashSet::new();
-    let mut stream = current.manifest.stream();
-    while let Some(next) = stream.next_entry() {
-        let (key, entry) = next?;
-        if !entry.is_file() {
-            continue;
-        }
-        let Some(found) = cache.describe(&entry.sha256) else {
-            continue;
-        };
-        let path = crate::volume::manifest::path_for_key(&key);
-        list.paths += 1;
-        if counted.insert(entry.sha256) {
-            list.bytes += found.size;
-        }
-        list.entries.push(CachedPath {
-            path: format!(
-                "{}/{}",
-                v.prefix.trim_end_matches('/'),
-                String::from_utf8_lossy(&path)
-            ),
-            size: found.size,
-            tier: found.tier.as_str(),
-            last_hit: found.last_hit.map(|t| {
+    let found = current
+        .manifest
+        .files_found(&v.prefix, |sha| cache.describe(sha).map(|c| (c.size, c)))?;
+    list.paths = found.files.len() as u64;
+    list.bytes = found.bytes;
+    list.entries = found
+        .files
+        .into_iter()
+        .map(|f| CachedPath {
+            path: f.path,
+            size: f.size,
+            tier: f.what.tier.as_str(),
+            last_hit: f.what.last_hit.map(|t| {
                 let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t);
                 humantime::format_rfc3339_seconds(at).to_string()
             }),
-            last_hit_unix: found.last_hit,
-        });
-    }
+            last_hit_unix: f.what.last_hit,
+        })
+        .collect();
     Ok(list)
 }
 

@@ -561,6 +561,39 @@ impl Manifest {
         })?
     }
 
+    /// The files `find` knows (by their sha256: the size it found and
+    /// what else it says), in key order, each with the path clients ask
+    /// for it by (`prefix`, then its path); and the bytes of the distinct
+    /// objects among them (files with the same content count once).
+    pub fn files_found<T>(
+        &self,
+        prefix: &str,
+        mut find: impl FnMut(&crate::digest::Sha256Digest) -> Option<(u64, T)>,
+    ) -> Result<FoundFiles<T>> {
+        let (mut files, mut bytes) = (Vec::new(), 0);
+        let mut counted = std::collections::HashSet::new();
+        let mut stream = self.stream();
+        while let Some(next) = stream.next_entry() {
+            let (key, entry) = next?;
+            if !entry.is_file() {
+                continue;
+            }
+            let Some((size, what)) = find(&entry.sha256) else {
+                continue;
+            };
+            if counted.insert(entry.sha256) {
+                bytes += size;
+            }
+            let path = format!(
+                "{}/{}",
+                prefix.trim_end_matches('/'),
+                String::from_utf8_lossy(&path_for_key(&key))
+            );
+            files.push(FoundFile { path, size, what });
+        }
+        Ok(FoundFiles { files, bytes })
+    }
+
     /// Every (key, entry) in key order, without loading them all.
     pub fn stream(&self) -> ManifestStream<'_> {
         ManifestStream {
@@ -580,6 +613,22 @@ fn walk_index<T>(walk: impl FnOnce() -> T) -> Result<T> {
     // The index is only read: a walk cut short leaves nothing half-changed.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(walk))
         .map_err(|_| anyhow!("manifest index is damaged"))
+}
+
+/// What [`Manifest::files_found`] found.
+pub struct FoundFiles<T> {
+    pub files: Vec<FoundFile<T>>,
+    /// The bytes of the distinct objects among them.
+    pub bytes: u64,
+}
+
+/// One file [`Manifest::files_found`] found.
+pub struct FoundFile<T> {
+    /// As clients ask for it: the prefix, then its path.
+    pub path: String,
+    pub size: u64,
+    /// What the lookup said of it.
+    pub what: T,
 }
 
 /// Streams a manifest in key order.
