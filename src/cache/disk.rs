@@ -114,7 +114,7 @@ impl DiskEntry {
 }
 
 fn unix_now() -> u64 {
-    crate::dates::http_seconds(std::time::SystemTime::now())
+    crate::volume::unix(std::time::SystemTime::now())
 }
 
 /// A verified entry kept open for its next hits. A small one the memory
@@ -534,7 +534,7 @@ impl DiskTier {
             // Records and documents are checked by their readers on
             // every read instead.
             let verified = kind != Kind::Content;
-            let stored = crate::dates::http_seconds(mtime);
+            let stored = crate::volume::unix(mtime);
             self.index
                 .insert(sha, DiskEntry::new(size, kind, verified, true, stored));
         }

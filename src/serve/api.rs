@@ -509,3 +509,19 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
         .body(body::bytes(bytes))
         .expect("valid response")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_cache_listing_at_a_time() {
+        let first = WalkTurn::take().expect("no listing running yet");
+        assert!(WalkTurn::take().is_none(), "a second listing must wait");
+        drop(first);
+        assert!(
+            WalkTurn::take().is_some(),
+            "the turn comes back when let go"
+        );
+    }
+}

@@ -386,9 +386,7 @@ fn spawn_scrub(daemon: &Arc<Daemon>, config: &Config) -> Option<tokio::task::Joi
             match tokio::task::spawn_blocking(move || c.scrub(rate)).await {
                 Ok(bad) => {
                     let now = std::time::SystemTime::now();
-                    metrics
-                        .scrub_last_pass
-                        .set(crate::dates::http_seconds(now) as i64);
+                    metrics.scrub_last_pass.set(crate::volume::unix(now) as i64);
                     tracing::info!(corrupt = bad, "disk cache scrub finished");
                 }
                 Err(e) => tracing::error!("disk cache scrub failed: {e}"),
