@@ -7,7 +7,7 @@
 # front of the upstream, which caps every target at about 1,300 pages a
 # second on two cores. See docs/performance.md.
 #
-#   benches/compare/pullthrough.sh [--rounds N] [--seconds S]
+#   benches/compare/pullthrough.sh [--rounds N] [--seconds S] [--only W,W]
 #
 # Peers: nginx proxy_cache with proxy_cache_lock, Varnish, and proxpi (the
 # PyPI pages only: proxpi redirects a file it has not cached yet to the
@@ -18,6 +18,9 @@
 # - herd: 50 clients (curl) at once on one cold 200 MiB file: wall time,
 #   and bytes the upstream sent (its access log) over the file's size;
 # - large-hot: the eight files, random, 16 connections, for --seconds.
+# --only pages-cold (or a comma-separated list) runs only those workloads.
+# Each pages-cold result also records the server's CPU seconds for the
+# round (from /proc), so a change's cost per page can be compared too.
 # Servers on CPU $SERVER_CPU, load on $LOAD_CPU; the upstream and its
 # front on the load's CPU (they are the "network"). Page requests carry
 # pip's Accept header. Results are appended to
@@ -37,6 +40,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 WORK=${UNIMIRROR_BENCH_DIR:-/var/tmp/unimirror-bench}/pullthrough
 ROUNDS=3
 DURATION=10
+ONLY=",pages-cold,pages-hot,large-cold,herd,large-hot,"
 DELAY_MS=${DELAY_MS:-20}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -44,6 +48,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
     --seconds) DURATION=$2; shift 2 ;;
+    --only) ONLY=",$2,"; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -183,6 +188,17 @@ record() { # workload target round fields...
     "$RUN_ID" "$([ "$CACHES" = "$WORK" ] && echo disk || echo tmpfs) varnish=${VARNISH_STORAGE%%,*}" "$w" "$t" "$r" "$(IFS=,; echo "$*")" >> "$RESULTS"
 }
 wrk_json() { taskset -c "$LOAD_CPU" wrk "$@" | tail -1; }
+wants() { [[ $ONLY == *",$1,"* ]]; }
+# User and system CPU seconds of a target's processes (Varnish and nginx
+# work in children).
+tree_of() { echo "$1"; for c in $(ps -o pid= --ppid "$1"); do tree_of "$c"; done; }
+cpu_of() {
+  local ticks=0 p
+  for p in $(tree_of "$1"); do
+    ticks=$((ticks + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  calc "$ticks / $(getconf CLK_TCK)"
+}
 calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
 
 # The pages' paths as each target names them (proxpi: /index/<project>/).
@@ -193,19 +209,29 @@ start origin
 for r in $(seq 1 "$ROUNDS"); do
   for t in ${TARGETS:-unimirror nginx-proxy varnish proxpi}; do
     start "$t"
-    out=$(wrk_json -t1 -c32 -d600s -H "$ACCEPT" -s "$HERE/once.lua" "$(url "$t")" -- "$WORK/run/projects.paths" "$(pages_prefix "$t")")
-    record pages-cold "$t" "$r" "${out:1:-1}"
-    echo "   pages-cold $t round $r: $out"
-    out=$(wrk_json -t1 -c64 -d"${DURATION}s" -H "$ACCEPT" -s "$HERE/random.lua" "$(url "$t")" -- "$WORK/run/projects.paths" "$(pages_prefix "$t")")
-    record pages-hot "$t" "$r" "${out:1:-1}"
-    echo "   pages-hot $t round $r: $out"
+    if wants pages-cold; then
+      before=$(cpu_of "${PID[$t]}")
+      out=$(wrk_json -t1 -c32 -d600s -H "$ACCEPT" -s "$HERE/once.lua" "$(url "$t")" -- "$WORK/run/projects.paths" "$(pages_prefix "$t")")
+      cpu=$(calc "$(cpu_of "${PID[$t]}") - $before")
+      record pages-cold "$t" "$r" "${out:1:-1}" "\"server_cpu\":$cpu"
+      echo "   pages-cold $t round $r: $out, server CPU ${cpu}s"
+    fi
+    if wants pages-hot; then
+      out=$(wrk_json -t1 -c64 -d"${DURATION}s" -H "$ACCEPT" -s "$HERE/random.lua" "$(url "$t")" -- "$WORK/run/projects.paths" "$(pages_prefix "$t")")
+      record pages-hot "$t" "$r" "${out:1:-1}"
+      echo "   pages-hot $t round $r: $out"
+    fi
     if [ "$t" != proxpi ]; then
       # As a client would, the project pages first (unimirror then checks
       # the files against their sha256).
       for p in large herd; do curl -s -o /dev/null "$(url "$t")$(pages_prefix "$t")/$p/"; done
+    fi
+    if [ "$t" != proxpi ] && wants large-cold; then
       out=$(wrk_json -t1 -c4 -d600s -s "$HERE/once.lua" "$(url "$t")" -- "$DATA/large.paths" "${PREFIX[$t]}")
       record large-cold "$t" "$r" "${out:1:-1}"
       echo "   large-cold $t round $r: $out"
+    fi
+    if [ "$t" != proxpi ] && wants herd; then
       herd=$(cat "$DATA/herd.path")
       size=$(stat -c %s "$DATA/$herd")
       : > "$WORK/logs/origin.access.log"
@@ -219,6 +245,8 @@ for r in $(seq 1 "$ROUNDS"); do
       upstream=$(awk -v p="/$herd" '$2 == p {s += $1} END {printf "%d", s}' "$WORK/logs/origin.access.log")
       record herd "$t" "$r" "\"seconds\":$secs" "\"upstream_read\":$(calc "$upstream / $size")"
       echo "   herd $t round $r: ${secs}s, upstream read $(calc "$upstream / $size")x"
+    fi
+    if [ "$t" != proxpi ] && wants large-hot; then
       out=$(wrk_json -t1 -c16 -d"${DURATION}s" -s "$HERE/random.lua" "$(url "$t")" -- "$DATA/large.paths" "${PREFIX[$t]}")
       record large-hot "$t" "$r" "${out:1:-1}"
       echo "   large-hot $t round $r: $out"
@@ -236,6 +264,7 @@ def med(w, t, f):
 targets = ["unimirror", "nginx-proxy", "varnish", "proxpi"]
 figures = [
     ("pages-cold", "requests/s", lambda r: r["requests"] / r["seconds"], max),
+    ("pages-cold", "server CPU ms per page", lambda r: r.get("server_cpu", float("nan")) * 1000 / r["requests"], min),
     ("pages-hot", "requests/s", lambda r: r["requests"] / r["seconds"], max),
     ("large-cold", "MiB/s", lambda r: r["bytes"] / r["seconds"] / 2**20, max),
     ("herd", "seconds", lambda r: r["seconds"], min),

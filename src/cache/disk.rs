@@ -10,13 +10,9 @@
 //!   the same policy, swept at start. (cacache's own index appended a line
 //!   per write and was never compacted, so it grew without bound outside
 //!   the budget.)
-//! - **Documents.** A proxy volume's pages are kept as one file each in
-//!   `docs-v1/ab/cd/<rest>`, named like a record after their volume and
-//!   path: a record's line first (size, time, sha256 of the rest), then
-//!   the page. One file, where a record beside a content object was two:
-//!   under a burst of cold pages, creating files was most of the cost.
-//!   Replaced in place when the page changes; the reader checks the line
-//!   and the sha256 on every read.
+//! - **Documents** (a proxy volume's pages) are not entries of this tier
+//!   but records in packs beside it, which hold room in its budget (see
+//!   `cache::docs`).
 //! - **Accounting and eviction.** A quick_cache of `sha256 → entry` weighs
 //!   each entry by its size, with the budget as its capacity; its S3-FIFO
 //!   policy picks what to evict (new entries that are not asked for again
@@ -82,9 +78,6 @@ pub enum Kind {
     /// A plain record (exactly [`RECORD_LEN`] bytes), named by the sha256
     /// of what it is about.
     Record,
-    /// A document: a record's line, then the bytes it describes; named
-    /// like a record.
-    Document,
 }
 
 /// The size of every plain record.
@@ -346,16 +339,10 @@ fn fanned_out(top: &Path, key: &Sha256Digest) -> PathBuf {
     top.join(&hex[0..2]).join(&hex[2..4]).join(&hex[4..])
 }
 
-/// Where a document named `key` lives: `docs-v1/ab/cd/<rest>`.
-pub fn document_path(dir: &Path, key: &Sha256Digest) -> PathBuf {
-    fanned_out(&dir.join("docs-v1"), key)
-}
-
 fn entry_path(dir: &Path, sha: &Sha256Digest, kind: Kind) -> PathBuf {
     match kind {
         Kind::Content => content_path(dir, sha),
         Kind::Record => record_path(dir, sha),
-        Kind::Document => document_path(dir, sha),
     }
 }
 
@@ -375,13 +362,19 @@ impl DiskTier {
     ) -> io::Result<DiskTier> {
         std::fs::create_dir_all(dir.join("content-v2").join("sha256"))?;
         std::fs::create_dir_all(dir.join("plain-v1"))?;
-        std::fs::create_dir_all(dir.join("docs-v1"))?;
         // cacache's index, where earlier builds recorded plain-tree
         // files: it only ever grew. Its records are simply read again.
         let old_index = dir.join("index-v5");
         if old_index.exists() {
             tracing::info!(dir = %old_index.display(), "removing the old plain-tree index (now plain-v1/)");
             std::fs::remove_dir_all(&old_index)?;
+        }
+        // Pages kept one file each by earlier builds (now packed in
+        // docs-v2/): pages are asked for again, not converted.
+        let old_docs = dir.join("docs-v1");
+        if old_docs.exists() {
+            tracing::info!(dir = %old_docs.display(), "removing pages kept by an earlier build (now packed in docs-v2/)");
+            std::fs::remove_dir_all(&old_docs)?;
         }
         let tmp = tmp_dir(dir);
         if tmp.exists() {
@@ -489,7 +482,6 @@ impl DiskTier {
         let roots = [
             (self.dir.join("content-v2").join("sha256"), Kind::Content),
             (self.dir.join("plain-v1"), Kind::Record),
-            (self.dir.join("docs-v1"), Kind::Document),
         ];
         for (root, kind) in roots {
             for a in std::fs::read_dir(&root)? {
@@ -511,7 +503,6 @@ impl DiskTier {
                                 && match kind {
                                     Kind::Content => true,
                                     Kind::Record => meta.len() == RECORD_LEN as u64,
-                                    Kind::Document => meta.len() >= RECORD_LEN as u64,
                                 }
                         };
                         match Sha256Digest::from_hex(&name) {
@@ -531,8 +522,7 @@ impl DiskTier {
         let n = found.len();
         for (mtime, sha, size, kind) in found {
             self.bytes.fetch_add(size, Ordering::Relaxed);
-            // Records and documents are checked by their readers on
-            // every read instead.
+            // Records are checked by their readers on every read instead.
             let verified = kind != Kind::Content;
             let stored = crate::volume::unix(mtime);
             self.index
@@ -895,55 +885,6 @@ impl DiskTier {
         self.commit_file(&temp, key, RECORD_LEN as u64, Kind::Record, None)
     }
 
-    /// The document named `key`, whole (its record line first), if the
-    /// tier has one (a hit for the eviction policy). May block: reads a
-    /// small file. What it holds is the reader's to check.
-    pub fn read_document(&self, key: &Sha256Digest) -> Option<Vec<u8>> {
-        let entry = self.index.get(key)?;
-        if entry.kind != Kind::Document || !entry.present.load(Ordering::Acquire) {
-            return None;
-        }
-        match std::fs::read(document_path(&self.dir, key)) {
-            Ok(bytes) => Some(bytes),
-            Err(e) => {
-                tracing::warn!(%key, "dropping an unreadable document: {e}");
-                self.drop_entry(key);
-                None
-            }
-        }
-    }
-
-    /// Whether the index has the document `key` (without reading it).
-    pub fn has_document(&self, key: &Sha256Digest) -> bool {
-        self.index
-            .peek(key)
-            .is_some_and(|e| e.kind == Kind::Document && e.present.load(Ordering::Acquire))
-    }
-
-    /// Drops a document its reader found malformed or corrupt.
-    pub fn drop_document(&self, key: &Sha256Digest) {
-        if self
-            .index
-            .peek(key)
-            .is_some_and(|e| e.kind == Kind::Document)
-        {
-            tracing::warn!(%key, "dropping a malformed or corrupt document");
-            self.drop_entry(key);
-        }
-    }
-
-    /// Moves a complete document (a temporary file of `size` bytes that
-    /// its reservation counts) into place as `key`, replacing the one there.
-    pub fn commit_document(
-        &self,
-        temp: &Path,
-        key: &Sha256Digest,
-        size: u64,
-        reservation: &mut Reservation,
-    ) -> io::Result<()> {
-        self.commit_file(temp, key, size, Kind::Document, Some(reservation))
-    }
-
     /// Moves a complete and verified temporary file into place as
     /// `sha` and admits it (possibly evicting others, or itself).
     ///
@@ -989,12 +930,6 @@ impl DiskTier {
         {
             let _guard = self.files.lock().expect("not poisoned");
             if let Some(there) = self.index.peek(sha) {
-                if kind == Kind::Document
-                    && there.kind == Kind::Document
-                    && there.present.load(Ordering::Acquire)
-                {
-                    return self.replace_document(temp, sha, &there, entry, reservation);
-                }
                 if kind == Kind::Record
                     && there.kind == Kind::Record
                     && there.present.load(Ordering::Acquire)
@@ -1059,44 +994,6 @@ impl DiskTier {
         }
         entry.present.store(true, Ordering::Release);
         drop(_guard);
-        self.update_gauges();
-        Ok(())
-    }
-
-    /// Renames a new version of a document over the one there, and swaps
-    /// their entries and sizes, under the files lock (held by the caller).
-    /// A document is small: the budget may be passed by the difference
-    /// until the insert's evictions are deleted, just after.
-    fn replace_document(
-        &self,
-        temp: &Path,
-        key: &Sha256Digest,
-        there: &DiskEntry,
-        entry: Arc<DiskEntry>,
-        reservation: Option<&mut Reservation>,
-    ) -> io::Result<()> {
-        if let Err(e) = std::fs::rename(temp, document_path(&self.dir, key)) {
-            let _ = std::fs::remove_file(temp);
-            if let Some(r) = reservation {
-                r.temp_gone();
-            }
-            return Err(e);
-        }
-        // One step, so that `bytes + temps` never misses the file.
-        let mut s = self.space.lock().expect("not poisoned");
-        if let Some(r) = reservation
-            && r.temp
-        {
-            r.temp = false;
-            s.temps -= r.size;
-        }
-        // Removed first: a replacing insert would count as an eviction.
-        self.index.remove(key);
-        self.bytes.fetch_sub(there.size, Ordering::Relaxed);
-        self.bytes.fetch_add(entry.size, Ordering::Relaxed);
-        entry.present.store(true, Ordering::Release);
-        self.index.insert(*key, entry);
-        drop(s);
         self.update_gauges();
         Ok(())
     }
@@ -1404,53 +1301,6 @@ pub(crate) mod tests {
         assert!(rt.block_on(tier.open_entry(&sha)).is_none());
         assert!(!tier.contains(&sha));
         assert_eq!(metrics.integrity_failures(Tier::Disk).get(), 1);
-    }
-
-    /// Writes `bytes` as the document `key`, as the cache's writer does.
-    fn write_document(tier: &Arc<DiskTier>, key: &Sha256Digest, bytes: &[u8]) {
-        let mut reservation = tier.reserve(bytes.len() as u64);
-        let (temp, file) = reservation.create_temp().unwrap();
-        file.write_all_at(bytes, 0).unwrap();
-        tier.commit_document(&temp, key, bytes.len() as u64, &mut reservation)
-            .unwrap();
-    }
-
-    #[test]
-    fn documents_are_one_file_replaced_in_place_at_any_size_and_swept_when_short() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = Sha256Digest::of(b"a document's name");
-        let (first, second) = (vec![b'a'; RECORD_LEN + 500], vec![b'b'; RECORD_LEN + 20]);
-        {
-            let tier = Arc::new(
-                DiskTier::load(dir.path(), 1 << 20, 16, Arc::new(Metrics::new())).unwrap(),
-            );
-            write_document(&tier, &key, &first);
-            assert_eq!(tier.bytes(), first.len() as u64);
-            write_document(&tier, &key, &second);
-            tier.flush();
-            assert!(tier.has_document(&key));
-            assert_eq!(tier.read_document(&key), Some(second.clone()));
-            // Charged at its new size only, as what is on disk is.
-            assert_eq!(tier.bytes(), second.len() as u64);
-            assert_eq!(du(dir.path()), second.len() as u64);
-            // A document is neither an object nor a record.
-            assert!(!tier.contains(&key));
-            assert!(tier.read_record(&key).is_none());
-            assert_eq!(tier.metrics.cache_evictions(Tier::Disk).get(), 0);
-        }
-        let short = Sha256Digest::of(b"another name");
-        std::fs::create_dir_all(document_path(dir.path(), &short).parent().unwrap()).unwrap();
-        std::fs::write(document_path(dir.path(), &short), b"shorter than a line").unwrap();
-
-        let tier = DiskTier::load(dir.path(), 1 << 20, 16, Arc::new(Metrics::new())).unwrap();
-        assert_eq!(tier.read_document(&key), Some(second.clone()));
-        assert!(!document_path(dir.path(), &short).exists());
-        assert_eq!(tier.bytes(), second.len() as u64);
-        // Dropped on the reader's word, its file goes too.
-        tier.drop_document(&key);
-        tier.flush();
-        assert!(!document_path(dir.path(), &key).exists());
-        assert_eq!(tier.bytes(), 0);
     }
 
     #[test]

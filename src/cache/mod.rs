@@ -12,6 +12,7 @@
 
 pub mod direct;
 pub mod disk;
+pub mod docs;
 pub mod fill;
 pub mod manifests;
 pub mod plain;
@@ -172,8 +173,10 @@ pub struct Cache {
     /// Its size (three quarters of `cache.disk_size`): objects larger than
     /// this are never cached.
     fill_budget_kib: u64,
-    /// The thread that writes fills into the disk tier.
-    writer: std::sync::mpsc::Sender<Write>,
+    /// The thread that writes fills and documents into the disk tier.
+    writer: std::sync::mpsc::Sender<Job>,
+    /// Proxy volumes' pages, packed (see `docs`).
+    documents: Arc<docs::Documents>,
     /// The bytes of the documents waiting for the writer (see
     /// [`MAX_DOCUMENTS_QUEUED`]).
     documents_queued: Arc<AtomicU64>,
@@ -226,15 +229,23 @@ impl Cache {
             )
         });
         let documents_queued = Arc::new(AtomicU64::new(0));
-        let writer = spawn_writer(disk.clone(), documents_queued.clone());
         // The rest is for manifest copies, so that the two never hold more
         // than the whole budget together.
         let fill_budget_kib = (config.disk_size - config.disk_size / manifests::SHARE) >> 10;
+        let fill_budget = Arc::new(tokio::sync::Semaphore::new(fill_budget_kib as usize));
+        let documents = Arc::new(docs::Documents::open(
+            &config.dir,
+            disk.clone(),
+            fill_budget.clone(),
+            config.disk_size / DOCUMENTS_SHARE,
+        )?);
+        let writer = spawn_writer(disk.clone(), documents.clone(), documents_queued.clone());
         Ok(Arc::new(Cache {
             writer,
+            documents,
             documents_queued,
             fill_slots: Arc::new(tokio::sync::Semaphore::new(config.max_fills)),
-            fill_budget: Arc::new(tokio::sync::Semaphore::new(fill_budget_kib as usize)),
+            fill_budget,
             fill_budget_kib,
             settings: Settings {
                 memory_max_object: config.memory_max_object,
@@ -434,11 +445,10 @@ impl Cache {
             sha,
             size: req.size(),
             named,
-            reservation: Some(reservation),
-            budget: None,
+            reservation,
             done,
         };
-        if self.writer.send(write).is_err() {
+        if self.writer.send(Job::Fill(write)).is_err() {
             tracing::error!(%sha, "the cache writer is gone; not cached");
             return;
         }
@@ -446,56 +456,38 @@ impl Cache {
     }
 
     /// Keeps a document (a proxy volume's page) in the disk tier under
-    /// `(volume, path)`, stamped with `stamp_ns`: one file, a plain
-    /// record's line (size, stamp, sha256) and then the bytes, charged to
-    /// `disk_size` and evicted like any entry; it replaces the one there.
-    /// Written by the cache's writer thread, which also makes room for it:
-    /// the caller does not wait.
-    pub fn keep_document(&self, volume: &str, path: &[u8], stamp_ns: i128, bytes: Bytes) {
-        let record = plain::PlainRecord {
-            size: bytes.len() as u64,
-            mtime_ns: stamp_ns,
-            sha: Sha256Digest::of(&bytes),
-        };
-        let mut file = Vec::with_capacity(disk::RECORD_LEN + bytes.len());
-        file.extend_from_slice(&record.encode());
-        file.extend_from_slice(&bytes);
-        let size = file.len() as u64;
-        if kib(size) > self.fill_budget_kib {
-            return;
-        }
-        // Its room comes out of the share fills take (three quarters of
-        // `disk_size`), as a fill's does, so that documents, fills and
-        // manifest copies together stay within the budget. No room now:
-        // not kept (the page is in memory; only a restart would miss it).
-        let permits = u32::try_from(kib(size)).expect("checked against the budget");
-        let Ok(budget) = self.fill_budget.clone().try_acquire_many_owned(permits) else {
-            tracing::debug!(
-                volume,
-                "a document not kept: the fills' share of the disk budget is taken"
-            );
-            return;
-        };
+    /// `(volume, path)`, stamped with `stamp_ns`: a record in the newest
+    /// pack (see `docs`), which replaces the one kept before.
+    ///
+    /// `render` makes the bytes, and the cache's writer thread calls it:
+    /// serializing and hashing a page cost a cold page's client a sixth of
+    /// its wait when done before the answer. `estimate` (about its size)
+    /// bounds the queue. The writer also makes room for it; the caller
+    /// does not wait.
+    pub fn keep_document(
+        &self,
+        volume: &str,
+        path: &[u8],
+        stamp_ns: i128,
+        estimate: u64,
+        render: Box<dyn FnOnce() -> Option<Bytes> + Send>,
+    ) {
         // The writer yields to the responses (see `spawn_writer`): under a
         // long burst its queue is bounded, and a page past the bound is
         // not kept (it is in memory; only a restart would miss it).
-        let queued = self.documents_queued.fetch_add(size, Ordering::Relaxed);
-        if queued + size > MAX_DOCUMENTS_QUEUED {
-            self.documents_queued.fetch_sub(size, Ordering::Relaxed);
+        let queued = self.documents_queued.fetch_add(estimate, Ordering::Relaxed);
+        if queued + estimate > MAX_DOCUMENTS_QUEUED {
+            self.documents_queued.fetch_sub(estimate, Ordering::Relaxed);
             tracing::debug!(volume, "a document not kept: the cache writer is behind");
             return;
         }
-        let (done, _) = tokio::sync::oneshot::channel();
-        let write = Write {
-            copied: fill::Copied::Bytes(file.into()),
-            sha: plain::document_key(volume, path),
-            size,
-            named: Named::Document,
-            reservation: None,
-            budget: Some(budget),
-            done,
-        };
-        let _ = self.writer.send(write);
+        let job = Job::Document(Document {
+            key: plain::document_key(volume, path),
+            stamp_ns,
+            estimate,
+            render,
+        });
+        let _ = self.writer.send(job);
     }
 
     /// The document kept under `(volume, path)` and its stamp, if the disk
@@ -503,22 +495,23 @@ impl Cache {
     /// and sha256 of the bytes after it, or it is dropped.
     pub async fn document(self: &Arc<Self>, volume: &str, path: &[u8]) -> Option<(i128, Bytes)> {
         let key = plain::document_key(volume, path);
-        // Most documents asked for were never kept: the in-memory index
+        // Most documents asked for were never kept: the index in memory
         // says so without a trip to the blocking pool.
-        if !self.disk.has_document(&key) {
+        if !self.documents.has(&key) {
             return None;
         }
-        let disk = self.disk.clone();
+        let documents = self.documents.clone();
         tokio::task::spawn_blocking(move || {
-            let file = Bytes::from(disk.read_document(&key)?);
-            let whole = file.get(..disk::RECORD_LEN).and_then(|line| {
+            let kept = documents.read(&key)?;
+            let whole = kept.get(..disk::RECORD_LEN).and_then(|line| {
                 let record = plain::PlainRecord::parse(line.try_into().ok()?)?;
-                let bytes = file.slice(disk::RECORD_LEN..);
+                let bytes = kept.slice(disk::RECORD_LEN..);
                 (record.size == bytes.len() as u64 && Sha256Digest::of(&bytes) == record.sha)
                     .then_some((record.mtime_ns, bytes))
             });
             if whole.is_none() {
-                disk.drop_document(&key);
+                tracing::warn!(%key, "a kept page is not whole; dropped, to be fetched again");
+                documents.forget(&key);
             }
             whole
         })
@@ -641,13 +634,25 @@ struct Write {
     size: u64,
     /// What names the entry on disk.
     named: Named,
-    /// A fill's room in the budget; `None` for a document, whose room the
-    /// writer makes itself.
-    reservation: Option<disk::Reservation>,
-    /// A document's share of the fills' budget, held until it is written
-    /// (a fill holds its own in the fill).
-    budget: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The fill's room in the budget.
+    reservation: disk::Reservation,
     done: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Work for the cache writer.
+enum Job {
+    /// A verified fill to commit.
+    Fill(Write),
+    /// A document to render and keep (see [`Cache::keep_document`]).
+    Document(Document),
+}
+
+struct Document {
+    key: Sha256Digest,
+    stamp_ns: i128,
+    /// Counted in `documents_queued` until the writer takes it.
+    estimate: u64,
+    render: Box<dyn FnOnce() -> Option<Bytes> + Send>,
 }
 
 /// What names a disk entry the writer commits.
@@ -657,9 +662,11 @@ enum Named {
     /// Its sha256, and the plain record (key and text) of the plain-tree
     /// file it was read as.
     Plain(Sha256Digest, plain::PlainRecord),
-    /// A document: `Write::sha` is its key, not its bytes' sha256.
-    Document,
 }
+
+/// Documents' packs take at most this part of `disk_size` (an eighth),
+/// out of the fills' share.
+const DOCUMENTS_SHARE: u64 = 8;
 
 /// At most this many bytes of documents wait for the cache writer; more
 /// are not kept.
@@ -685,36 +692,64 @@ const WRITER_NICE: libc::c_int = 10;
 /// waiting documents are bounded by [`MAX_DOCUMENTS_QUEUED`].
 fn spawn_writer(
     disk: Arc<DiskTier>,
+    documents: Arc<docs::Documents>,
     documents_queued: Arc<AtomicU64>,
-) -> std::sync::mpsc::Sender<Write> {
-    let (tx, rx) = std::sync::mpsc::channel::<Write>();
+) -> std::sync::mpsc::Sender<Job> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
     std::thread::Builder::new()
         .name("cache-write".into())
         .spawn(move || {
             lower_own_priority(WRITER_NICE);
-            for w in rx {
-                if matches!(w.named, Named::Document) {
-                    documents_queued.fetch_sub(w.size, Ordering::Relaxed);
+            for job in rx {
+                match job {
+                    Job::Fill(w) => {
+                        let mut reservation = w.reservation;
+                        let written = write_entry(
+                            &disk,
+                            w.copied,
+                            &w.sha,
+                            w.size,
+                            &w.named,
+                            &mut reservation,
+                        );
+                        // The room is given back (or was handed to the
+                        // entry) before the fill is told it is done.
+                        drop(reservation);
+                        if let Err(e) = written {
+                            disk.write_failed(&e);
+                            tracing::error!(sha = %w.sha, "cannot commit to the disk cache: {e}");
+                        }
+                        let _ = w.done.send(());
+                    }
+                    Job::Document(d) => {
+                        documents_queued.fetch_sub(d.estimate, Ordering::Relaxed);
+                        let key = d.key;
+                        if let Err(e) = write_document(&documents, d) {
+                            disk.write_failed(&e);
+                            tracing::error!(%key, "cannot keep a document in the disk cache: {e}");
+                        }
+                    }
                 }
-                let mut reservation = match w.reservation {
-                    Some(r) => r,
-                    None => disk.reserve(w.size),
-                };
-                let written =
-                    write_entry(&disk, w.copied, &w.sha, w.size, &w.named, &mut reservation);
-                // The room is given back (or was handed to the entry) before
-                // the fill is told it is done.
-                drop(reservation);
-                drop(w.budget);
-                if let Err(e) = written {
-                    disk.write_failed(&e);
-                    tracing::error!(sha = %w.sha, "cannot commit to the disk cache: {e}");
-                }
-                let _ = w.done.send(());
             }
         })
         .expect("spawning a thread");
     tx
+}
+
+/// Renders a document and appends it to the newest pack.
+fn write_document(documents: &docs::Documents, d: Document) -> std::io::Result<()> {
+    let Some(bytes) = (d.render)() else {
+        return Ok(());
+    };
+    let record = plain::PlainRecord {
+        size: bytes.len() as u64,
+        mtime_ns: d.stamp_ns,
+        sha: Sha256Digest::of(&bytes),
+    };
+    if !documents.append(&d.key, &record, &bytes)? {
+        tracing::debug!(key = %d.key, "a page not kept: no room for it now");
+    }
+    Ok(())
 }
 
 /// Lowers the calling thread's priority to `nice` (Linux keeps a nice
@@ -732,7 +767,7 @@ fn lower_own_priority(nice: libc::c_int) {
 }
 
 /// Writes a verified fill into the disk tier, and the plain record that
-/// names it, if it has one; or a document.
+/// names it, if it has one.
 ///
 /// Not fsynced: the cache is not the copy of record. After a restart every
 /// entry is hashed again on its first read, so a file a power cut left
@@ -765,7 +800,6 @@ fn write_entry(
     let recorded = match named {
         Named::Plain(key, record) => disk.write_record(key, &record.encode()),
         Named::Object => Ok(()),
-        Named::Document => return disk.commit_document(&temp, sha, size, reservation),
     };
     disk.commit(&temp, sha, size, Some(reservation))?;
     recorded

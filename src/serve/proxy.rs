@@ -68,6 +68,8 @@ pub struct ProxyVolume {
     pub config: ProxyConfig,
     /// The simple index, ending in `/`.
     index: Url,
+    /// The directory above it, where links' paths are resolved from.
+    root: Url,
     /// Where a file path is fetched from when no page linked it.
     files_base: Url,
     verify: ProxyVerify,
@@ -194,10 +196,21 @@ struct DocFile {
 
 /// A file link a kept page gave.
 struct Link {
-    url: Url,
+    /// Parsed when a client asks for the file, not for every link of
+    /// every page a client asks for.
+    url: Box<str>,
     sha256: Sha256Digest,
     size: Option<u64>,
     metadata_sha256: Option<Sha256Digest>,
+}
+
+impl Link {
+    /// Its URL, with `suffix` added (`.metadata` for the file's core
+    /// metadata). Pages are checked when kept, so this only fails for a
+    /// document someone edited.
+    fn parse(&self, suffix: &str) -> Result<Url, Refusal> {
+        Url::parse(&format!("{}{suffix}", self.url)).map_err(|_| Refusal::NotFound)
+    }
 }
 
 /// Where a project page stands after asking for it.
@@ -255,6 +268,7 @@ impl ProxyVolume {
             files_at: format!("{prefix}/").into(),
             config: config.clone(),
             hosts: FileHosts::new(&index, &allowed)?,
+            root: pypi::mirror_root(&index)?,
             index,
             files_base,
             verify,
@@ -370,15 +384,13 @@ impl ProxyVolume {
     /// Keeps a page in memory, and its links.
     fn remember(&self, page: Page) -> Arc<Page> {
         for f in &page.doc.files {
-            if let Ok(url) = Url::parse(&f.url) {
-                let link = Link {
-                    url,
-                    sha256: f.sha256,
-                    size: f.size,
-                    metadata_sha256: f.metadata_sha256,
-                };
-                self.links.insert(f.path.clone(), Arc::new(link));
-            }
+            let link = Link {
+                url: f.url.as_str().into(),
+                sha256: f.sha256,
+                size: f.size,
+                metadata_sha256: f.metadata_sha256,
+            };
+            self.links.insert(f.path.clone(), Arc::new(link));
         }
         let page = Arc::new(page);
         self.pages.insert(page.doc.project.clone(), page.clone());
@@ -386,16 +398,17 @@ impl ProxyVolume {
     }
 
     /// Keeps a page's document in the disk tier, in the background: the
-    /// client does not wait for the write (the page is in memory already).
-    fn keep(&self, ask: &Ask<'_>, page: &Page) {
-        let Ok(bytes) = serde_json::to_vec(&page.doc) else {
-            return;
-        };
+    /// client does not wait for the write (the page is in memory already),
+    /// nor for its serializing, which the cache's writer does.
+    fn keep(&self, ask: &Ask<'_>, page: &Arc<Page>) {
         let stamp = page.doc.fetched_ms as i128 * 1_000_000;
         let key = doc_key(&page.doc.project);
+        let estimate = quick_cache::Weighter::weight(&PageWeight, &page.doc.project, page) / 2;
+        let page = page.clone();
+        let render = Box::new(move || serde_json::to_vec(&page.doc).ok().map(Bytes::from));
         ask.daemon
             .cache
-            .keep_document(&self.name, &key, stamp, bytes.into());
+            .keep_document(&self.name, &key, stamp, estimate, render);
     }
 
     /// Asks the upstream for a project's page, conditionally when one is
@@ -482,7 +495,7 @@ impl ProxyVolume {
             let path = self
                 .hosts
                 .check(&d.url)
-                .and_then(|()| pypi::mirror_path(&self.index, &d.url, &d.filename));
+                .and_then(|()| pypi::mirror_path_under(&self.root, &d.url, &d.filename));
             match path {
                 Ok(path) => files.push(DocFile {
                     filename: d.filename,
@@ -646,11 +659,10 @@ impl ProxyVolume {
         let (url, check, size) = if let Some(dist) = path.strip_suffix(".metadata") {
             let link = self.link(ask, dist).await.ok_or(Refusal::NotFound)?;
             let sha = link.metadata_sha256.ok_or(Refusal::NotFound)?;
-            let url =
-                Url::parse(&format!("{}.metadata", link.url)).map_err(|_| Refusal::NotFound)?;
+            let url = link.parse(".metadata")?;
             (url, Check::Sha256(sha), None)
         } else if let Some(link) = self.links.get(path) {
-            (link.url.clone(), Check::Sha256(link.sha256), link.size)
+            (link.parse("")?, Check::Sha256(link.sha256), link.size)
         } else if self.verify == ProxyVerify::Blake2bPath
             && let Some(digest) = blake2_of_path(path)
         {
@@ -658,7 +670,7 @@ impl ProxyVolume {
             (url, Check::Blake2b(digest), None)
         } else {
             let link = self.link(ask, path).await.ok_or(Refusal::NotFound)?;
-            (link.url.clone(), Check::Sha256(link.sha256), link.size)
+            (link.parse("")?, Check::Sha256(link.sha256), link.size)
         };
         let upstreams = &ask.daemon.upstreams;
         // A file the cache holds needs no upstream, even for its size. One

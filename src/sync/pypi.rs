@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use reqwest::Url;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::Gate;
@@ -429,6 +430,10 @@ fn parse_attrs(s: &str) -> Vec<(String, String)> {
 }
 
 fn unescape(s: &str) -> String {
+    // Most names and values have no entity: no six passes over them.
+    if !s.contains('&') {
+        return s.to_string();
+    }
     s.replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&quot;", "\"")
@@ -445,7 +450,17 @@ fn unescape(s: &str) -> String {
 /// the path must not fall under `simple/`, where the mirror's own pages
 /// are.
 pub fn mirror_path(index: &Url, file: &Url, filename: &str) -> Result<String> {
-    let root = index.join("../")?;
+    mirror_path_under(&mirror_root(index)?, file, filename)
+}
+
+/// The directory above the index at `index`, which [`mirror_path`]
+/// resolves paths under: computed once by a caller that checks many links.
+pub fn mirror_root(index: &Url) -> Result<Url> {
+    Ok(index.join("../")?)
+}
+
+/// [`mirror_path`], given the index's [`mirror_root`].
+pub fn mirror_path_under(root: &Url, file: &Url, filename: &str) -> Result<String> {
     let same_origin = file.scheme() == root.scheme()
         && file.host_str() == root.host_str()
         && file.port_or_known_default() == root.port_or_known_default();
@@ -882,33 +897,71 @@ pub fn project_html(name: &str, files_at: &str, files: &[PageFile]) -> String {
 
 /// A project's PEP 691 JSON (see [`project_pages`]).
 pub fn project_json(name: &str, files_at: &str, files: &[PageFile]) -> Result<String> {
-    let mut out = Vec::new();
-    for d in files {
-        let mut f = json!({
-            "filename": d.filename,
-            "url": file_href(files_at, d),
-            "hashes": { "sha256": d.sha256.hex() },
-        });
-        if let Some(size) = d.size {
-            f["size"] = json!(size);
-        }
-        if let Some(rp) = &d.requires_python {
-            f["requires-python"] = json!(rp);
-        }
-        if let Some(y) = &d.yanked {
-            f["yanked"] = if y.is_empty() { json!(true) } else { json!(y) };
-        }
-        if let Some(sha) = d.metadata_sha {
-            f["core-metadata"] = json!({ "sha256": sha.hex() });
-            f["dist-info-metadata"] = json!({ "sha256": sha.hex() });
-        }
-        out.push(f);
+    // Typed rather than built as a `serde_json::Value`: a proxy renders
+    // this while its client waits, and the map of maps cost a third of a
+    // cold page's own work. Fields are in the order the `Value` map kept
+    // them (sorted), so the bytes are the same; a test checks it.
+    #[derive(Serialize)]
+    struct Page<'a> {
+        files: Vec<File<'a>>,
+        meta: Meta,
+        name: &'a str,
     }
-    Ok(serde_json::to_string_pretty(&json!({
-        "meta": { "api-version": "1.1" },
-        "name": name,
-        "files": out,
-    }))? + "\n")
+    #[derive(Serialize)]
+    struct Meta {
+        #[serde(rename = "api-version")]
+        api_version: &'static str,
+    }
+    #[derive(Serialize)]
+    struct Hashes {
+        sha256: String,
+    }
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Yanked<'a> {
+        Yes(bool),
+        Why(&'a str),
+    }
+    #[derive(Serialize)]
+    struct File<'a> {
+        #[serde(rename = "core-metadata", skip_serializing_if = "Option::is_none")]
+        core_metadata: Option<Hashes>,
+        #[serde(rename = "dist-info-metadata", skip_serializing_if = "Option::is_none")]
+        dist_info_metadata: Option<Hashes>,
+        filename: &'a str,
+        hashes: Hashes,
+        #[serde(rename = "requires-python", skip_serializing_if = "Option::is_none")]
+        requires_python: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+        url: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        yanked: Option<Yanked<'a>>,
+    }
+    let metadata = |d: &PageFile| d.metadata_sha.map(|sha| Hashes { sha256: sha.hex() });
+    let page = Page {
+        files: files
+            .iter()
+            .map(|d| File {
+                core_metadata: metadata(d),
+                dist_info_metadata: metadata(d),
+                filename: &d.filename,
+                hashes: Hashes {
+                    sha256: d.sha256.hex(),
+                },
+                requires_python: d.requires_python.as_deref(),
+                size: d.size,
+                url: file_href(files_at, d),
+                yanked: d.yanked.as_deref().map(|y| match y {
+                    "" => Yanked::Yes(true),
+                    why => Yanked::Why(why),
+                }),
+            })
+            .collect(),
+        meta: Meta { api_version: "1.1" },
+        name,
+    };
+    Ok(serde_json::to_string_pretty(&page)? + "\n")
 }
 
 /// The root page and JSON listing `names`.
@@ -1124,6 +1177,46 @@ mod tests {
             "1.0"
         );
         assert!(version_of("README").is_none());
+    }
+
+    #[test]
+    fn a_json_page_is_what_a_sorted_json_value_would_print() {
+        let file = |filename: &str| PageFile {
+            filename: filename.into(),
+            path: format!("packages/ab/{filename}"),
+            sha256: Sha256Digest::of(filename.as_bytes()),
+            size: None,
+            requires_python: None,
+            yanked: None,
+            metadata_sha: None,
+        };
+        let full = PageFile {
+            size: Some(42),
+            requires_python: Some(">=3.8".into()),
+            yanked: Some("broken \"build\"".into()),
+            metadata_sha: Some(Sha256Digest::of(b"metadata")),
+            ..file("a-1.0-py3-none-any.whl")
+        };
+        let flagged = PageFile {
+            yanked: Some(String::new()),
+            ..file("a-2.0.tar.gz")
+        };
+        let files = [full, flagged, file("a-3.0 x.zip")];
+        let page = project_json("a", "/pypi/", &files).unwrap();
+        let value: Value = serde_json::from_str(&page).unwrap();
+        assert_eq!(page, serde_json::to_string_pretty(&value).unwrap() + "\n");
+        assert_eq!(value["files"][0]["yanked"], json!("broken \"build\""));
+        assert_eq!(value["files"][1]["yanked"], json!(true));
+        assert_eq!(
+            value["files"][0]["core-metadata"],
+            value["files"][0]["dist-info-metadata"]
+        );
+        assert_eq!(
+            value["files"][2]["url"],
+            json!("/pypi/packages/ab/a-3.0%20x.zip")
+        );
+        assert_eq!(value["files"][2].as_object().unwrap().len(), 3);
+        assert_eq!(value["meta"]["api-version"], json!("1.1"));
     }
 
     #[test]

@@ -373,14 +373,20 @@ fn touch_later(path: &Path) {
 }
 
 #[test]
-fn a_kept_page_survives_a_restart_in_the_disk_tier_as_one_file_checked_when_read() {
+fn a_kept_page_survives_a_restart_in_a_pack_of_the_disk_tier_checked_when_read() {
     let dir = tempfile::tempdir().unwrap();
     let up = PypiUpstream::new(dir.path());
     let env = proxy_env(&up, "");
+    // Pages an earlier build kept one file each are removed at start.
+    let old = env.path().join("cache/docs-v1/ab/cd/ef");
+    fs::create_dir_all(old.parent().unwrap()).unwrap();
+    fs::write(&old, b"p1 an old page").unwrap();
     let d = Daemon::start(&env);
+    assert!(!env.path().join("cache/docs-v1").exists());
     let first = d.get("/pypi/simple/greet/");
     assert_eq!(first.status, 200);
-    // The page is written to the disk tier after the answer, as one file.
+    // The page is written to the disk tier after the answer, appended to
+    // a pack: a record's lines, then the page.
     let cache = env.path().join("cache");
     let files_under = |sub: &str| {
         walk(&cache.join(sub))
@@ -388,16 +394,23 @@ fn a_kept_page_survives_a_restart_in_the_disk_tier_as_one_file_checked_when_read
             .filter(|p| p.is_file())
             .collect::<Vec<_>>()
     };
-    wait_for("the page in the disk tier", 10, || {
-        files_under("docs-v1").len() == 1
+    let packed = |pack: &Path| fs::metadata(pack).map_or(0, |m| m.len());
+    wait_for("the page in a pack", 10, || {
+        files_under("docs-v2")
+            .first()
+            .is_some_and(|p| packed(p) > 0)
     });
     assert_eq!(
         (
+            files_under("docs-v2").len(),
             files_under("plain-v1").len(),
             files_under("content-v2").len()
         ),
-        (0, 0)
+        (1, 0, 0)
     );
+    let pack = files_under("docs-v2").pop().unwrap();
+    let text = fs::read(&pack).unwrap();
+    assert!(text.starts_with(b"d2 "), "{:?}", &text[..20]);
     drop(d);
     let d = Daemon::start(&env);
     let r = d.get("/pypi/simple/greet/");
@@ -408,13 +421,13 @@ fn a_kept_page_survives_a_restart_in_the_disk_tier_as_one_file_checked_when_read
     assert_eq!(up.index.requests("GET", "/simple/greet/"), 1);
     drop(d);
 
-    // A document whose bytes no longer match its line is dropped, and the
-    // page fetched again.
-    let doc = files_under("docs-v1").pop().unwrap();
-    let mut bytes = fs::read(&doc).unwrap();
+    // A page whose bytes no longer match its record's line is dropped, and
+    // the page fetched again and kept again, in a new pack (the one found
+    // at start is not appended to).
+    let mut bytes = fs::read(&pack).unwrap();
     let last = bytes.len() - 2;
     bytes[last] ^= 0x20;
-    fs::write(&doc, &bytes).unwrap();
+    fs::write(&pack, &bytes).unwrap();
     let d = Daemon::start(&env);
     let r = d.get("/pypi/simple/greet/");
     assert_eq!(
@@ -423,7 +436,12 @@ fn a_kept_page_survives_a_restart_in_the_disk_tier_as_one_file_checked_when_read
     );
     assert_eq!(up.index.requests("GET", "/simple/greet/"), 2);
     wait_for("the page kept again", 10, || {
-        fs::read(&doc).is_ok_and(|b| b != bytes)
+        files_under("docs-v2")
+            .iter()
+            .any(|p| *p != pack && packed(p) > 0)
+    });
+    wait_for("the dropped page logged", 10, || {
+        d.log_text().contains("a kept page is not whole")
     });
 }
 
