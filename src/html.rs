@@ -76,12 +76,36 @@ fn hex_value(b: u8) -> Option<u8> {
 
 fn encode(name: &[u8], kept: &[u8]) -> String {
     let mut out = String::with_capacity(name.len());
+    encode_onto(name, kept, &mut out);
+    out
+}
+
+/// Percent-encodes `name` onto the end of `out`, keeping ASCII letters,
+/// digits and `kept`. Byte by byte, without a `format!` per escape: it
+/// writes every link of every page a proxy renders.
+fn encode_onto(name: &[u8], kept: &[u8], out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in name {
         if b.is_ascii_alphanumeric() || kept.contains(&b) {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
         }
+    }
+}
+
+/// A `/`-separated path with each segment [`href_encode`]d, after
+/// `prefix`.
+pub fn href_encode_path(prefix: &str, path: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + path.len() + 8);
+    out.push_str(prefix);
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        encode_onto(segment.as_bytes(), b"-_.~", &mut out);
     }
     out
 }
@@ -99,6 +123,18 @@ mod tests {
         for bad in ["%", "%4", "%zz", "%ff", "%+f"] {
             assert_eq!(percent_decode(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_path_is_encoded_segment_by_segment_after_its_prefix() {
+        assert_eq!(
+            href_encode_path("/pypi/", "packages/ab/torch-2.1.0+cpu é.whl"),
+            "/pypi/packages/ab/torch-2.1.0%2Bcpu%20%C3%A9.whl"
+        );
+        let path = "a b/c+d/%e";
+        let encoded = href_encode_path("", path);
+        let segments: Vec<String> = path.split('/').map(href_encode).collect();
+        assert_eq!(encoded, segments.join("/"));
     }
 
     #[test]

@@ -32,7 +32,7 @@ use super::Gate;
 use super::fetch::{Fetcher, Want};
 use crate::config::{AllowedHost, Fetch, PypiUpstream};
 use crate::digest::Sha256Digest;
-use crate::html::{escape, href_encode};
+use crate::html::{escape, href_encode_path};
 
 pub struct Pypi<'a> {
     pub upstream: &'a PypiUpstream,
@@ -354,8 +354,8 @@ pub fn parse_html_counting(body: &str, page: &Url, steps: &mut u64) -> Result<Ve
         else {
             continue;
         };
-        let url = page.join(&href)?;
-        let Some(sha256) = url
+        let mut file_url = page.join(&href)?;
+        let Some(sha256) = file_url
             .fragment()
             .and_then(|f| f.strip_prefix("sha256="))
             .and_then(Sha256Digest::from_hex)
@@ -363,7 +363,6 @@ pub fn parse_html_counting(body: &str, page: &Url, steps: &mut u64) -> Result<Ve
             unhashed += 1;
             continue;
         };
-        let mut file_url = url.clone();
         file_url.set_fragment(None);
         let attr = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let filename = if text.is_empty() {
@@ -862,8 +861,7 @@ pub fn project_pages(name: &str, files_at: &str, files: &[PageFile]) -> Result<(
 
 /// A file's link from its project's page.
 fn file_href(files_at: &str, d: &PageFile) -> String {
-    let encoded: Vec<String> = d.path.split('/').map(href_encode).collect();
-    format!("{files_at}{}", encoded.join("/"))
+    href_encode_path(files_at, &d.path)
 }
 
 /// A project's PEP 503 page (see [`project_pages`]).
