@@ -959,7 +959,7 @@ pub fn project_json(name: &str, files_at: &str, files: &[PageFile]) -> Result<St
         meta: Meta { api_version: "1.1" },
         name,
     };
-    Ok(serde_json::to_string_pretty(&page)? + "\n")
+    Ok(serde_json::to_string(&page)? + "\n")
 }
 
 /// The root page and JSON listing `names`.
@@ -1202,7 +1202,7 @@ mod tests {
         let files = [full, flagged, file("a-3.0 x.zip")];
         let page = project_json("a", "/pypi/", &files).unwrap();
         let value: Value = serde_json::from_str(&page).unwrap();
-        assert_eq!(page, serde_json::to_string_pretty(&value).unwrap() + "\n");
+        assert_eq!(page, serde_json::to_string(&value).unwrap() + "\n");
         assert_eq!(value["files"][0]["yanked"], json!("broken \"build\""));
         assert_eq!(value["files"][1]["yanked"], json!(true));
         assert_eq!(
