@@ -115,7 +115,8 @@ impl Documents {
         let dir = packs_dir(cache_dir);
         std::fs::create_dir_all(&dir)?;
         let docs = Documents {
-            pack_size: (share / 16).clamp(64 << 10, 64 << 20),
+            // Sixteen packs to a share, within bounds; two at least.
+            pack_size: (share / 16).clamp(64 << 10, 64 << 20).min(share / 2),
             dir,
             disk,
             fill_budget,
@@ -150,6 +151,10 @@ impl Documents {
         let mut taken = 0u64;
         for (n, path) in found.into_iter().rev() {
             let len = std::fs::metadata(&path)?.len();
+            if len == 0 {
+                std::fs::remove_file(&path)?;
+                continue;
+            }
             if taken + len > self.share {
                 tracing::info!(pack = %path.display(), "removing a pack of pages beyond the cache's share for them");
                 std::fs::remove_file(&path)?;
@@ -362,6 +367,12 @@ impl Documents {
         self.dir.join(format!("{n:016x}"))
     }
 
+    /// The room all packs hold.
+    pub fn held(&self) -> u64 {
+        let state = self.state.lock().expect("not poisoned");
+        state.packs.values().map(|p| p.room).sum()
+    }
+
     /// Bytes in packs, and documents kept.
     pub fn usage(&self) -> (u64, usize) {
         let state = self.state.lock().expect("not poisoned");
@@ -503,12 +514,15 @@ mod tests {
             .unwrap();
         let stray = packs_dir(dir.path()).join("not-a-pack");
         std::fs::write(&stray, b"?").unwrap();
+        // A pack created just before a crash, with nothing in it yet.
+        let empty = packs_dir(dir.path()).join(format!("{:016x}", 1u64 << 40));
+        std::fs::write(&empty, b"").unwrap();
 
         let (_, _, docs) = open(dir.path(), 64 << 20, 8 << 20);
         assert_eq!(docs.read(&a), Some(kept(b"whole", 1)));
         assert!(!docs.has(&b));
         assert_eq!(std::fs::metadata(&pack).unwrap().len(), whole);
-        assert!(!stray.exists());
+        assert!(!stray.exists() && !empty.exists());
 
         // Garbage where a record's lines should be ends the pack there too.
         drop(docs);

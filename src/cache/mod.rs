@@ -290,9 +290,11 @@ impl Cache {
         if !self.disk.has_room(req.size()) && !self.fills.running(&req.key) {
             return Source::Direct(req);
         }
-        // Larger than the whole disk budget: it could never be cached, and
-        // its temporary file alone would overrun the budget.
-        if kib(req.size()) > self.fill_budget_kib {
+        // Larger than the fills' share of the disk budget (less what the
+        // packs of pages hold): it could never be cached, and its fill
+        // would only wait for room that cannot come.
+        let held_kib = self.documents.held().div_ceil(1024);
+        if kib(req.size()) > self.fill_budget_kib.saturating_sub(held_kib) {
             return Source::Direct(req);
         }
         Source::Fill(self.fills.join_or_start(self, req))
