@@ -23,9 +23,10 @@
 //!   for longest, and the bytes of replaced copies. No compaction: the
 //!   share bounds the dead bytes with the live ones.
 //! - **The budget.** Each pack holds, while it exists, room of its size in
-//!   the disk tier (a [`Reservation`], which evicts objects to make it)
-//!   and as much of the fills' share (so that fills, packs and manifest
-//!   copies together stay within `disk_size`).
+//!   the disk tier (a [`Reservation`], which evicts objects to make it).
+//!   The packs' share is kept out of the fills' (see `Cache::open`), so
+//!   that fills, packs and manifest copies together stay within
+//!   `disk_size`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -35,7 +36,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::disk::{DiskTier, RECORD_LEN, Reservation};
 use super::plain::PlainRecord;
@@ -50,7 +50,6 @@ pub const HEADER: usize = KEY_LINE + RECORD_LEN;
 pub struct Documents {
     dir: PathBuf,
     disk: Arc<DiskTier>,
-    fill_budget: Arc<Semaphore>,
     /// The bytes all packs may take together.
     share: u64,
     /// A pack is closed once it holds this much.
@@ -72,6 +71,12 @@ struct State {
     appending: bool,
 }
 
+/// A record as read: from its plain record's line on.
+pub struct Kept {
+    pub bytes: Bytes,
+    place: Place,
+}
+
 /// Where a record is: its pack, and its offset and length there (its
 /// lines included).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,14 +92,8 @@ struct Pack {
     len: u64,
     /// The room it holds: `len` never passes it.
     room: u64,
-    _held: Room,
-}
-
-/// A pack's room in the disk tier and in the fills' share, given back
-/// when the pack is deleted.
-struct Room {
-    _reservation: Reservation,
-    _permits: OwnedSemaphorePermit,
+    /// Its room in the disk tier, given back when the pack is deleted.
+    _held: Reservation,
 }
 
 /// The directory packs live in.
@@ -106,12 +105,7 @@ impl Documents {
     /// Opens the packs under `cache_dir`, reading their records into the
     /// index and taking their room; packs beyond `share` bytes are deleted,
     /// oldest first, and anything else in the directory removed.
-    pub fn open(
-        cache_dir: &Path,
-        disk: Arc<DiskTier>,
-        fill_budget: Arc<Semaphore>,
-        share: u64,
-    ) -> io::Result<Documents> {
+    pub fn open(cache_dir: &Path, disk: Arc<DiskTier>, share: u64) -> io::Result<Documents> {
         let dir = packs_dir(cache_dir);
         std::fs::create_dir_all(&dir)?;
         let docs = Documents {
@@ -119,7 +113,6 @@ impl Documents {
             pack_size: (share / 16).clamp(64 << 10, 64 << 20).min(share / 2),
             dir,
             disk,
-            fill_budget,
             share,
             state: Mutex::new(State::default()),
         };
@@ -132,10 +125,16 @@ impl Documents {
         for e in std::fs::read_dir(&self.dir)? {
             let e = e?;
             let name = e.file_name();
+            // Exactly the name `pack_path` gives (no `+`, no upper case),
+            // and not the last number, which would leave none after it.
             let number = name
                 .to_str()
-                .filter(|n| n.len() == 16)
-                .and_then(|n| u64::from_str_radix(n, 16).ok());
+                .and_then(|t| {
+                    u64::from_str_radix(t, 16)
+                        .ok()
+                        .filter(|n| pack_name(*n) == t)
+                })
+                .filter(|n| *n < u64::MAX);
             match number {
                 Some(n) if e.file_type()?.is_file() => {
                     found.insert(n, e.path());
@@ -146,16 +145,15 @@ impl Documents {
                 }
             }
         }
-        // Newest first, until the share is taken: older packs go.
+        // Newest first, until the share is taken: that pack and every
+        // older one go (an older copy of a page must not outlive a newer).
         let mut kept = Vec::new();
         let mut taken = 0u64;
+        let mut full = false;
         for (n, path) in found.into_iter().rev() {
             let len = std::fs::metadata(&path)?.len();
-            if len == 0 {
-                std::fs::remove_file(&path)?;
-                continue;
-            }
-            if taken + len > self.share {
+            full = full || taken + len > self.share;
+            if full {
                 tracing::info!(pack = %path.display(), "removing a pack of pages beyond the cache's share for them");
                 std::fs::remove_file(&path)?;
                 continue;
@@ -170,6 +168,11 @@ impl Documents {
             if len < file.metadata()?.len() {
                 tracing::warn!(pack = %path.display(), whole = len, "a pack of pages ends in a record that is not whole; cut there");
                 file.set_len(len)?;
+            }
+            // Empty (created just before a crash, or nothing whole in it).
+            if len == 0 {
+                std::fs::remove_file(&path)?;
+                continue;
             }
             let Some(held) = self.room(len) else {
                 std::fs::remove_file(&path)?;
@@ -195,21 +198,12 @@ impl Documents {
         Ok(())
     }
 
-    /// Takes `size` bytes of room for a pack: `None` when the fills' share
-    /// or the disk budget has none now.
-    fn room(&self, size: u64) -> Option<Room> {
-        let permits = u32::try_from(size.div_ceil(1024).max(1)).ok()?;
-        let permits = self
-            .fill_budget
-            .clone()
-            .try_acquire_many_owned(permits)
-            .ok()?;
+    /// Takes `size` bytes of room in the disk tier for a pack (evicting
+    /// objects to make it): `None` when the disk budget has none now.
+    fn room(&self, size: u64) -> Option<Reservation> {
         let mut reservation = self.disk.reserve(size);
         reservation.count_file().ok()?;
-        Some(Room {
-            _reservation: reservation,
-            _permits: permits,
-        })
+        Some(reservation)
     }
 
     /// Whether a document is kept under `key` (without reading it).
@@ -223,8 +217,9 @@ impl Documents {
 
     /// The record kept under `key` from its plain record's line on, if
     /// there is one and its key line names it. May block (reads the
-    /// pack). Whether its bytes are whole is the reader's to check.
-    pub fn read(&self, key: &Sha256Digest) -> Option<Bytes> {
+    /// pack). Whether its bytes are whole is the reader's to check (and
+    /// [`Documents::forget`] what it finds bad).
+    pub fn read(&self, key: &Sha256Digest) -> Option<Kept> {
         let (file, place) = {
             let state = self.state.lock().expect("not poisoned");
             let place = *state.index.get(key)?;
@@ -234,21 +229,32 @@ impl Documents {
         let mut buf = vec![0u8; place.len as usize];
         if let Err(e) = file.read_exact_at(&mut buf, place.offset) {
             tracing::warn!(%key, "cannot read a kept page: {e}");
-            self.forget(key);
+            self.forget_place(key, place);
             return None;
         }
-        if buf[..KEY_LINE] != key_line(key)[..] {
+        if buf.get(..KEY_LINE) != Some(&key_line(key)[..]) {
             tracing::error!(%key, "a kept page's record names another key; dropped");
-            self.forget(key);
+            self.forget_place(key, place);
             return None;
         }
-        Some(Bytes::from(buf).slice(KEY_LINE..))
+        Some(Kept {
+            bytes: Bytes::from(buf).slice(KEY_LINE..),
+            place,
+        })
     }
 
-    /// Forgets the document under `key` (its bytes stay in their pack
-    /// until the pack goes).
-    pub fn forget(&self, key: &Sha256Digest) {
-        self.state.lock().expect("not poisoned").index.remove(key);
+    /// Forgets the record `read` gave for `key`, if it is still the key's
+    /// newest (a newer one the writer just appended stays). Its bytes stay
+    /// in their pack until the pack goes.
+    pub fn forget(&self, key: &Sha256Digest, kept: &Kept) {
+        self.forget_place(key, kept.place);
+    }
+
+    fn forget_place(&self, key: &Sha256Digest, place: Place) {
+        let mut state = self.state.lock().expect("not poisoned");
+        if state.index.get(key) == Some(&place) {
+            state.index.remove(key);
+        }
     }
 
     /// Appends a document to the newest pack, starting a new pack when it
@@ -288,7 +294,12 @@ impl Documents {
             let (n, p) = state.packs.iter().next_back().expect("a pack was started");
             (*n, p.file.clone(), p.len)
         };
-        file.write_all_at(&head, offset)?;
+        if let Err(e) = file.write_all_at(&head, offset) {
+            // Cut back what part of it was written, so that a restart does
+            // not take a whole-looking line for the key's newest record.
+            let _ = file.set_len(offset);
+            return Err(e);
+        }
         let mut state = self.state.lock().expect("not poisoned");
         if let Some(p) = state.packs.get_mut(&n) {
             p.len += len;
@@ -312,16 +323,28 @@ impl Documents {
             if held + room <= self.share {
                 break;
             }
-            let Some((n, _)) = state.packs.pop_first() else {
+            let Some((n, pack)) = state.packs.pop_first() else {
                 break;
             };
             state.index.retain(|_, p| p.pack != n);
             drop(state);
-            // The pack's room is given back as it is dropped, above.
+            // Its room is given back once its file is gone (dropping the
+            // pack), not before: the files on disk stay within the budget.
+            // A file that cannot be deleted keeps its room.
             match std::fs::remove_file(self.pack_path(n)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => tracing::error!(pack = n, "cannot delete a pack of pages: {e}"),
+                Ok(()) => drop(pack),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => drop(pack),
+                Err(e) => {
+                    tracing::error!(pack = n, "cannot delete a pack of pages: {e}");
+                    // Kept (with no pages in the index), to be tried again
+                    // when the next pack is due.
+                    self.state
+                        .lock()
+                        .expect("not poisoned")
+                        .packs
+                        .insert(n, pack);
+                    return Ok(false);
+                }
             }
         }
         let Some(held) = self.room(room) else {
@@ -364,13 +387,7 @@ impl Documents {
     }
 
     fn pack_path(&self, n: u64) -> PathBuf {
-        self.dir.join(format!("{n:016x}"))
-    }
-
-    /// The room all packs hold.
-    pub fn held(&self) -> u64 {
-        let state = self.state.lock().expect("not poisoned");
-        state.packs.values().map(|p| p.room).sum()
+        self.dir.join(pack_name(n))
     }
 
     /// Bytes in packs, and documents kept.
@@ -378,6 +395,11 @@ impl Documents {
         let state = self.state.lock().expect("not poisoned");
         (state.packs.values().map(|p| p.len).sum(), state.index.len())
     }
+}
+
+/// A pack's file name: its number in 16 lower-case hex digits.
+fn pack_name(n: u64) -> String {
+    format!("{n:016x}")
 }
 
 fn key_line(key: &Sha256Digest) -> [u8; KEY_LINE] {
@@ -405,10 +427,14 @@ fn scan(file: &File, n: u64, index: &mut HashMap<Sha256Digest, Place>) -> io::Re
         let (Some(key), Some(record)) = (key, record) else {
             break;
         };
-        let len = HEADER as u64 + record.size;
-        if offset + len > end {
+        // A size no pack could hold (a corrupt line) ends it like a torn one.
+        let Some(len) = record
+            .size
+            .checked_add(HEADER as u64)
+            .filter(|len| *len <= end - offset)
+        else {
             break;
-        }
+        };
         index.insert(
             key,
             Place {
@@ -443,14 +469,12 @@ mod tests {
         }
     }
 
-    /// A disk tier of `budget` bytes, the fills' share of it, and its
-    /// packs with `share` bytes.
-    fn open(dir: &Path, budget: u64, share: u64) -> (Arc<Metrics>, Arc<Semaphore>, Documents) {
+    /// A disk tier of `budget` bytes and its packs with `share` bytes.
+    fn open(dir: &Path, budget: u64, share: u64) -> (Arc<Metrics>, Documents) {
         let metrics = Arc::new(Metrics::new());
         let disk = Arc::new(DiskTier::load(dir, budget, 16, metrics.clone()).unwrap());
-        let fills = Arc::new(Semaphore::new((budget >> 10) as usize));
-        let docs = Documents::open(dir, disk, fills.clone(), share).unwrap();
-        (metrics, fills, docs)
+        let docs = Documents::open(dir, disk, share).unwrap();
+        (metrics, docs)
     }
 
     /// What `read` gives for a document: its plain record's line, then it.
@@ -465,27 +489,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (Sha256Digest::of(b"a"), Sha256Digest::of(b"b"));
         {
-            let (_, _, docs) = open(dir.path(), 64 << 20, 8 << 20);
+            let (_, docs) = open(dir.path(), 64 << 20, 8 << 20);
             assert!(docs.append(&a, &record(b"first", 1), b"first").unwrap());
             assert!(docs.append(&b, &record(b"other", 2), b"other").unwrap());
             assert!(docs.append(&a, &record(b"second", 3), b"second").unwrap());
-            assert_eq!(docs.read(&a), Some(kept(b"second", 3)));
-            assert_eq!(docs.read(&b), Some(kept(b"other", 2)));
+            assert_eq!(docs.read(&a).map(|k| k.bytes), Some(kept(b"second", 3)));
+            assert_eq!(docs.read(&b).map(|k| k.bytes), Some(kept(b"other", 2)));
             // One file for all three.
             let packs: Vec<_> = std::fs::read_dir(packs_dir(dir.path())).unwrap().collect();
             assert_eq!(packs.len(), 1);
             assert_eq!(docs.usage(), ((3 * HEADER + 16) as u64, 2));
         }
-        let (_, _, docs) = open(dir.path(), 64 << 20, 8 << 20);
-        assert_eq!(docs.read(&a), Some(kept(b"second", 3)));
-        assert_eq!(docs.read(&b), Some(kept(b"other", 2)));
+        let (_, docs) = open(dir.path(), 64 << 20, 8 << 20);
+        assert_eq!(docs.read(&a).map(|k| k.bytes), Some(kept(b"second", 3)));
+        assert_eq!(docs.read(&b).map(|k| k.bytes), Some(kept(b"other", 2)));
         // The pack found at start is closed: new records start another.
         let c = Sha256Digest::of(b"c");
         assert!(docs.append(&c, &record(b"third", 4), b"third").unwrap());
         assert_eq!(std::fs::read_dir(packs_dir(dir.path())).unwrap().count(), 2);
-        docs.forget(&b);
+        let old = docs.read(&b).unwrap();
+        // A record read before a newer one was appended does not take the
+        // newer one with it.
+        assert!(docs.append(&b, &record(b"newer", 5), b"newer").unwrap());
+        docs.forget(&b, &old);
+        assert_eq!(docs.read(&b).map(|k| k.bytes), Some(kept(b"newer", 5)));
+        let newer = docs.read(&b).unwrap();
+        docs.forget(&b, &newer);
         assert!(!docs.has(&b) && docs.read(&b).is_none());
-        assert_eq!(docs.read(&c), Some(kept(b"third", 4)));
+        assert_eq!(docs.read(&c).map(|k| k.bytes), Some(kept(b"third", 4)));
     }
 
     #[test]
@@ -493,7 +524,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (Sha256Digest::of(b"a"), Sha256Digest::of(b"b"));
         {
-            let (_, _, docs) = open(dir.path(), 64 << 20, 8 << 20);
+            let (_, docs) = open(dir.path(), 64 << 20, 8 << 20);
             docs.append(&a, &record(b"whole", 1), b"whole").unwrap();
             docs.append(&b, &record(b"cut short", 2), b"cut short")
                 .unwrap();
@@ -518,8 +549,8 @@ mod tests {
         let empty = packs_dir(dir.path()).join(format!("{:016x}", 1u64 << 40));
         std::fs::write(&empty, b"").unwrap();
 
-        let (_, _, docs) = open(dir.path(), 64 << 20, 8 << 20);
-        assert_eq!(docs.read(&a), Some(kept(b"whole", 1)));
+        let (_, docs) = open(dir.path(), 64 << 20, 8 << 20);
+        assert_eq!(docs.read(&a).map(|k| k.bytes), Some(kept(b"whole", 1)));
         assert!(!docs.has(&b));
         assert_eq!(std::fs::metadata(&pack).unwrap().len(), whole);
         assert!(!stray.exists() && !empty.exists());
@@ -529,8 +560,8 @@ mod tests {
         let mut bytes = std::fs::read(&pack).unwrap();
         bytes.extend_from_slice(&[b'x'; HEADER + 10]);
         std::fs::write(&pack, &bytes).unwrap();
-        let (_, _, docs) = open(dir.path(), 64 << 20, 8 << 20);
-        assert_eq!(docs.read(&a), Some(kept(b"whole", 1)));
+        let (_, docs) = open(dir.path(), 64 << 20, 8 << 20);
+        assert_eq!(docs.read(&a).map(|k| k.bytes), Some(kept(b"whole", 1)));
         assert_eq!(std::fs::metadata(&pack).unwrap().len(), whole);
     }
 
@@ -539,39 +570,110 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Packs of 64 KiB (the smallest), four of them at most.
         let share = 256 << 10;
-        let (metrics, fills, docs) = open(dir.path(), 4 << 20, share);
+        let (metrics, docs) = open(dir.path(), 4 << 20, share);
         let page = vec![b'p'; 30 << 10];
         let keys: Vec<_> = (0..20u8).map(|i| Sha256Digest::of(&[i])).collect();
         for (i, key) in keys.iter().enumerate() {
             assert!(docs.append(key, &record(&page, i as i128), &page).unwrap());
             let packs = std::fs::read_dir(packs_dir(dir.path())).unwrap().count() as u64;
             assert!(packs * (64 << 10) <= share, "{packs} packs");
-            // Each pack's room is held in the disk tier and the fills' share.
+            // Each pack's room is held in the disk tier.
             assert_eq!(
                 metrics.cache_reserved_bytes.get() as u64,
                 packs * (64 << 10)
             );
-            assert_eq!(fills.available_permits() as u64, (4 << 10) - packs * 64);
         }
         // Two records a pack: the last eight are kept, the rest went with
         // their packs.
         for (i, key) in keys.iter().enumerate() {
             assert_eq!(docs.has(key), i >= 12, "record {i}");
         }
-        assert_eq!(docs.read(&keys[19]), Some(kept(&page, 19)));
+        assert_eq!(docs.read(&keys[19]).map(|k| k.bytes), Some(kept(&page, 19)));
         // Larger than half the share: not kept.
         let big = vec![b'b'; 130 << 10];
         assert!(!docs.append(&keys[0], &record(&big, 0), &big).unwrap());
         drop(docs);
         assert_eq!(metrics.cache_reserved_bytes.get(), 0);
-        assert_eq!(fills.available_permits(), 4 << 10);
+    }
+
+    #[test]
+    fn a_line_naming_a_size_no_pack_holds_ends_the_pack_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Sha256Digest::of(b"a");
+        {
+            let (_, docs) = open(dir.path(), 64 << 20, 8 << 20);
+            docs.append(&a, &record(b"whole", 1), b"whole").unwrap();
+        }
+        let pack = packs_dir(dir.path()).join(pack_name(0));
+        let whole = std::fs::metadata(&pack).unwrap().len();
+        // Sizes that would overflow the scan's arithmetic, or run past the
+        // end: each ends the pack where its lines start.
+        for size in [u64::MAX - HEADER as u64 + 1, u64::MAX, 1 << 40] {
+            let mut bytes = std::fs::read(&pack).unwrap();
+            let line = PlainRecord {
+                size,
+                mtime_ns: 2,
+                sha: Sha256Digest::of(b"?"),
+            };
+            bytes.extend_from_slice(&key_line(&Sha256Digest::of(b"b")));
+            bytes.extend_from_slice(&line.encode());
+            bytes.extend_from_slice(b"short");
+            std::fs::write(&pack, &bytes).unwrap();
+            let (_, docs) = open(dir.path(), 64 << 20, 8 << 20);
+            assert_eq!(docs.read(&a).map(|k| k.bytes), Some(kept(b"whole", 1)));
+            assert_eq!(
+                std::fs::metadata(&pack).unwrap().len(),
+                whole,
+                "size {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn past_the_share_at_start_the_first_pack_that_does_not_fit_goes_with_all_older() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<_> = (0..3u8).map(|i| Sha256Digest::of(&[i])).collect();
+        let big = vec![b'b'; 300 << 10];
+        // One pack each (a pack found at start is not appended to): a
+        // small one, a large one, a small one.
+        for (key, page) in keys.iter().zip([&b"old"[..], &big, b"new"]) {
+            let (_, docs) = open(dir.path(), 64 << 20, 8 << 20);
+            assert!(docs.append(key, &record(page, 1), page).unwrap());
+        }
+        assert_eq!(std::fs::read_dir(packs_dir(dir.path())).unwrap().count(), 3);
+        let (_, docs) = open(dir.path(), 64 << 20, 256 << 10);
+        assert_eq!(
+            keys.iter().map(|k| docs.has(k)).collect::<Vec<_>>(),
+            [false, false, true]
+        );
+        assert_eq!(std::fs::read_dir(packs_dir(dir.path())).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn only_the_names_packs_are_given_are_packs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(packs_dir(dir.path())).unwrap();
+        let names = [
+            "+000000000000001",
+            "00000000000000AB",
+            "ffffffffffffffff",
+            "0000000000000001.tmp",
+        ];
+        for name in names {
+            std::fs::write(packs_dir(dir.path()).join(name), b"x").unwrap();
+        }
+        let (_, docs) = open(dir.path(), 64 << 20, 8 << 20);
+        assert_eq!(std::fs::read_dir(packs_dir(dir.path())).unwrap().count(), 0);
+        let a = Sha256Digest::of(b"a");
+        assert!(docs.append(&a, &record(b"page", 1), b"page").unwrap());
+        assert!(packs_dir(dir.path()).join(pack_name(0)).exists());
     }
 
     #[test]
     fn a_record_that_names_another_key_is_not_given_out() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (Sha256Digest::of(b"a"), Sha256Digest::of(b"b"));
-        let (_, _, docs) = open(dir.path(), 64 << 20, 8 << 20);
+        let (_, docs) = open(dir.path(), 64 << 20, 8 << 20);
         docs.append(&a, &record(b"page", 1), b"page").unwrap();
         let pack = std::fs::read_dir(packs_dir(dir.path()))
             .unwrap()
@@ -582,7 +684,7 @@ mod tests {
         let mut bytes = std::fs::read(&pack).unwrap();
         bytes[3..KEY_LINE - 1].copy_from_slice(b.hex().as_bytes());
         std::fs::write(&pack, &bytes).unwrap();
-        assert_eq!(docs.read(&a), None);
+        assert!(docs.read(&a).is_none());
         assert!(!docs.has(&a));
     }
 }

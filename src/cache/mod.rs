@@ -170,7 +170,7 @@ pub struct Cache {
     /// The disk budget in KiB, taken by fills in flight for their
     /// temporary files (the room itself is made by `DiskTier::reserve`).
     fill_budget: Arc<tokio::sync::Semaphore>,
-    /// Its size (three quarters of `cache.disk_size`): objects larger than
+    /// Its size (five eighths of `cache.disk_size`): objects larger than
     /// this are never cached.
     fill_budget_kib: u64,
     /// The thread that writes fills and documents into the disk tier.
@@ -229,15 +229,16 @@ impl Cache {
             )
         });
         let documents_queued = Arc::new(AtomicU64::new(0));
-        // The rest is for manifest copies, so that the two never hold more
-        // than the whole budget together.
-        let fill_budget_kib = (config.disk_size - config.disk_size / manifests::SHARE) >> 10;
+        // The rest is for manifest copies and the packs of pages, so that
+        // the three never hold more than the whole budget together.
+        let documents_share = config.disk_size / DOCUMENTS_SHARE;
+        let fill_budget_kib =
+            (config.disk_size - config.disk_size / manifests::SHARE - documents_share) >> 10;
         let fill_budget = Arc::new(tokio::sync::Semaphore::new(fill_budget_kib as usize));
         let documents = Arc::new(docs::Documents::open(
             &config.dir,
             disk.clone(),
-            fill_budget.clone(),
-            config.disk_size / DOCUMENTS_SHARE,
+            documents_share,
         )?);
         let writer = spawn_writer(disk.clone(), documents.clone(), documents_queued.clone());
         Ok(Arc::new(Cache {
@@ -290,11 +291,9 @@ impl Cache {
         if !self.disk.has_room(req.size()) && !self.fills.running(&req.key) {
             return Source::Direct(req);
         }
-        // Larger than the fills' share of the disk budget (less what the
-        // packs of pages hold): it could never be cached, and its fill
-        // would only wait for room that cannot come.
-        let held_kib = self.documents.held().div_ceil(1024);
-        if kib(req.size()) > self.fill_budget_kib.saturating_sub(held_kib) {
+        // Larger than the fills' share of the disk budget: it could never
+        // be cached, and its temporary file alone would overrun the share.
+        if kib(req.size()) > self.fill_budget_kib {
             return Source::Direct(req);
         }
         Source::Fill(self.fills.join_or_start(self, req))
@@ -505,15 +504,15 @@ impl Cache {
         let documents = self.documents.clone();
         tokio::task::spawn_blocking(move || {
             let kept = documents.read(&key)?;
-            let whole = kept.get(..disk::RECORD_LEN).and_then(|line| {
+            let whole = kept.bytes.get(..disk::RECORD_LEN).and_then(|line| {
                 let record = plain::PlainRecord::parse(line.try_into().ok()?)?;
-                let bytes = kept.slice(disk::RECORD_LEN..);
+                let bytes = kept.bytes.slice(disk::RECORD_LEN..);
                 (record.size == bytes.len() as u64 && Sha256Digest::of(&bytes) == record.sha)
                     .then_some((record.mtime_ns, bytes))
             });
             if whole.is_none() {
                 tracing::warn!(%key, "a kept page is not whole; dropped, to be fetched again");
-                documents.forget(&key);
+                documents.forget(&key, &kept);
             }
             whole
         })
@@ -666,8 +665,8 @@ enum Named {
     Plain(Sha256Digest, plain::PlainRecord),
 }
 
-/// Documents' packs take at most this part of `disk_size` (an eighth),
-/// out of the fills' share.
+/// Documents' packs take at most this part of `disk_size` (an eighth);
+/// fills the rest that manifest copies leave (five eighths).
 const DOCUMENTS_SHARE: u64 = 8;
 
 /// At most this many bytes of documents wait for the cache writer; more
