@@ -1071,7 +1071,8 @@ fn read_dir_or_empty(
     }
 }
 
-fn remove_any(path: &Path) -> io::Result<()> {
+/// Removes a file or a directory tree.
+pub(crate) fn remove_any(path: &Path) -> io::Result<()> {
     if path.is_dir() {
         std::fs::remove_dir_all(path)
     } else {

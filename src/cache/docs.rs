@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::disk::{DiskTier, RECORD_LEN, Reservation};
+use super::disk::{DiskTier, RECORD_LEN, Reservation, remove_any};
 use super::plain::PlainRecord;
 use crate::digest::Sha256Digest;
 
@@ -448,14 +448,6 @@ fn scan(file: &File, n: u64, index: &mut HashMap<Sha256Digest, Place>) -> io::Re
     Ok(offset)
 }
 
-fn remove_any(path: &Path) -> io::Result<()> {
-    if path.is_dir() {
-        std::fs::remove_dir_all(path)
-    } else {
-        std::fs::remove_file(path)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,6 +467,13 @@ mod tests {
         let disk = Arc::new(DiskTier::load(dir, budget, 16, metrics.clone()).unwrap());
         let docs = Documents::open(dir, disk, share).unwrap();
         (metrics, docs)
+    }
+
+    /// The path of the only pack in `dir`.
+    fn the_pack(dir: &Path) -> PathBuf {
+        let mut packs: Vec<_> = std::fs::read_dir(packs_dir(dir)).unwrap().collect();
+        assert_eq!(packs.len(), 1);
+        packs.pop().unwrap().unwrap().path()
     }
 
     /// What `read` gives for a document: its plain record's line, then it.
@@ -529,12 +528,7 @@ mod tests {
             docs.append(&b, &record(b"cut short", 2), b"cut short")
                 .unwrap();
         }
-        let pack = std::fs::read_dir(packs_dir(dir.path()))
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let pack = the_pack(dir.path());
         let whole = (HEADER + 5) as u64;
         let len = std::fs::metadata(&pack).unwrap().len();
         File::options()
@@ -675,12 +669,7 @@ mod tests {
         let (a, b) = (Sha256Digest::of(b"a"), Sha256Digest::of(b"b"));
         let (_, docs) = open(dir.path(), 64 << 20, 8 << 20);
         docs.append(&a, &record(b"page", 1), b"page").unwrap();
-        let pack = std::fs::read_dir(packs_dir(dir.path()))
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let pack = the_pack(dir.path());
         let mut bytes = std::fs::read(&pack).unwrap();
         bytes[3..KEY_LINE - 1].copy_from_slice(b.hex().as_bytes());
         std::fs::write(&pack, &bytes).unwrap();
