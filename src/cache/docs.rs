@@ -44,7 +44,7 @@ use crate::digest::Sha256Digest;
 /// The line that starts a record: `d2 `, the key in hex, a newline.
 const KEY_LINE: usize = 3 + 64 + 1;
 /// A record's lines, before its bytes.
-pub const HEADER: usize = KEY_LINE + RECORD_LEN;
+const HEADER: usize = KEY_LINE + RECORD_LEN;
 
 /// The packs of one cache directory, and where each document is.
 pub struct Documents {
@@ -97,7 +97,7 @@ struct Pack {
 }
 
 /// The directory packs live in.
-pub fn packs_dir(cache_dir: &Path) -> PathBuf {
+fn packs_dir(cache_dir: &Path) -> PathBuf {
     cache_dir.join("docs-v2")
 }
 
@@ -391,7 +391,8 @@ impl Documents {
     }
 
     /// Bytes in packs, and documents kept.
-    pub fn usage(&self) -> (u64, usize) {
+    #[cfg(test)]
+    fn usage(&self) -> (u64, usize) {
         let state = self.state.lock().expect("not poisoned");
         (state.packs.values().map(|p| p.len).sum(), state.index.len())
     }

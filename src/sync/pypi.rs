@@ -577,6 +577,7 @@ impl Pypi<'_> {
             .with_context(|| format!("upstream url `{url}`"))?;
         fetcher.check_url(&base)?;
         let hosts = FileHosts::new(&base, &self.upstream.allow_file_hosts)?;
+        let root = mirror_root(&base)?;
         let mut gate = Gate::default();
         let mut names = self.project_names()?;
         let mut pages: Vec<(String, Vec<Dist>)> = Vec::new();
@@ -605,7 +606,7 @@ impl Pypi<'_> {
                 // (a file's `.metadata` path counts as taken too).
                 for d in &dists {
                     safe_filename(&d.filename)?;
-                    let path = mirror_path(&base, &d.url, &d.filename)?;
+                    let path = mirror_path_under(&root, &d.url, &d.filename)?;
                     let sha = Some(d.sha256);
                     for (p, want) in [(path.clone(), sha), (format!("{path}.metadata"), None)] {
                         match taken.insert(p.clone(), (want, d.url.clone())) {
